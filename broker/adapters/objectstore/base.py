@@ -3,6 +3,18 @@
 Keys are bucket keys relative to the store's prefix (e.g. `deposits/<id>/files/0.payload`);
 the broker alone chooses them. Adapters translate vendor errors into `StorageError` /
 `ObjectMissing` from `broker.errors`.
+
+Semantics both adapters share (see `rules.py` for the limits, which are S3's):
+- a key that is not a safe relative key (`..`, absolute, backslash, empty segment, leading `.`)
+  raises `InvalidInput` before anything is touched;
+- `get_bytes` / `open_read` of a missing key raise `ObjectMissing`; `head` returns None;
+  `delete` of a missing key is not an error (as in S3);
+- ETags are opaque strings, kept without HTTP quotes. A part's ETag is what the PUT to its
+  presigned URL answered (S3: MD5 hex; local store: SHA-256 hex);
+- an unknown upload id raises `ObjectMissing`; a completion whose parts do not match what was
+  received (ETag, order, a non-last part under 5 MiB) raises `InvalidInput`;
+- presigned URLs live 1..604800 s and need no headers beyond what the method implies
+  (`PresignedRequest.headers` is empty for both adapters today).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Database adapter: engine, tables, migrations and the unit of work."""

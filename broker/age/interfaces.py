@@ -1,0 +1,97 @@
+"""The two one-method interfaces of age: a Recipient wraps a file key, an Identity unwraps it.
+
+As in FiloSottile/age, an identity is handed every stanza of a header and picks out those
+addressed to it. `Identity.unwrap_stanza` answers with the file key, with `None` (the sentinel
+for "not mine, try the next stanza or identity"), or raises `HeaderError` for a stanza of its
+type that is malformed, which must fail the whole file rather than be skipped.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from broker.age.errors import HeaderError
+from broker.age.header import Stanza
+from broker.age.primitives import FILE_KEY_SIZE, WRAPPED_FILE_KEY_SIZE
+
+
+class Recipient(ABC):
+    """A public key (or passphrase) that file keys are wrapped to."""
+
+    stanza_type: ClassVar[str]
+    post_quantum: ClassVar[bool] = False
+
+    @abstractmethod
+    def wrap(self, file_key: bytes) -> list[Stanza]:
+        """Stanzas that carry `file_key` for this recipient."""
+
+    @abstractmethod
+    def encode(self) -> str:
+        """The recipient's string form (`age1…`, `age1pq1…`, `ssh-ed25519 AAAA…`)."""
+
+    def __str__(self) -> str:
+        return self.encode()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.encode()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipient) and type(other) is type(self) and (
+            other.encode() == self.encode()
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.encode()))
+
+
+class Identity(ABC):
+    """A private key (or passphrase) that can unwrap file keys from some stanzas."""
+
+    stanza_type: ClassVar[str]
+
+    @abstractmethod
+    def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
+        """The file key, `None` if the stanza is not for this identity, or HeaderError."""
+
+    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
+        """The file key from the first stanza this identity opens, else None."""
+        for stanza in stanzas:
+            file_key = self.unwrap_stanza(stanza)
+            if file_key is not None:
+                return file_key
+        return None
+
+    @abstractmethod
+    def to_recipient(self) -> Recipient:
+        """The public counterpart, to encrypt to this identity."""
+
+    @abstractmethod
+    def encode(self) -> str:
+        """The secret string form (`AGE-SECRET-KEY-1…`). Handle as a secret."""
+
+    def __repr__(self) -> str:
+        # Never the secret: identities end up in logs and tracebacks.
+        return f"<{type(self).__name__} for {self.to_recipient().encode()[:24]}…>"
+
+
+def check_wrapped_body(stanza: Stanza) -> None:
+    """Refuse a body that is not exactly one wrapped 16-byte file key, before decrypting it.
+
+    The spec requires this check first, against partitioning-oracle attacks; it also refuses
+    longer file keys (`*_long_file_key` vectors).
+    """
+    if len(stanza.body) != WRAPPED_FILE_KEY_SIZE:
+        raise HeaderError(
+            f"age {stanza.type} stanza: body is {len(stanza.body)} bytes, expected "
+            f"{WRAPPED_FILE_KEY_SIZE} (a {FILE_KEY_SIZE}-byte file key and its tag)",
+            hint="the file is malformed or was made by an incompatible tool",
+        )
+
+
+def stanza_error(stanza_type: str, what: str) -> HeaderError:
+    return HeaderError(
+        f"age {stanza_type} stanza: {what}",
+        hint="the file is malformed or was made by an incompatible tool",
+    )

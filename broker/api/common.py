@@ -1,0 +1,84 @@
+"""What every API view shares: the escrow container, the caller, JSON bodies, problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from broker.container import Escrow
+from broker.domain.principals import Principal
+from broker.errors import BadRequest, EscrowError, Unauthorized
+from broker.services.admin import authenticate
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def escrow() -> Escrow:
+    return current_app.extensions["escrow"]
+
+
+def caller() -> Principal:
+    """The authenticated principal of this request (Bearer service token)."""
+    if "principal" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "this call needs a token",
+                hint="send 'Authorization: Bearer <token>' (CLI: --token or --token-file)",
+            )
+        with escrow().uow() as uow:
+            g.principal = authenticate(uow, token)
+    return g.principal
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "the request body must be a JSON object",
+            hint="send Content-Type: application/json with an object body",
+        )
+    return body
+
+
+def problem(status: int, title: str, detail: str, hint: str = "") -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if hint:
+        body["hint"] = hint
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="weights-escrow"'
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(EscrowError)
+    def escrow_error(error: EscrowError) -> Response:
+        if error.status >= 500:
+            log.warning("%s: %s", error.title, error.message)
+        return problem(error.status, error.title, error.message, error.hint)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return problem(error.code or 500, (error.name or "error").lower(), error.description or "")
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error")
+        return problem(
+            500,
+            "internal error",
+            "the broker failed unexpectedly",
+            "retry; if it persists, tell the operator (details are in the server log)",
+        )

@@ -1,0 +1,83 @@
+"""JSON API for deposits: translate HTTP to service calls and back, nothing else."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Blueprint, Response, jsonify, request
+
+from broker.api.common import caller, escrow, json_body
+from broker.errors import InvalidInput
+from broker.services import deposits as service
+
+bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")
+
+
+@bp.post("")
+def open_deposit() -> tuple[Response, int]:
+    body = json_body()
+    plan = service.parse_plan(body.get("files"))
+    with escrow().uow() as uow:
+        deposit = service.open_deposit(
+            escrow(),
+            uow,
+            caller(),
+            str(body.get("model", "")),
+            str(body.get("version", "")),
+            plan,
+            classical=bool(body.get("classical", False)),
+            extra_recipients=list(body.get("extra_recipients") or []),
+        )
+        return jsonify(service.describe(deposit)), 200
+
+
+@bp.get("/<deposit_id>")
+def show(deposit_id: str) -> Response:
+    with escrow().uow() as uow:
+        return jsonify(
+            service.describe(service.get_deposit(uow, caller(), deposit_id, "deposit.read"))
+        )
+
+
+@bp.post("/<deposit_id>/files/<int:index>/upload")
+def start_upload(deposit_id: str, index: int) -> Response:
+    restart = bool(json_body().get("restart", False)) if request.data else False
+    with escrow().uow() as uow:
+        return jsonify(service.start_upload(escrow(), uow, caller(), deposit_id, index, restart))
+
+
+@bp.post("/<deposit_id>/files/<int:index>/parts")
+def presign_parts(deposit_id: str, index: int) -> Response:
+    numbers = json_body().get("numbers")
+    if not isinstance(numbers, list):
+        raise InvalidInput("'numbers' must be a list of part numbers", hint='e.g. {"numbers": [1]}')
+    with escrow().uow() as uow:
+        urls = service.presign_parts(escrow(), uow, caller(), deposit_id, index, numbers)
+        return jsonify({"parts": urls})
+
+
+@bp.put("/<deposit_id>/files/<int:index>/header")
+def register_header(deposit_id: str, index: int) -> Response:
+    try:
+        header = base64.b64decode(str(json_body().get("header", "")), validate=True)
+    except binascii.Error:
+        raise InvalidInput(
+            "'header' must be base64", hint="base64-encode the header bytes"
+        ) from None
+    with escrow().uow() as uow:
+        return jsonify(service.register_header(escrow(), uow, caller(), deposit_id, index, header))
+
+
+@bp.post("/<deposit_id>/files/<int:index>/complete")
+def complete(deposit_id: str, index: int) -> Response:
+    sha256 = str(json_body().get("sha256", ""))
+    with escrow().uow() as uow:
+        return jsonify(service.complete_upload(escrow(), uow, caller(), deposit_id, index, sha256))
+
+
+@bp.post("/<deposit_id>/finalize")
+def finalize(deposit_id: str) -> tuple[Response, int]:
+    with escrow().uow() as uow:
+        deposit = service.finalize(uow, caller(), deposit_id)
+        return jsonify(service.describe(deposit)), 202

@@ -1,0 +1,55 @@
+"""Health, the caller, published keys and the OpenAPI document."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+
+from broker.api.common import caller, escrow
+from broker.api.openapi import openapi_document
+from broker.errors import EscrowError
+from broker.services.signing import published_keys
+
+bp = Blueprint("meta", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    checks = {}
+    for name, probe in (
+        ("database", _database),
+        ("object_store", lambda: escrow().store.check()),
+        ("key_custody", lambda: escrow().custody.check()),
+    ):
+        try:
+            checks[name] = {"ok": True, "detail": probe()}
+        except Exception as error:  # health must report every failure, whatever its type
+            detail = error.message if isinstance(error, EscrowError) else type(error).__name__
+            checks[name] = {"ok": False, "detail": detail}
+    ok = all(c["ok"] for c in checks.values())
+    return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503
+
+
+def _database() -> str:
+    with escrow().engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return escrow().engine.dialect.name
+
+
+@bp.get("/api/v1/keys")
+def keys() -> Response:
+    with escrow().uow() as uow:
+        return jsonify(published_keys(uow, escrow().settings.origin))
+
+
+@bp.get("/api/v1/me")
+def me() -> Response:
+    principal = caller()
+    return jsonify(
+        {"kind": principal.kind, "id": principal.id, "org": principal.org, "role": principal.role}
+    )
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())

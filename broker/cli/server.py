@@ -1,0 +1,141 @@
+"""Server-side commands: they run next to the database and the master key."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import click
+
+from broker.adapters.custody.local import LocalCustody
+from broker.adapters.db.engine import upgrade
+from broker.config import load_settings
+from broker.container import Escrow, build_escrow, create_url_secret
+from broker.domain.principals import OPERATOR
+from broker.services import worker as jobs
+from broker.services.signing import ensure_signing_keys
+from broker.services.verification import run_verification
+
+
+def server_escrow() -> Escrow:
+    return build_escrow(load_settings())
+
+
+@click.command()
+def init() -> None:
+    """Create the data directory, keys and database schema (safe to run again)."""
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_url_secret(settings.url_secret_file)
+    if settings.key_custody == "local" and not settings.key_file.exists():
+        LocalCustody.create_key_file(settings.key_file)
+        click.echo(f"created master key {settings.key_file} (mode 0600): back it up offline")
+    upgrade(settings.database_url)
+    escrow = build_escrow(settings)
+    with escrow.uow() as uow:
+        ensure_signing_keys(uow, escrow.custody, OPERATOR)
+    click.echo(f"escrow initialised in {settings.data_dir}")
+
+
+@click.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply alembic migrations (the only way the schema changes)."""
+    upgrade(load_settings().database_url, revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=4,
+    show_default=True,
+    type=int,
+    help="HTTP worker processes (sync workers stream big bodies fastest)",
+)
+@click.option(
+    "--in-process-worker/--no-in-process-worker",
+    default=None,
+    help="also run the verification worker (default: on, ESCROW_IN_PROCESS_WORKER)",
+)
+def serve(host: str, port: int, workers: int, in_process_worker: bool | None) -> None:
+    """Run the broker (gunicorn) and, on embedded defaults, one verification worker."""
+    from gunicorn.app.base import BaseApplication
+
+    from broker import create_app
+
+    settings = load_settings()
+    run_worker = settings.run_worker_in_process if in_process_worker is None else in_process_worker
+    stop = threading.Event()
+
+    class Broker(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options: dict[str, Any] = {
+                "bind": f"{host}:{port}",
+                "workers": workers,
+                "worker_class": "sync",
+                "timeout": 600,
+                "accesslog": "-",
+                "when_ready": self._when_ready,
+                "on_exit": lambda _server: stop.set(),
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def _when_ready(self, _server: object) -> None:
+            if run_worker:  # in the arbiter, after forking: one worker thread for the deployment
+                thread = threading.Thread(
+                    target=jobs.run_forever, args=(server_escrow(), stop), daemon=True
+                )
+                thread.start()
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    create_app(settings)  # fail here, with a clear message, before forking
+    click.echo(f"broker on http://{host}:{port} (data: {settings.data_dir})", err=True)
+    Broker().run()
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="run the queued jobs, then exit")
+def worker(once: bool) -> None:
+    """Run the job queue: verification of finalised deposits."""
+    escrow = server_escrow()
+    if once:
+        click.echo(f"ran {jobs.run_pending(escrow)} job(s)")
+        return
+    jobs.run_forever(escrow, threading.Event())
+
+
+@click.command()
+@click.argument("deposit_id")
+@click.option("--json", "as_json", is_flag=True)
+def verify(deposit_id: str, as_json: bool) -> None:
+    """Decrypt and hash every file of a deposit against its manifest (operator)."""
+    from broker.cli.output import emit
+
+    report = run_verification(server_escrow(), deposit_id, OPERATOR)
+    lines = [
+        f"{'ok  ' if f.ok else 'BAD '} {f.path}" + (f": {f.problem}" if f.problem else "")
+        for f in report.files
+    ]
+    lines.append(
+        "verified: every file matches"
+        if report.ok
+        else f"verification FAILED for {len(report.bad)} file(s)"
+    )
+    emit(
+        {"deposit_id": deposit_id, "ok": report.ok, "files": [vars(f) for f in report.files]},
+        as_json,
+        lines,
+    )
+    sys.exit(0 if report.ok else 1)

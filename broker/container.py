@@ -1,0 +1,76 @@
+"""The broker's parts wired together once per process: settings, database, store, custody."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.adapters.custody import open_custody
+from broker.adapters.custody.base import KeyCustody
+from broker.adapters.db.engine import make_engine
+from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.objectstore import open_store
+from broker.adapters.objectstore.base import ObjectStore
+from broker.config import Settings
+from broker.errors import ConfigError
+
+
+@dataclass
+class Escrow:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    custody: KeyCustody
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions)
+
+
+def build_escrow(settings: Settings) -> Escrow:
+    engine = make_engine(settings.database_url)
+    store = open_store(
+        settings.storage_url,
+        data_dir=settings.data_dir,
+        url_base=settings.public_url,
+        url_secret=read_url_secret(settings.url_secret_file),
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
+    custody = open_custody(
+        settings.key_custody,
+        data_dir=settings.data_dir,
+        key_file=settings.key_file,
+        kms_key_id=settings.kms_key_id,
+        region=settings.aws_region,
+        endpoint_url=settings.extra.get("kms_endpoint_url"),
+    )
+    return Escrow(settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody)
+
+
+def create_url_secret(path: Path) -> None:
+    """The key that signs the local store's upload/download URLs (made by `escrow init`)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists():
+        return
+    with open(path, "x", encoding="ascii", opener=_private_opener) as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+
+
+def read_url_secret(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"url signing key {path} does not exist",
+            hint="run `escrow init` first (it creates the data directory and its keys)",
+        ) from None
+
+
+def _private_opener(path: str, flags: int) -> int:
+    import os
+
+    return os.open(path, flags, 0o600)

@@ -1,0 +1,77 @@
+"""Names of organisations, models and versions, and paths of files inside a deposit."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from broker.errors import InvalidInput
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,126}[A-Za-z0-9])?$")
+ROLES = ("depositor", "reviewer", "admin")
+
+
+def check_org_name(name: str) -> str:
+    if not _SLUG.match(name):
+        raise InvalidInput(
+            f"organisation name {name!r} is not valid",
+            hint="use 1-64 lowercase letters, digits, '.', '_' or '-', e.g. acme-ai",
+        )
+    return name
+
+
+def split_model_name(full: str) -> tuple[str, str]:
+    """'org/model' -> (org, model)."""
+    org, sep, model = full.partition("/")
+    if not sep or not _SLUG.match(org) or not _SLUG.match(model):
+        raise InvalidInput(
+            f"model name {full!r} is not ORG/NAME",
+            hint="name the model as its organisation and a lowercase name, e.g. acme-ai/gpt-small",
+        )
+    return org, model
+
+
+def check_version(version: str) -> str:
+    if not _VERSION.match(version):
+        raise InvalidInput(
+            f"version {version!r} is not valid",
+            hint="use letters, digits, '.', '_', '+' or '-', e.g. 2024-05",
+        )
+    return version
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"role {role!r} is unknown", hint=f"use one of: {', '.join(ROLES)}")
+    return role
+
+
+def check_file_path(path: str) -> str:
+    """A file's path relative to the model directory: forward slashes, nothing that escapes."""
+    problem = _path_problem(path)
+    if problem:
+        raise InvalidInput(
+            f"file path {path!r} {problem}",
+            hint="paths are relative to the model directory, with '/' between parts",
+        )
+    return path
+
+
+def _path_problem(path: str) -> str | None:
+    if not path:
+        return "is empty"
+    if "\\" in path:
+        return "contains a backslash"
+    if path.startswith("/"):
+        return "is absolute"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "contains a control character"
+    if unicodedata.normalize("NFC", path) != path:
+        return "is not in Unicode NFC form"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' part"
+    if len(path.encode()) > 1024:
+        return "is longer than 1024 bytes"
+    return None

@@ -1,0 +1,446 @@
+"""Deposit use cases: open (or resume) a deposit, upload files through the store, finalise.
+
+Bytes of weights never pass through here: clients upload ciphertext with URLs the store
+presigns. The broker alone chooses object keys, and presigns only uploads it created.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from broker import age
+from broker.adapters.db.models import Deposit, DepositFile, Job, Model
+from broker.adapters.db.uow import UnitOfWork
+from broker.container import Escrow
+from broker.domain.access import authorize
+from broker.domain.names import check_file_path, check_version, split_model_name
+from broker.domain.parts import payload_size, plain_part_size, plan_parts
+from broker.domain.principals import Principal
+from broker.errors import Conflict, InvalidInput, NotFound
+from broker.services.admin import get_org
+
+MAX_HEADER_SIZE = 64 * 1024
+OPEN, VERIFYING, SEALED, FAILED = "open", "verifying", "sealed", "failed"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+
+
+def deposit_prefix(deposit_id: str) -> str:
+    return f"deposits/{deposit_id}/"
+
+
+def header_key(index: int) -> str:
+    return f"files/{index}.header"
+
+
+def payload_key(index: int) -> str:
+    return f"files/{index}.payload"
+
+
+def identity_context(deposit_id: str) -> dict[str, str]:
+    return {"purpose": "deposit-identity", "deposit": deposit_id}
+
+
+def parse_plan(raw_files: list[dict[str, Any]] | None) -> list[PlannedFile] | None:
+    if raw_files is None:
+        return None
+    plan = []
+    for item in raw_files:
+        size = item.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(
+                f"file {item.get('path')!r}: size must be a non-negative integer",
+                hint="send each file as {path, size}",
+            )
+        plan.append(PlannedFile(check_file_path(str(item.get("path", ""))), size))
+    paths = [f.path for f in plan]
+    if len(set(paths)) != len(paths):
+        raise InvalidInput("the file list names a path twice", hint="list each file once")
+    return sorted(plan, key=lambda f: f.path)
+
+
+def open_deposit(
+    escrow: Escrow,
+    uow: UnitOfWork,
+    actor: Principal,
+    model_name: str,
+    version: str,
+    plan: list[PlannedFile] | None,
+    classical: bool = False,
+    extra_recipients: list[str] | None = None,
+) -> Deposit:
+    """Create the deposit of a model version, or return the existing one to resume it."""
+    org_name, short_name = split_model_name(model_name)
+    check_version(version)
+    authorize(actor, "deposit.create", org_name)
+    org = get_org(uow, org_name)
+    extras = [age.parse_recipient(r) for r in extra_recipients or []]
+    model = uow.session.scalar(
+        select(Model).where(Model.org_id == org.id, Model.name == short_name)
+    )
+    if model is None:
+        model = Model(org_id=org.id, name=short_name)
+        uow.session.add(model)
+        uow.session.flush()
+        uow.audit("model.created", actor, {"model": model_name})
+    deposit = uow.session.scalar(
+        select(Deposit).where(Deposit.model_id == model.id, Deposit.version == version)
+    )
+    if deposit is None:
+        deposit = _new_deposit(escrow, uow, actor, model, model_name, version, classical, extras)
+    elif deposit.state == SEALED:
+        if plan is not None and _plan_of(deposit) != plan:
+            raise Conflict(
+                f"{model_name}@{version} is sealed with different files",
+                hint="a sealed version is immutable; deposit the new content as a new --version",
+            )
+        return deposit
+    if plan is not None and deposit.state in (OPEN, FAILED):
+        _apply_plan(escrow, uow, actor, deposit, plan)
+    uow.commit()
+    return deposit
+
+
+def _new_deposit(
+    escrow: Escrow,
+    uow: UnitOfWork,
+    actor: Principal,
+    model: Model,
+    model_name: str,
+    version: str,
+    classical: bool,
+    extras: list[age.Recipient],
+) -> Deposit:
+    deposit_id = secrets.token_hex(16)
+    # Post-quantum by default: weights held for decades must survive "harvest now, decrypt later".
+    identity = age.generate_x25519_identity() if classical else age.generate_hybrid_identity()
+    recipient = identity.to_recipient()
+    wrapped = escrow.custody.wrap(str(identity).encode(), identity_context(deposit_id))
+    escrow.store.put_bytes(deposit_prefix(deposit_id) + "identity.wrapped", wrapped)
+    weakened = not classical and any(not r.post_quantum for r in extras)
+    deposit = Deposit(
+        id=deposit_id,
+        model_id=model.id,
+        version=version,
+        state=OPEN,
+        recipient=str(recipient),
+        recipient_type="x25519" if classical else "mlkem768x25519",
+        extra_recipients=json.dumps([str(r) for r in extras]),
+        classical=classical or weakened,
+        wrapped_identity=wrapped,
+        created_by=actor.id,
+    )
+    uow.session.add(deposit)
+    uow.session.flush()
+    uow.audit(
+        "deposit.created",
+        actor,
+        {"deposit": deposit_id, "model": model_name, "version": version},
+        {"recipient": str(recipient), "classical": deposit.classical},
+    )
+    return deposit
+
+
+def _plan_of(deposit: Deposit) -> list[PlannedFile]:
+    return [PlannedFile(f.path, f.size) for f in sorted(deposit.files, key=lambda f: f.path)]
+
+
+def _apply_plan(
+    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit: Deposit, plan: list[PlannedFile]
+) -> None:
+    """Make the deposit's files match the plan, keeping files whose path and size are unchanged."""
+    wanted = {f.path: f.size for f in plan}
+    for file in list(deposit.files):
+        if wanted.get(file.path) != file.size:
+            _abort_upload(escrow, deposit, file)
+            deposit.files.remove(file)
+        elif file.state == FAILED:
+            _abort_upload(escrow, deposit, file)
+            _reset(file)
+    uow.session.flush()
+    known = {f.path for f in deposit.files}
+    next_index = max((f.idx for f in deposit.files), default=-1) + 1
+    for planned in plan:
+        if planned.path in known:
+            continue
+        deposit.files.append(
+            DepositFile(idx=next_index, path=planned.path, size=planned.size, state="pending")
+        )
+        next_index += 1
+    if deposit.state == FAILED:
+        deposit.state, deposit.failure = OPEN, None
+        uow.audit("deposit.reopened", actor, {"deposit": deposit.id})
+    uow.session.flush()
+
+
+def _reset(file: DepositFile) -> None:
+    file.state, file.upload_id, file.header, file.sha256, file.error = (
+        "pending",
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
+    if file.upload_id:
+        escrow.store.abort_multipart(
+            deposit_prefix(deposit.id) + payload_key(file.idx), file.upload_id
+        )
+
+
+def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: str) -> Deposit:
+    deposit = uow.session.get(Deposit, deposit_id)
+    if deposit is None:
+        raise NotFound(f"deposit {deposit_id!r} does not exist", hint="check the deposit id")
+    authorize(actor, action, deposit.model.organisation.name)
+    return deposit
+
+
+def _file(deposit: Deposit, index: int) -> DepositFile:
+    for file in deposit.files:
+        if file.idx == index:
+            return file
+    raise NotFound(
+        f"deposit {deposit.id} has no file number {index}", hint="list its files with GET"
+    )
+
+
+def _require_open(deposit: Deposit) -> None:
+    if deposit.state != OPEN:
+        raise Conflict(
+            f"deposit {deposit.id} is {deposit.state}, not open for uploads",
+            hint="a sealed version is immutable; a failed one reopens when deposited again",
+        )
+
+
+def start_upload(
+    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, restart: bool
+) -> dict[str, Any]:
+    """Begin (or resume) the upload of one file; `restart` discards what was sent before."""
+    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    _require_open(deposit)
+    file = _file(deposit, index)
+    key = deposit_prefix(deposit.id) + payload_key(index)
+    if restart and file.state != "pending":
+        _abort_upload(escrow, deposit, file)
+        _reset(file)
+        uow.audit("deposit.file_restarted", actor, {"deposit": deposit.id, "path": file.path})
+    if file.state == "pending":
+        file.upload_id = escrow.store.create_multipart(key)
+        file.state = "uploading"
+    uow.commit()
+    parts = []
+    if file.state == "uploading":
+        parts = [
+            {"number": p.number, "size": p.size, "etag": p.etag}
+            for p in escrow.store.list_parts(key, file.upload_id or "")
+        ]
+    return {
+        "index": file.idx,
+        "path": file.path,
+        "state": file.state,
+        "part_size": plain_part_size(file.size),
+        "payload_size": payload_size(file.size),
+        "header_registered": file.header is not None,
+        "parts": parts,
+    }
+
+
+def presign_parts(
+    escrow: Escrow,
+    uow: UnitOfWork,
+    actor: Principal,
+    deposit_id: str,
+    index: int,
+    numbers: list[int],
+) -> list[dict[str, Any]]:
+    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    _require_open(deposit)
+    file = _file(deposit, index)
+    if file.state != "uploading" or not file.upload_id:
+        raise Conflict(
+            f"file {file.path!r} has no upload in progress",
+            hint="start it with POST …/upload first",
+        )
+    count = len(plan_parts(file.size))
+    bad = [n for n in numbers if not isinstance(n, int) or not 1 <= n <= count]
+    if bad or not numbers or len(numbers) > 100:
+        raise InvalidInput(
+            f"part numbers {bad or numbers!r} are not valid for {file.path!r}",
+            hint=f"ask for 1 to 100 part numbers between 1 and {count}",
+        )
+    key = deposit_prefix(deposit.id) + payload_key(index)
+    ttl = escrow.settings.upload_url_ttl_s
+    urls = []
+    for number in numbers:
+        signed = escrow.store.presign_upload_part(key, file.upload_id, number, ttl)
+        urls.append(
+            {
+                "number": number,
+                "method": signed.method,
+                "url": signed.url,
+                "headers": signed.headers,
+                "expires_at": signed.expires_at.isoformat(),
+            }
+        )
+    return urls
+
+
+def register_header(
+    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, header: bytes
+) -> dict[str, Any]:
+    """Accept a file's age header only if the deposit's escrow identity can open it."""
+    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    _require_open(deposit)
+    file = _file(deposit, index)
+    if file.state != "uploading":
+        raise Conflict(f"file {file.path!r} is {file.state}", hint="start its upload first")
+    if len(header) > MAX_HEADER_SIZE:
+        raise InvalidInput(
+            f"header of {file.path!r} is {len(header)} bytes, larger than {MAX_HEADER_SIZE}",
+            hint="send only the age header (up to the line starting with '---')",
+        )
+    identity = deposit_identity(escrow, deposit)
+    try:
+        age.unwrap_file_key(header, [identity])
+    except age.AgeError as error:
+        raise InvalidInput(
+            f"header of {file.path!r} does not open with this deposit's escrow identity: {error}",
+            hint=f"encrypt the file to the deposit's recipient {deposit.recipient}",
+        ) from None
+    if not deposit.classical and not age.header_is_post_quantum(header):
+        deposit.classical = True
+        uow.audit("deposit.marked_classical", actor, {"deposit": deposit.id, "path": file.path})
+    file.header = header
+    uow.commit()
+    return {"index": file.idx, "header_registered": True, "classical": deposit.classical}
+
+
+def deposit_identity(escrow: Escrow, deposit: Deposit) -> age.Identity:
+    secret = escrow.custody.unwrap(deposit.wrapped_identity, identity_context(deposit.id))
+    return age.parse_identities(secret.decode())[0]
+
+
+def complete_upload(
+    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, sha256: str
+) -> dict[str, Any]:
+    """Assemble the uploaded parts once each has exactly the expected size."""
+    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    _require_open(deposit)
+    file = _file(deposit, index)
+    if file.state == "uploaded" and file.sha256 == sha256:
+        return {"index": file.idx, "state": file.state}
+    if file.state != "uploading" or file.header is None or not file.upload_id:
+        raise Conflict(
+            f"file {file.path!r} cannot be completed while {file.state} "
+            f"({'header registered' if file.header else 'no header yet'})",
+            hint="register the header and upload every part first",
+        )
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidInput("sha256 must be 64 lowercase hex digits", hint="send the plaintext hash")
+    prefix = deposit_prefix(deposit.id)
+    key = prefix + payload_key(index)
+    uploaded = {p.number: p for p in escrow.store.list_parts(key, file.upload_id)}
+    problems = []
+    for part in plan_parts(file.size):
+        got = uploaded.get(part.number)
+        if got is None:
+            problems.append(f"part {part.number} is missing")
+        elif got.size != part.cipher_size:
+            problems.append(f"part {part.number} is {got.size} bytes, expected {part.cipher_size}")
+    if problems or len(uploaded) != len(plan_parts(file.size)):
+        raise InvalidInput(
+            f"upload of {file.path!r} is not complete: {'; '.join(problems) or 'extra parts'}",
+            hint="run the same `escrow deposit` command again to send the missing parts",
+        )
+    escrow.store.complete_multipart(key, file.upload_id, [uploaded[n] for n in sorted(uploaded)])
+    stored = escrow.store.head(key)
+    expected = payload_size(file.size)
+    if stored is None or stored.size != expected:
+        _abort_upload(escrow, deposit, file)
+        _reset(file)
+        uow.commit()
+        raise InvalidInput(
+            f"payload of {file.path!r} is {stored.size if stored else 0} bytes, "
+            f"expected {expected}",
+            hint="the file's upload was discarded; run the same `escrow deposit` command again",
+        )
+    escrow.store.put_bytes(prefix + header_key(index), file.header)
+    file.state, file.sha256, file.upload_id = "uploaded", sha256, None
+    uow.audit(
+        "deposit.file_uploaded",
+        actor,
+        {"deposit": deposit.id, "path": file.path},
+        {"size": file.size, "sha256": sha256},
+    )
+    uow.commit()
+    return {"index": file.idx, "state": file.state}
+
+
+def finalize(uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
+    """Queue the verification that decrypts, hashes and then seals the deposit."""
+    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    if deposit.state in (VERIFYING, SEALED):
+        return deposit
+    _require_open(deposit)
+    waiting = [f.path for f in deposit.files if f.state != "uploaded"]
+    if waiting or not deposit.files:
+        raise Conflict(
+            f"deposit {deposit.id} cannot be finalised: "
+            + (
+                f"{len(waiting)} file(s) not uploaded ({', '.join(waiting[:5])})"
+                if waiting
+                else "it has no files"
+            ),
+            hint="run the same `escrow deposit` command again to finish the uploads",
+        )
+    deposit.state = VERIFYING
+    uow.session.add(Job(kind="verify", deposit_id=deposit.id, state="queued"))
+    uow.audit("deposit.finalized", actor, {"deposit": deposit.id}, {"files": len(deposit.files)})
+    uow.commit()
+    return deposit
+
+
+def describe(deposit: Deposit) -> dict[str, Any]:
+    return {
+        "deposit_id": deposit.id,
+        "model": deposit.model.full_name,
+        "version": deposit.version,
+        "state": deposit.state,
+        "recipient": deposit.recipient,
+        "recipient_type": deposit.recipient_type,
+        "classical": deposit.classical,
+        "created_at": deposit.created_at.isoformat(),
+        "sealed_at": deposit.sealed_at.isoformat() if deposit.sealed_at else None,
+        "last_verified_at": (
+            deposit.last_verified_at.isoformat() if deposit.last_verified_at else None
+        ),
+        "failure": deposit.failure,
+        "files": [
+            {
+                "index": f.idx,
+                "path": f.path,
+                "size": f.size,
+                "state": f.state,
+                "sha256": f.sha256,
+                "error": f.error,
+            }
+            for f in sorted(deposit.files, key=lambda f: f.path)
+        ],
+    }
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

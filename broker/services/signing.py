@@ -1,0 +1,95 @@
+"""The broker's Ed25519 signing keys (manifests, audit checkpoints), wrapped by key custody."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import select
+
+from broker.adapters.custody.base import KeyCustody
+from broker.adapters.db.models import SigningKey
+from broker.adapters.db.uow import UnitOfWork
+from broker.domain.principals import Principal
+from broker.errors import ConfigError
+
+PURPOSES = ("manifest", "checkpoint")
+
+
+def _context(purpose: str, key_id: str) -> dict[str, str]:
+    return {"purpose": f"{purpose}-signing-key", "key": key_id}
+
+
+def key_id_of(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def ensure_signing_keys(uow: UnitOfWork, custody: KeyCustody, actor: Principal) -> None:
+    """Create the manifest and checkpoint keys if this deployment has none yet."""
+    for purpose in PURPOSES:
+        if _active(uow, purpose) is not None:
+            continue
+        private = Ed25519PrivateKey.generate()
+        public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        key_id = key_id_of(public)
+        raw = private.private_bytes_raw()
+        uow.session.add(
+            SigningKey(
+                id=key_id,
+                purpose=purpose,
+                public_key=public,
+                wrapped_private=custody.wrap(raw, _context(purpose, key_id)),
+            )
+        )
+        uow.audit("signing_key.created", actor, {"key": key_id}, {"purpose": purpose})
+    uow.commit()
+
+
+def _active(uow: UnitOfWork, purpose: str) -> SigningKey | None:
+    return uow.session.scalar(
+        select(SigningKey).where(SigningKey.purpose == purpose, SigningKey.active.is_(True))
+    )
+
+
+def active_key(uow: UnitOfWork, purpose: str) -> SigningKey:
+    key = _active(uow, purpose)
+    if key is None:
+        raise ConfigError(
+            f"no {purpose} signing key exists", hint="run `escrow init` to create the broker's keys"
+        )
+    return key
+
+
+def sign(uow: UnitOfWork, custody: KeyCustody, purpose: str, message: bytes) -> tuple[str, bytes]:
+    """(key id, Ed25519 signature of message) with the active key for `purpose`."""
+    key = active_key(uow, purpose)
+    raw = custody.unwrap(key.wrapped_private, _context(purpose, key.id))
+    return key.id, Ed25519PrivateKey.from_private_bytes(raw).sign(message)
+
+
+def note_verifier_key(name: str, public_key: bytes) -> str:
+    """C2SP signed-note verifier key `<name>+<hex key id>+<base64(0x01 || key)>` for Ed25519."""
+    key_id = hashlib.sha256(name.encode() + b"\n\x01" + public_key).digest()[:4]
+    encoded = base64.b64encode(b"\x01" + public_key).decode()
+    return f"{name}+{key_id.hex()}+{encoded}"
+
+
+def published_keys(uow: UnitOfWork, origin: str) -> dict[str, dict[str, str]]:
+    manifest = active_key(uow, "manifest")
+    checkpoint = active_key(uow, "checkpoint")
+    return {
+        "manifest": {
+            "algorithm": "ed25519",
+            "key_id": manifest.id,
+            "public_key": base64.b64encode(manifest.public_key).decode(),
+        },
+        "checkpoint": {
+            "algorithm": "ed25519",
+            "key_id": checkpoint.id,
+            "public_key": base64.b64encode(checkpoint.public_key).decode(),
+            "origin": origin,
+            "verifier_key": note_verifier_key(origin, checkpoint.public_key),
+        },
+    }

@@ -1,0 +1,178 @@
+"""Verification: stream each payload from the store, decrypt, and check size and SHA-256.
+
+Runs in `escrow worker` (or `escrow verify`), never inside an HTTP request. Plaintext only
+ever exists in memory, one chunk at a time, on its way to the hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from broker import age
+from broker.adapters.db.models import Deposit
+from broker.adapters.db.uow import UnitOfWork
+from broker.auditlog.leaf import canonical_json
+from broker.container import Escrow
+from broker.domain.principals import Principal
+from broker.errors import EscrowError, NotFound
+from broker.services import signing
+from broker.services.deposits import (
+    FAILED,
+    SEALED,
+    VERIFYING,
+    deposit_identity,
+    deposit_prefix,
+    header_key,
+    now,
+    payload_key,
+)
+from broker.services.hashing import BackgroundSHA256
+
+
+@dataclass
+class FileResult:
+    path: str
+    ok: bool
+    problem: str = ""
+
+
+@dataclass
+class Report:
+    deposit_id: str
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.files) and all(f.ok for f in self.files)
+
+    @property
+    def bad(self) -> list[FileResult]:
+        return [f for f in self.files if not f.ok]
+
+
+def check_deposit(escrow: Escrow, deposit: Deposit) -> Report:
+    """Decrypt and hash every file of the deposit against what was declared."""
+    identity = deposit_identity(escrow, deposit)
+    prefix = deposit_prefix(deposit.id)
+    report = Report(deposit.id)
+    for file in sorted(deposit.files, key=lambda f: f.path):
+        try:
+            problem = _check_file(escrow, prefix, file.idx, file.size, file.sha256 or "", identity)
+        except EscrowError as error:
+            problem = error.message
+        report.files.append(FileResult(file.path, not problem, problem))
+    return report
+
+
+def _check_file(
+    escrow: Escrow, prefix: str, index: int, size: int, sha256: str, identity: age.Identity
+) -> str:
+    header = escrow.store.get_bytes(prefix + header_key(index))
+    try:
+        file_key = age.unwrap_file_key(header, [identity])
+    except age.AgeError as error:
+        return f"header does not open: {error}"
+    hasher = BackgroundSHA256()
+    seen = 0
+    try:
+        with escrow.store.open_read(prefix + payload_key(index)) as payload:
+            for chunk in age.decrypt_payload(file_key, payload):
+                hasher.update(chunk)
+                seen += len(chunk)
+    except age.AgeError as error:
+        hasher.close()
+        return f"payload does not decrypt after {seen} bytes: {error}"
+    digest = hasher.hexdigest()
+    if seen != size:
+        return f"size is {seen} bytes, expected {size}"
+    if digest != sha256:
+        return f"SHA-256 is {digest}, expected {sha256}"
+    return ""
+
+
+def manifest_of(deposit: Deposit) -> dict[str, object]:
+    return {
+        "format": "weights-escrow.manifest.v1",
+        "deposit_id": deposit.id,
+        "model": deposit.model.full_name,
+        "version": deposit.version,
+        "depositor": {"org": deposit.model.organisation.name, "token": deposit.created_by},
+        "created": deposit.created_at.isoformat(),
+        "recipient": deposit.recipient,
+        "recipient_type": deposit.recipient_type,
+        "classical": deposit.classical,
+        "extra_recipients": json.loads(deposit.extra_recipients),
+        "files": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.sha256,
+                "header": header_key(f.idx),
+                "payload": payload_key(f.idx),
+            }
+            for f in sorted(deposit.files, key=lambda f: f.path)
+        ],
+    }
+
+
+def run_verification(escrow: Escrow, deposit_id: str, actor: Principal) -> Report:
+    """Verify a deposit and record the outcome: seal it, fail it, or (if sealed) re-check it."""
+    with escrow.uow() as uow:
+        deposit = uow.session.get(Deposit, deposit_id)
+        if deposit is None:
+            raise NotFound(f"deposit {deposit_id!r} does not exist", hint="check the deposit id")
+        report = check_deposit(escrow, deposit)
+        subject = {
+            "deposit": deposit.id,
+            "model": deposit.model.full_name,
+            "version": deposit.version,
+        }
+        results = [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files]
+        if not report.ok:
+            for file in deposit.files:
+                bad = next((r for r in report.bad if r.path == file.path), None)
+                file.error = bad.problem if bad else None
+                if bad and deposit.state == VERIFYING:
+                    file.state = FAILED
+            deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
+            if deposit.state == VERIFYING:
+                deposit.state = FAILED
+            uow.audit("deposit.verification_failed", actor, subject, {"files": results})
+            uow.commit()
+            return report
+        deposit.last_verified_at = now()
+        deposit.failure = None
+        for file in deposit.files:
+            file.state, file.error = "verified", None
+        if deposit.state == VERIFYING:
+            _seal(escrow, uow, deposit, actor, subject)
+        uow.audit("deposit.verification_passed", actor, subject, {"files": len(results)})
+        uow.commit()
+        return report
+
+
+def _seal(
+    escrow: Escrow, uow: UnitOfWork, deposit: Deposit, actor: Principal, subject: dict
+) -> None:
+    manifest = canonical_json(manifest_of(deposit))
+    key_id, signature = signing.sign(uow, escrow.custody, "manifest", manifest)
+    prefix = deposit_prefix(deposit.id)
+    escrow.store.put_bytes(prefix + "manifest.json", manifest)
+    escrow.store.put_bytes(
+        prefix + "manifest.sig",
+        canonical_json({"algorithm": "ed25519", "key_id": key_id, "signature": _b64(signature)}),
+    )
+    deposit.state, deposit.sealed_at = SEALED, now()
+    uow.audit(
+        "deposit.sealed",
+        actor,
+        subject,
+        {"manifest_sha256": hashlib.sha256(manifest).hexdigest(), "key_id": key_id},
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
