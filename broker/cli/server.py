@@ -8,13 +8,12 @@ from typing import Any
 
 import click
 
-from broker.adapters.custody.local import LocalCustody
 from broker.adapters.db.engine import upgrade
 from broker.config import load_settings
-from broker.container import Escrow, build_escrow, create_url_secret
+from broker.container import Escrow, build_escrow
 from broker.domain.principals import OPERATOR
 from broker.services import worker as jobs
-from broker.services.signing import ensure_signing_keys
+from broker.services.setup import initialise
 from broker.services.verification import run_verification
 
 
@@ -26,15 +25,9 @@ def server_escrow() -> Escrow:
 def init() -> None:
     """Create the data directory, keys and database schema (safe to run again)."""
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    create_url_secret(settings.url_secret_file)
-    if settings.key_custody == "local" and not settings.key_file.exists():
-        LocalCustody.create_key_file(settings.key_file)
-        click.echo(f"created master key {settings.key_file} (mode 0600): back it up offline")
-    upgrade(settings.database_url)
-    escrow = build_escrow(settings)
-    with escrow.uow() as uow:
-        ensure_signing_keys(uow, escrow.custody, OPERATOR)
+    _escrow, created = initialise(settings)
+    for line in created:
+        click.echo(line)
     click.echo(f"escrow initialised in {settings.data_dir}")
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 11:12:41.443621
+Create Date: 2026-11-26 11:18:05.828388
 """
 
 from alembic import op
@@ -60,7 +60,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_models_org_id_organisations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_models')),
-    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_models_org_id'))
+    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_models_org_id_name'))
     )
     op.create_table('service_tokens',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -91,7 +91,7 @@ def upgrade() -> None:
     sa.Column('failure', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_deposits_model_id_models')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deposits')),
-    sa.UniqueConstraint('model_id', 'version', name=op.f('uq_deposits_model_id'))
+    sa.UniqueConstraint('model_id', 'version', name=op.f('uq_deposits_model_id_version'))
     )
     with op.batch_alter_table('deposits', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_deposits_state'), ['state'], unique=False)
@@ -109,8 +109,8 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['deposit_id'], ['deposits.id'], name=op.f('fk_deposit_files_deposit_id_deposits')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deposit_files')),
-    sa.UniqueConstraint('deposit_id', 'idx', name=op.f('uq_deposit_files_deposit_id')),
-    sa.UniqueConstraint('deposit_id', 'path', name=op.f('uq_deposit_files_deposit_id'))
+    sa.UniqueConstraint('deposit_id', 'idx', name=op.f('uq_deposit_files_deposit_id_idx')),
+    sa.UniqueConstraint('deposit_id', 'path', name=op.f('uq_deposit_files_deposit_id_path'))
     )
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),

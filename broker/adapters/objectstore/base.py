@@ -11,8 +11,10 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
   `delete` of a missing key is not an error (as in S3);
 - ETags are opaque strings, kept without HTTP quotes. A part's ETag is what the PUT to its
   presigned URL answered (S3: MD5 hex; local store: SHA-256 hex);
-- an unknown upload id raises `ObjectMissing`; a completion whose parts do not match what was
-  received (ETag, order, a non-last part under 5 MiB) raises `InvalidInput`;
+- an unknown upload id raises `ObjectMissing`, except in `abort_multipart`, which (like
+  `delete`) is not an error for an unknown or already finished upload; a completion whose parts
+  do not match what was received (ETag, order, a non-last part under 5 MiB) raises
+  `InvalidInput`; `UploadedPart.size` is informative only and not checked on completion;
 - presigned URLs live 1..604800 s and need no headers beyond what the method implies
   (`PresignedRequest.headers` is empty for both adapters today).
 """

@@ -1,0 +1,585 @@
+"""The embedded object store: bucket keys are files under a directory.
+
+The broker serves the same presigned-URL protocol S3 does (see `broker/api/store_urls.py`), so a
+client has one code path: PUT a part to a signed URL and keep the ETag it answers, GET an object
+from a signed URL with Range requests to resume.
+
+Layout:
+    objects_root/<key>                         an object; written by rename, never in place
+    staging_root/<upload_id>/upload.json       {"key": ..., "created": ...}
+    staging_root/<upload_id>/<n>.<sha256>      a received part, named by its number and ETag
+
+A part's ETag is the SHA-256 hex of its bytes (S3 uses MD5). Why SHA-256: with SHA-NI it hashes
+~2.5x faster than MD5 on our machines (1.4 vs 0.57 GB/s), so the server never becomes the
+bottleneck of an upload, and a client can check a part against the hash it computed itself.
+Why the ETag is in the part's file name: the bytes and their ETag change in one rename, so a
+completion uses exactly the bytes whose ETag the client listed, even while a part is re-sent.
+An object's ETag (`head`) is an opaque validator made from its mtime and size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import hashlib
+import hmac
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import stat
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from broker.adapters.objectstore.base import ObjectInfo, PresignedRequest, UploadedPart
+from broker.adapters.objectstore.rules import (
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    check_expires_in,
+    check_key,
+    check_part_list,
+    check_part_number,
+    normalise_etag,
+)
+from broker.errors import (
+    BadRequest,
+    ConfigError,
+    Forbidden,
+    InvalidInput,
+    ObjectMissing,
+    StorageError,
+)
+
+BLOCK_SIZE = 4 * 1024 * 1024  # socket/disk I/O unit (PERF-NOTES: 4 MiB reads and writes)
+HASH_BUFFERS = 3  # the receiver may run two blocks ahead of the hashing thread
+
+URL_PATH = "/store/v1/"
+OP_PUT_PART = "put-part"
+OP_GET = "get"
+_OP_CODES = {OP_PUT_PART: 1, OP_GET: 2}
+_OP_NAMES = {code: name for name, code in _OP_CODES.items()}
+_OP_METHODS = {OP_PUT_PART: "PUT", OP_GET: "GET"}
+
+# Token = base64url(payload || HMAC-SHA256(url_secret, TOKEN_DOMAIN || payload)), unpadded.
+# payload = version u8 | op u8 | expires u64 (unix s) | part u16 | len(upload_id) u8 | upload_id
+#           | key (UTF-8, the rest).
+# Why a domain string: the MAC can never be confused with another use of the same secret.
+TOKEN_VERSION = 1
+TOKEN_DOMAIN = b"weights-escrow local store url v1\n"
+_TOKEN_HEAD = struct.Struct(">BBQHB")
+_MAC_SIZE = hashlib.sha256().digest_size
+_MAX_TOKEN_CHARS = 2048
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
+MIN_URL_SECRET_BYTES = 32
+
+_UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
+_UPLOAD_META = "upload.json"
+_PART_RE = re.compile(r"([0-9]{1,5})\.([0-9a-f]{64})")
+_SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class UrlGrant:
+    """What a verified store URL allows."""
+
+    operation: str  # OP_PUT_PART or OP_GET
+    key: str
+    upload_id: str  # "" for OP_GET
+    part_number: int  # 0 for OP_GET
+    expires_at: int  # unix seconds
+
+
+class LocalStore:
+    """An ObjectStore on a local directory, serving its own signed upload/download URLs."""
+
+    def __init__(
+        self,
+        objects_root: Path,
+        staging_root: Path,
+        url_base: str,
+        url_secret: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not url_base.startswith(("http://", "https://")):
+            raise ConfigError(f"store URL base must be an http(s) URL, got {url_base!r}")
+        if len(url_secret) < MIN_URL_SECRET_BYTES:
+            raise ConfigError(
+                f"store URL secret must be at least {MIN_URL_SECRET_BYTES} bytes, "
+                f"got {len(url_secret)}"
+            )
+        try:
+            for root in (objects_root, staging_root):
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"local store cannot create {root}: {e.strerror}") from None
+        self._root = objects_root.resolve(strict=True)
+        self._staging = staging_root.resolve(strict=True)
+        self._url_base = url_base.rstrip("/")
+        self._url_secret = bytes(url_secret)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self._root)!r})"
+
+    @property
+    def objects_root(self) -> Path:
+        return self._root
+
+    # -- small objects -------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._object_path(key)
+        with _storage_errors("put", key):
+            self._make_parents(key, path)
+            _write_atomically(path, lambda fd: _write_all(fd, memoryview(data)))
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as f:
+            return f.read()
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._object_path(key)
+        with _storage_errors("read", key):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                raise ObjectMissing(f"object {key!r} does not exist") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ObjectMissing(f"object {key!r} does not exist (it is a prefix)")
+            return os.fdopen(fd, "rb", buffering=BLOCK_SIZE)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._object_path(key)
+        with _storage_errors("head", key):
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}")
+
+    def delete(self, key: str) -> None:
+        path = self._object_path(key)
+        with _storage_errors("delete", key):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return  # deleting what is not there is not an error, as in S3
+
+    # -- multipart -----------------------------------------------------------------------------
+
+    def create_multipart(self, key: str) -> str:
+        self._object_path(key)
+        upload_id = secrets.token_hex(16)  # random: an id must not be guessable or reused
+        directory = self._staging / upload_id
+        meta = json.dumps({"key": key, "created": int(self._clock())}).encode()
+        with _storage_errors("create upload for", key):
+            directory.mkdir(mode=0o700)
+            _write_atomically(directory / _UPLOAD_META, lambda fd: _write_all(fd, meta))
+        return upload_id
+
+    def presign_upload_part(
+        self, key: str, upload_id: str, part_number: int, expires_in: int
+    ) -> PresignedRequest:
+        check_part_number(part_number)
+        self._upload_dir(key, upload_id)
+        return self._presign(OP_PUT_PART, key, upload_id, part_number, expires_in)
+
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, body: BinaryIO, length: int
+    ) -> UploadedPart:
+        """Receive exactly `length` bytes from `body` as part `part_number`, replacing any
+        earlier copy of that part in one rename. Memory stays at HASH_BUFFERS blocks."""
+        check_part_number(part_number)
+        if not 0 <= length <= MAX_PART_SIZE:
+            raise InvalidInput(f"a part is 0..{MAX_PART_SIZE} bytes, this one is {length}")
+        directory = self._upload_dir(key, upload_id)
+        with _storage_errors(f"write part {part_number} of", key):
+            try:
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".part-{part_number}.")
+            except FileNotFoundError:
+                raise ObjectMissing(f"multipart upload {upload_id} ended while receiving") from None
+            try:
+                try:
+                    etag = _receive(body, fd, length)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                name = f"{part_number}.{etag}"
+                os.replace(tmp, directory / name)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            for other in directory.glob(f"{part_number}.*"):
+                if other.name != name:
+                    _unlink_quietly(other)  # the part was re-sent with other bytes
+            _fsync_dir(directory)
+        return UploadedPart(number=part_number, size=length, etag=etag)
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        directory = self._upload_dir(key, upload_id)
+        newest: dict[int, tuple[int, str, UploadedPart]] = {}
+        with _storage_errors("list parts of", key), os.scandir(directory) as entries:
+            for entry in entries:
+                m = _PART_RE.fullmatch(entry.name)
+                if not m:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # replaced by a re-sent part while we looked
+                part = UploadedPart(number=int(m[1]), size=st.st_size, etag=m[2])
+                rank = (st.st_mtime_ns, entry.name, part)
+                if part.number not in newest or rank[:2] > newest[part.number][:2]:
+                    newest[part.number] = rank
+        return [newest[n][2] for n in sorted(newest)]
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
+        """Concatenate the listed parts, in order, into a temp file beside the object and rename
+        it into place: readers see the old object or the whole new one, never a half."""
+        path = self._object_path(key)
+        directory = self._upload_dir(key, upload_id)
+        check_part_list([p.number for p in parts])
+        with _storage_errors(f"complete upload {upload_id} of", key):
+            sources = self._part_files(directory, upload_id, parts)
+
+        def concatenate(out_fd: int) -> None:
+            for source, size in sources:
+                in_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    _copy_fd(in_fd, out_fd, size)
+                finally:
+                    os.close(in_fd)
+
+        with _storage_errors(f"complete upload {upload_id} of", key):
+            self._make_parents(key, path)
+            _write_atomically(path, concatenate)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _part_files(
+        self, directory: Path, upload_id: str, parts: list[UploadedPart]
+    ) -> list[tuple[Path, int]]:
+        """The staged file and size of each listed part, checked against what was received."""
+        sources: list[tuple[Path, int]] = []
+        for i, part in enumerate(parts):
+            etag = normalise_etag(part.etag)
+            if not _SHA256_HEX_RE.fullmatch(etag):
+                raise InvalidInput(f"part {part.number} ETag {etag!r} is not one this store gave")
+            source = directory / f"{part.number}.{etag}"
+            try:
+                size = os.stat(source, follow_symlinks=False).st_size
+            except FileNotFoundError:
+                raise InvalidInput(
+                    f"part {part.number} with ETag {etag} was not received by upload {upload_id}",
+                    hint="list the upload's parts to see what arrived, and re-send the part",
+                ) from None
+            if i < len(parts) - 1 and size < MIN_PART_SIZE:
+                raise InvalidInput(
+                    f"part {part.number} is {size} bytes; every part but the last needs at "
+                    f"least {MIN_PART_SIZE} bytes"
+                )
+            sources.append((source, size))
+        return sources
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an upload's parts; an unknown or finished upload is not an error."""
+        try:
+            directory = self._upload_dir(key, upload_id)
+        except ObjectMissing:
+            return
+        with _storage_errors(f"abort upload {upload_id} of", key):
+            shutil.rmtree(directory, ignore_errors=True)
+
+    # -- downloads -----------------------------------------------------------------------------
+
+    def presign_get(self, key: str, expires_in: int) -> PresignedRequest:
+        self._object_path(key)
+        return self._presign(OP_GET, key, "", 0, expires_in)
+
+    def object_file(self, key: str) -> Path:
+        """The file holding `key`, for the URL server to stream (ObjectMissing if absent)."""
+        path = self._object_path(key)
+        if self.head(key) is None:
+            raise ObjectMissing(f"object {key!r} does not exist")
+        return path
+
+    def verify_url(self, token: str, operation: str) -> UrlGrant:
+        """Check a store URL token's signature, then its operation and expiry (Forbidden)."""
+        malformed = Forbidden("store URL token is malformed", hint="ask the broker for a new URL")
+        if len(token) > _MAX_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
+            raise malformed
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise malformed from None
+        if len(raw) < _TOKEN_HEAD.size + _MAC_SIZE:
+            raise malformed
+        payload, mac = raw[:-_MAC_SIZE], raw[-_MAC_SIZE:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            raise Forbidden(
+                "store URL signature does not match: the URL was altered or signed by another "
+                "broker",
+                hint="ask the broker for a new URL",
+            )
+        grant = _decode_payload(payload)
+        if grant.operation != operation:
+            raise Forbidden(
+                f"this store URL allows {_OP_METHODS[grant.operation]}, "
+                f"not {_OP_METHODS[operation]}"
+            )
+        now = self._clock()
+        if now >= grant.expires_at:
+            when = datetime.fromtimestamp(grant.expires_at, UTC).isoformat()
+            raise Forbidden(
+                f"store URL expired at {when} ({int(now - grant.expires_at)} s ago)",
+                hint="ask the broker for a new URL",
+            )
+        return grant
+
+    def check(self) -> str:
+        if not os.access(self._root, os.W_OK) or not os.access(self._staging, os.W_OK):
+            raise StorageError(f"local store {self._root} or {self._staging} is not writable")
+        fs = os.statvfs(self._root)
+        free_gib = fs.f_bavail * fs.f_frsize / 2**30
+        return f"local store {self._root} ({free_gib:.1f} GiB free)"
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _object_path(self, key: str) -> Path:
+        """The file for `key`, refusing any key that would leave the objects root."""
+        check_key(key)
+        path = self._root.joinpath(*key.split("/"))
+        real = Path(os.path.realpath(path))
+        if real != path:
+            where = "outside the store root" if not real.is_relative_to(self._root) else real
+            raise InvalidInput(
+                f"object key {key!r} resolves through a symlink to {where}; refused",
+                hint=f"the store root {self._root} must hold no symlinks",
+            )
+        return path
+
+    def _make_parents(self, key: str, path: Path) -> None:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(
+                f"cannot store {key!r}: one of its prefixes is an object, not a prefix"
+            ) from None
+        self._object_path(key)  # a symlink may not have appeared in between
+
+    def _upload_dir(self, key: str, upload_id: str) -> Path:
+        check_key(key)
+        if not isinstance(upload_id, str) or not _UPLOAD_ID_RE.fullmatch(upload_id):
+            raise ObjectMissing(f"no multipart upload {upload_id!r}: not an upload id")
+        directory = self._staging / upload_id
+        try:
+            meta = json.loads((directory / _UPLOAD_META).read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectMissing(
+                f"no multipart upload {upload_id} for {key!r}",
+                hint="it was completed or aborted, or never created; start a new upload",
+            ) from None
+        except (OSError, ValueError) as e:
+            raise StorageError(f"multipart upload {upload_id} is unreadable: {e}") from None
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            raise ObjectMissing(f"multipart upload {upload_id} is not an upload of {key!r}")
+        return directory
+
+    def _presign(
+        self, operation: str, key: str, upload_id: str, part_number: int, expires_in: int
+    ) -> PresignedRequest:
+        check_expires_in(expires_in)
+        expires_at = int(self._clock()) + expires_in
+        upload = upload_id.encode("ascii")
+        payload = (
+            _TOKEN_HEAD.pack(
+                TOKEN_VERSION, _OP_CODES[operation], expires_at, part_number, len(upload)
+            )
+            + upload
+            + key.encode("utf-8")
+        )
+        token = base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+        return PresignedRequest(
+            method=_OP_METHODS[operation],
+            url=f"{self._url_base}{URL_PATH}{token}",
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            headers={},
+        )
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._url_secret, TOKEN_DOMAIN + payload, hashlib.sha256).digest()
+
+
+def _decode_payload(payload: bytes) -> UrlGrant:
+    """Parse a payload whose MAC was already checked (so malformed means another version)."""
+    try:
+        version, op, expires_at, part_number, id_len = _TOKEN_HEAD.unpack_from(payload)
+        rest = payload[_TOKEN_HEAD.size :]
+        if version != TOKEN_VERSION or op not in _OP_NAMES or len(rest) < id_len:
+            raise ValueError
+        upload_id, key = rest[:id_len].decode("ascii"), rest[id_len:].decode("utf-8")
+    except (struct.error, ValueError):
+        raise Forbidden(
+            "store URL token has an unknown format", hint="ask the broker for a new URL"
+        ) from None
+    return UrlGrant(_OP_NAMES[op], key, upload_id, part_number, expires_at)
+
+
+class _Sha256Thread:
+    """SHA-256 in a second thread over a small ring of reused buffers.
+
+    Why: hashlib releases the GIL, so hashing one block overlaps with receiving and writing the
+    next (PERF-NOTES: hashing in its own thread was the biggest single gain, +15-25%).
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        for _ in range(HASH_BUFFERS):
+            self._free.put(bytearray(BLOCK_SIZE))
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            buffer, n = item
+            with memoryview(buffer) as view:
+                self._hash.update(view[:n])
+            self._free.put(buffer)
+
+    def take(self) -> bytearray:
+        return self._free.get()
+
+    def give(self, buffer: bytearray, n: int) -> None:
+        self._todo.put((buffer, n))
+
+    def finish(self) -> str:
+        self._todo.put(None)
+        self._thread.join()
+        return self._hash.hexdigest()
+
+
+def _receive(body: BinaryIO, fd: int, length: int) -> str:
+    """Copy exactly `length` bytes from `body` to `fd`; return their SHA-256 hex."""
+    hasher = _Sha256Thread()
+    received = 0
+    try:
+        while received < length:
+            buffer = hasher.take()
+            with memoryview(buffer) as view:
+                want = min(len(buffer), length - received)
+                n = _read_fully(body, view[:want])
+                if n < want:
+                    raise BadRequest(
+                        f"part body ended after {received + n} of {length} bytes",
+                        hint="re-send the part; Content-Length must match the body",
+                    )
+                _write_all(fd, view[:n])
+            hasher.give(buffer, n)
+            received += n
+    finally:
+        digest = hasher.finish()
+    return digest
+
+
+def _read_fully(body: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from `body`; fewer bytes only at end of stream."""
+    filled = 0
+    readinto = getattr(body, "readinto", None)
+    while filled < len(view):
+        if readinto is not None:
+            n = readinto(view[filled:])
+        else:
+            chunk = body.read(len(view) - filled)
+            n = len(chunk)
+            view[filled : filled + n] = chunk
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _copy_fd(in_fd: int, out_fd: int, count: int) -> None:
+    """Copy `count` bytes at the files' offsets, in the kernel when it can (constant memory)."""
+    remaining = count
+    try:
+        while remaining:
+            n = os.copy_file_range(in_fd, out_fd, min(remaining, 1 << 30))
+            if not n:
+                raise StorageError(f"a part shrank while being copied ({remaining} bytes short)")
+            remaining -= n
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        if remaining != count:
+            raise
+    buffer = bytearray(BLOCK_SIZE)
+    with memoryview(buffer) as view:
+        while remaining:
+            n = os.readv(in_fd, [view[: min(remaining, BLOCK_SIZE)]])
+            if not n:
+                raise StorageError(f"a part shrank while being copied ({remaining} bytes short)")
+            _write_all(out_fd, view[:n])
+            remaining -= n
+
+
+def _write_atomically(dest: Path, write: Callable[[int], None]) -> None:
+    """Write through a temp file in the same directory, fsync, rename, fsync the directory."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        try:
+            write(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+@contextmanager
+def _storage_errors(operation: str, key: str) -> Iterator[None]:
+    """Turn OSError into StorageError naming the operation and key (never a secret)."""
+    try:
+        yield
+    except OSError as e:
+        raise StorageError(
+            f"local store could not {operation} {key!r}: {e.strerror or e}"
+        ) from None

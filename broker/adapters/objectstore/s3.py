@@ -1,0 +1,266 @@
+"""The S3 object store: AWS or any S3-compatible endpoint (MinIO, Ceph, R2, s3rver, moto).
+
+Weights never pass through the broker here: clients PUT parts to presigned `UploadPart` URLs and
+GET objects from presigned `GetObject` URLs. Only the verification worker reads payloads, as a
+stream (`open_read`), in constant memory.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from broker.adapters.objectstore.base import ObjectInfo, PresignedRequest, UploadedPart
+from broker.adapters.objectstore.rules import (
+    check_expires_in,
+    check_key,
+    check_part_list,
+    check_part_number,
+    normalise_etag,
+)
+from broker.errors import ConfigError, InvalidInput, ObjectMissing, StorageError
+
+DEFAULT_POOL = 16  # parallel part transfers (the worker, list/complete calls) share the pool
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_BAD_PART_CODES = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"}
+
+
+class S3Store:
+    """An ObjectStore on one bucket, under one key prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        *,
+        session: boto3.session.Session | None = None,
+        max_pool_connections: int = DEFAULT_POOL,
+        max_attempts: int = 5,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("S3 store needs a bucket name", hint="write s3://bucket/prefix")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if prefix:
+            check_key(prefix.rstrip("/"))
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        session = session or boto3.session.Session()
+        if region is None and endpoint_url and session.region_name is None:
+            region = "us-east-1"  # S3-compatible servers ignore it; SigV4 still needs one
+        config = Config(
+            signature_version="s3v4",
+            # A custom endpoint (MinIO, Ceph, s3rver, moto on 127.0.0.1) rarely resolves
+            # <bucket>.<host>; AWS itself wants virtual-hosted style.
+            s3={"addressing_style": "path" if endpoint_url else "virtual"},
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            max_pool_connections=max_pool_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # Why "when_required": botocore's default CRC32 on every request costs ~20% of
+            # throughput, breaks some S3-compatible servers, and would put checksum parameters
+            # into presigned URLs that a plain HTTP client cannot satisfy.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client = session.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.bucket!r}, {self.prefix!r}, endpoint_url={self.endpoint_url!r})"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    # -- small objects -------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._errors("put", key):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as body:
+            return body.read()
+
+    def open_read(self, key: str) -> BinaryIO:
+        with self._errors("get", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        return _Body(response["Body"], self._errors, key)  # type: ignore[return-value]
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            with self._errors("head", key):
+                response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectMissing:
+            return None
+        return ObjectInfo(
+            key=key, size=response["ContentLength"], etag=normalise_etag(response["ETag"])
+        )
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete", key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    # -- multipart -----------------------------------------------------------------------------
+
+    def create_multipart(self, key: str) -> str:
+        with self._errors("create upload for", key):
+            response = self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
+        return response["UploadId"]
+
+    def presign_upload_part(
+        self, key: str, upload_id: str, part_number: int, expires_in: int
+    ) -> PresignedRequest:
+        check_part_number(part_number)
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "UploadId": upload_id,
+            "PartNumber": part_number,
+        }
+        return self._presign("upload_part", "PUT", params, key, expires_in)
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        parts: list[UploadedPart] = []
+        with self._errors(f"list parts of upload {upload_id} of", key):
+            pages = self._client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
+            )
+            for page in pages:
+                for p in page.get("Parts", []):
+                    parts.append(
+                        UploadedPart(
+                            number=p["PartNumber"], size=p["Size"], etag=normalise_etag(p["ETag"])
+                        )
+                    )
+        return sorted(parts, key=lambda p: p.number)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
+        check_part_list([p.number for p in parts])
+        listed = [
+            {"PartNumber": p.number, "ETag": f'"{normalise_etag(p.etag)}"'} for p in parts
+        ]
+        with self._errors(f"complete upload {upload_id} of", key):
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},
+            )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an upload's parts; an unknown or finished upload is not an error."""
+        try:
+            with self._errors(f"abort upload {upload_id} of", key):
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
+                )
+        except ObjectMissing:
+            return
+
+    # -- downloads -----------------------------------------------------------------------------
+
+    def presign_get(self, key: str, expires_in: int) -> PresignedRequest:
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        return self._presign("get_object", "GET", params, key, expires_in)
+
+    def check(self) -> str:
+        with self._errors("reach bucket", self.bucket):
+            self._client.head_bucket(Bucket=self.bucket)
+        where = self.endpoint_url or "AWS"
+        return f"s3 bucket {self.bucket!r} prefix {self.prefix!r} at {where}"
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _presign(
+        self, operation: str, method: str, params: dict[str, Any], key: str, expires_in: int
+    ) -> PresignedRequest:
+        """A SigV4 query-string URL. Only `host` is signed and the payload is UNSIGNED-PAYLOAD,
+        so a plain client needs no extra header (it may add Range to a GET)."""
+        check_expires_in(expires_in)
+        with self._errors(f"presign {method}", key):
+            url = self._client.generate_presigned_url(
+                operation, Params=params, ExpiresIn=expires_in, HttpMethod=method
+            )
+        return PresignedRequest(
+            method=method,
+            url=url,
+            expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=expires_in),
+            headers={},
+        )
+
+    @contextmanager
+    def _errors(self, operation: str, key: str) -> Iterator[None]:
+        """Translate botocore errors into ours: operation, bucket and key, never credentials."""
+        where = f"s3 {operation} {key!r} in bucket {self.bucket!r}"
+        try:
+            yield
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            code = str(error.get("Code", "?"))
+            message = str(error.get("Message", ""))[:200]
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _MISSING_CODES or (code == "404" or status == 404) and code != "NoSuchBucket":
+                raise ObjectMissing(f"{where}: no such object") from None
+            if code == "NoSuchUpload":
+                raise ObjectMissing(
+                    f"{where}: no such multipart upload",
+                    hint="it was completed or aborted, or never created; start a new upload",
+                ) from None
+            if code in _BAD_PART_CODES:
+                raise InvalidInput(
+                    f"{where}: the parts listed do not match the upload ({code}: {message})",
+                    hint="list the upload's parts to see what arrived, and re-send the part",
+                ) from None
+            hint = ""
+            if code == "NoSuchBucket":
+                hint = "create the bucket, or fix ESCROW_STORAGE_URL"
+            elif code in ("AccessDenied", "403") or status == 403:
+                hint = (
+                    "check the credentials' permissions on the bucket; without s3:ListBucket, "
+                    "S3 answers 403 for a missing key"
+                )
+            raise StorageError(f"{where} failed: {code} {message}".rstrip(), hint=hint) from None
+        except BotoCoreError as e:
+            # BotoCoreError texts name the endpoint or the problem, never secret values.
+            raise StorageError(f"{where} failed: {e}") from None
+
+
+class _Body(io.RawIOBase):
+    """A StreamingBody that raises StorageError, not botocore errors, when reading fails."""
+
+    def __init__(self, body: Any, errors: Any, key: str) -> None:
+        self._body = body
+        self._errors = errors
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._errors("read", self._key):
+            return self._body.read(None if size is None or size < 0 else size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()

@@ -1,0 +1,26 @@
+"""Setting up a deployment: data directory, keys and schema. Safe to run again."""
+
+from __future__ import annotations
+
+from broker.adapters.custody.local import LocalCustody
+from broker.adapters.db.engine import upgrade
+from broker.config import Settings
+from broker.container import Escrow, build_escrow, create_url_secret
+from broker.domain.principals import OPERATOR
+from broker.services.signing import ensure_signing_keys
+
+
+def initialise(settings: Settings, migrate: bool = True) -> tuple[Escrow, list[str]]:
+    """Create what is missing; return the escrow and a line per thing created."""
+    created = []
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_url_secret(settings.url_secret_file)
+    if settings.key_custody == "local" and not settings.key_file.exists():
+        LocalCustody.create_key_file(settings.key_file)
+        created.append(f"created master key {settings.key_file} (mode 0600): back it up offline")
+    if migrate:
+        upgrade(settings.database_url)
+    escrow = build_escrow(settings)
+    with escrow.uow() as uow:
+        ensure_signing_keys(uow, escrow.custody, OPERATOR)
+    return escrow, created
