@@ -104,7 +104,7 @@ def settings(tmp_path: Path, database_url: str):  # noqa: ANN201
 
 @pytest.fixture
 def escrow(settings):  # noqa: ANN001, ANN201
-    """An initialised escrow on the embedded defaults (local store, local key) and `database_url`."""
+    """An initialised escrow: local store and key, on each kind of database."""
     from broker.services.setup import initialise
 
     built, _ = initialise(settings, migrate=False)
@@ -125,3 +125,109 @@ def app(escrow):  # noqa: ANN001, ANN201
 @pytest.fixture
 def client(app):  # noqa: ANN001, ANN201
     return app.test_client()
+
+
+# --- a real broker process -------------------------------------------------------------------
+
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+ESCROW_BIN = str(Path(sys.executable).with_name("escrow"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BrokerProcess:
+    """`escrow serve` running on loopback with its own data dir, org and depositor token."""
+
+    url: str
+    env: dict[str, str]
+    data_dir: Path
+    token: str
+    org: str = "acme-ai"
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def escrow(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        """Run an `escrow` command with this broker's environment."""
+        result = subprocess.run(
+            [ESCROW_BIN, *args], env=self.env, capture_output=True, text=True, timeout=300,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"escrow {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def last_json(self, result: subprocess.CompletedProcess) -> dict:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def start(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        self.log = self.data_dir.parent / "broker.log"
+        self.process = subprocess.Popen(
+            [ESCROW_BIN, "serve", "--host", "127.0.0.1", "--port", port, "--workers", "2"],
+            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+            if self.process.poll() is not None:
+                break
+        raise AssertionError(f"broker did not start:\n{self.log.read_text()}")
+
+
+def start_broker(base: Path, extra_env: dict[str, str] | None = None) -> BrokerProcess:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")},
+        "ESCROW_DATA_DIR": str(base / "data"),
+        "ESCROW_PUBLIC_URL": url,
+        "ESCROW_CONFIG_DIR": str(base / "client-config"),
+        "ESCROW_BROKER": url,
+        **(extra_env or {}),
+    }
+    broker = BrokerProcess(url=url, env=env, data_dir=base / "data", token="")
+    broker.escrow("init")
+    broker.escrow("admin", "org", "create", broker.org)
+    created = broker.escrow("admin", "token", "create", "--org", broker.org, "--role",
+                            "depositor", "--json")
+    broker.token = broker.last_json(created)["token"]
+    broker.env["ESCROW_TOKEN"] = broker.token
+    broker.start()
+    return broker
+
+
+@pytest.fixture
+def broker_server(tmp_path: Path):  # noqa: ANN201
+    """A broker on embedded defaults (SQLite, local store, local key) in a real process."""
+    broker = start_broker(tmp_path)
+    yield broker
+    broker.stop()

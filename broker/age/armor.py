@@ -81,15 +81,14 @@ class ArmoredReader(io.RawIOBase):
             )
         self._started = True
 
-    def _end(self) -> None:
-        if self._line() != END_LINE:
-            raise _error("a short line is not followed by the END line")
+    def _drain(self) -> None:
+        """After the END line: only whitespace, and not much of it, up to the end of data."""
+        self._finished = True
         rest = self._src.read(MAX_WHITESPACE + 1)
         if rest.strip(_WHITESPACE):
             raise _error("data after the END line")
         if len(rest) > MAX_WHITESPACE:
             raise _error("too much whitespace after the END line")
-        self._finished = True
 
     def _decode_more(self, want: int) -> bytes:
         """Decode up to about `want` bytes (whole lines); b"" at the end of the armor."""
@@ -103,8 +102,7 @@ class ArmoredReader(io.RawIOBase):
                 full.append(line)
                 continue
             if line == END_LINE:
-                self._finished = True
-                self._end_after_full_line()
+                self._drain()
                 break
             if not line or len(line) % 4 or not _LAST_LINE.fullmatch(line):
                 raise _error("a line is not 64 columns of base64 and not a valid last line")
@@ -114,17 +112,12 @@ class ArmoredReader(io.RawIOBase):
                 raise _error("invalid base64 on the last line") from None
             if base64.b64encode(last) != line:
                 raise _error("the base64 on the last line is not canonical")
-            self._end()
+            if self._line() != END_LINE:
+                raise _error("a short line is not followed by the END line")
+            self._drain()
             break
         data = base64.b64decode(b"".join(full)) if full else b""
         return data + last
-
-    def _end_after_full_line(self) -> None:
-        rest = self._src.read(MAX_WHITESPACE + 1)
-        if rest.strip(_WHITESPACE):
-            raise _error("data after the END line")
-        if len(rest) > MAX_WHITESPACE:
-            raise _error("too much whitespace after the END line")
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         dst = memoryview(buffer).cast("B")
@@ -191,5 +184,4 @@ def armor_decode(text: bytes) -> bytes:
 
 def looks_armored(prefix: bytes) -> bool:
     """Whether the first bytes of a file are the start of an armored file."""
-    stripped = prefix.lstrip(_WHITESPACE)
-    return stripped.startswith(BEGIN_LINE[: len(stripped)]) and bool(stripped)
+    return prefix.lstrip(_WHITESPACE).startswith(b"-----BEGIN")

@@ -11,7 +11,8 @@ from typing import Protocol
 
 
 class KeyCustody(Protocol):
-    name: str
+    name: str  # the backend, as written in blobs: "local", "aws-kms"
+    key_id: str  # the key new blobs are wrapped with; compare with a blob's to plan rotation
 
     def wrap(self, secret: bytes, context: dict[str, str]) -> bytes: ...
     def unwrap(self, blob: bytes, context: dict[str, str]) -> bytes: ...

@@ -63,8 +63,8 @@ class S3Store:
         config = Config(
             signature_version="s3v4",
             # A custom endpoint (MinIO, Ceph, s3rver, moto on 127.0.0.1) rarely resolves
-            # <bucket>.<host>; AWS itself wants virtual-hosted style.
-            s3={"addressing_style": "path" if endpoint_url else "virtual"},
+            # <bucket>.<host>; on AWS botocore picks virtual-hosted style where it can.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
             retries={"mode": "standard", "max_attempts": max_attempts},
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout,
@@ -150,9 +150,7 @@ class S3Store:
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
         check_part_list([p.number for p in parts])
-        listed = [
-            {"PartNumber": p.number, "ETag": f'"{normalise_etag(p.etag)}"'} for p in parts
-        ]
+        listed = [{"PartNumber": p.number, "ETag": f'"{normalise_etag(p.etag)}"'} for p in parts]
         with self._errors(f"complete upload {upload_id} of", key):
             self._client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -213,13 +211,13 @@ class S3Store:
             code = str(error.get("Code", "?"))
             message = str(error.get("Message", ""))[:200]
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _MISSING_CODES or (code == "404" or status == 404) and code != "NoSuchBucket":
-                raise ObjectMissing(f"{where}: no such object") from None
             if code == "NoSuchUpload":
                 raise ObjectMissing(
                     f"{where}: no such multipart upload",
                     hint="it was completed or aborted, or never created; start a new upload",
                 ) from None
+            if code in _MISSING_CODES or (status == 404 and code != "NoSuchBucket"):
+                raise ObjectMissing(f"{where}: no such object") from None
             if code in _BAD_PART_CODES:
                 raise InvalidInput(
                     f"{where}: the parts listed do not match the upload ({code}: {message})",

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` (the broker on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test install test-peers lint bench clean
+
+$(BIN)/escrow: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/escrow
+
+run: install
+	$(BIN)/escrow init
+	$(BIN)/escrow serve --host $(HOST) --port $(PORT)
+
+tests/node/node_modules/.package-lock.json: tests/node/package.json
+	cd tests/node && npm install --no-audit --no-fund --silent
+
+test-peers: tests/node/node_modules/.package-lock.json
+
+test: install test-peers
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check broker tests bench
+
+bench: install test-peers
+	$(BIN)/python bench/deposit.py
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules
