@@ -85,7 +85,9 @@ def check_context(context: Mapping[str, str]) -> dict[str, str]:
         )
     for name, value in context.items():
         if not isinstance(name, str) or not isinstance(value, str):
-            raise CustodyError(f"wrap context entries must be strings, got {name!r}: {value!r}")
+            raise CustodyError(
+                f"wrap context entries must be strings; {name!r} is {type(value).__name__}"
+            )
     return dict(context)
 
 
