@@ -206,4 +206,3 @@ def parse_header(data: bytes) -> Header:
 def read_header(stream: BinaryIO) -> Header:
     """Read a header from a binary stream, leaving the stream exactly at the payload nonce."""
     return _parse(stream.readline)
-

@@ -38,8 +38,10 @@ class Recipient(ABC):
         return f"{type(self).__name__}({self.encode()!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Recipient) and type(other) is type(self) and (
-            other.encode() == self.encode()
+        return (
+            isinstance(other, Recipient)
+            and type(other) is type(self)
+            and (other.encode() == self.encode())
         )
 
     def __hash__(self) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from broker.age import bech32
 from broker.age.errors import IdentityError, RecipientError, UnsupportedIdentity
-from broker.age.hybrid import HybridIdentity, HybridRecipient
 from broker.age.hybrid import IDENTITY_HRP as HYBRID_IDENTITY_HRP
 from broker.age.hybrid import RECIPIENT_HRP as HYBRID_RECIPIENT_HRP
+from broker.age.hybrid import HybridIdentity, HybridRecipient
 from broker.age.interfaces import Identity, Recipient
 from broker.age.ssh import OPENSSH_PRIVATE_KEY_BEGIN, SSHEd25519Identity, SSHEd25519Recipient
 from broker.age.x25519 import IDENTITY_HRP as X25519_IDENTITY_HRP
@@ -36,7 +36,7 @@ def parse_recipient(text: str) -> Recipient:
             hint="give the public key instead (age-keygen -y prints it); keep the secret "
             "key private",
         )
-    if text.startswith("age1"):
+    if text.lower().startswith("age1"):
         try:
             hrp, _ = bech32.decode(text)
         except ValueError as e:

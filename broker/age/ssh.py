@@ -23,7 +23,7 @@ import nacl.exceptions
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.age.errors import IdentityError, RecipientError, UnsupportedIdentity
 from broker.age.header import Stanza
@@ -150,8 +150,7 @@ class SSHEd25519Identity(Identity):
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise UnsupportedIdentity(
-                f"age ssh identity: {type(key).__name__.removesuffix('PrivateKey') or 'this'} "
-                "SSH keys are not supported, only ssh-ed25519",
+                "age ssh identity: only ssh-ed25519 SSH keys are supported",
                 hint="generate a key with ssh-keygen -t ed25519, or use a native age identity",
             )
         return cls(key, text)

@@ -60,7 +60,9 @@ def chunk_nonce(counter: int, final: bool) -> bytes:
     # Why counter || flag: each chunk position gets a distinct nonce under the one payload key,
     # and the flag authenticates which chunk is the last, so truncation at a chunk boundary and
     # appending after the end are both detected.
-    return counter.to_bytes(COUNTER_SIZE, "big") + (LAST_CHUNK_FLAG if final else NOT_LAST_CHUNK_FLAG)
+    return counter.to_bytes(COUNTER_SIZE, "big") + (
+        LAST_CHUNK_FLAG if final else NOT_LAST_CHUNK_FLAG
+    )
 
 
 def chunk_count(plaintext_size: int) -> int:

@@ -125,7 +125,7 @@ def _new_deposit(
     # Post-quantum by default: weights held for decades must survive "harvest now, decrypt later".
     identity = age.generate_x25519_identity() if classical else age.generate_hybrid_identity()
     recipient = identity.to_recipient()
-    wrapped = escrow.custody.wrap(str(identity).encode(), identity_context(deposit_id))
+    wrapped = escrow.custody.wrap(identity.encode().encode(), identity_context(deposit_id))
     escrow.store.put_bytes(deposit_prefix(deposit_id) + "identity.wrapped", wrapped)
     weakened = not classical and any(not r.post_quantum for r in extras)
     deposit = Deposit(
@@ -320,7 +320,7 @@ def register_header(
             f"header of {file.path!r} does not open with this deposit's escrow identity: {error}",
             hint=f"encrypt the file to the deposit's recipient {deposit.recipient}",
         ) from None
-    if not deposit.classical and not age.header_is_post_quantum(header):
+    if not deposit.classical and not age.header_post_quantum(header):
         deposit.classical = True
         uow.audit("deposit.marked_classical", actor, {"deposit": deposit.id, "path": file.path})
     file.header = header

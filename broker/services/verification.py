@@ -29,7 +29,6 @@ from broker.services.deposits import (
     now,
     payload_key,
 )
-from broker.services.hashing import BackgroundSHA256
 
 
 @dataclass
@@ -75,22 +74,31 @@ def _check_file(
         file_key = age.unwrap_file_key(header, [identity])
     except age.AgeError as error:
         return f"header does not open: {error}"
-    hasher = BackgroundSHA256()
-    seen = 0
+    hasher = hashlib.sha256()
+    sink = _CountingSink()
     try:
         with escrow.store.open_read(prefix + payload_key(index)) as payload:
-            for chunk in age.decrypt_payload(file_key, payload):
-                hasher.update(chunk)
-                seen += len(chunk)
+            age.decrypt_payload(payload, sink, file_key, plaintext_hash=hasher)
     except age.AgeError as error:
-        hasher.close()
-        return f"payload does not decrypt after {seen} bytes: {error}"
+        return f"payload does not decrypt after {sink.size} bytes: {error}"
+    seen = sink.size
     digest = hasher.hexdigest()
     if seen != size:
         return f"size is {seen} bytes, expected {size}"
     if digest != sha256:
         return f"SHA-256 is {digest}, expected {sha256}"
     return ""
+
+
+class _CountingSink:
+    """Where verified plaintext goes: nowhere. Only its size is kept."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.size += len(data)
+        return len(data)
 
 
 def manifest_of(deposit: Deposit) -> dict[str, object]:

@@ -1,0 +1,184 @@
+"""Local key custody: a 32-byte master key in a file (mode 0600) wraps secrets with AES-256-GCM.
+
+The key file is small text, recognisable by its first line:
+
+    weights-escrow master key v1
+    key-id: 0123456789abcdef
+    key: <base64 of 32 bytes>
+
+key id = first 8 bytes (hex) of SHA-256 of the key. It names the key in every blob, so a broker
+can say which key a blob needs and a rotation can find blobs wrapped by an old key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import rfc8785
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from broker.adapters.custody.blob import (
+    check_context,
+    check_secret,
+    decode_blob,
+    encode_blob,
+    field_bytes,
+    require_backend,
+)
+from broker.errors import CustodyError
+
+BACKEND = "local"
+KEY_FILE_HEADER = "weights-escrow master key v1"
+KEY_SIZE = 32  # AES-256
+# Why random 96-bit nonces: a master key wraps few blobs (one per deposit and signing key), far
+# below the 2^32 messages after which random GCM nonces risk a collision (NIST SP 800-38D).
+NONCE_SIZE = 12
+TAG_SIZE = 16
+_MAX_KEY_FILE_BYTES = 4096
+
+
+def key_id_of(key: bytes) -> str:
+    return hashlib.sha256(key).digest()[:8].hex()
+
+
+class LocalCustody:
+    """KeyCustody with a master key file on this machine."""
+
+    name = BACKEND
+
+    def __init__(self, key_file: Path) -> None:
+        self.key_file = Path(key_file)
+        self._aead, self.key_id = _load_key_file(self.key_file)
+
+    def __repr__(self) -> str:
+        return f"LocalCustody({str(self.key_file)!r}, key_id={self.key_id!r})"
+
+    @classmethod
+    def create_key_file(cls, path: Path) -> LocalCustody:
+        """Make a new master key file (mode 0600); refuse to overwrite an existing one."""
+        path = Path(path)
+        key = AESGCM.generate_key(bit_length=8 * KEY_SIZE)
+        text = (
+            f"{KEY_FILE_HEADER}\nkey-id: {key_id_of(key)}\nkey: {base64.b64encode(key).decode()}\n"
+        )
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise CustodyError(
+                f"master key file {path} already exists; refusing to overwrite it",
+                hint="a new key would orphan every blob wrapped by the old one; move the old "
+                "file away first only if you mean to replace it",
+            ) from None
+        except OSError as e:
+            raise CustodyError(f"cannot create master key file {path}: {e.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
+            os.write(fd, text.encode("ascii"))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        return cls(path)
+
+    def wrap(self, secret: bytes, context: dict[str, str]) -> bytes:
+        secret = check_secret(secret)
+        context = check_context(context)
+        nonce = os.urandom(NONCE_SIZE)
+        ciphertext = self._aead.encrypt(nonce, secret, _aad(self.key_id, context))
+        return encode_blob(BACKEND, self.key_id, {"nonce": nonce, "ct": ciphertext})
+
+    def unwrap(self, blob: bytes, context: dict[str, str]) -> bytes:
+        context = check_context(context)
+        info, document = decode_blob(blob)
+        require_backend(info, BACKEND, self.key_id)
+        if info.key_id != self.key_id:
+            raise CustodyError(
+                f"blob needs local master key {info.key_id}; this broker holds key {self.key_id}",
+                hint=f"load the key file whose key-id line is {info.key_id}",
+            )
+        nonce = field_bytes(document, "nonce", info)
+        ciphertext = field_bytes(document, "ct", info)
+        if len(nonce) != NONCE_SIZE or len(ciphertext) < TAG_SIZE:
+            raise CustodyError(
+                f"blob for local key {info.key_id} has a malformed nonce or ciphertext"
+            )
+        try:
+            return self._aead.decrypt(nonce, ciphertext, _aad(info.key_id, context))
+        except InvalidTag:
+            raise CustodyError(
+                f"blob for local key {info.key_id} does not open with context "
+                f"{_describe(context)}: wrong context, or the blob was altered",
+            ) from None
+
+    def check(self) -> str:
+        _check_mode(self.key_file, os.stat(self.key_file).st_mode)
+        probe = {"purpose": "health-check"}
+        if self.unwrap(self.wrap(b"probe", probe), probe) != b"probe":
+            raise CustodyError("local custody self-test failed")
+        return f"local key file {self.key_file} (key {self.key_id})"
+
+
+def _aad(key_id: str, context: dict[str, str]) -> bytes:
+    """Bind the ciphertext to its backend, key and context (RFC 8785 canonical JSON)."""
+    return rfc8785.dumps({"v": 1, "backend": BACKEND, "key_id": key_id, "context": context})
+
+
+def _describe(context: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(context.items()))
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise CustodyError(f"master key file {path} is not a regular file")
+    if mode & 0o077:
+        raise CustodyError(
+            f"master key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); refusing to use it",
+            hint=f"run: chmod 600 {path}",
+        )
+
+
+def _load_key_file(path: Path) -> tuple[AESGCM, str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CustodyError(
+            f"master key file {path} does not exist",
+            hint="run `escrow init` to create it, or point ESCROW_KEY_FILE at it",
+        ) from None
+    except OSError as e:
+        raise CustodyError(f"cannot open master key file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        _check_mode(path, os.fstat(handle.fileno()).st_mode)  # the file opened, not a path
+        raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+    corrupt = f"master key file {path} is not a weights-escrow master key"
+    try:
+        lines = raw.decode("ascii").splitlines()
+        if len(raw) > _MAX_KEY_FILE_BYTES or not lines or lines[0].strip() != KEY_FILE_HEADER:
+            raise ValueError
+        fields = dict(line.split(":", 1) for line in lines[1:] if line.strip())
+        fields = {name.strip(): value.strip() for name, value in fields.items()}
+        key = base64.b64decode(fields["key"], validate=True)
+        stated_id = fields["key-id"]
+    except (UnicodeDecodeError, ValueError, KeyError, binascii.Error):
+        raise CustodyError(
+            corrupt, hint=f"its first line must be {KEY_FILE_HEADER!r}, then key-id: and key:"
+        ) from None
+    if len(key) != KEY_SIZE:
+        raise CustodyError(f"{corrupt}: the key is {len(key)} bytes, expected {KEY_SIZE}")
+    if stated_id != key_id_of(key):
+        raise CustodyError(
+            f"master key file {path} is corrupt: its key-id line says {stated_id}, "
+            f"the key hashes to {key_id_of(key)}",
+            hint="restore the key file from its offline backup",
+        )
+    return AESGCM(key), key_id_of(key)

@@ -1,0 +1,504 @@
+"""The deposit engine: open the deposit, encrypt and upload every file resumably, finalise, and
+wait for the broker's verification to seal it.
+
+Per file: a journal entry (key, nonce, header) is written before any byte is sent; the header
+is registered; parts the broker lacks are encrypted and PUT in parallel through presigned URLs
+while a separate thread hashes the plaintext in order; then the upload is completed with the
+SHA-256. A crash anywhere is recovered by running the same command again (see `journal.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from broker import age
+from broker.client.encrypt import (
+    CipherSource,
+    FileHasher,
+    PlainSource,
+    file_changed,
+    sha256_file,
+)
+from broker.client.http import BrokerClient, StoreError
+from broker.client.journal import DoneEntry, FileEntry, Journal
+from broker.client.preencrypted import scan_pre_encrypted
+from broker.client.progress import Progress, human_bytes
+from broker.client.scan import scan_model_dir, stat_identity
+from broker.domain.parts import Part, payload_size, plan_parts
+from broker.errors import Conflict, EscrowError, InvalidInput
+
+SEALED, FAILED, VERIFYING = "sealed", "failed", "verifying"
+DEFAULT_JOBS = 4  # measured by bench/deposit.py: see the module's notes
+MAX_PRESIGN = 100  # the broker's limit per call
+URL_MARGIN = timedelta(seconds=60)  # re-presign a URL that expires sooner than this
+
+
+class DepositFailed(EscrowError):
+    status = 409
+    title = "deposit failed verification"
+
+
+@dataclass(frozen=True)
+class DepositOptions:
+    model: str
+    version: str
+    directory: Path | None = None
+    recipients: tuple[str, ...] = ()
+    classical: bool = False
+    jobs: int = DEFAULT_JOBS
+    wait: bool = True
+    pre_encrypted: bool = False
+    sha256sums: Path | None = None
+    config_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file to deposit: a plaintext file, or an age file made by the lab."""
+
+    path: str  # deposit path
+    source: str  # file to open
+    plain_size: int
+    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of `source` when scanned
+    header: bytes | None = None  # pre-encrypted only
+    payload_offset: int = 0
+    sha256: str | None = None  # pre-encrypted: from --sha256sums
+
+
+@dataclass
+class DepositResult:
+    deposit: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    bytes_sent: int = 0
+    parts_sent: int = 0
+    parts_kept: int = 0
+    files_restarted: list[str] = field(default_factory=list)
+
+
+def collect_items(options: DepositOptions) -> list[Item]:
+    if options.directory is None:
+        raise InvalidInput("no model directory given", hint="pass the directory to deposit")
+    if options.pre_encrypted:
+        if options.sha256sums is None:
+            raise InvalidInput(
+                "--pre-encrypted needs --sha256sums FILE",
+                hint="run `sha256sum` over the plaintext files and pass its output",
+            )
+        return [
+            Item(p.path, p.local.source, p.plain_size,
+                 (p.local.size, p.local.mtime_ns, p.local.inode), p.header, p.payload_offset,
+                 p.sha256)
+            for p in scan_pre_encrypted(options.directory, options.sha256sums)
+        ]
+    return [
+        Item(f.path, f.source, f.size, (f.size, f.mtime_ns, f.inode))
+        for f in scan_model_dir(options.directory)
+    ]
+
+
+def open_request(options: DepositOptions, items: list[Item] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": options.model,
+        "version": options.version,
+        "classical": options.classical,
+        "extra_recipients": list(options.recipients),
+    }
+    if items is not None:
+        body["files"] = [{"path": i.path, "size": i.plain_size} for i in items]
+    return body
+
+
+def classical_warnings(options: DepositOptions, extras: Iterable[age.Recipient]) -> list[str]:
+    if options.classical:
+        return []
+    return [
+        f"recipient {str(r)[:24]}… is classical ({r.stanza_type}): adding it to this "
+        "post-quantum deposit makes the deposit classical (its files could be opened through "
+        "that stanza by a future quantum computer); use an age1pq1… recipient to keep it "
+        "post-quantum"
+        for r in extras
+        if not r.post_quantum
+    ]
+
+
+def open_recipient_only(client: BrokerClient, options: DepositOptions,
+                        progress: Progress) -> dict[str, Any]:
+    """Open the deposit with no files, to learn the recipient to encrypt to with plain age."""
+    extras = [age.parse_recipient(r) for r in options.recipients]
+    for warning in classical_warnings(options, extras):
+        progress.warn(warning)
+    return client.post("/api/v1/deposits", open_request(options, None))
+
+
+class Depositor:
+    def __init__(self, client: BrokerClient, options: DepositOptions,
+                 progress: Progress | None = None) -> None:
+        self.client = client
+        self.options = options
+        self.progress = progress or Progress(quiet=True)
+        self.jobs = max(1, options.jobs)
+        self.result = DepositResult({})
+        self._pool: ThreadPoolExecutor | None = None
+        self.journal: Journal | None = None
+
+    # --- the whole deposit ---------------------------------------------------------------
+
+    def run(self) -> DepositResult:
+        started = time.monotonic()
+        options = self.options
+        if options.pre_encrypted and options.recipients:
+            raise InvalidInput(
+                "--recipient cannot be used with --pre-encrypted",
+                hint="add your own recipient when encrypting: `age -r ESCROW -r YOURS …`",
+            )
+        extras = [age.parse_recipient(r) for r in options.recipients]
+        for warning in classical_warnings(options, extras):
+            self.progress.warn(warning)
+        items = collect_items(options)
+        total = sum(i.plain_size for i in items)
+        self.progress.info(f"{len(items)} file(s), {human_bytes(total)} to deposit as "
+                           f"{options.model}@{options.version}")
+        deposit = self.client.post("/api/v1/deposits", open_request(options, items))
+        deposit_id = deposit["deposit_id"]
+        self.progress.info(f"deposit {deposit_id} is {deposit['state']}"
+                           + (" (classical)" if deposit.get("classical") else ""))
+        try:
+            if deposit["state"] == SEALED:
+                self._check_sealed(deposit, items)
+                self.result.deposit = deposit
+                return self.result
+            self.journal = Journal.open(deposit_id, self.client.base_url, options.config_dir)
+            if deposit["state"] != VERIFYING:
+                recipients = [age.parse_recipient(deposit["recipient"]), *extras]
+                self._upload_all(deposit, items, recipients)
+                self.result.timings["upload_s"] = time.monotonic() - started
+                deposit = self.client.post(f"/api/v1/deposits/{deposit_id}/finalize")
+            self.result.timings["finalized_s"] = time.monotonic() - started
+            if options.wait:
+                deposit = self._wait_for_seal(deposit_id)
+                self.result.timings["sealed_s"] = time.monotonic() - started
+                if deposit["state"] == SEALED:
+                    self.journal.delete()
+                else:
+                    raise _failure(deposit)
+            self.result.deposit = deposit
+            return self.result
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="part")
+        return self._pool
+
+    def _check_sealed(self, deposit: dict[str, Any], items: list[Item]) -> None:
+        """Same paths and sizes as the sealed version: the content must match too."""
+        self.progress.info("this version is already sealed; checking the local files against "
+                           "its manifest")
+        remote = {f["path"]: f for f in deposit["files"]}
+        digests = self._hash_all(items)
+        differ = [i.path for i in items if remote.get(i.path, {}).get("sha256") != digests[i.path]]
+        if differ:
+            raise Conflict(
+                f"{deposit['model']}@{deposit['version']} is sealed with different content: "
+                f"{len(differ)} file(s) differ ({', '.join(differ[:5])})",
+                hint="a sealed version is immutable; deposit the new content as a new --version",
+            )
+
+    def _hash_all(self, items: list[Item]) -> dict[str, str]:
+        def digest(item: Item) -> str:
+            if item.sha256 is not None:
+                return item.sha256
+            return sha256_file(item.source, item.path, item.plain_size)
+
+        return dict(zip((i.path for i in items), self.pool().map(digest, items), strict=True))
+
+    # --- uploads -------------------------------------------------------------------------
+
+    def _upload_all(self, deposit: dict[str, Any], items: list[Item],
+                    recipients: list[age.Recipient]) -> None:
+        assert self.journal is not None
+        remote = {f["path"]: f for f in deposit["files"]}
+        missing = [i.path for i in items if i.path not in remote]
+        if missing:
+            raise EscrowError(f"the broker's deposit lacks {len(missing)} of the files sent",
+                              hint="run the same command again")
+        total = sum(payload_size(i.plain_size) for i in items)
+        self.progress.begin(total)
+        for item in items:
+            file = remote[item.path]
+            if file["state"] in ("uploaded", "verified") and self._still_uploaded(item, file):
+                self.progress.add_kept(payload_size(item.plain_size))
+                continue
+            self._upload_file(deposit["deposit_id"], item, file, recipients,
+                              restart=file["state"] in ("uploaded", "verified"))
+        self.progress.end()
+
+    def _still_uploaded(self, item: Item, file: dict[str, Any]) -> bool:
+        """Whether a file the broker already has is unchanged here (hashing only if needed)."""
+        assert self.journal is not None
+        done = self.journal.done.get(item.path)
+        if (done is not None and done.sha256 == file["sha256"]
+                and (done.size, done.mtime_ns, done.inode) == item.identity):
+            return True
+        digest = item.sha256 or sha256_file(item.source, item.path, item.plain_size)
+        if digest == file["sha256"]:
+            self.journal.finish_file(file["index"], item.path, DoneEntry(*item.identity, digest))
+            return True
+        self.progress.info(f"{item.path}: changed since it was uploaded; sending it again")
+        return False
+
+    def _upload_file(self, deposit_id: str, item: Item, file: dict[str, Any],
+                     recipients: list[age.Recipient], restart: bool) -> None:
+        journal = self.journal
+        assert journal is not None
+        index = file["index"]
+        base = f"/api/v1/deposits/{deposit_id}/files/{index}"
+        if stat_identity(item.source) != item.identity:
+            raise file_changed(item.path, "changed after it was listed")
+        hasher = None if item.sha256 else FileHasher(item.source, item.path,
+                                                      item.plain_size).start()
+        try:
+            entry = journal.files.get(index)
+            why = "" if restart else _stale(entry, item, recipients)
+            if restart or why:
+                entry = None
+                if why:
+                    self.progress.info(f"{item.path}: {why}; starting it over with a new key")
+                    self.result.files_restarted.append(item.path)
+            start = self.client.post(base + "/upload", {"restart": restart or bool(why)})
+            parts = plan_parts(item.plain_size, start["part_size"])
+            if sum(p.cipher_size for p in parts) != start["payload_size"]:
+                raise EscrowError(
+                    f"{item.path}: the broker expects a payload of {start['payload_size']} "
+                    f"bytes, this client computes {payload_size(item.plain_size)}",
+                    hint="update the escrow client to the broker's version",
+                )
+            stored = {p["number"]: p["size"] for p in start["parts"]}
+            keep: set[int] = set()
+            if entry is not None:
+                keep, why = self._verify_kept(item, entry, parts, stored, start)
+            elif stored or start["header_registered"]:
+                why = "the broker holds parts this run has no key for"
+            if why:
+                self.progress.info(f"{item.path}: {why}; starting it over with a new key")
+                self.result.files_restarted.append(item.path)
+                start = self.client.post(base + "/upload", {"restart": True})
+                entry, keep = None, set()
+            if entry is None:
+                entry = _new_entry(index, item, recipients, start["part_size"])
+                journal.start_file(entry)  # before anything is sent: the key must survive
+            if not start["header_registered"]:
+                self.client.put(base + "/header", {"header": _b64(entry.header)})
+            source = _source(item, entry)
+            todo = [p for p in parts if p.number not in keep]
+            self.result.parts_kept += len(keep)
+            self.progress.add_kept(sum(parts[n - 1].cipher_size for n in keep))
+            self._send_parts(base, index, source, todo, entry)
+            digest = item.sha256 or (hasher.result() if hasher else "")
+            hasher = None
+            if stat_identity(item.source) != item.identity:
+                raise file_changed(item.path, "changed")
+            self.client.post(base + "/complete", {"sha256": digest})
+            journal.finish_file(index, item.path, DoneEntry(*item.identity, digest))
+        finally:
+            if hasher is not None:
+                hasher.cancel()
+
+    def _verify_kept(self, item: Item, entry: FileEntry, parts: list[Part],
+                     stored: dict[int, int], start: dict[str, Any]) -> tuple[set[int], str]:
+        """Re-encrypt every journaled part locally (nothing is sent) and compare fingerprints.
+
+        Returns the parts the broker has that can be kept, or a reason to start over."""
+        if entry.part_size != start["part_size"]:
+            return set(), "the broker's part size changed"
+        unknown = sorted(set(stored) - set(entry.fingerprints))
+        if unknown:
+            return set(), f"the broker holds part(s) {unknown[:5]} this run has no record of"
+        source = _source(item, entry)
+        numbers = sorted(entry.fingerprints)
+        found = list(self.pool().map(lambda n: source.fingerprint(parts[n - 1]), numbers))
+        changed = [n for n, got in zip(numbers, found, strict=True)
+                   if got != entry.fingerprints[n]]
+        if changed:
+            return set(), f"part(s) {changed[:5]} changed since they were sent"
+        return {n for n in stored if stored[n] == parts[n - 1].cipher_size}, ""
+
+    def _send_parts(self, base: str, index: int, source: PlainSource | CipherSource,
+                    todo: list[Part], entry: FileEntry) -> None:
+        if not todo:
+            return
+        journal = self.journal
+        assert journal is not None
+        urls = _Presigner(self.client, base, [p.number for p in todo])
+
+        def send(part: Part) -> None:
+            def record(fingerprint: str) -> None:
+                known = entry.fingerprints.get(part.number)
+                if known is not None and known != fingerprint:
+                    # Same key and counter, different plaintext: stop before the last block.
+                    raise file_changed(source.path, f"part {part.number} changed")
+                journal.record_part(index, part.number, fingerprint)
+
+            sent = [0]
+            tries = [0]
+
+            def body() -> Iterator[memoryview]:
+                # A retry re-encrypts under the same key and counters: first prove, locally,
+                # that the plaintext is what the earlier attempt encrypted.
+                if tries[0] and part.number in entry.fingerprints and (
+                        source.fingerprint(part) != entry.fingerprints[part.number]):
+                    raise file_changed(source.path, f"part {part.number} changed")
+                tries[0] += 1
+                return self._counted(source.blocks(part, record), sent)
+
+            for attempt in range(3):
+                signed = urls.get(part.number)
+                try:
+                    self.client.put_part(signed["url"], signed.get("headers") or {},
+                                         part.cipher_size, body)
+                    break
+                except StoreError as error:
+                    if not error.url_expired or attempt == 2:
+                        raise
+                    urls.expire(part.number)
+                except BaseException:
+                    self.progress.add(-sent[0])
+                    raise
+            self.result.parts_sent += 1
+            self.result.bytes_sent += part.cipher_size
+
+        futures = [self.pool().submit(send, part) for part in todo]
+        _raise_first(futures)
+
+    def _counted(self, blocks: Iterator[memoryview], sent: list[int]) -> Iterator[memoryview]:
+        self.progress.add(-sent[0])  # a retry starts counting again
+        sent[0] = 0
+        for block in blocks:
+            yield block
+            sent[0] += len(block)
+            self.progress.add(len(block))
+
+    # --- seal ----------------------------------------------------------------------------
+
+    def _wait_for_seal(self, deposit_id: str) -> dict[str, Any]:
+        self.progress.info("waiting for the broker to verify and seal the deposit "
+                           "(Ctrl-C is safe: it keeps going)")
+        delay = 0.1
+        while True:
+            deposit = self.client.get(f"/api/v1/deposits/{deposit_id}")
+            if deposit["state"] in (SEALED, FAILED):
+                return deposit
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+
+def _stale(entry: FileEntry | None, item: Item, recipients: list[age.Recipient]) -> str:
+    """Why a journal entry cannot be resumed ('' if it can)."""
+    if entry is None:
+        return ""
+    if entry.path != item.path or (entry.size, entry.mtime_ns, entry.inode) != item.identity:
+        return "the file changed since the last run"
+    if item.header is None and entry.recipients != [str(r) for r in recipients]:
+        return "the recipients changed since the last run"
+    if item.header is not None and entry.header != item.header:
+        return "the age file changed since the last run"
+    return ""
+
+
+def _new_entry(index: int, item: Item, recipients: list[age.Recipient],
+               part_size: int) -> FileEntry:
+    size, mtime_ns, inode = item.identity
+    if item.header is not None:  # the lab's age chose key and nonce
+        return FileEntry(index, item.path, size, mtime_ns, inode, part_size, item.header, [])
+    # A fresh file key and payload nonce for every (re)start: re-encrypting plaintext that may
+    # have changed under an old key and counter would reuse ChaCha20 nonces.
+    file_key = age.new_file_key()
+    nonce = os.urandom(age.NONCE_SIZE)
+    # The escrow recipient comes first; the lab's own recipients are allowed to be classical
+    # (the caller warned that this makes the deposit classical).
+    header = age.new_header(file_key, recipients, allow_classical_with_pq=True)
+    return FileEntry(index, item.path, size, mtime_ns, inode, part_size, header,
+                     [str(r) for r in recipients], file_key, nonce)
+
+
+def _source(item: Item, entry: FileEntry) -> PlainSource | CipherSource:
+    if item.header is not None:
+        return CipherSource(item.source, item.path, item.payload_offset)
+    assert entry.file_key is not None and entry.nonce is not None
+    return PlainSource(item.source, item.path, age.PayloadEncryptor(entry.file_key, entry.nonce))
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _raise_first(futures: list[Future[None]]) -> None:
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    for future in done:
+        error = future.exception()
+        if error is not None:
+            for other in pending:
+                other.cancel()
+            wait(pending)
+            raise error
+
+
+def _failure(deposit: dict[str, Any]) -> DepositFailed:
+    bad = [f"{f['path']}: {f.get('error') or f['state']}" for f in deposit["files"]
+           if f["state"] == FAILED or f.get("error")]
+    return DepositFailed(
+        f"deposit {deposit['deposit_id']} failed verification: "
+        f"{deposit.get('failure') or 'see the files'}"
+        + ("".join(f"\n  - {b}" for b in bad[:20])),
+        hint="the broker decrypted what was uploaded and it did not match; run the same "
+        "command again to upload the failed files anew",
+    )
+
+
+class _Presigner:
+    """Presigned part URLs, fetched in batches of up to 100 as workers need them."""
+
+    def __init__(self, client: BrokerClient, base: str, numbers: list[int]) -> None:
+        self.client, self.base = client, base
+        self.order = numbers
+        self.urls: dict[int, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, number: int) -> dict[str, Any]:
+        with self.lock:
+            signed = self.urls.get(number)
+            if signed is None or _expiring(signed):
+                position = self.order.index(number)
+                batch = [n for n in self.order[position:] if n not in self.urls
+                         or _expiring(self.urls[n]) or n == number][:MAX_PRESIGN]
+                for url in self.client.post(self.base + "/parts", {"numbers": batch})["parts"]:
+                    self.urls[url["number"]] = url
+                signed = self.urls[number]
+            return signed
+
+    def expire(self, number: int) -> None:
+        with self.lock:
+            self.urls.pop(number, None)
+
+
+def _expiring(signed: dict[str, Any]) -> bool:
+    try:
+        expires = datetime.fromisoformat(signed["expires_at"])
+    except (KeyError, ValueError):
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires - datetime.now(UTC) < URL_MARGIN
+

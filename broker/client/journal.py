@@ -1,0 +1,162 @@
+"""The resume journal of one deposit: what a crashed `escrow deposit` needs to continue safely.
+
+`<config dir>/journal/<deposit id>.json`, mode 0600 (it holds file keys), replaced atomically
+on every change and deleted when the deposit seals. For each unfinished file it keeps:
+
+- the file's identity when encryption started (size, mtime_ns, inode);
+- the file key and payload nonce, and the header registered for them;
+- the recipients the header was made for and the part size used;
+- for every part whose encryption finished, a fingerprint: SHA-256 over the part's Poly1305
+  tags (see `encrypt.py`). Under one key and nonce the tags are a function of the plaintext,
+  so re-encrypting a part locally and comparing fingerprints proves it unchanged without
+  sending anything or hashing the file a second time.
+
+Why the key is kept rather than re-made: a part already stored must be re-sent (or kept) with
+the same key, or the payload would mix keys. Why it is thrown away whenever the plaintext may
+have changed: encrypting different plaintext under the same key and chunk counter reuses
+ChaCha20 nonces, so such a file starts over with a fresh file key and nonce.
+
+For finished files it keeps their identity and SHA-256, so a resumed run skips re-hashing them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.client.local import config_dir, private_dir, remove_private, write_private
+from broker.errors import EscrowError
+
+JOURNAL_VERSION = 1
+
+
+@dataclass
+class FileEntry:
+    """An unfinished file's resume state."""
+
+    index: int
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    part_size: int
+    header: bytes
+    recipients: list[str]
+    file_key: bytes | None = None  # None for pre-encrypted files (the lab's age made the key)
+    nonce: bytes | None = None
+    fingerprints: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["header"] = base64.b64encode(self.header).decode()
+        data["file_key"] = self.file_key.hex() if self.file_key is not None else None
+        data["nonce"] = self.nonce.hex() if self.nonce is not None else None
+        data["fingerprints"] = {str(k): v for k, v in sorted(self.fingerprints.items())}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileEntry:
+        return cls(
+            index=int(data["index"]),
+            path=str(data["path"]),
+            size=int(data["size"]),
+            mtime_ns=int(data["mtime_ns"]),
+            inode=int(data["inode"]),
+            part_size=int(data["part_size"]),
+            header=base64.b64decode(data["header"]),
+            recipients=[str(r) for r in data.get("recipients", [])],
+            file_key=bytes.fromhex(data["file_key"]) if data.get("file_key") else None,
+            nonce=bytes.fromhex(data["nonce"]) if data.get("nonce") else None,
+            fingerprints={int(k): str(v) for k, v in data.get("fingerprints", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class DoneEntry:
+    """A finished file: its identity when it was uploaded and the plaintext SHA-256."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+
+
+class Journal:
+    """The journal of one deposit. Thread-safe: part workers record fingerprints concurrently."""
+
+    def __init__(self, path: Path, deposit_id: str, broker: str) -> None:
+        self.path = path
+        self.deposit_id = deposit_id
+        self.broker = broker
+        self.files: dict[int, FileEntry] = {}
+        self.done: dict[str, DoneEntry] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, deposit_id: str, broker: str, directory: Path | None = None) -> Journal:
+        """Load the deposit's journal, or start an empty one (nothing is written until used)."""
+        if not all(c.isalnum() or c in "-_" for c in deposit_id) or not deposit_id:
+            raise EscrowError(f"deposit id {deposit_id!r} is not valid",
+                              hint="the broker answered an unexpected deposit id")
+        path = private_dir((directory or config_dir()) / "journal") / f"{deposit_id}.json"
+        journal = cls(path, deposit_id, broker)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return journal
+        except ValueError:
+            raise EscrowError(
+                f"resume journal {path} is damaged",
+                hint="remove it to start the unfinished files over (finished ones are kept by "
+                "the broker), then run the same command again",
+            ) from None
+        if data.get("version") != JOURNAL_VERSION or data.get("deposit_id") != deposit_id:
+            raise EscrowError(f"resume journal {path} is of another version or deposit",
+                              hint="remove it and run the same command again")
+        journal.files = {int(k): FileEntry.from_json(v) for k, v in data["files"].items()}
+        journal.done = {k: DoneEntry(**v) for k, v in data.get("done", {}).items()}
+        return journal
+
+    def _save(self) -> None:
+        data = {
+            "version": JOURNAL_VERSION,
+            "deposit_id": self.deposit_id,
+            "broker": self.broker,
+            "files": {str(k): v.to_json() for k, v in sorted(self.files.items())},
+            "done": {k: asdict(v) for k, v in sorted(self.done.items())},
+        }
+        write_private(self.path, json.dumps(data, indent=1).encode())
+
+    def start_file(self, entry: FileEntry) -> None:
+        """Record a file's key, nonce and header before any of its bytes are sent."""
+        with self._lock:
+            self.files[entry.index] = entry
+            self.done.pop(entry.path, None)
+            self._save()
+
+    def record_part(self, index: int, number: int, fingerprint: str) -> None:
+        with self._lock:
+            self.files[index].fingerprints[number] = fingerprint
+            self._save()
+
+    def finish_file(self, index: int, path: str, done: DoneEntry) -> None:
+        """The broker has the whole file: forget its key, remember its identity and hash."""
+        with self._lock:
+            self.files.pop(index, None)
+            self.done[path] = done
+            self._save()
+
+    def forget_file(self, index: int, path: str) -> None:
+        with self._lock:
+            self.files.pop(index, None)
+            self.done.pop(path, None)
+            self._save()
+
+    def delete(self) -> None:
+        """At seal: nothing here is needed any more, and the file keys must not linger."""
+        with self._lock:
+            remove_private(self.path)

@@ -1,0 +1,102 @@
+"""The resume journal: private, atomic, and holding what a resumed run needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from broker.client import local
+from broker.client.journal import DoneEntry, FileEntry, Journal
+
+
+def entry(index: int = 0) -> FileEntry:
+    return FileEntry(index=index, path="w.bin", size=10, mtime_ns=123, inode=7,
+                     part_size=64 << 20, header=b"age-encryption.org/v1\n...",
+                     recipients=["age1xyz"], file_key=bytes(range(16)), nonce=bytes(16))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_journal_is_private_in_a_private_directory(tmp_path: Path) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    assert mode(journal.path) == 0o600
+    assert mode(journal.path.parent) == 0o700
+    assert journal.path == tmp_path / "journal" / "dep1.json"
+
+
+def test_journal_round_trips_keys_headers_and_fingerprints(tmp_path: Path) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.record_part(0, 2, "ab" * 32)
+    journal.record_part(0, 1, "cd" * 32)
+    again = Journal.open("dep1", "http://b", tmp_path)
+    assert again.files[0] == FileEntry(**{**vars(entry()), "fingerprints": {1: "cd" * 32,
+                                                                            2: "ab" * 32}})
+
+
+def test_finishing_a_file_forgets_its_key_and_remembers_its_hash(tmp_path: Path) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.finish_file(0, "w.bin", DoneEntry(10, 123, 7, "ef" * 32))
+    text = journal.path.read_text()
+    assert bytes(range(16)).hex() not in text
+    assert Journal.open("dep1", "http://b", tmp_path).done["w.bin"].sha256 == "ef" * 32
+
+
+def test_deleting_the_journal_removes_the_file(tmp_path: Path) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.delete()
+    assert not journal.path.exists()
+    assert Journal.open("dep1", "http://b", tmp_path).files == {}
+
+
+def test_a_crash_while_writing_leaves_the_old_journal_intact(tmp_path: Path, monkeypatch) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    before = journal.path.read_bytes()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(local.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        journal.record_part(0, 1, "00" * 32)
+    assert journal.path.read_bytes() == before
+    assert [p.name for p in journal.path.parent.iterdir()] == ["dep1.json"]  # no temp file left
+
+
+def test_write_private_never_exposes_the_file_even_with_a_permissive_umask(tmp_path) -> None:
+    old = os.umask(0)
+    try:
+        local.write_private(tmp_path / "d" / "f", b"secret")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "d" / "f") == 0o600 and mode(tmp_path / "d") == 0o700
+
+
+def test_a_damaged_journal_is_reported_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "journal" / "dep1.json"
+    local.write_private(path, b"{not json")
+    with pytest.raises(Exception, match="damaged") as error:
+        Journal.open("dep1", "http://b", tmp_path)
+    assert "remove it" in error.value.hint
+
+
+def test_a_journal_of_another_deposit_is_refused(tmp_path: Path) -> None:
+    local.write_private(tmp_path / "journal" / "dep1.json",
+                        json.dumps({"version": 1, "deposit_id": "other", "files": {}}).encode())
+    with pytest.raises(Exception, match="another version or deposit"):
+        Journal.open("dep1", "http://b", tmp_path)
+
+
+def test_deposit_ids_cannot_name_other_paths(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="not valid"):
+        Journal.open("../pins", "http://b", tmp_path)
