@@ -79,9 +79,44 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_shared(postgres_template) -> str:
+    """One migrated database for the run; each test empties it first (faster than a copy)."""
+    admin, template, created = postgres_template
+    name = f"escrow_s_{secrets.token_hex(6)}"
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    created.append(name)
+    return _database_url(name)
+
+
+def _empty_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from broker.adapters.db.models import Base
+
+    engine = create_engine(url)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        connection.execute(text("INSERT INTO audit_head (id, size) VALUES (1, 0)"))
+    engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, migrated database of each kind."""
+    """An empty, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "escrow.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_shared")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each kind that the test may damage (drop tables, downgrade)."""
     if request.param == "sqlite":
         path = tmp_path / "escrow.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)

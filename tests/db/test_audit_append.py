@@ -43,7 +43,9 @@ def test_a_change_without_commit_leaves_no_event_and_no_change(sessions):
         assert session.scalar(select(AuditEvent)) is None
 
 
-def test_a_failing_append_aborts_the_change(sessions):
+def test_a_failing_append_aborts_the_change(private_database_url):
+    engine = make_engine(private_database_url)
+    sessions = sessionmaker(engine)
     with sessions() as session:
         session.execute(text("DROP TABLE audit_events"))
         session.commit()
@@ -53,3 +55,4 @@ def test_a_failing_append_aborts_the_change(sessions):
         uow.commit()
     with sessions() as session:
         assert session.scalar(select(Organisation)) is None
+    engine.dispose()

@@ -8,7 +8,8 @@ from broker.adapters.db.engine import alembic_config, make_engine
 from broker.adapters.db.models import Organisation
 
 
-def test_migrations_go_down_to_nothing_and_back_up(database_url):
+def test_migrations_go_down_to_nothing_and_back_up(private_database_url):
+    database_url = private_database_url
     engine = make_engine(database_url)
     config = alembic_config(database_url)
     command.downgrade(config, "base")
