@@ -164,7 +164,9 @@ def client(app):  # noqa: ANN001, ANN201
 
 # --- a real broker process -------------------------------------------------------------------
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -211,12 +213,14 @@ class BrokerProcess:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:
+        """Stop the broker and everything it started (gunicorn workers, the job worker)."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
@@ -224,6 +228,7 @@ class BrokerProcess:
         self.process = subprocess.Popen(
             [ESCROW_BIN, "serve", "--host", "127.0.0.1", "--port", port, "--workers", "2"],
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() ends every child
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -250,14 +255,26 @@ def start_broker(base: Path, extra_env: dict[str, str] | None = None) -> BrokerP
         **(extra_env or {}),
     }
     broker = BrokerProcess(url=url, env=env, data_dir=base / "data", token="")
-    broker.escrow("init")
-    broker.escrow("admin", "org", "create", broker.org)
-    created = broker.escrow("admin", "token", "create", "--org", broker.org, "--role",
-                            "depositor", "--json")
-    broker.token = broker.last_json(created)["token"]
+    broker.token = _prepare_broker(env, broker.org)
     broker.env["ESCROW_TOKEN"] = broker.token
     broker.start()
     return broker
+
+
+def _prepare_broker(env: dict[str, str], org: str) -> str:
+    """What `escrow init`, `admin org create` and `admin token create` do, in-process (fast)."""
+    from broker.config import load_settings
+    from broker.domain.principals import OPERATOR
+    from broker.services import admin
+    from broker.services.setup import initialise
+
+    escrow, _ = initialise(load_settings(env))
+    with escrow.uow() as uow:
+        admin.create_org(uow, OPERATOR, org)
+    with escrow.uow() as uow:
+        token = admin.create_token(uow, OPERATOR, org, "depositor", days=1).token
+    escrow.engine.dispose()
+    return token
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from broker.age.errors import IdentityError, RecipientError
 from broker.age.header import Stanza
 from broker.age.interfaces import Identity, Recipient, check_wrapped_body, stanza_error
 from broker.age.primitives import b64decode, b64encode
+from broker.age.x25519 import is_low_order
 
 STANZA_TYPE = "mlkem768x25519"
 RECIPIENT_HRP = "age1pq"
@@ -68,6 +69,11 @@ class HybridRecipient(Recipient):
                 "age hybrid recipient: the ML-KEM-768 public key is not valid",
                 hint="the recipient is damaged; ask its owner for it again",
             ) from None
+        if is_low_order(public_key[MLKEM768_PUBLIC_KEY_SIZE:]):
+            raise RecipientError(
+                "age hybrid recipient: the X25519 public key is a low-order point",
+                hint="the recipient is invalid; ask its owner for a correct public key",
+            )
         self.public_key = bytes(public_key)
 
     @classmethod

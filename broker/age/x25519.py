@@ -28,6 +28,15 @@ def x25519(scalar: bytes, point: bytes) -> bytes:
     )
 
 
+def is_low_order(point: bytes) -> bool:
+    """Whether X25519 with this point gives the all-zero secret (for any scalar)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(point))
+    except ValueError:
+        return True
+    return False
+
+
 def wrap_with_share(
     file_key: bytes, their_point: bytes, info: bytes, tweak: bytes | None = None
 ) -> tuple[bytes, bytes]:
@@ -60,6 +69,11 @@ class X25519Recipient(Recipient):
             raise RecipientError(
                 f"age X25519 recipient: public key is {len(public_key)} bytes, expected 32",
                 hint="an X25519 recipient looks like age1 followed by 58 characters",
+            )
+        if is_low_order(public_key):
+            raise RecipientError(
+                "age X25519 recipient: the public key is a low-order point",
+                hint="the recipient is invalid; ask its owner for a correct public key",
             )
         self.public_key = bytes(public_key)
 

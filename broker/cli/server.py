@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -67,7 +68,6 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
 
     settings = load_settings()
     run_worker = settings.run_worker_in_process if in_process_worker is None else in_process_worker
-    stop = threading.Event()
 
     class Broker(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -76,26 +76,28 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
                 "workers": workers,
                 "worker_class": "sync",
                 "timeout": 600,
+                "graceful_timeout": 5,
                 "accesslog": "-",
-                "when_ready": self._when_ready,
-                "on_exit": lambda _server: stop.set(),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
-
-        def _when_ready(self, _server: object) -> None:
-            if run_worker:  # in the arbiter, after forking: one worker thread for the deployment
-                thread = threading.Thread(
-                    target=jobs.run_forever, args=(server_escrow(), stop), daemon=True
-                )
-                thread.start()
 
         def load(self) -> Any:
             return create_app(settings)
 
     create_app(settings)  # fail here, with a clear message, before forking
     click.echo(f"broker on http://{host}:{port} (data: {settings.data_dir})", err=True)
-    Broker().run()
+    # The verification worker is a process of its own, never a thread of the forking arbiter:
+    # SQLite (and most drivers) must not carry an open connection across fork().
+    job_runner = (
+        subprocess.Popen([sys.executable, "-m", "broker.cli", "worker"]) if run_worker else None
+    )
+    try:
+        Broker().run()
+    finally:
+        if job_runner is not None:
+            job_runner.terminate()
+            job_runner.wait(timeout=30)
 
 
 @click.command()

@@ -8,9 +8,7 @@ conftest instead of this file.
 
 from __future__ import annotations
 
-import secrets
 import threading
-import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +16,12 @@ from pathlib import Path
 import pytest
 import servers
 from conftest import require_part
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from broker.adapters.objectstore.local import LocalStore
+
+from .support import Clock, make_local_store, make_store_app
 
 # --- move to tests/conftest.py: real S3 / KMS servers ---------------------------------------
 
@@ -48,46 +47,14 @@ def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
 # --- end of the block to move ---------------------------------------------------------------
 
 
-class Clock:
-    """A clock the test moves by hand (for URL expiry without sleeping)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
-def make_local_store(base: Path, url_base: str, clock: Clock) -> LocalStore:
-    return LocalStore(
-        base / "objects", base / "staging", url_base, secrets.token_bytes(32), clock=clock
-    )
-
-
 @pytest.fixture
 def local_store(tmp_path: Path, clock: Clock) -> LocalStore:
     return make_local_store(tmp_path, "http://broker.test", clock)
-
-
-def make_store_app(store: object) -> Flask:
-    """The smallest app serving store URLs: the blueprint, the error handlers, the store."""
-    from broker.api import store_urls
-    from broker.api.common import register_error_handlers
-
-    app = Flask("store-urls-test")
-    app.config["TESTING"] = True
-    app.extensions["escrow"] = types.SimpleNamespace(store=store)
-    register_error_handlers(app)
-    app.register_blueprint(store_urls.bp)
-    return app
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,40 @@ def test_a_short_part_body_is_refused_and_leaves_nothing(local_store: LocalStore
         local_store.write_part(KEY, upload_id, 1, io.BytesIO(b"12345"), 10)
     assert local_store.list_parts(KEY, upload_id) == []
     assert files_under(local_store._staging / upload_id) == ["upload.json"]
+
+
+class ReadOnlyBody:
+    """A request body with read() only, like gunicorn's, that makes its bytes as it goes."""
+
+    def __init__(self, size: int, chunk: int = 1024 * 1024) -> None:
+        self.left, self.chunk, self.hash = size, chunk, hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        data = os.urandom(min(n, self.chunk, self.left))
+        self.left -= len(data)
+        self.hash.update(data)
+        return data
+
+
+def test_a_part_is_received_in_constant_memory(local_store: LocalStore) -> None:
+    upload_id = local_store.create_multipart(KEY)
+    size = 64 * 1024 * 1024
+    body = ReadOnlyBody(size)
+    tracemalloc.start()
+    try:
+        part = local_store.write_part(KEY, upload_id, 1, body, size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert part == UploadedPart(1, size, body.hash.hexdigest())
+    assert peak < 16 * 1024 * 1024
+
+
+def test_a_short_read_only_body_is_refused(local_store: LocalStore) -> None:
+    upload_id = local_store.create_multipart(KEY)
+    with pytest.raises(BadRequest, match="ended after 1000 of 2000 bytes"):
+        local_store.write_part(KEY, upload_id, 1, ReadOnlyBody(1000, chunk=300), 2000)
+    assert local_store.list_parts(KEY, upload_id) == []
 
 
 @pytest.mark.parametrize("number", [0, -1, 10_001, True])

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from broker.adapters.objectstore.local import LocalStore
 from broker.adapters.objectstore.rules import MIN_PART_SIZE
 
-from .conftest import Clock, make_store_app
+from .support import Clock, make_store_app
 
 KEY = "deposits/d1/files/0.payload"
 

@@ -115,6 +115,7 @@ def test_passphrase_protected_ssh_key_is_refused_with_a_clear_error(tmp_path, re
         (SPEC_X25519_RECIPIENT.upper(), "lowercase"),
         (SPEC_X25519_RECIPIENT[:10] + SPEC_X25519_RECIPIENT[10:].upper(), "mixes upper and lower"),
         (bech32.encode("age", bytes(31)), "31 bytes, expected 32"),
+        (bech32.encode("age", bytes(32)), "low-order point"),
         (bech32.encode("age1pq", bytes(100)), "100 bytes, expected 1216"),
         (bech32.encode("age1tag", bytes(33)), "not supported"),
         (SPEC_X25519_IDENTITY, "secret key"),
