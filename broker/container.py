@@ -39,6 +39,7 @@ def build_escrow(settings: Settings) -> Escrow:
         url_base=settings.public_url,
         url_secret=read_url_secret(settings.url_secret_file),
         s3_endpoint_url=settings.s3_endpoint_url,
+        region=settings.aws_region,
     )
     custody = open_custody(
         settings.key_custody,

@@ -268,32 +268,8 @@ class Depositor:
         hasher = None if item.sha256 else FileHasher(item.source, item.path,
                                                       item.plain_size).start()
         try:
-            entry = journal.files.get(index)
-            why = "" if restart else _stale(entry, item, recipients)
-            if restart or why:
-                entry = None
-                if why:
-                    self.progress.info(f"{item.path}: {why}; starting it over with a new key")
-                    self.result.files_restarted.append(item.path)
-            start = self.client.post(base + "/upload", {"restart": restart or bool(why)})
+            start, entry, keep = self._begin(base, index, item, recipients, restart)
             parts = plan_parts(item.plain_size, start["part_size"])
-            if sum(p.cipher_size for p in parts) != start["payload_size"]:
-                raise EscrowError(
-                    f"{item.path}: the broker expects a payload of {start['payload_size']} "
-                    f"bytes, this client computes {payload_size(item.plain_size)}",
-                    hint="update the escrow client to the broker's version",
-                )
-            stored = {p["number"]: p["size"] for p in start["parts"]}
-            keep: set[int] = set()
-            if entry is not None:
-                keep, why = self._verify_kept(item, entry, parts, stored, start)
-            elif stored or start["header_registered"]:
-                why = "the broker holds parts this run has no key for"
-            if why:
-                self.progress.info(f"{item.path}: {why}; starting it over with a new key")
-                self.result.files_restarted.append(item.path)
-                start = self.client.post(base + "/upload", {"restart": True})
-                entry, keep = None, set()
             if entry is None:
                 entry = _new_entry(index, item, recipients, start["part_size"])
                 journal.start_file(entry)  # before anything is sent: the key must survive
@@ -313,6 +289,37 @@ class Depositor:
         finally:
             if hasher is not None:
                 hasher.cancel()
+
+    def _begin(self, base: str, index: int, item: Item, recipients: list[age.Recipient],
+               restart: bool) -> tuple[dict[str, Any], FileEntry | None, set[int]]:
+        """Start or resume a file's upload: the broker's upload state, the journal entry to
+        reuse (None: make a new key), and the parts the broker has that can be kept."""
+        assert self.journal is not None
+        entry = None if restart else self.journal.files.get(index)
+        why = _stale(entry, item, recipients) if entry is not None else ""
+        start = self.client.post(base + "/upload", {"restart": restart or bool(why)})
+        parts = plan_parts(item.plain_size, start["part_size"])
+        if sum(p.cipher_size for p in parts) != start["payload_size"]:
+            raise EscrowError(
+                f"{item.path}: the broker expects a payload of {start['payload_size']} "
+                f"bytes, this client computes {payload_size(item.plain_size)}",
+                hint="update the escrow client to the broker's version",
+            )
+        if not (restart or why):
+            stored = {p["number"]: p["size"] for p in start["parts"]}
+            if entry is not None:
+                keep, why = self._verify_kept(item, entry, parts, stored, start)
+                if not why:
+                    return start, entry, keep
+            elif stored or start["header_registered"]:
+                why = "the broker holds parts of it this run has no key for"
+            else:
+                return start, None, set()
+            start = self.client.post(base + "/upload", {"restart": True})
+        if why:
+            self.progress.info(f"{item.path}: {why}; starting it over with a new key")
+            self.result.files_restarted.append(item.path)
+        return start, None, set()
 
     def _verify_kept(self, item: Item, entry: FileEntry, parts: list[Part],
                      stored: dict[int, int], start: dict[str, Any]) -> tuple[set[int], str]:

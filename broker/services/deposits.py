@@ -369,7 +369,7 @@ def complete_upload(
     stored = escrow.store.head(key)
     expected = payload_size(file.size)
     if stored is None or stored.size != expected:
-        _abort_upload(escrow, deposit, file)
+        escrow.store.delete(key)
         _reset(file)
         uow.commit()
         raise InvalidInput(

@@ -11,11 +11,12 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
-from broker.adapters.db.models import Job
+from broker.adapters.db.models import Deposit, Job
+from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services.deposits import now
+from broker.services.deposits import FAILED, VERIFYING, now
 from broker.services.verification import run_verification
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,22 @@ def run_job(escrow: Escrow, job_id: int) -> None:
     with escrow.uow() as uow:
         job = uow.session.get(Job, job_id)
         assert job is not None
-        job.state = (
-            "failed" if error and job.attempts >= MAX_ATTEMPTS else ("queued" if error else "done")
-        )
+        gave_up = bool(error) and job.attempts >= MAX_ATTEMPTS
+        job.state = "failed" if gave_up else ("queued" if error else "done")
         job.error, job.locked_by = error, None
+        if gave_up:
+            _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}")
         uow.commit()
+
+
+def _fail_deposit(uow: UnitOfWork, deposit_id: str, reason: str) -> None:
+    """A deposit whose verification job gave up must not stay 'verifying' forever."""
+    deposit = uow.session.get(Deposit, deposit_id)
+    if deposit is not None and deposit.state == VERIFYING:
+        deposit.state, deposit.failure = FAILED, reason
+        uow.audit(
+            "deposit.verification_failed", SYSTEM, {"deposit": deposit_id}, {"reason": reason}
+        )
 
 
 def run_pending(escrow: Escrow, name: str | None = None) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from live import free_port
 
 from broker.client.http import (
     BrokerClient,
@@ -16,7 +17,6 @@ from broker.client.http import (
     RetryPolicy,
     StoreError,
 )
-from conftest import free_port
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, max_total_s=5)
 
@@ -71,7 +71,8 @@ def test_json_in_and_out_with_the_bearer_token(server: str) -> None:
 
 
 def test_a_problem_becomes_an_error_with_detail_and_hint(server: str) -> None:
-    Scripted.script = [problem(409, "acme/x@1 is sealed with different files", "use a new --version")]
+    Scripted.script = [problem(409, "acme/x@1 is sealed with different files",
+                               "use a new --version")]
     with pytest.raises(BrokerError) as error:
         BrokerClient(server, "t", retry=FAST).post("/api/v1/deposits", {})
     assert error.value.status == 409
