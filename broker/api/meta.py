@@ -46,7 +46,7 @@ def keys() -> Response:
 def me() -> Response:
     principal = caller()
     return jsonify(
-        {"kind": principal.kind, "id": principal.id, "org": principal.org, "role": principal.role}
+        {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
     )
 
 

@@ -20,7 +20,7 @@ def authorize(principal: Principal, action: str, org: str) -> None:
     allowed = ORG_ACTIONS.get(action)
     if allowed is None:
         raise Forbidden(f"{action}: no such action", hint="this is a bug; please report it")
-    if principal.org == org and principal.role in allowed:
+    if principal.holds(org, allowed):
         return
     raise Forbidden(
         f"{action} on organisation {org!r} needs the role {' or '.join(allowed)} in {org!r}",

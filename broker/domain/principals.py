@@ -1,26 +1,43 @@
-"""Who is acting: a service token, an operator at the server console, or the system itself."""
+"""Who is acting, and the roles they hold: the input of every access decision.
+
+A principal is a service token (one organisation role), a person (OIDC user, with the roles
+granted to them), an operator at the server console, or the system itself (the worker).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ORG_ROLES = ("depositor", "reviewer", "admin")
+GLOBAL_ROLES = ("auditor", "operator")
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "token" | "operator" | "system"
+    kind: str  # "token" | "user" | "operator" | "system"
     id: str
-    org: str | None = None
-    role: str | None = None
+    org_roles: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (org, role)
+    global_roles: frozenset[str] = field(default_factory=frozenset)
+    auth_time: datetime | None = None  # when the person last proved who they are (OIDC)
+
+    def holds(self, org: str, roles: tuple[str, ...]) -> bool:
+        return any((org, role) in self.org_roles for role in roles)
 
     def audit_ref(self) -> dict[str, str]:
         """How the actor appears on the audit log: stable ids only, no personal data."""
-        ref = {"kind": self.kind, "id": self.id}
-        if self.org:
-            ref["org"] = self.org
-        if self.role:
-            ref["role"] = self.role
-        return ref
+        return {"kind": self.kind, "id": self.id}
+
+    def describe_roles(self) -> dict[str, object]:
+        orgs: dict[str, list[str]] = {}
+        for org, role in sorted(self.org_roles):
+            orgs.setdefault(org, []).append(role)
+        return {"orgs": orgs, "global": sorted(self.global_roles)}
 
 
-OPERATOR = Principal(kind="operator", id="console")
+def service_token(token_id: str, org: str, role: str) -> Principal:
+    return Principal(kind="token", id=token_id, org_roles=frozenset({(org, role)}))
+
+
+OPERATOR = Principal(kind="operator", id="console", global_roles=frozenset({"operator"}))
 SYSTEM = Principal(kind="system", id="worker")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from broker.adapters.db.models import Organisation, ServiceToken
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.names import check_org_name, check_role
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, service_token
 from broker.domain.tokens import new_token, secret_matches, split_token
 from broker.errors import Conflict, NotFound, Unauthorized
 
@@ -111,4 +111,4 @@ def authenticate(uow: UnitOfWork, presented: str) -> Principal:
         raise _INVALID
     if token.revoked_at is not None or token.expires_at <= datetime.now(UTC):
         raise _INVALID
-    return Principal(kind="token", id=token.id, org=token.organisation.name, role=token.role)
+    return service_token(token.id, token.organisation.name, token.role)

@@ -21,8 +21,8 @@ def test_a_missing_or_wrong_token_gets_401_without_detail(client, lab, header):
 
 def test_a_valid_token_describes_its_org_and_role(lab):
     me = lab.get("/api/v1/me").json
-    assert me == {"kind": "token", "id": lab.token.split("_")[1], "org": "acme-ai",
-                  "role": "depositor"}
+    assert me == {"kind": "token", "id": lab.token.split("_")[1],
+                  "roles": {"orgs": {"acme-ai": ["depositor"]}, "global": []}}
 
 
 def test_an_expired_token_is_refused_like_a_wrong_one(escrow, lab):
