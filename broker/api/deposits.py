@@ -8,10 +8,75 @@ import binascii
 from flask import Blueprint, Response, jsonify, request
 
 from broker.api.common import caller, escrow, json_body
+from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.errors import InvalidInput
 from broker.services import deposits as service
 
 bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")
+
+DEPOSIT = obj(
+    deposit_id=STRING,
+    model=STRING,
+    version=STRING,
+    state={"enum": ["open", "verifying", "sealed", "failed"]},
+    recipient=STRING,
+    recipient_type=STRING,
+    classical=BOOLEAN,
+    files=array(obj(index=INTEGER, path=STRING, size=INTEGER, state=STRING, sha256=STRING)),
+)
+FILE = path_params("deposit_id", "index")
+OPENAPI = {
+    "/api/v1/deposits": {
+        "post": operation(
+            "open a deposit of a model version, or resume the existing one",
+            DEPOSIT,
+            obj(
+                model=STRING,
+                version=STRING,
+                classical=BOOLEAN,
+                extra_recipients=array(STRING),
+                files=array(obj(path=STRING, size=INTEGER)),
+            ),
+        )
+    },
+    "/api/v1/deposits/{deposit_id}": {
+        "get": operation("a deposit and its files", DEPOSIT),
+        "parameters": path_params("deposit_id"),
+    },
+    "/api/v1/deposits/{deposit_id}/files/{index}/upload": {
+        "post": operation(
+            "start or resume a file's multipart upload",
+            obj(part_size=INTEGER, payload_size=INTEGER, parts=array(obj())),
+            obj(restart=BOOLEAN),
+        ),
+        "parameters": FILE,
+    },
+    "/api/v1/deposits/{deposit_id}/files/{index}/parts": {
+        "post": operation(
+            "presigned URLs for parts", obj(parts=array(obj())), obj(numbers=array(INTEGER))
+        ),
+        "parameters": FILE,
+    },
+    "/api/v1/deposits/{deposit_id}/files/{index}/header": {
+        "put": operation(
+            "register the file's age header (must open with the escrow identity)",
+            body=obj(header={"type": "string", "contentEncoding": "base64"}),
+        ),
+        "parameters": FILE,
+    },
+    "/api/v1/deposits/{deposit_id}/files/{index}/complete": {
+        "post": operation(
+            "assemble the parts, check sizes, record the plaintext SHA-256", body=obj(sha256=STRING)
+        ),
+        "parameters": FILE,
+    },
+    "/api/v1/deposits/{deposit_id}/finalize": {
+        "post": operation(
+            "queue verification; the worker seals the deposit", DEPOSIT, status="202"
+        ),
+        "parameters": path_params("deposit_id"),
+    },
+}
 
 
 @bp.post("")

@@ -6,11 +6,24 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from broker.api.common import caller, escrow
-from broker.api.openapi import openapi_document
+from broker.api.openapi import obj, openapi_document, operation
 from broker.errors import EscrowError
 from broker.services.signing import published_keys
 
 bp = Blueprint("meta", __name__)
+
+OPENAPI = {
+    "/healthz": {"get": operation("database, object store and key custody health", auth=False)},
+    "/api/v1/openapi.json": {"get": operation("this document", auth=False)},
+    "/api/v1/keys": {
+        "get": operation(
+            "the broker's Ed25519 public keys (manifest, checkpoint)",
+            obj(manifest=obj(), checkpoint=obj()),
+            auth=False,
+        )
+    },
+    "/api/v1/me": {"get": operation("describes the caller")},
+}
 
 
 @bp.get("/healthz")

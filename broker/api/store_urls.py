@@ -13,9 +13,19 @@ from flask import Blueprint, Response, current_app, request, send_file
 from werkzeug.exceptions import LengthRequired
 
 from broker.adapters.objectstore.local import OP_GET, OP_PUT_PART, LocalStore
+from broker.api.openapi import operation, path_params
 from broker.errors import NotFound
 
 bp = Blueprint("store_urls", __name__, url_prefix="/store/v1")
+
+OPENAPI = {
+    "/store/v1/{token}": {
+        "parameters": path_params("token"),
+        "put": operation("local store: upload one part with a signed URL", auth=False),
+        "get": operation("local store: download an object with a signed URL (Range allowed)",
+                         auth=False, content_type="application/octet-stream"),
+    }
+}
 
 
 def _local_store() -> LocalStore:
