@@ -32,3 +32,17 @@ def test_times_come_back_timezone_aware_in_utc(database_url):
     assert stored == local_time
     assert stored.utcoffset() == UTC.utcoffset(None)
     engine.dispose()
+
+
+def test_the_migrations_build_exactly_the_schema_the_models_describe(database_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from broker.adapters.db.models import Base
+
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert differences == []
