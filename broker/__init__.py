@@ -10,12 +10,19 @@ from broker.config import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     from broker.api import deposits, meta, store_urls
     from broker.api.common import register_error_handlers
-    from broker.container import build_escrow
+    from broker.container import build_escrow, read_secret_file
 
     app = Flask(__name__)
     settings = settings or load_settings()
     app.extensions["escrow"] = build_escrow(settings)
-    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
+    app.config.update(
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        SECRET_KEY=read_secret_file(settings.session_secret_file),
+        SESSION_COOKIE_NAME="escrow_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+    )
     register_error_handlers(app)
     app.register_blueprint(meta.bp)
     app.register_blueprint(deposits.bp)

@@ -37,6 +37,15 @@ class Settings:
     def url_secret_file(self) -> Path:
         return self.data_dir / "keys" / "url-signing.key"
 
+    @property
+    def session_secret_file(self) -> Path:
+        return self.data_dir / "keys" / "session-signing.key"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Secure cookies whenever the public URL is https (plain http only on loopback)."""
+        return self.public_url.startswith("https://")
+
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 

@@ -37,7 +37,7 @@ def build_escrow(settings: Settings) -> Escrow:
         settings.storage_url,
         data_dir=settings.data_dir,
         url_base=settings.public_url,
-        url_secret=read_url_secret(settings.url_secret_file),
+        url_secret=read_secret_file(settings.url_secret_file),
         s3_endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
     )
@@ -52,8 +52,8 @@ def build_escrow(settings: Settings) -> Escrow:
     return Escrow(settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody)
 
 
-def create_url_secret(path: Path) -> None:
-    """The key that signs the local store's upload/download URLs (made by `escrow init`)."""
+def create_secret_file(path: Path) -> None:
+    """A random 256-bit key in a 0600 file (URL and cookie signing keys, made by `escrow init`)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists():
         return
@@ -61,12 +61,12 @@ def create_url_secret(path: Path) -> None:
         handle.write(secrets.token_hex(32) + "\n")
 
 
-def read_url_secret(path: Path) -> bytes:
+def read_secret_file(path: Path) -> bytes:
     try:
         return bytes.fromhex(path.read_text(encoding="ascii").strip())
     except FileNotFoundError:
         raise ConfigError(
-            f"url signing key {path} does not exist",
+            f"signing key {path} does not exist",
             hint="run `escrow init` first (it creates the data directory and its keys)",
         ) from None
 

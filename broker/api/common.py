@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from broker.container import Escrow
 from broker.domain.principals import Principal
 from broker.errors import BadRequest, EscrowError, Unauthorized
-from broker.services.admin import authenticate
+from broker.services.sessions import authenticate_bearer, live_session, principal_of
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -22,17 +22,34 @@ def escrow() -> Escrow:
 
 
 def caller() -> Principal:
-    """The authenticated principal of this request (Bearer service token)."""
+    """The authenticated principal of this request: a bearer secret (service token or a
+    person's access token), else the login session of the browser's cookie."""
     if "principal" not in g:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized(
-                "this call needs a token",
-                hint="send 'Authorization: Bearer <token>' (CLI: --token or --token-file)",
-            )
-        with escrow().uow() as uow:
-            g.principal = authenticate(uow, token)
+        g.principal = _identify()
     return g.principal
+
+
+def optional_caller() -> Principal | None:
+    try:
+        return caller()
+    except Unauthorized:
+        return None
+
+
+def _identify() -> Principal:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    with escrow().uow() as uow:
+        if scheme.lower() == "bearer" and token:
+            return authenticate_bearer(uow, token)
+        session_id = session.get("login_session")
+        live = live_session(uow, session_id) if isinstance(session_id, str) else None
+        if live is not None:
+            return principal_of(uow, live)
+    raise Unauthorized(
+        "this call needs you to log in or present a token",
+        hint="log in at /auth/login, or send 'Authorization: Bearer <token>' "
+        "(CLI: escrow login, or --token / --token-file)",
+    )
 
 
 def json_body() -> dict[str, Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
+from broker.adapters.db.models import User
 from broker.api.common import caller, escrow
 from broker.api.openapi import obj, openapi_document, operation
 from broker.errors import EscrowError
+from broker.services.people import describe_user
 from broker.services.signing import published_keys
 
 bp = Blueprint("meta", __name__)
@@ -58,9 +60,13 @@ def keys() -> Response:
 @bp.get("/api/v1/me")
 def me() -> Response:
     principal = caller()
-    return jsonify(
-        {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
-    )
+    if principal.kind != "user":
+        return jsonify(
+            {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
+        )
+    with escrow().uow() as uow:
+        user = uow.session.get(User, int(principal.id))
+        return jsonify(describe_user(user, principal))
 
 
 @bp.get("/api/v1/openapi.json")

@@ -20,6 +20,7 @@ class Principal:
     org_roles: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (org, role)
     global_roles: frozenset[str] = field(default_factory=frozenset)
     auth_time: datetime | None = None  # when the person last proved who they are (OIDC)
+    session_id: str | None = None  # the login session a person acts through
 
     def holds(self, org: str, roles: tuple[str, ...]) -> bool:
         return any((org, role) in self.org_roles for role in roles)

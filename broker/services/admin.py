@@ -11,7 +11,7 @@ from broker.adapters.db.models import Organisation, ServiceToken
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.names import check_org_name, check_role
 from broker.domain.principals import Principal, service_token
-from broker.domain.tokens import new_token, secret_matches, split_token
+from broker.domain.secrets import new_secret, secret_matches, split_secret
 from broker.errors import Conflict, NotFound, Unauthorized
 
 
@@ -55,7 +55,7 @@ def create_token(
 ) -> IssuedToken:
     check_role(role)
     org = get_org(uow, org_name)
-    issued = new_token()
+    issued = new_secret("esk")
     expires = datetime.now(UTC) + timedelta(days=days)
     uow.session.add(
         ServiceToken(
@@ -102,7 +102,7 @@ _INVALID = Unauthorized(
 
 def authenticate(uow: UnitOfWork, presented: str) -> Principal:
     """The principal a bearer token stands for. Every failure looks the same to the caller."""
-    parts = split_token(presented)
+    parts = split_secret(presented, "esk")
     if parts is None:
         raise _INVALID
     token_id, secret = parts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from broker.adapters.custody.local import LocalCustody
 from broker.adapters.db.engine import upgrade
 from broker.config import Settings
-from broker.container import Escrow, build_escrow, create_url_secret
+from broker.container import Escrow, build_escrow, create_secret_file
 from broker.domain.principals import OPERATOR
 from broker.services.signing import ensure_signing_keys
 
@@ -14,7 +14,8 @@ def initialise(settings: Settings, migrate: bool = True) -> tuple[Escrow, list[s
     """Create what is missing; return the escrow and a line per thing created."""
     created = []
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    create_url_secret(settings.url_secret_file)
+    create_secret_file(settings.url_secret_file)
+    create_secret_file(settings.session_secret_file)
     if settings.key_custody == "local" and not settings.key_file.exists():
         LocalCustody.create_key_file(settings.key_file)
         created.append(f"created master key {settings.key_file} (mode 0600): back it up offline")

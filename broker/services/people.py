@@ -1,0 +1,173 @@
+"""People: users known as (issuer, subject), their erasable profiles, and their roles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from broker.adapters.db.models import GlobalRole, Membership, User, UserProfile
+from broker.adapters.db.uow import UnitOfWork
+from broker.auditlog.leaf import canonical_json
+from broker.domain.names import check_role
+from broker.domain.principals import GLOBAL_ROLES, Principal
+from broker.errors import InvalidInput, NotFound
+from broker.services.admin import get_org
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What the broker keeps of an identity provider's answer."""
+
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    affiliations: tuple[str, ...] = ()
+    raw: dict[str, Any] | None = None
+
+
+def commitment(user: User) -> str:
+    """A salted SHA-256 commitment to who the user is, for audit leaves. Erasing the profile
+    (and with it the salt) makes the leaf unlinkable to the person while the log stays valid."""
+    profile = user.profile
+    if profile is None:
+        return ""
+    identity = canonical_json(
+        {"issuer": user.issuer, "subject": user.subject, "email": profile.email or ""}
+    )
+    return hashlib.sha256(profile.commitment_salt + identity).hexdigest()
+
+
+def audit_subject(user: User) -> dict[str, str]:
+    return {"user": str(user.id), "user_commitment": commitment(user)}
+
+
+def find_user(uow: UnitOfWork, issuer: str, subject: str) -> User | None:
+    return uow.session.scalar(select(User).where(User.issuer == issuer, User.subject == subject))
+
+
+def get_user(uow: UnitOfWork, reference: str) -> User:
+    """A user by id, or by email (as typed by an operator at the console)."""
+    user = None
+    if reference.isdigit():
+        user = uow.session.get(User, int(reference))
+    if user is None:
+        user = uow.session.scalar(
+            select(User).join(UserProfile).where(UserProfile.email == reference)
+        )
+    if user is None:
+        raise NotFound(
+            f"user {reference!r} does not exist",
+            hint="name the user by id or email; create one with `escrow admin user create`",
+        )
+    return user
+
+
+def upsert_user(
+    uow: UnitOfWork, actor: Principal | None, issuer: str, subject: str, claims: Claims
+) -> User:
+    """The user for (issuer, subject), created on first sight; the profile takes the claims."""
+    user = find_user(uow, issuer, subject)
+    created = user is None
+    if user is None:
+        user = User(issuer=issuer, subject=subject)
+        user.profile = UserProfile(commitment_salt=secrets.token_bytes(32))
+        uow.session.add(user)
+    profile = user.profile or UserProfile(commitment_salt=secrets.token_bytes(32))
+    user.profile = profile
+    profile.email, profile.email_verified, profile.name = (
+        claims.email,
+        claims.email_verified,
+        claims.name,
+    )
+    profile.affiliations = json.dumps(sorted(set(claims.affiliations)))
+    profile.claims = json.dumps(claims.raw or {}, sort_keys=True, default=str)
+    profile.updated_at = datetime.now(UTC)
+    uow.session.flush()
+    if created:
+        uow.audit(
+            "user.created",
+            actor or Principal(kind="user", id=str(user.id)),
+            audit_subject(user),
+            {"issuer": issuer},
+        )
+    return user
+
+
+def grant_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
+    check_role(role)
+    organisation = get_org(uow, org)
+    exists = uow.session.scalar(
+        select(Membership).where(
+            Membership.user_id == user.id,
+            Membership.org_id == organisation.id,
+            Membership.role == role,
+        )
+    )
+    if exists is None:
+        uow.session.add(Membership(user_id=user.id, org_id=organisation.id, role=role))
+        uow.audit("role.granted", actor, {**audit_subject(user), "org": org}, {"role": role})
+
+
+def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
+    organisation = get_org(uow, org)
+    removed = uow.session.execute(
+        delete(Membership).where(
+            Membership.user_id == user.id,
+            Membership.org_id == organisation.id,
+            Membership.role == role,
+        )
+    ).rowcount
+    if removed:
+        uow.audit("role.revoked", actor, {**audit_subject(user), "org": org}, {"role": role})
+
+
+def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
+    if role not in GLOBAL_ROLES:
+        raise InvalidInput(
+            f"role {role!r} is unknown", hint=f"use one of: {', '.join(GLOBAL_ROLES)}"
+        )
+    exists = uow.session.scalar(
+        select(GlobalRole).where(GlobalRole.user_id == user.id, GlobalRole.role == role)
+    )
+    if exists is None:
+        uow.session.add(GlobalRole(user_id=user.id, role=role))
+        uow.audit("role.granted", actor, audit_subject(user), {"role": role})
+
+
+def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
+    removed = uow.session.execute(
+        delete(GlobalRole).where(GlobalRole.user_id == user.id, GlobalRole.role == role)
+    ).rowcount
+    if removed:
+        uow.audit("role.revoked", actor, audit_subject(user), {"role": role})
+
+
+def roles_of(uow: UnitOfWork, user_id: int) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+    memberships = uow.session.scalars(select(Membership).where(Membership.user_id == user_id))
+    org_roles = frozenset((m.organisation.name, m.role) for m in memberships)
+    global_roles = frozenset(
+        uow.session.scalars(select(GlobalRole.role).where(GlobalRole.user_id == user_id))
+    )
+    return org_roles, global_roles
+
+
+def describe_user(user: User, principal: Principal) -> dict[str, Any]:
+    profile = user.profile
+    return {
+        "kind": "user",
+        "id": str(user.id),
+        "issuer": user.issuer,
+        "subject": user.subject,
+        "email": profile.email if profile else None,
+        "email_verified": bool(profile and profile.email_verified),
+        "name": profile.name if profile else None,
+        "affiliations": json.loads(profile.affiliations) if profile else [],
+        "roles": principal.describe_roles(),
+        "auth_time": principal.auth_time.isoformat() if principal.auth_time else None,
+    }

@@ -1,0 +1,188 @@
+"""Login sessions and the bearer secrets that stand for a person: web cookies, CLI tokens
+(access + refresh, from the device grant), and single-use login links.
+
+Every secret is random, stored as SHA-256, expiring and revocable; revoking a session ends all
+of its tokens at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from broker.adapters.db.models import LoginLink, LoginSession, User, UserToken
+from broker.adapters.db.uow import UnitOfWork
+from broker.domain.principals import Principal
+from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
+from broker.errors import Unauthorized
+from broker.services import admin
+from broker.services.people import audit_subject, roles_of
+
+SESSION_TTL = {
+    "web": timedelta(hours=12),
+    "device": timedelta(days=30),
+    "link": timedelta(hours=12),
+}
+ACCESS_TTL = timedelta(hours=1)
+LOGIN_LINK_TTL = timedelta(minutes=10)
+
+INVALID_TOKEN = Unauthorized(
+    "the token is invalid, expired or revoked",
+    hint="log in again (`escrow login BROKER`), or pass a current token with --token",
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start_session(
+    uow: UnitOfWork, user: User, kind: str, issuer: str, auth_time: datetime
+) -> LoginSession:
+    """A new login of `user`, audited as `login`."""
+    session = LoginSession(
+        id=secrets.token_hex(16),
+        user_id=user.id,
+        kind=kind,
+        issuer=issuer,
+        auth_time=auth_time,
+        expires_at=now() + SESSION_TTL[kind],
+    )
+    uow.session.add(session)
+    uow.session.flush()
+    uow.audit(
+        "user.login",
+        Principal(kind="user", id=str(user.id), session_id=session.id),
+        audit_subject(user),
+        {"via": kind, "issuer": issuer, "session": session.id},
+    )
+    return session
+
+
+def end_session(uow: UnitOfWork, session_id: str) -> None:
+    session = uow.session.get(LoginSession, session_id)
+    if session is None or session.revoked_at is not None:
+        return
+    session.revoked_at = now()
+    uow.audit(
+        "user.logout",
+        Principal(kind="user", id=str(session.user_id), session_id=session.id),
+        audit_subject(session.user),
+        {"session": session.id},
+    )
+
+
+def live_session(uow: UnitOfWork, session_id: str) -> LoginSession | None:
+    session = uow.session.get(LoginSession, session_id)
+    if session is None or session.revoked_at is not None or session.expires_at <= now():
+        return None
+    if session.user.disabled_at is not None:
+        return None
+    return session
+
+
+def principal_of(uow: UnitOfWork, session: LoginSession) -> Principal:
+    org_roles, global_roles = roles_of(uow, session.user_id)
+    return Principal(
+        kind="user",
+        id=str(session.user_id),
+        org_roles=org_roles,
+        global_roles=global_roles,
+        auth_time=session.auth_time,
+        session_id=session.id,
+    )
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def issue_tokens(uow: UnitOfWork, session: LoginSession) -> TokenPair:
+    access, refresh = new_secret("eat"), new_secret("ert")
+    uow.session.add_all(
+        [
+            UserToken(
+                id=access.id,
+                secret_sha256=access.secret_sha256,
+                session_id=session.id,
+                kind="access",
+                expires_at=min(now() + ACCESS_TTL, session.expires_at),
+            ),
+            UserToken(
+                id=refresh.id,
+                secret_sha256=refresh.secret_sha256,
+                session_id=session.id,
+                kind="refresh",
+                expires_at=session.expires_at,
+            ),
+        ]
+    )
+    uow.session.flush()
+    return TokenPair(access.plaintext, refresh.plaintext, int(ACCESS_TTL.total_seconds()))
+
+
+def _token(uow: UnitOfWork, presented: str, prefix: str) -> UserToken:
+    parts = split_secret(presented, prefix)
+    if parts is None:
+        raise INVALID_TOKEN
+    token = uow.session.get(UserToken, parts[0])
+    if token is None or not secret_matches(parts[1], token.secret_sha256):
+        raise INVALID_TOKEN
+    if token.revoked_at is not None or token.expires_at <= now():
+        raise INVALID_TOKEN
+    if live_session(uow, token.session_id) is None:
+        raise INVALID_TOKEN
+    return token
+
+
+def refresh_tokens(uow: UnitOfWork, refresh_token: str) -> TokenPair:
+    """A new pair for a refresh token, which is used up (rotation: a replay finds it spent)."""
+    token = _token(uow, refresh_token, "ert")
+    token.revoked_at = now()
+    return issue_tokens(uow, token.session)
+
+
+def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
+    """The principal a bearer secret stands for: a service token or a person's access token."""
+    kind = prefix_of(presented)
+    if kind == "esk":
+        return admin.authenticate(uow, presented)
+    if kind == "eat":
+        return principal_of(uow, _token(uow, presented, "eat").session)
+    raise INVALID_TOKEN
+
+
+def create_login_link(uow: UnitOfWork, actor: Principal, user: User) -> str:
+    """A single-use secret for `/auth/link/<secret>`, valid for 10 minutes, on the audit log."""
+    link = new_secret("ell")
+    uow.session.add(
+        LoginLink(
+            id=link.id,
+            secret_sha256=link.secret_sha256,
+            user_id=user.id,
+            expires_at=now() + LOGIN_LINK_TTL,
+        )
+    )
+    uow.audit("login_link.created", actor, audit_subject(user), {"link": link.id})
+    return link.plaintext
+
+
+def redeem_login_link(uow: UnitOfWork, presented: str) -> LoginSession:
+    refused = Unauthorized(
+        "this login link is invalid, used or expired",
+        hint="ask the operator for a new one: escrow admin login-link USER",
+    )
+    parts = split_secret(presented, "ell")
+    link = uow.session.get(LoginLink, parts[0]) if parts else None
+    if link is None or not secret_matches(parts[1], link.secret_sha256):
+        raise refused
+    if link.used_at is not None or link.expires_at <= now():
+        raise refused
+    link.used_at = now()
+    user = uow.session.get(User, link.user_id)
+    assert user is not None
+    return start_session(uow, user, "link", "login-link", now())
