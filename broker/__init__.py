@@ -8,7 +8,7 @@ from broker.config import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from broker.api import deposits, meta, store_urls
+    from broker.api import deposits, meta, orgs, store_urls
     from broker.api.common import register_error_handlers
     from broker.container import build_escrow, read_secret_file
 
@@ -27,4 +27,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta.bp)
     app.register_blueprint(deposits.bp)
     app.register_blueprint(store_urls.bp)
+    app.register_blueprint(orgs.bp)
     return app

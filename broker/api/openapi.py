@@ -51,10 +51,10 @@ def path_params(*names: str) -> list[dict[str, Any]]:
 
 
 def openapi_document() -> dict[str, Any]:
-    from broker.api import deposits, meta, store_urls
+    from broker.api import deposits, meta, orgs, store_urls
 
     paths: dict[str, Any] = {}
-    for module in (meta, deposits, store_urls):
+    for module in (meta, deposits, store_urls, orgs):
         paths.update(module.OPENAPI)
     return {
         "openapi": "3.1.0",

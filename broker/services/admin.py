@@ -17,7 +17,7 @@ from broker.errors import Conflict, NotFound, Unauthorized
 
 def create_org(uow: UnitOfWork, actor: Principal, name: str) -> Organisation:
     check_org_name(name)
-    if uow.session.scalar(select(Organisation).where(Organisation.name == name)):
+    if find_org(uow, name) is not None:
         raise Conflict(f"organisation {name!r} already exists", hint="pick another name")
     org = Organisation(name=name)
     uow.session.add(org)
@@ -27,8 +27,12 @@ def create_org(uow: UnitOfWork, actor: Principal, name: str) -> Organisation:
     return org
 
 
+def find_org(uow: UnitOfWork, name: str) -> Organisation | None:
+    return uow.session.scalar(select(Organisation).where(Organisation.name == name))
+
+
 def get_org(uow: UnitOfWork, name: str) -> Organisation:
-    org = uow.session.scalar(select(Organisation).where(Organisation.name == name))
+    org = find_org(uow, name)
     if org is None:
         raise NotFound(
             f"organisation {name!r} does not exist",

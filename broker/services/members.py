@@ -1,0 +1,59 @@
+"""Organisation members and global roles, as managed by org admins and operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from broker.adapters.db.models import Membership
+from broker.adapters.db.uow import UnitOfWork
+from broker.domain.access import authorize
+from broker.domain.principals import Principal
+from broker.services import people
+from broker.services.admin import get_org
+
+
+def list_members(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, Any]]:
+    authorize(actor, "org.members.read", org)
+    organisation = get_org(uow, org)
+    rows = uow.session.scalars(
+        select(Membership).where(Membership.org_id == organisation.id).order_by(Membership.id)
+    )
+    result = []
+    for membership in rows:
+        user = people.get_user(uow, str(membership.user_id))
+        result.append(
+            {
+                "user": str(user.id),
+                "email": user.profile.email if user.profile else None,
+                "name": user.profile.name if user.profile else None,
+                "role": membership.role,
+                "granted_at": membership.granted_at.isoformat(),
+            }
+        )
+    return result
+
+
+def set_member_role(
+    uow: UnitOfWork, actor: Principal, org: str, user_ref: str, role: str, grant: bool
+) -> None:
+    authorize(actor, "org.members.write", org)
+    user = people.get_user(uow, user_ref)
+    if grant:
+        people.grant_org_role(uow, actor, user, org, role)
+    else:
+        people.revoke_org_role(uow, actor, user, org, role)
+    uow.commit()
+
+
+def set_global_role(
+    uow: UnitOfWork, actor: Principal, user_ref: str, role: str, grant: bool
+) -> None:
+    authorize(actor, "roles.global.write")
+    user = people.get_user(uow, user_ref)
+    if grant:
+        people.grant_global_role(uow, actor, user, role)
+    else:
+        people.revoke_global_role(uow, actor, user, role)
+    uow.commit()

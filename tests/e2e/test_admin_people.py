@@ -1,0 +1,21 @@
+def test_an_operator_bootstraps_a_user_with_roles_and_a_login_link(broker_server):
+    created = broker_server.escrow("admin", "user", "create", "--email", "ada@acme.example",
+                                   "--name", "Ada Lovelace", "--json")
+    user_id = broker_server.last_json(created)["user"]
+    broker_server.escrow("admin", "role", "grant", "ada@acme.example", "reviewer",
+                         "--org", "acme-ai")
+    broker_server.escrow("admin", "role", "grant", user_id, "auditor")
+    listed = broker_server.last_json(broker_server.escrow("admin", "user", "list", "--json"))
+    assert listed["users"][0]["roles"] == ["reviewer@acme-ai", "auditor"]
+    link = broker_server.last_json(
+        broker_server.escrow("admin", "login-link", "ada@acme.example", "--json"))
+    assert link["url"].startswith(broker_server.url + "/auth/link/ell_")
+    assert link["expires_in"] == 600
+
+
+def test_an_org_role_without_org_is_refused_with_a_hint(broker_server):
+    broker_server.escrow("admin", "user", "create", "--email", "bob@uni.example")
+    result = broker_server.escrow("admin", "role", "grant", "bob@uni.example", "reviewer",
+                                  check=False)
+    assert result.returncode == 1
+    assert "needs --org" in result.stderr
