@@ -8,9 +8,13 @@ from broker.config import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from broker.api import deposits, meta, orgs, store_urls
+    from broker.adapters.oidc import init_oidc
+    from broker.api import deposits, keys, meta, ndas, oauth, orgs, store_urls
     from broker.api.common import register_error_handlers
     from broker.container import build_escrow, read_secret_file
+    from broker.web import auth as web_auth
+    from broker.web import csrf
+    from broker.web import device as web_device
 
     app = Flask(__name__)
     settings = settings or load_settings()
@@ -24,8 +28,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.secure_cookies,
     )
     register_error_handlers(app)
+    csrf.init_app(app)
+    init_oidc(app, settings.oidc_issuers)
+    app.register_blueprint(web_auth.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(deposits.bp)
     app.register_blueprint(store_urls.bp)
+    app.register_blueprint(keys.bp)
+    app.register_blueprint(ndas.bp)
     app.register_blueprint(orgs.bp)
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(web_device.bp)
     return app

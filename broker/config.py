@@ -10,8 +10,26 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from broker.errors import ConfigError
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class OidcIssuer:
+    """One OpenID Provider people log in with, and what it is authoritative for: the email
+    domains and `eduperson_scoped_affiliation` scopes it may vouch for (nothing by default)."""
+
+    name: str
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    email_domains: tuple[str, ...] = ()
+    affiliation_scopes: tuple[str, ...] = ()
+    scopes: str = "openid email profile"
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,8 @@ class Settings:
     upload_url_ttl_s: int = 3600
     download_url_ttl_s: int = 900
     run_worker_in_process: bool = True
+    config_file: Path | None = None
+    oidc_issuers: tuple[OidcIssuer, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -72,6 +92,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             hint="use s3://bucket/prefix, file:///path, or leave it unset for the local store",
         )
     public_url = env.get("ESCROW_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
+    config_file = Path(env["ESCROW_CONFIG_FILE"]) if env.get("ESCROW_CONFIG_FILE") else None
     return Settings(
         data_dir=data_dir,
         database_url=env.get("ESCROW_DATABASE_URL", f"sqlite:///{data_dir / 'escrow.db'}"),
@@ -85,4 +106,125 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         origin=env.get("ESCROW_ORIGIN", "weights-escrow/" + public_url.split("://", 1)[-1]),
         run_worker_in_process=env.get("ESCROW_IN_PROCESS_WORKER", "1") == "1",
+        config_file=config_file,
+        oidc_issuers=_oidc_issuers(env, config_file),
     )
+
+
+# --- OpenID Providers: one from ESCROW_OIDC_*, any number from the config file's `oidc:` list --
+
+_OIDC_REQUIRED = ("name", "issuer", "client_id", "client_secret")
+_OIDC_KEYS = {*_OIDC_REQUIRED, "email_domains", "affiliation_scopes", "scopes"}
+_OIDC_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def _oidc_issuers(env: Mapping[str, str], config_file: Path | None) -> tuple[OidcIssuer, ...]:
+    entries: list[tuple[str, dict[str, Any]]] = []
+    if env.get("ESCROW_OIDC_ISSUER"):
+        issuer = env["ESCROW_OIDC_ISSUER"]
+        entry: dict[str, Any] = {
+            "name": env.get("ESCROW_OIDC_NAME") or urlsplit(issuer).hostname or "oidc",
+            "issuer": issuer,
+            "client_id": env.get("ESCROW_OIDC_CLIENT_ID", ""),
+            "client_secret": env.get("ESCROW_OIDC_CLIENT_SECRET", ""),
+            "email_domains": env.get("ESCROW_OIDC_EMAIL_DOMAINS", "").split(","),
+            "affiliation_scopes": env.get("ESCROW_OIDC_AFFILIATION_SCOPES", "").split(","),
+        }
+        if env.get("ESCROW_OIDC_SCOPES"):
+            entry["scopes"] = env["ESCROW_OIDC_SCOPES"]
+        entries.append(("ESCROW_OIDC_*", entry))
+    if config_file is not None:
+        for index, entry in enumerate(_config_document(config_file).get("oidc") or []):
+            entries.append((f"{config_file}: oidc[{index}]", entry))
+    issuers = tuple(_oidc_issuer(where, entry) for where, entry in entries)
+    for attribute in ("name", "issuer"):
+        values = [getattr(issuer, attribute) for issuer in issuers]
+        if len(set(values)) != len(values):
+            raise ConfigError(
+                f"OpenID Providers: the same {attribute} is configured twice in {values}",
+                hint="give each provider its own name and issuer",
+            )
+    return issuers
+
+
+def _config_document(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(
+            f"ESCROW_CONFIG_FILE: cannot read {path}: {error}",
+            hint="point ESCROW_CONFIG_FILE at a readable YAML file",
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("oidc", []), list):
+        raise ConfigError(
+            f"{path}: expected a mapping with an `oidc:` list",
+            hint="oidc: [{name, issuer, client_id, client_secret, email_domains, "
+            "affiliation_scopes}]",
+        )
+    return document
+
+
+def _oidc_issuer(where: str, entry: object) -> OidcIssuer:
+    if not isinstance(entry, dict) or set(entry) - _OIDC_KEYS:
+        unknown = sorted(set(entry) - _OIDC_KEYS) if isinstance(entry, dict) else entry
+        raise ConfigError(
+            f"{where}: expected a mapping of {sorted(_OIDC_KEYS)}, found {unknown!r}",
+            hint="check the spelling of each key",
+        )
+    for key in _OIDC_REQUIRED:
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ConfigError(f"{where}: `{key}` is missing", hint=f"set {key} (a string)")
+    name = entry["name"]
+    if not set(name) <= _OIDC_NAME_CHARS or len(name) > 64:
+        raise ConfigError(
+            f"{where}: provider name {name!r} is not a short lowercase word",
+            hint="use lowercase letters, digits, '-', '_' or '.' (it appears in login URLs)",
+        )
+    check_provider_url(f"{where}: issuer", entry["issuer"])
+    scopes = entry.get("scopes", "openid email profile")
+    scopes = " ".join(scopes) if isinstance(scopes, list) else str(scopes)
+    if "openid" not in scopes.split():
+        raise ConfigError(f"{where}: scopes {scopes!r} lack 'openid'", hint="add openid")
+    return OidcIssuer(
+        name=name,
+        issuer=entry["issuer"],
+        client_id=entry["client_id"],
+        client_secret=entry["client_secret"],
+        email_domains=_domains(where, "email_domains", entry.get("email_domains")),
+        affiliation_scopes=_domains(where, "affiliation_scopes", entry.get("affiliation_scopes")),
+        scopes=scopes,
+    )
+
+
+def _domains(where: str, key: str, values: object) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(
+            f"{where}: `{key}` must be a list of domains, found {values!r}",
+            hint=f"{key}: [uni.example, dept.uni.example]",
+        )
+    domains = tuple(sorted({v.strip().lower().lstrip("@") for v in values if v.strip()}))
+    for domain in domains:
+        if "@" in domain or " " in domain or "." not in domain:
+            raise ConfigError(
+                f"{where}: `{key}` has {domain!r}, not a domain name",
+                hint="list bare domain names such as uni.example",
+            )
+    return domains
+
+
+def check_provider_url(what: str, url: str) -> None:
+    """OpenID discovery and the provider's endpoints only over https; plain http only to a
+    loopback address (tests, a provider on the same host)."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https" and bool(parts.hostname)
+    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if not (secure or loopback) or parts.query or parts.fragment or parts.username:
+        raise ConfigError(
+            f"{what}: {url!r} is not an https URL",
+            hint="OpenID Providers are reached over https only (plain http only on loopback: "
+            "127.0.0.1, localhost, ::1), without query, fragment or credentials",
+        )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import servers
+from live import POSTGRES_ADMIN_URL, postgres_url, start_broker
 from live import require_part as _require_part
-from live import start_broker
 
 
 @pytest.fixture
@@ -25,9 +25,6 @@ def require_part() -> Callable[[bool, str], None]:
 # `alembic upgrade head`: once per run into a template, then copied per test (fast, isolated).
 
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "ESCROW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def _postgres_admin():  # noqa: ANN202
@@ -49,7 +46,7 @@ def postgres_template():  # noqa: ANN201
     from broker.adapters.db.engine import upgrade
 
     try:
-        upgrade(_database_url(name))
+        upgrade(postgres_url(name))
     except Exception:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         raise
@@ -58,10 +55,6 @@ def postgres_template():  # noqa: ANN201
     for database in [*created, name]:
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     admin.close()
-
-
-def _database_url(name: str) -> str:
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +73,7 @@ def postgres_shared(postgres_template) -> str:
     name = f"escrow_s_{secrets.token_hex(6)}"
     admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     created.append(name)
-    return _database_url(name)
+    return postgres_url(name)
 
 
 def _empty_postgres(url: str) -> None:
@@ -119,7 +112,7 @@ def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     name = f"escrow_t_{secrets.token_hex(6)}"
     admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     created.append(name)
-    return _database_url(name)
+    return postgres_url(name)
 
 
 @pytest.fixture
@@ -184,3 +177,39 @@ def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
                   f"node and s3rver ({servers.S3RVER_JS}; run make test-peers)")
     with servers.s3rver(tmp_path_factory.mktemp("s3rver"), command) as endpoint:
         yield endpoint
+
+
+# --- a real OpenID Provider (node oidc-provider) for web login tests -------------------------
+
+
+@pytest.fixture(scope="session")
+def web_listener() -> Iterator[socket.socket]:
+    """A loopback socket for the broker of the web login tests, bound first so that its
+    callback URL can be registered at the OpenID Providers before that broker starts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener
+
+
+def _start_oidc_provider(tmp_path_factory, web_listener, name: str):  # noqa: ANN001, ANN202
+    command = servers.oidc_provider_command()
+    _require_part(command is not None,
+                  f"node and oidc-provider ({servers.OIDC_PROVIDER_PACKAGE}; run make test-peers)")
+    callback = f"http://127.0.0.1:{web_listener.getsockname()[1]}/auth/callback"
+    client = servers.OidcClient("escrow-broker", secrets.token_urlsafe(24), (callback,))
+    return servers.oidc_provider(tmp_path_factory.mktemp(name), command, client)
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:  # noqa: ANN001
+    """A real OpenID Provider on loopback, for the whole session (tests reset `tamper`)."""
+    with _start_oidc_provider(tmp_path_factory, web_listener, "oidc") as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def second_oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:  # noqa: ANN001
+    """Another OpenID Provider (its own keys and accounts), for mix-up tests."""
+    with _start_oidc_provider(tmp_path_factory, web_listener, "oidc2") as provider:
+        yield provider

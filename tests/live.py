@@ -25,6 +25,14 @@ import pytest
 
 REQUIRE_ALL = os.environ.get("ESCROW_TEST_REQUIRE_ALL") == "1"
 ESCROW_BIN = str(Path(sys.executable).with_name("escrow"))
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ESCROW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_url(database: str) -> str:
+    """The URL of another database on the test PostgreSQL server."""
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
 
 def require_part(available: bool, what: str) -> None:
@@ -77,7 +85,7 @@ class BrokerProcess:
     def stop(self) -> None:
         """Stop the broker and everything it started (gunicorn workers, the job worker)."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGINT)  # gunicorn: quick shutdown
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
         if self.process:

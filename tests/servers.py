@@ -4,6 +4,8 @@
   expiry.
 - `s3rver`: the node S3 server in `tests/node` (npm-installed). It enforces presigned-URL expiry
   and SigV4 signatures, so expiry tests run against it.
+- `oidc_provider`: panva's `oidc-provider` (npm, a certified OpenID Provider) run by
+  `tests/node/oidc_provider.mjs`, with one static client and a few test accounts.
 
 Each server is asked for port 0 and announces the port it bound, so there is no race for a
 "free" port. Its output goes to a log file in its work directory (never a pipe nobody reads),
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 TESTS_DIR = Path(__file__).resolve().parent
 S3RVER_JS = TESTS_DIR / "node" / "node_modules" / "s3rver" / "bin" / "s3rver.js"
+OIDC_PROVIDER_JS = TESTS_DIR / "node" / "oidc_provider.mjs"
+OIDC_PROVIDER_PACKAGE = TESTS_DIR / "node" / "node_modules" / "oidc-provider" / "package.json"
 START_TIMEOUT_S = 30
 
 
@@ -120,13 +125,64 @@ def s3rver(workdir: Path, command: list[str]) -> Iterator[Endpoint]:
         yield Endpoint("s3rver", f"http://127.0.0.1:{port}", "S3RVER", "S3RVER")
 
 
+@dataclass(frozen=True)
+class OidcClient:
+    """A client registered statically at the test OpenID Provider (the broker under test)."""
+
+    client_id: str
+    client_secret: str
+    redirect_uris: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """A running test OpenID Provider: its issuer URL and the client registered there."""
+
+    issuer: str
+    client: OidcClient
+
+    def tamper(self, mode: str = "") -> None:
+        """Make the token endpoint hand out damaged ID tokens (see oidc_provider.mjs for the
+        modes); an empty mode stops it."""
+        request = urllib.request.Request(
+            f"{self.issuer}/__test__/tamper?mode={mode}", data=b"", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.load(response) == {"tamper": mode}
+
+
+def oidc_provider_command() -> list[str] | None:
+    """How to run the test OpenID Provider, or None if node or the npm package is missing."""
+    node = shutil.which("node")
+    if node is None or not OIDC_PROVIDER_PACKAGE.exists():
+        return None
+    return [node, str(OIDC_PROVIDER_JS)]
+
+
 @contextlib.contextmanager
-def _server(name: str, args: list[str], workdir: Path, port_pattern: str) -> Iterator[int]:
+def oidc_provider(workdir: Path, command: list[str], client: OidcClient) -> Iterator[OidcProvider]:
+    clients = [{"client_id": client.client_id, "client_secret": client.client_secret,
+                "redirect_uris": list(client.redirect_uris)}]
+    pattern = r"oidc-provider listening on http://127\.0\.0\.1:(\d+)"
+    env = {"OIDC_CLIENTS": json.dumps(clients)}
+    with _server("oidc-provider", command, workdir, pattern, env) as port:
+        yield OidcProvider(f"http://127.0.0.1:{port}", client)
+
+
+@contextlib.contextmanager
+def _server(
+    name: str,
+    args: list[str],
+    workdir: Path,
+    port_pattern: str,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[int]:
     """Run `args` until the with-block ends; yield the port it announced in its log."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     # The developer's AWS settings must not leak into a test server.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
+    env.update(extra_env or {})
     with log.open("wb") as out:
         process = subprocess.Popen(
             args,

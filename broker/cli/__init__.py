@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from broker.cli import admin, server
+    from broker.cli import admin, login, server
 
     main.add_command(server.init)
     main.add_command(server.serve)
@@ -36,6 +36,13 @@ def _register() -> None:
     main.add_command(server.worker)
     main.add_command(server.verify)
     main.add_command(admin.admin)
+    from broker.cli import keys, nda
+
+    main.add_command(keys.keys)
+    main.add_command(nda.nda)
+    main.add_command(login.login)
+    main.add_command(login.whoami)
+    main.add_command(login.logout)
     try:
         from broker.cli.deposit import deposit
     except ImportError:  # the client command is optional while it is being built

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from broker.client import pins as pinning
+from broker.client.credentials import token_for
 from broker.client.deposit import (
     DEFAULT_JOBS,
     SEALED,
@@ -57,7 +58,7 @@ failed; 4 a pinned broker key changed. With --json the last line of stdout is on
 """
 
 
-def _token(token: str | None, token_file: Path | None) -> str | None:
+def _token(token: str | None, token_file: Path | None, broker: str | None = None) -> str | None:
     if token and token_file:
         raise InvalidInput("give --token or --token-file, not both",
                            hint="--token-file keeps the token out of the process list")
@@ -69,7 +70,7 @@ def _token(token: str | None, token_file: Path | None) -> str | None:
                 f"cannot read --token-file {token_file}: {error.strerror}",
                 hint="pass the file `escrow admin token create` output went to",
             ) from None
-    return token or None
+    return token or (token_for(broker) if broker else None)  # else the `escrow login` one
 
 
 def _broker(url: str | None) -> str:
@@ -132,11 +133,12 @@ def deposit(directory: Path | None, model: str, version: str, recipients: tuple[
             pre_encrypted: bool, sha256sums: Path | None, as_json: bool, quiet: bool) -> None:
     progress = Progress(quiet=quiet)
     extra: dict[str, Any] = {}
+    depositor: Depositor | None = None
     try:
         if token is None and token_file is None:
             token = os.environ.get("ESCROW_TOKEN")
         client = BrokerClient(
-            _broker(broker_url), _token(token, token_file), pool_size=jobs + 2,
+            _broker(broker_url), _token(token, token_file, broker_url), pool_size=jobs + 2,
             on_retry=lambda reason, wait: progress.warn(
                 f"connection problem ({reason}); retrying in {wait:.1f} s"),
         )
@@ -160,8 +162,11 @@ def deposit(directory: Path | None, model: str, version: str, recipients: tuple[
         if directory is None:
             raise InvalidInput("no model directory given",
                                hint="usage: escrow deposit DIR --model ORG/NAME --version V")
-        result = Depositor(client, options, progress).run()
+        depositor = Depositor(client, options, progress)
+        result = depositor.run()
     except EscrowError as error:
+        if depositor is not None and depositor.deposit_id:
+            extra["deposit_id"] = depositor.deposit_id
         _fail(error, as_json, extra)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to resume", err=True)

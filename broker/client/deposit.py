@@ -36,7 +36,10 @@ from broker.domain.parts import Part, payload_size, plan_parts
 from broker.errors import Conflict, EscrowError, InvalidInput
 
 SEALED, FAILED, VERIFYING = "sealed", "failed", "verifying"
-DEFAULT_JOBS = 4  # measured by bench/deposit.py: see the module's notes
+# Parts in flight. bench/deposit.py on 2 cores: 1, 2 and 4 are equal within noise on the local
+# store (the client is CPU-bound, ~2.3 CPU-s/GiB); S3 wants several connections and more than 4
+# did not help (PERF-NOTES). Memory per job: two 4 MiB windows, whatever the part size.
+DEFAULT_JOBS = 4
 MAX_PRESIGN = 100  # the broker's limit per call
 URL_MARGIN = timedelta(seconds=60)  # re-presign a URL that expires sooner than this
 
@@ -148,6 +151,8 @@ class Depositor:
         self.result = DepositResult({})
         self._pool: ThreadPoolExecutor | None = None
         self.journal: Journal | None = None
+        self.deposit_id: str | None = None  # known once the broker opened the deposit
+        self._count_lock = threading.Lock()
 
     # --- the whole deposit ---------------------------------------------------------------
 
@@ -167,12 +172,14 @@ class Depositor:
         self.progress.info(f"{len(items)} file(s), {human_bytes(total)} to deposit as "
                            f"{options.model}@{options.version}")
         deposit = self.client.post("/api/v1/deposits", open_request(options, items))
-        deposit_id = deposit["deposit_id"]
+        deposit_id = self.deposit_id = deposit["deposit_id"]
         self.progress.info(f"deposit {deposit_id} is {deposit['state']}"
                            + (" (classical)" if deposit.get("classical") else ""))
         try:
             if deposit["state"] == SEALED:
                 self._check_sealed(deposit, items)
+                # A run killed while it waited leaves a journal behind; it is not needed now.
+                Journal.open(deposit_id, self.client.base_url, options.config_dir).delete()
                 self.result.deposit = deposit
                 return self.result
             self.journal = Journal.open(deposit_id, self.client.base_url, options.config_dir)
@@ -194,6 +201,8 @@ class Depositor:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
+            if self.journal is not None:
+                self.journal.close()
 
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -234,13 +243,22 @@ class Depositor:
                               hint="run the same command again")
         total = sum(payload_size(i.plain_size) for i in items)
         self.progress.begin(total)
-        for item in items:
+        deposit_id = deposit["deposit_id"]
+
+        def one(item: Item) -> None:
             file = remote[item.path]
             if file["state"] in ("uploaded", "verified") and self._still_uploaded(item, file):
                 self.progress.add_kept(payload_size(item.plain_size))
-                continue
-            self._upload_file(deposit["deposit_id"], item, file, recipients,
+                return
+            self._upload_file(deposit_id, item, file, recipients,
                               restart=file["state"] in ("uploaded", "verified"))
+
+        # Several files at once, so the broker round trips of one file (start, header, URLs,
+        # complete: ~0.1-0.5 s each) overlap with another file's bytes; their parts share the
+        # one part pool, so no more than --jobs parts are in flight.
+        width = min(self.jobs, len(items))
+        with ThreadPoolExecutor(width, thread_name_prefix="file") as files:
+            _raise_first([files.submit(one, item) for item in items])
         self.progress.end()
 
     def _still_uploaded(self, item: Item, file: dict[str, Any]) -> bool:
@@ -273,13 +291,21 @@ class Depositor:
             if entry is None:
                 entry = _new_entry(index, item, recipients, start["part_size"])
                 journal.start_file(entry)  # before anything is sent: the key must survive
+            header = None
             if not start["header_registered"]:
-                self.client.put(base + "/header", {"header": _b64(entry.header)})
+                # Registered while the parts go up: the broker only needs it before completion.
+                header = self.pool().submit(self.client.put, base + "/header",
+                                            {"header": _b64(entry.header)})
             source = _source(item, entry)
             todo = [p for p in parts if p.number not in keep]
-            self.result.parts_kept += len(keep)
+            with self._count_lock:
+                self.result.parts_kept += len(keep)
             self.progress.add_kept(sum(parts[n - 1].cipher_size for n in keep))
-            self._send_parts(base, index, source, todo, entry)
+            try:
+                self._send_parts(base, index, source, todo, entry)
+            finally:
+                if header is not None:
+                    header.result()  # its error first: a header refused explains the rest
             digest = item.sha256 or (hasher.result() if hasher else "")
             hasher = None
             if stat_identity(item.source) != item.identity:
@@ -381,8 +407,9 @@ class Depositor:
                 except BaseException:
                     self.progress.add(-sent[0])
                     raise
-            self.result.parts_sent += 1
-            self.result.bytes_sent += part.cipher_size
+            with self._count_lock:
+                self.result.parts_sent += 1
+                self.result.bytes_sent += part.cipher_size
 
         futures = [self.pool().submit(send, part) for part in todo]
         _raise_first(futures)
@@ -400,13 +427,13 @@ class Depositor:
     def _wait_for_seal(self, deposit_id: str) -> dict[str, Any]:
         self.progress.info("waiting for the broker to verify and seal the deposit "
                            "(Ctrl-C is safe: it keeps going)")
-        delay = 0.1
+        delay = 0.05
         while True:
             deposit = self.client.get(f"/api/v1/deposits/{deposit_id}")
             if deposit["state"] in (SEALED, FAILED):
                 return deposit
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 1.0)
 
 
 def _stale(entry: FileEntry | None, item: Item, recipients: list[age.Recipient]) -> str:

@@ -197,6 +197,9 @@ class BrokerClient:
     def put(self, path: str, body: Any) -> Any:
         return self._call("PUT", path, body, True)
 
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None, True)
+
     def _call(self, method: str, path: str, body: Any | None, auth: bool) -> Any:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if auth:

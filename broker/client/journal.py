@@ -22,7 +22,9 @@ For finished files it keeps their identity and SHA-256, so a resumed run skips r
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,6 +97,7 @@ class Journal:
         self.files: dict[int, FileEntry] = {}
         self.done: dict[str, DoneEntry] = {}
         self._lock = threading.Lock()
+        self._lock_file: int | None = None
 
     @classmethod
     def open(cls, deposit_id: str, broker: str, directory: Path | None = None) -> Journal:
@@ -104,6 +107,7 @@ class Journal:
                               hint="the broker answered an unexpected deposit id")
         path = private_dir((directory or config_dir()) / "journal") / f"{deposit_id}.json"
         journal = cls(path, deposit_id, broker)
+        journal._lock_file = _exclusive(path.with_suffix(".lock"), deposit_id)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -160,3 +164,29 @@ class Journal:
         """At seal: nothing here is needed any more, and the file keys must not linger."""
         with self._lock:
             remove_private(self.path)
+            remove_private(self.path.with_suffix(".lock"))
+            self.close()
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # releases the lock
+            self._lock_file = None
+
+
+def _exclusive(path: Path, deposit_id: str) -> int:
+    """Hold an exclusive lock on the deposit's lock file for this process's lifetime.
+
+    Two runs resuming one deposit at once would interleave journal writes and could encrypt a
+    part twice with different content under one key; the kernel drops the lock when the
+    process ends, even by kill -9, so a crashed run never blocks the next one.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EscrowError(
+            f"another `escrow deposit` is already working on deposit {deposit_id}",
+            hint="wait for it to finish (or stop it), then run the command again",
+        ) from None
+    return fd

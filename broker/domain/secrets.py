@@ -2,8 +2,8 @@
 in constant time. They are 256-bit random values, so a fast hash is enough (no password hash):
 nobody can brute-force the preimage, and the check runs on every request.
 
-Prefixes: `esk` service tokens, `eat` user access tokens, `ert` user refresh tokens,
-`ell` single-use login links.
+Prefixes: `esk` service tokens, `eat` user access tokens, `ert` user refresh tokens, `edc`
+device codes (RFC 8628), `ell` single-use login links.
 """
 
 from __future__ import annotations

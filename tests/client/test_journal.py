@@ -36,6 +36,7 @@ def test_journal_round_trips_keys_headers_and_fingerprints(tmp_path: Path) -> No
     journal.start_file(entry())
     journal.record_part(0, 2, "ab" * 32)
     journal.record_part(0, 1, "cd" * 32)
+    journal.close()
     again = Journal.open("dep1", "http://b", tmp_path)
     assert again.files[0] == FileEntry(**{**vars(entry()), "fingerprints": {1: "cd" * 32,
                                                                             2: "ab" * 32}})
@@ -45,6 +46,7 @@ def test_finishing_a_file_forgets_its_key_and_remembers_its_hash(tmp_path: Path)
     journal = Journal.open("dep1", "http://b", tmp_path)
     journal.start_file(entry())
     journal.finish_file(0, "w.bin", DoneEntry(10, 123, 7, "ef" * 32))
+    journal.close()
     text = journal.path.read_text()
     assert bytes(range(16)).hex() not in text
     assert Journal.open("dep1", "http://b", tmp_path).done["w.bin"].sha256 == "ef" * 32
@@ -70,7 +72,8 @@ def test_a_crash_while_writing_leaves_the_old_journal_intact(tmp_path: Path, mon
     with pytest.raises(OSError, match="simulated crash"):
         journal.record_part(0, 1, "00" * 32)
     assert journal.path.read_bytes() == before
-    assert [p.name for p in journal.path.parent.iterdir()] == ["dep1.json"]  # no temp file left
+    left = sorted(p.name for p in journal.path.parent.iterdir())
+    assert left == ["dep1.json", "dep1.lock"]  # no temp file left
 
 
 def test_write_private_never_exposes_the_file_even_with_a_permissive_umask(tmp_path) -> None:
@@ -100,3 +103,11 @@ def test_a_journal_of_another_deposit_is_refused(tmp_path: Path) -> None:
 def test_deposit_ids_cannot_name_other_paths(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not valid"):
         Journal.open("../pins", "http://b", tmp_path)
+
+
+def test_a_second_run_on_the_same_deposit_is_refused_while_the_first_holds_it(tmp_path) -> None:
+    first = Journal.open("dep1", "http://b", tmp_path)
+    with pytest.raises(Exception, match="already working on deposit dep1"):
+        Journal.open("dep1", "http://b", tmp_path)
+    first.close()
+    Journal.open("dep1", "http://b", tmp_path).close()  # released: a later run may resume

@@ -113,3 +113,8 @@ def test_refuses_an_empty_directory(tmp_path: Path) -> None:
 def test_refuses_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="is not a directory"):
         scan_model_dir(tmp_path / "missing")
+
+
+def test_refuses_a_name_not_in_unicode_nfc_form(tmp_path: Path) -> None:
+    write(tmp_path / "cafe\u0301.txt")  # 'é' as e + combining accent, as macOS writes it
+    assert "is not in Unicode NFC form" in refused(tmp_path)

@@ -1,0 +1,1 @@
+"""HTML pages for people in a browser: blueprints and templates that only translate."""
