@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from broker.config import Settings, load_settings
+if TYPE_CHECKING:  # imported on use: client commands must not pay for Flask at start-up
+    from flask import Flask
+
+    from broker.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from flask import Flask
+
     from broker.adapters.oidc import init_oidc
     from broker.api import deposits, keys, meta, ndas, oauth, orgs, store_urls
     from broker.api.common import register_error_handlers
+    from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
     from broker.web import auth as web_auth
     from broker.web import csrf

@@ -81,13 +81,14 @@ OPENAPI = {
 
 @bp.post("")
 def open_deposit() -> tuple[Response, int]:
+    actor = caller()  # authenticate before reading the body
     body = json_body()
     plan = service.parse_plan(body.get("files"))
     with escrow().uow() as uow:
         deposit = service.open_deposit(
             escrow(),
             uow,
-            caller(),
+            actor,
             str(body.get("model", "")),
             str(body.get("version", "")),
             plan,
@@ -99,31 +100,33 @@ def open_deposit() -> tuple[Response, int]:
 
 @bp.get("/<deposit_id>")
 def show(deposit_id: str) -> Response:
+    actor = caller()  # authenticate before reading the body
     with escrow().uow() as uow:
         return jsonify(
-            service.describe(service.get_deposit(uow, caller(), deposit_id, "deposit.read"))
+            service.describe(service.get_deposit(uow, actor, deposit_id, "deposit.read"))
         )
 
 
 @bp.post("/<deposit_id>/files/<int:index>/upload")
 def start_upload(deposit_id: str, index: int) -> Response:
+    actor = caller()  # authenticate before reading the body
     restart = bool(json_body().get("restart", False)) if request.data else False
     with escrow().uow() as uow:
-        return jsonify(service.start_upload(escrow(), uow, caller(), deposit_id, index, restart))
+        return jsonify(service.start_upload(escrow(), uow, actor, deposit_id, index, restart))
 
 
 @bp.post("/<deposit_id>/files/<int:index>/parts")
 def presign_parts(deposit_id: str, index: int) -> Response:
+    actor = caller()  # authenticate before reading the body
     numbers = json_body().get("numbers")
-    if not isinstance(numbers, list):
-        raise InvalidInput("'numbers' must be a list of part numbers", hint='e.g. {"numbers": [1]}')
     with escrow().uow() as uow:
-        urls = service.presign_parts(escrow(), uow, caller(), deposit_id, index, numbers)
+        urls = service.presign_parts(escrow(), uow, actor, deposit_id, index, numbers)
         return jsonify({"parts": urls})
 
 
 @bp.put("/<deposit_id>/files/<int:index>/header")
 def register_header(deposit_id: str, index: int) -> Response:
+    actor = caller()  # authenticate before reading the body
     try:
         header = base64.b64decode(str(json_body().get("header", "")), validate=True)
     except binascii.Error:
@@ -131,18 +134,20 @@ def register_header(deposit_id: str, index: int) -> Response:
             "'header' must be base64", hint="base64-encode the header bytes"
         ) from None
     with escrow().uow() as uow:
-        return jsonify(service.register_header(escrow(), uow, caller(), deposit_id, index, header))
+        return jsonify(service.register_header(escrow(), uow, actor, deposit_id, index, header))
 
 
 @bp.post("/<deposit_id>/files/<int:index>/complete")
 def complete(deposit_id: str, index: int) -> Response:
+    actor = caller()  # authenticate before reading the body
     sha256 = str(json_body().get("sha256", ""))
     with escrow().uow() as uow:
-        return jsonify(service.complete_upload(escrow(), uow, caller(), deposit_id, index, sha256))
+        return jsonify(service.complete_upload(escrow(), uow, actor, deposit_id, index, sha256))
 
 
 @bp.post("/<deposit_id>/finalize")
 def finalize(deposit_id: str) -> tuple[Response, int]:
+    actor = caller()  # authenticate before reading the body
     with escrow().uow() as uow:
-        deposit = service.finalize(uow, caller(), deposit_id)
+        deposit = service.finalize(uow, actor, deposit_id)
         return jsonify(service.describe(deposit)), 202

@@ -1,8 +1,14 @@
 """The `escrow` command: server commands (init, serve, db, admin, verify, worker) and client
-commands (deposit, …). Commands only translate: parse options, call a service, print."""
+commands (deposit, login, keys, nda, …). Commands only translate: parse options, call a
+service, print.
+
+Subcommands are imported when they run, not at start: a client command should not pay for
+the server's imports (Flask, SQLAlchemy, alembic) on every call.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -10,9 +16,37 @@ import click
 
 from broker.errors import EscrowError
 
+COMMANDS = {
+    # server side: next to the database and the master key
+    "init": "broker.cli.server:init",
+    "serve": "broker.cli.server:serve",
+    "db": "broker.cli.server:db",
+    "worker": "broker.cli.server:worker",
+    "verify": "broker.cli.server:verify",
+    "admin": "broker.cli.admin:admin",
+    # client side: labs, researchers, auditors
+    "login": "broker.cli.login:login",
+    "whoami": "broker.cli.login:whoami",
+    "logout": "broker.cli.login:logout",
+    "deposit": "broker.cli.deposit:deposit",
+    "pins": "broker.cli.deposit:pins",
+    "keys": "broker.cli.keys:keys",
+    "nda": "broker.cli.nda:nda",
+}
+
 
 class EscrowGroup(click.Group):
-    """Prints our errors as a message and a hint (no traceback) and exits non-zero."""
+    """Loads subcommands on use, and prints our errors as a message and a hint (no traceback)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -25,29 +59,3 @@ class EscrowGroup(click.Group):
 @click.group(cls=EscrowGroup)
 def main() -> None:
     """weights-escrow: hold AI model weights encrypted, grant researchers time-limited access."""
-
-
-def _register() -> None:
-    from broker.cli import admin, login, server
-
-    main.add_command(server.init)
-    main.add_command(server.serve)
-    main.add_command(server.db)
-    main.add_command(server.worker)
-    main.add_command(server.verify)
-    main.add_command(admin.admin)
-    from broker.cli import keys, nda
-
-    main.add_command(keys.keys)
-    main.add_command(nda.nda)
-    main.add_command(login.login)
-    main.add_command(login.whoami)
-    main.add_command(login.logout)
-    try:
-        from broker.cli.deposit import deposit
-    except ImportError:  # the client command is optional while it is being built
-        return
-    main.add_command(deposit)
-
-
-_register()

@@ -275,6 +275,8 @@ def presign_parts(
             hint="start it with POST …/upload first",
         )
     count = len(plan_parts(file.size))
+    if not isinstance(numbers, list):
+        raise InvalidInput("'numbers' must be a list of part numbers", hint='e.g. {"numbers": [1]}')
     bad = [n for n in numbers if not isinstance(n, int) or not 1 <= n <= count]
     if bad or not numbers or len(numbers) > 100:
         raise InvalidInput(

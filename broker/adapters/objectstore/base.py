@@ -10,7 +10,7 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
 - `get_bytes` / `open_read` of a missing key raise `ObjectMissing`; `head` returns None;
   `delete` of a missing key is not an error (as in S3);
 - ETags are opaque strings, kept without HTTP quotes. A part's ETag is what the PUT to its
-  presigned URL answered (S3: MD5 hex; local store: SHA-256 hex);
+  presigned URL answered (S3: MD5 hex; local store: a random version id);
 - an unknown upload id raises `ObjectMissing`, except in `abort_multipart`, which (like
   `delete`) is not an error for an unknown or already finished upload; a completion whose parts
   do not match what was received (ETag, order, a non-last part under 5 MiB) raises

@@ -1,0 +1,106 @@
+"""Every API route, called by every kind of identity, against one table of expectations.
+
+"ok" means the identity got past authorization (any answer but 401/403: the bodies sent are
+empty, so 4xx validation errors are expected). A route missing from the table fails the test,
+so a new route cannot land without its row.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+OK, NO_LOGIN, FORBIDDEN = "ok", 401, 403
+BODY = {"model": "acme-ai/gpt-small", "version": "2"}  # names the org a deposit call is about
+IDENTITIES = ("anonymous", "service_depositor", "depositor", "reviewer", "org_admin",
+              "other_admin", "researcher", "auditor", "operator")
+PERSONS = {i: "ok" for i in IDENTITIES if i not in ("anonymous", "service_depositor")}
+
+
+def row(default, **overrides):
+    return {identity: overrides.get(identity, default) for identity in IDENTITIES}
+
+
+PUBLIC = row(OK)
+ANY_IDENTITY = row(OK, anonymous=NO_LOGIN)
+PERSON_ONLY = row(OK, anonymous=NO_LOGIN, service_depositor=NO_LOGIN)
+DEPOSITOR = row(FORBIDDEN, anonymous=NO_LOGIN, service_depositor=OK, depositor=OK)
+DEPOSIT_READERS = row(FORBIDDEN, anonymous=NO_LOGIN, service_depositor=OK, depositor=OK,
+                      reviewer=OK, org_admin=OK)
+ORG_ADMIN = row(FORBIDDEN, anonymous=NO_LOGIN, org_admin=OK, operator=OK)
+OPERATOR = row(FORBIDDEN, anonymous=NO_LOGIN, operator=OK)
+
+TABLE = {
+    ("GET", "/api/v1/keys"): PUBLIC,
+    ("GET", "/api/v1/openapi.json"): PUBLIC,
+    ("GET", "/api/v1/ndas"): PUBLIC,
+    ("GET", "/api/v1/ndas/{nda_id}"): PUBLIC,
+    ("GET", "/api/v1/me"): ANY_IDENTITY,
+    ("POST", "/api/v1/deposits"): DEPOSITOR,
+    ("GET", "/api/v1/deposits/{deposit_id}"): DEPOSIT_READERS,
+    ("POST", "/api/v1/deposits/{deposit_id}/files/{index}/upload"): DEPOSITOR,
+    ("POST", "/api/v1/deposits/{deposit_id}/files/{index}/parts"): DEPOSITOR,
+    ("PUT", "/api/v1/deposits/{deposit_id}/files/{index}/header"): DEPOSITOR,
+    ("POST", "/api/v1/deposits/{deposit_id}/files/{index}/complete"): DEPOSITOR,
+    ("POST", "/api/v1/deposits/{deposit_id}/finalize"): DEPOSITOR,
+    ("GET", "/api/v1/me/keys"): PERSON_ONLY,
+    ("POST", "/api/v1/me/keys"): PERSON_ONLY,
+    ("GET", "/api/v1/me/keys/{key_id}"): PERSON_ONLY,
+    ("DELETE", "/api/v1/me/keys/{key_id}"): PERSON_ONLY,
+    ("POST", "/api/v1/me/keys/{key_id}/challenge"): PERSON_ONLY,
+    ("POST", "/api/v1/me/keys/{key_id}/proof"): PERSON_ONLY,
+    ("GET", "/api/v1/me/nda-signatures"): PERSON_ONLY,
+    ("POST", "/api/v1/ndas/{nda_id}/signatures"): PERSON_ONLY,
+    ("GET", "/api/v1/orgs/{org}/members"): ORG_ADMIN,
+    ("POST", "/api/v1/orgs/{org}/members"): ORG_ADMIN,
+    ("DELETE", "/api/v1/orgs/{org}/members"): ORG_ADMIN,
+    ("POST", "/api/v1/roles"): OPERATOR,
+    ("DELETE", "/api/v1/roles"): OPERATOR,
+}
+
+
+def api_routes(app) -> set[tuple[str, str]]:
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1"):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        routes |= {(method, path) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return routes
+
+
+def test_the_table_names_every_api_route(app):
+    assert api_routes(app) == set(TABLE)
+
+
+@pytest.fixture
+def identities(lab, make_person) -> dict[str, dict[str, str]]:
+    headers = {
+        "anonymous": {},
+        "service_depositor": lab.auth,
+        "depositor": make_person("dee@acme.example", (("acme-ai", "depositor"),)).auth,
+        "reviewer": make_person("rita@acme.example", (("acme-ai", "reviewer"),)).auth,
+        "org_admin": make_person("ada@acme.example", (("acme-ai", "admin"),)).auth,
+        "other_admin": make_person("olaf@other.example", (("other-lab", "admin"),)).auth,
+        "researcher": make_person("rosa@uni.example").auth,
+        "auditor": make_person("audrey@audit.example", global_roles=("auditor",)).auth,
+        "operator": make_person("otto@escrow.example", global_roles=("operator",)).auth,
+    }
+    return headers
+
+
+def test_every_route_answers_every_identity_as_the_table_says(client, lab, identities):
+    deposit = lab.open({"a": b"1"})
+    values = {"deposit_id": deposit["deposit_id"], "index": "0", "org": "acme-ai",
+              "nda_id": "acme-research-nda", "key_id": "0" * 32}
+    mismatches = []
+    for (method, path), expected in sorted(TABLE.items()):
+        url = path.format(**values)
+        for identity, headers in identities.items():
+            status = client.open(url, method=method, headers=headers, json=BODY).status_code
+            got = status if status in (NO_LOGIN, FORBIDDEN) else OK
+            if got != expected[identity]:
+                mismatches.append(f"{method} {path} as {identity}: {status}, "
+                                  f"expected {expected[identity]}")
+    assert mismatches == []
