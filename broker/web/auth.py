@@ -19,6 +19,7 @@ from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, tr
 from broker.api.common import escrow, optional_caller, problem
 from broker.api.openapi import INTEGER, STRING, operation, path_params
 from broker.errors import BadRequest, EscrowError, Forbidden
+from broker.services import keys, ndas
 from broker.services.people import Claims, describe_user, upsert_user
 from broker.services.sessions import end_session, redeem_login_link, start_session
 from broker.web import csrf
@@ -147,7 +148,13 @@ def me() -> Response | str:
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
         user = uow.session.get(User, int(principal.id))
-        return render_template("auth/me.html", me=describe_user(user, principal))
+        return render_template(
+            "auth/me.html",
+            me=describe_user(user, principal),
+            keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
+            signatures=[ndas.describe_signature(uow, s)
+                        for s in ndas.my_signatures(uow, principal)],
+        )
 
 
 @bp.errorhandler(EscrowError)

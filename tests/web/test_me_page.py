@@ -1,0 +1,40 @@
+"""The researcher's own page lists every key registration and NDA signature."""
+
+from datetime import UTC, datetime
+
+from broker import age
+from broker.domain.principals import OPERATOR
+from broker.services import people, sessions
+
+
+def logged_in(client, escrow) -> dict[str, str]:
+    with escrow.uow() as uow:
+        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", "rosa",
+                                  people.Claims(email="rosa@uni.example", email_verified=True,
+                                                name="Rosa Franklin"))
+        session = sessions.start_session(uow, user, "web", user.issuer, datetime.now(UTC))
+        token = sessions.issue_tokens(uow, session).access_token
+        uow.commit()
+        session_id = session.id
+    with client.session_transaction() as cookie:
+        cookie["login_session"] = session_id
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_every_key_registration_shows_on_the_researchers_page(client, escrow):
+    auth = logged_in(client, escrow)
+    recipient = str(age.generate_hybrid_identity().to_recipient())
+    registered = client.post("/api/v1/me/keys", headers=auth,
+                             json={"recipient": recipient, "label": "laptop"})
+    assert registered.status_code == 201, registered.json
+    page = client.get("/me").get_data(as_text=True)
+    assert "Rosa Franklin" in page
+    assert registered.json["fingerprint"] in page
+    assert "pending" in page
+    assert "No keys yet" not in page
+
+
+def test_the_page_without_a_login_sends_you_to_log_in(client):
+    response = client.get("/me")
+    assert response.status_code == 302
+    assert "/auth/login" in response.headers["Location"]
