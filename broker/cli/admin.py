@@ -65,12 +65,14 @@ def token_create(org_name: str, role: str, days: int, label: str, as_json: bool)
             "expires_at": issued.expires_at.isoformat(),
         },
         as_json,
-        [
-            issued.token,
-            f"# token {issued.id} for {issued.org} ({issued.role}), expires "
-            f"{issued.expires_at:%Y-%m-%d}; it is shown only this once",
-        ],
+        [issued.token],  # alone on stdout, so `> tok` makes a token file
     )
+    if not as_json:
+        click.echo(
+            f"token {issued.id} for {issued.org} ({issued.role}), expires "
+            f"{issued.expires_at:%Y-%m-%d}; it is shown only this once",
+            err=True,
+        )
 
 
 @token.command("list")

@@ -19,3 +19,11 @@ def test_an_org_role_without_org_is_refused_with_a_hint(broker_server):
                                   check=False)
     assert result.returncode == 1
     assert "needs --org" in result.stderr
+
+
+def test_the_token_alone_goes_to_stdout_so_it_can_be_redirected_to_a_token_file(broker_server):
+    result = broker_server.escrow("admin", "token", "create", "--org", "acme-ai", "--role",
+                                  "depositor")
+    assert result.stdout.strip().startswith("esk_")
+    assert len(result.stdout.strip().splitlines()) == 1
+    assert "shown only this once" in result.stderr
