@@ -29,7 +29,7 @@ COMMANDS = {
     "whoami": "broker.cli.login:whoami",
     "logout": "broker.cli.login:logout",
     "deposit": "broker.cli.deposit:deposit",
-    "pins": "broker.cli.deposit:pins",
+    "pins": "broker.cli.pins:pins",
     "keys": "broker.cli.keys:keys",
     "nda": "broker.cli.nda:nda",
 }

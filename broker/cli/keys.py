@@ -5,20 +5,18 @@ Commands only translate: options to API calls, answers to text or `--json`.
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from broker.client import pins as pinning
+from broker.cli.client import client_options, open_client, reporting
+from broker.cli.output import emit
 from broker.client.http import BrokerClient
-from broker.errors import EscrowError, InvalidInput
+from broker.errors import InvalidInput
 
 KEYS_PATH = "/api/v1/me/keys"
 # The line of a decrypted challenge that carries the secret (see services.keys.challenge_text).
@@ -37,69 +35,6 @@ Or prove with the plain age tool (the challenge is an armored age file):
   escrow keys challenge KEY_ID > c.age
   age -d -i key.txt c.age | escrow keys prove KEY_ID --response -
 """
-
-
-# --- options every client command shares ------------------------------------------------------
-
-
-def client_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--broker, --token, --token-file, --json (as `escrow deposit` takes them)."""
-    for option in reversed(
-        [
-            click.option(
-                "--broker",
-                "broker_url",
-                default=lambda: os.environ.get("ESCROW_BROKER"),
-                help="broker URL [env ESCROW_BROKER]",
-            ),
-            click.option("--token", default=None, help="broker token [env ESCROW_TOKEN]"),
-            click.option(
-                "--token-file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="read the token from this file",
-            ),
-            click.option(
-                "--json", "as_json", is_flag=True, help="print one JSON object as the last line"
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def open_client(broker_url: str | None, token: str | None, token_file: Path | None) -> BrokerClient:
-    """A client for the broker, with the token of the options, ESCROW_TOKEN or the stored login,
-    after checking the broker's signing keys against the pin (as every client command does)."""
-    from broker.cli import deposit as deposit_cli
-
-    if token is None and token_file is None:
-        token = os.environ.get("ESCROW_TOKEN")
-    url = deposit_cli._broker(broker_url)
-    client = BrokerClient(url, deposit_cli._token(token, token_file, url))  # or the stored login
-    if pinning.verify_broker(client) == "pinned":
-        click.echo(f"pinned the signing keys of {pinning.broker_id(client.base_url)}", err=True)
-    return client
-
-
-def reporting(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Our errors as text on stderr and, with --json, a JSON error object as the last line."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except EscrowError as error:
-            from broker.cli import deposit as deposit_cli
-
-            deposit_cli._fail(error, bool(kwargs.get("as_json")))
-
-    return wrapper
-
-
-def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
-    from broker.cli.output import emit as output
-
-    output(result, as_json, lines)
 
 
 # --- escrow keys ------------------------------------------------------------------------------

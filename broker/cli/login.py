@@ -15,22 +15,30 @@ from typing import Any
 
 import click
 
-from broker.cli.deposit import _fail, _token
+from broker.cli.client import (
+    BROKER_ENV,
+    BROKER_HELP,
+    EXIT_INTERRUPTED,
+    json_option,
+    pinned,
+    reporting,
+    resolve_token,
+    token_options,
+)
 from broker.cli.output import emit
 from broker.client import credentials, oauth
 from broker.client import pins as pinning
 from broker.client.http import BrokerClient
 from broker.errors import EscrowError, InvalidInput, Unauthorized
 
-BROKER_ENV = "ESCROW_BROKER"
-
 
 def _broker_option(command: Any) -> Any:
+    """[BROKER] and --broker: login, whoami and logout also default to the only login."""
     command = click.option(
         "--broker",
         "broker_option",
         default=lambda: os.environ.get(BROKER_ENV),
-        help="broker URL [env ESCROW_BROKER]",
+        help=BROKER_HELP,
     )(command)
     return click.argument("broker_argument", metavar="[BROKER]", required=False)(command)
 
@@ -46,11 +54,6 @@ def _which_broker(argument: str | None, option: str | None) -> str:
         "no broker given" + (" and several are logged in to" if logins else ""),
         hint="name it: escrow login https://escrow.example.org (or set ESCROW_BROKER)",
     )
-
-
-def _pin(client: BrokerClient) -> None:
-    if pinning.verify_broker(client) == "pinned":
-        click.echo(f"pinned the signing keys of {pinning.broker_id(client.base_url)}", err=True)
 
 
 def _who(me: dict[str, Any]) -> str:
@@ -91,6 +94,7 @@ def _describe(me: dict[str, Any], broker: str) -> list[str]:
 @click.command("login")
 @_broker_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON: first the code, last the result")
+@reporting
 def login(broker_argument: str | None, broker_option: str | None, as_json: bool) -> None:
     """Log in to BROKER from this terminal: approve a code in your browser.
 
@@ -103,8 +107,7 @@ def login(broker_argument: str | None, broker_option: str | None, as_json: bool)
     """
     try:
         url = _which_broker(broker_argument, broker_option)
-        client = BrokerClient(url)
-        _pin(client)
+        client = pinned(BrokerClient(url))
         started = oauth.device_authorization(client)
         _instruct(started, as_json)
         answer = oauth.wait_for_approval(client, started)
@@ -114,11 +117,9 @@ def login(broker_argument: str | None, broker_option: str | None, as_json: bool)
             _end_quietly(client, previous)
         me = BrokerClient(url, stored.access_token).get("/api/v1/me")
         credentials.label(url, _who(me))
-    except EscrowError as error:
-        _fail(error, as_json)
     except KeyboardInterrupt:
         click.echo("interrupted: not logged in", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     lines = [f"logged in as {_describe(me, stored.broker)[0]}", *_describe(me, stored.broker)[1:]]
     emit({"state": "logged_in", "broker": stored.broker, "me": me}, as_json, lines)
 
@@ -162,13 +163,9 @@ def _instruct(started: dict[str, Any], as_json: bool) -> None:
 
 @click.command("whoami")
 @_broker_option
-@click.option("--token", default=None, help="broker token [env ESCROW_TOKEN]")
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="read the token from this file",
-)
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+@token_options
+@json_option
+@reporting
 def whoami(
     broker_argument: str | None,
     broker_option: str | None,
@@ -177,20 +174,13 @@ def whoami(
     as_json: bool,
 ) -> None:
     """Who the broker takes you for: your identity and roles (GET /api/v1/me)."""
-    try:
-        url = _which_broker(broker_argument, broker_option)
-        if token is None and token_file is None:
-            token = os.environ.get("ESCROW_TOKEN")
-        secret = _token(token, token_file, url)
-        if secret is None:
-            raise Unauthorized(
-                f"not logged in to {pinning.broker_id(url)}", hint=f"log in: escrow login {url}"
-            )
-        client = BrokerClient(url, secret)
-        _pin(client)
-        me = client.get("/api/v1/me")
-    except EscrowError as error:
-        _fail(error, as_json)
+    url = _which_broker(broker_argument, broker_option)
+    secret = resolve_token(token, token_file, url)
+    if secret is None:
+        raise Unauthorized(
+            f"not logged in to {pinning.broker_id(url)}", hint=f"log in: escrow login {url}"
+        )
+    me = pinned(BrokerClient(url, secret)).get("/api/v1/me")
     broker = pinning.broker_id(url)
     emit({**me, "broker": broker}, as_json, _describe(me, broker))
 
@@ -200,24 +190,22 @@ def whoami(
 @click.option(
     "--local", is_flag=True, help="only delete the stored login (when the broker is gone for good)"
 )
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+@json_option
+@reporting
 def logout(
     broker_argument: str | None, broker_option: str | None, local: bool, as_json: bool
 ) -> None:
     """End your login at BROKER (all of its tokens) and delete it from this machine."""
-    try:
-        url = _which_broker(broker_argument, broker_option)
-        broker = pinning.broker_id(url)
-        client = BrokerClient(url)
+    url = _which_broker(broker_argument, broker_option)
+    broker = pinning.broker_id(url)
+    client = BrokerClient(url)
 
-        def revoke(stored: credentials.StoredLogin) -> None:
-            if not local:
-                _pin(client)
-                oauth.revoke(client, stored.refresh_token)
+    def revoke(stored: credentials.StoredLogin) -> None:
+        if not local:
+            pinned(client)
+            oauth.revoke(client, stored.refresh_token)
 
-        removed = credentials.remove(url, revoke=revoke)
-    except EscrowError as error:
-        _fail(error, as_json)
+    removed = credentials.remove(url, revoke=revoke)
     if removed is None:
         emit(
             {"state": "logged_out", "broker": broker, "revoked": False},

@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 import click
 
-from broker.cli.keys import client_options, emit, open_client, reporting
+from broker.cli.client import client_options, open_client, reporting
+from broker.cli.output import emit
 from broker.client.http import BrokerClient
 from broker.errors import EscrowError, InvalidInput, TamperDetected, Unauthorized
 

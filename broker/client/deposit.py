@@ -47,6 +47,7 @@ URL_MARGIN = timedelta(seconds=60)  # re-presign a URL that expires sooner than 
 class DepositFailed(EscrowError):
     status = 409
     title = "deposit failed verification"
+    exit_code = 3  # `escrow deposit` exits 3 (broker.cli.client.EXIT_FAILED)
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,7 @@ def test_no_wait_returns_once_submitted_and_a_rerun_waits_for_the_seal(lab: Lab,
 def test_pins_forget_lets_the_next_command_pin_the_new_keys(lab: Lab) -> None:
     from click.testing import CliRunner
 
-    from broker.cli.deposit import pins
+    from broker.cli.pins import pins
 
     keys = json.loads(urllib.request.urlopen(lab.proxy.url + "/api/v1/keys").read())
     check_keys(lab.proxy.url, keys, lab.config_dir)
