@@ -332,3 +332,69 @@ class NdaSignatureContext(Base):
     typed_name: Mapped[str] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# --- access (issue 4): requests, reviews, grants, key releases --------------------------------
+
+
+class AccessRequest(Base):
+    """A researcher's request for a deposit; the decision records the policy's SHA-256."""
+
+    __tablename__ = "access_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("researcher_keys.id"), nullable=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    days_requested: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending|approved|denied|withdrawn
+    policy_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    policy_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision: Mapped[str] = mapped_column(Text, default="{}")  # JSON: missing, reasons
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deposit: Mapped[Deposit] = relationship()
+    user: Mapped[User] = relationship()
+
+
+class Review(Base):
+    """One reviewer's approval or denial of a request."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("request_id", "reviewer_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    approve: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Grant(Base):
+    """Time-limited access to one deposit for one researcher key, pinned at approval."""
+
+    __tablename__ = "grants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("researcher_keys.id"))
+    recipient: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    releases_per_file: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    deposit: Mapped[Deposit] = relationship()
+
+
+class KeyRelease(Base):
+    """One header issued for one file under a grant: a key release on the audit log."""
+
+    __tablename__ = "key_releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    file_idx: Mapped[int] = mapped_column(Integer)
+    header_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
