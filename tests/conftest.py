@@ -7,7 +7,7 @@ import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -222,27 +222,38 @@ def second_oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.Oid
 
 @dataclass
 class Person:
-    user_id: str
+    user_id: int
     token: str
+    email: str
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+PERSON_ISSUER = "https://idp.uni.example"
+
+
 @pytest.fixture
 def make_person(escrow):
-    """A factory: a user (with optional roles) and a bearer token of a fresh login."""
-
+    """A factory: a user (with optional roles) and the bearer token of a login made
+    `minutes_ago` (default: just now) through a real login session."""
     from broker.domain.principals import OPERATOR
     from broker.services import admin, people, sessions
 
-    def make(email: str, org_roles: tuple[tuple[str, str], ...] = (),
-             global_roles: tuple[str, ...] = ()) -> Person:
+    def make(
+        email: str = "ada@uni.example",
+        org_roles: tuple[tuple[str, str], ...] = (),
+        global_roles: tuple[str, ...] = (),
+        *,
+        name: str | None = None,
+        minutes_ago: float = 0,
+    ) -> Person:
         with escrow.uow() as uow:
             user = people.upsert_user(
-                uow, OPERATOR, "https://idp.uni.example", email,
-                people.Claims(email=email, email_verified=True, name=email.split("@")[0]),
+                uow, OPERATOR, PERSON_ISSUER, email,
+                people.Claims(email=email, email_verified=True,
+                              name=name or email.split("@")[0]),
             )
             for org, role in org_roles:
                 if admin.find_org(uow, org) is None:
@@ -250,9 +261,10 @@ def make_person(escrow):
                 people.grant_org_role(uow, OPERATOR, user, org, role)
             for role in global_roles:
                 people.grant_global_role(uow, OPERATOR, user, role)
-            session = sessions.start_session(uow, user, "device", user.issuer, datetime.now(UTC))
+            auth_time = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+            session = sessions.start_session(uow, user, "web", PERSON_ISSUER, auth_time)
             pair = sessions.issue_tokens(uow, session)
             uow.commit()
-            return Person(str(user.id), pair.access_token)
+            return Person(user.id, pair.access_token, email)
 
     return make

@@ -6,51 +6,27 @@ import io
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from broker import age
-from broker.services import people, sessions
 
 ISSUER = "https://idp.uni.example"
 
 
-@dataclass
-class Researcher:
-    user_id: int
-    token: str
-    email: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 @pytest.fixture
-def login(escrow):
+def login(make_person):
     """A factory: a user logged in `minutes_ago` (default: just now), with an access token."""
 
-    def make(email: str = "ada@uni.example", *, minutes_ago: float = 0,
-             name: str = "Ada Lovelace") -> Researcher:
-        with escrow.uow() as uow:
-            user = people.upsert_user(
-                uow, None, ISSUER, email,
-                people.Claims(email=email, email_verified=True, name=name),
-            )
-            auth_time = datetime.now(UTC) - timedelta(minutes=minutes_ago)
-            session = sessions.start_session(uow, user, "web", ISSUER, auth_time)
-            pair = sessions.issue_tokens(uow, session)
-            uow.commit()
-            return Researcher(user.id, pair.access_token, email)
+    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace", **options):
+        return make_person(email, name=name, **options)
 
     return make
 
 
 @pytest.fixture
-def ada(login) -> Researcher:
+def ada(login):
     return login()
 
 

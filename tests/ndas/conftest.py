@@ -6,14 +6,13 @@ import io
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from broker import age
-from broker.services import keys, people, sessions
+from broker.services import keys
 
 ISSUER = "https://idp.uni.example"
 REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
@@ -57,32 +56,18 @@ def settings(settings, policy_dir):
     return settings.with_overrides(policy_dir=policy_dir)
 
 
-@dataclass
-class Researcher:
-    user_id: int
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 @pytest.fixture
-def login(escrow):
-    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace") -> Researcher:
-        with escrow.uow() as uow:
-            user = people.upsert_user(uow, None, ISSUER, email, people.Claims(
-                email=email, email_verified=True, name=name))
-            session = sessions.start_session(uow, user, "web", ISSUER, datetime.now(UTC))
-            pair = sessions.issue_tokens(uow, session)
-            uow.commit()
-            return Researcher(user.id, pair.access_token)
+def login(make_person):
+    """A factory: a logged-in researcher with an access token."""
+
+    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace", **options):
+        return make_person(email, name=name, **options)
 
     return make
 
 
 @pytest.fixture
-def ada(login) -> Researcher:
+def ada(login):
     return login()
 
 
@@ -102,7 +87,7 @@ def ssh_keygen(require_part):
 def prove_ssh_key(escrow):
     """Register and prove an ssh key for a researcher through the services (fresh login)."""
 
-    def run(person: Researcher, private_key: Path, *, prove: bool = True) -> str:
+    def run(person, private_key: Path, *, prove: bool = True) -> str:
         from broker.domain.principals import Principal
 
         actor = Principal(kind="user", id=str(person.user_id), auth_time=datetime.now(UTC))
