@@ -1,0 +1,608 @@
+"""Access policies: the typed model of one policy file, and its validation. Pure.
+
+A policy is a YAML file directly in the policy directory (`$ESCROW_POLICY_DIR`). Its id is the
+file's stem, its identity the SHA-256 of the file's bytes (recorded with every decision).
+
+Why typed models and not a JSON Schema: every error must name the file and the line, and the
+messages must say what to write instead. We read the YAML as a node tree (`yaml.compose`, which
+keeps each node's line) and check it with explicit code into frozen dataclasses; a JSON Schema
+would report paths into a plain dict with generic wording, and we would have to map each error
+back to a node anyway. All problems of a file are collected, not only the first.
+
+The format (see `policies/examples/` for commented files):
+
+    organisation: acme-ai
+    models: ["acme-ai/*"]              # ORG/NAME or ORG/PREFIX*, inside `organisation`
+    nda: {id: acme-research-nda, min_version: 1}     # or `nda: null` for no NDA
+    eligibility:                       # optional; these are the defaults
+      verified_email: true
+      email_domains: []                # [] = any; "uni.example" or "*.uni.example"
+      affiliations: []                 # [] = any; "faculty@uni.example" or "*@uni.example"
+      proven_key: true
+    approvals: {count: 1, role: reviewer, allow_requester_org: false, auto: false}
+    grant: {default_days: 14, max_days: 30, releases_per_file: 3, renewal: false}
+    require_post_quantum_key: false
+    embargo_until: 2025-06-01          # optional: no request is allowed before this UTC date
+    description: "…"                   # optional, shown to people
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from broker.domain.names import ROLES
+from broker.errors import ConfigError
+
+MAX_POLICY_BYTES = 64 * 1024  # a policy, not a data file; keeps a bad file from filling memory
+MAX_DAYS = 3650  # a sanity bound on grant durations: ten years is already not "time-limited"
+WILDCARD = "*"
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_POLICY_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
+_NDA_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
+_NDA_VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?$")
+_LITERAL = re.compile(r"^[a-z0-9._-]*$")
+_DOMAIN = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+_AFFILIATION = re.compile(
+    r"^(?:\*|[a-z][a-z0-9_-]{0,63})@"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
+)
+_TAG = "tag:yaml.org,2002:"
+
+
+# --- what a loaded policy is ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NdaRequirement:
+    id: str
+    min_version: str  # compared in natural order (broker.domain.nda.version_key)
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    verified_email: bool = True
+    email_domains: tuple[str, ...] = ()  # empty: any domain
+    affiliations: tuple[str, ...] = ()  # empty: any affiliation (or none)
+    proven_key: bool = True
+
+
+@dataclass(frozen=True)
+class Approvals:
+    count: int  # 0 exactly when `auto`
+    role: str = "reviewer"  # a role in the policy's organisation
+    allow_requester_org: bool = False  # may members of the requester's own orgs approve?
+    auto: bool = False  # allowed as soon as eligible (a qualified denial still refuses)
+
+
+@dataclass(frozen=True)
+class GrantLimits:
+    default_days: int
+    max_days: int
+    releases_per_file: int
+    renewal: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str  # the file's stem
+    path: Path
+    sha256: str  # of the file's exact bytes
+    organisation: str
+    models: tuple[str, ...]  # patterns, each inside `organisation`
+    nda: NdaRequirement | None
+    eligibility: Eligibility
+    approvals: Approvals
+    grant: GrantLimits
+    require_post_quantum_key: bool = False
+    embargo_until: date | None = None  # requests are refused before 00:00 UTC that day
+    description: str = ""
+    # where keys and model patterns are (line numbers), for cross-file errors; not compared
+    lines: dict[str, int] | None = field(default=None, compare=False, repr=False)
+
+    def covers(self, model: str) -> bool:
+        return any(pattern_matches(p, model) for p in self.models)
+
+    def specificity(self, model: str) -> tuple[int, int] | None:
+        """How specifically this policy names `model` (higher wins), None when it does not."""
+        found = [pattern_specificity(p) for p in self.models if pattern_matches(p, model)]
+        return max(found) if found else None
+
+    def line_of(self, key: str) -> int:
+        return (self.lines or {}).get(key, 1)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    path: Path
+    line: int  # 1-based; 1 when the problem is about the whole file
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class PolicyError(ConfigError):
+    """The policy directory has errors; nothing is decided by it until they are fixed."""
+
+    title = "invalid access policies"
+
+    def __init__(self, problems: list[PolicyProblem] | tuple[PolicyProblem, ...]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0] if self.problems else "no problems?"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(
+            f"access policies are invalid, so no request can be decided: {first}{more}",
+            hint="run `escrow policy check` on the policy directory and fix every error listed",
+        )
+
+
+# --- patterns -----------------------------------------------------------------------------------
+
+
+def pattern_problem(pattern: str, organisation: str) -> str | None:
+    """Why `pattern` is not a valid model pattern of `organisation`, or None."""
+    org, sep, rest = pattern.partition("/")
+    if not sep:
+        return f"model pattern {pattern!r} is not ORG/NAME or ORG/PREFIX*"
+    if org != organisation:
+        return (
+            f"model pattern {pattern!r} is outside organisation {organisation!r}: "
+            f"a policy only names its own organisation's models ({organisation}/…)"
+        )
+    literal = rest[:-1] if rest.endswith(WILDCARD) else rest
+    if WILDCARD in literal or not _LITERAL.match(literal):
+        return (
+            f"model pattern {pattern!r} is not valid: use lowercase letters, digits, "
+            f"'.', '_' or '-', and at most one '*', at the end"
+        )
+    if not rest.endswith(WILDCARD) and not _SLUG.match(rest):
+        return f"model pattern {pattern!r} does not name a valid model"
+    return None
+
+
+def pattern_key(pattern: str) -> str:
+    """The key of a pattern's line in `Policy.lines`."""
+    return "models:" + pattern
+
+
+def pattern_matches(pattern: str, model: str) -> bool:
+    if pattern.endswith(WILDCARD):
+        return model.startswith(pattern[:-1])
+    return model == pattern
+
+
+def pattern_specificity(pattern: str) -> tuple[int, int]:
+    """Exact names beat every wildcard; among wildcards, the longer literal prefix wins."""
+    if pattern.endswith(WILDCARD):
+        return (0, len(pattern) - 1)
+    return (1, len(pattern))
+
+
+# --- reading one file ---------------------------------------------------------------------------
+
+
+def parse_policy(raw: bytes, path: Path) -> tuple[Policy | None, list[PolicyProblem]]:
+    """One policy from a file's bytes; `path` names it. Either a policy or every problem found."""
+    reader = _Reader(path)
+    policy = reader.policy(raw)
+    if reader.problems:
+        return None, sorted(reader.problems, key=lambda p: p.line)
+    return policy, []
+
+
+_TOP = (
+    "organisation",
+    "models",
+    "nda",
+    "eligibility",
+    "approvals",
+    "grant",
+    "require_post_quantum_key",
+    "embargo_until",
+    "description",
+)
+_TOP_REQUIRED = ("organisation", "models", "nda", "approvals", "grant")
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[PolicyProblem] = []
+        self.lines: dict[str, int] = {}
+        self._constructor = SafeConstructor()
+
+    def error(self, where: Node | int, message: str) -> None:
+        line = where if isinstance(where, int) else where.start_mark.line + 1
+        self.problems.append(PolicyProblem(self.path, line, message))
+
+    # the file
+
+    def policy(self, raw: bytes) -> Policy | None:
+        stem = self.path.stem
+        if not _POLICY_ID.match(stem):
+            self.error(
+                1,
+                f"file name {self.path.name!r} is not a valid policy id: name it "
+                "with lowercase letters, digits, '.', '_' or '-', e.g. acme-ai.yaml",
+            )
+        if len(raw) > MAX_POLICY_BYTES:
+            self.error(1, f"is {len(raw)} bytes, more than {MAX_POLICY_BYTES}")
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self.error(raw[: error.start].count(b"\n") + 1, "is not valid UTF-8")
+            return None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line = mark.line + 1 if mark else 1
+            context = ""
+            if error.context and error.context_mark and error.problem:
+                context = f" ({error.context} started on line {error.context_mark.line + 1})"
+            self.error(line, f"is not valid YAML: {error.problem or error.context}{context}")
+            return None
+        except yaml.YAMLError as error:
+            self.error(1, f"is not valid YAML: {error}")
+            return None
+        if root is None:
+            self.error(1, "is empty: a policy names at least " + ", ".join(_TOP_REQUIRED))
+            return None
+        fields = self.mapping(root, "the policy", _TOP, _TOP_REQUIRED)
+        if fields is None:
+            return None
+        self.lines.update({key: node.start_mark.line + 1 for key, node in fields.items()})
+
+        organisation = self.at(
+            fields,
+            "organisation",
+            lambda n: self.string(n, "organisation", _SLUG, "an organisation name such as acme-ai"),
+        )
+        models = self.at(fields, "models", lambda n: self.models(n, organisation))
+        nda = self.at(fields, "nda", self.nda)
+        eligibility = self.at(fields, "eligibility", self.eligibility, Eligibility())
+        approvals = self.at(fields, "approvals", self.approvals)
+        grant = self.at(fields, "grant", self.grant)
+        post_quantum = self.at(
+            fields,
+            "require_post_quantum_key",
+            lambda n: self.boolean(n, "require_post_quantum_key"),
+            False,
+        )
+        embargo = self.at(fields, "embargo_until", self.date)
+        description = self.at(fields, "description", lambda n: self.string(n, "description"), "")
+        if self.problems:
+            return None
+        assert organisation is not None and models is not None  # no problems: all were read
+        assert eligibility is not None and approvals is not None and grant is not None
+        return Policy(
+            id=stem,
+            path=self.path,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            organisation=organisation,
+            models=models,
+            nda=nda,
+            eligibility=eligibility,
+            approvals=approvals,
+            grant=grant,
+            require_post_quantum_key=bool(post_quantum),
+            embargo_until=embargo,
+            description=description or "",
+            lines=dict(self.lines),
+        )
+
+    # sections
+
+    def models(self, node: Node, organisation: str | None) -> tuple[str, ...] | None:
+        items = self.sequence(node, "models")
+        if items is None:
+            return None
+        if not items:
+            self.error(
+                node,
+                f"models is empty: name at least one pattern, e.g. {organisation or 'acme-ai'}/*",
+            )
+            return None
+        patterns: list[str] = []
+        for item in items:
+            pattern = self.string(item, "a model pattern")
+            if pattern is None:
+                continue
+            if pattern in patterns:
+                self.error(item, f"model pattern {pattern!r} is listed twice")
+                continue
+            if organisation is not None:
+                problem = pattern_problem(pattern, organisation)
+                if problem:
+                    self.error(item, problem)
+                    continue
+            patterns.append(pattern)
+            self.lines[pattern_key(pattern)] = item.start_mark.line + 1
+        return tuple(patterns)
+
+    def nda(self, node: Node) -> NdaRequirement | None:
+        if _is(node, "null"):
+            return None  # written out: this policy deliberately asks for no NDA
+        fields = self.mapping(node, "nda", ("id", "min_version"), ("id", "min_version"))
+        if fields is None:
+            return None
+        nda_id = self.at(
+            fields,
+            "id",
+            lambda n: self.string(
+                n, "nda id", _NDA_ID, "the id of an NDA text in ndas/, e.g. acme-research-nda"
+            ),
+        )
+        version_node = fields.get("min_version")
+        if version_node is None:
+            version = None
+        elif _is(version_node, "int"):
+            version: str | None = str(self.scalar(version_node))
+        elif _is(version_node, "float"):
+            self.error(
+                version_node,
+                f"nda min_version {version_node.value} reads as a number: "
+                f"quote it ('{version_node.value}') so 1.10 stays 1.10",
+            )
+            version = None
+        else:
+            version = self.string(
+                version_node, "nda min_version", _NDA_VERSION, "an NDA version such as 1 or 2024-05"
+            )
+        if nda_id is None or version is None:
+            return None
+        return NdaRequirement(nda_id, version)
+
+    def eligibility(self, node: Node) -> Eligibility | None:
+        keys = ("verified_email", "email_domains", "affiliations", "proven_key")
+        fields = self.mapping(node, "eligibility", keys, ())
+        if fields is None:
+            return None
+        default = Eligibility()
+        verified = self.optional(
+            fields, "verified_email", self.boolean, default.verified_email, "eligibility"
+        )
+        domains = self.patterns(
+            fields.get("email_domains"),
+            "email domain",
+            _DOMAIN,
+            "a domain such as uni.example, or *.uni.example for its subdomains",
+        )
+        affiliations = self.patterns(
+            fields.get("affiliations"),
+            "affiliation",
+            _AFFILIATION,
+            "a scoped affiliation such as faculty@uni.example, or *@uni.example for any",
+        )
+        proven_key = self.optional(
+            fields, "proven_key", self.boolean, default.proven_key, "eligibility"
+        )
+        if None in (verified, domains, affiliations, proven_key):
+            return None
+        return Eligibility(bool(verified), domains or (), affiliations or (), bool(proven_key))
+
+    def approvals(self, node: Node) -> Approvals | None:
+        keys = ("count", "role", "allow_requester_org", "auto")
+        fields = self.mapping(node, "approvals", keys, ())
+        if fields is None:
+            return None
+        auto = self.optional(fields, "auto", self.boolean, False, "approvals")
+        count = self.optional(
+            fields, "count", lambda n, what: self.integer(n, what, 0, 100), None, "approvals"
+        )
+        role = self.optional(
+            fields, "role", lambda n, what: self.choice(n, what, ROLES), "reviewer", "approvals"
+        )
+        allow_org = self.optional(fields, "allow_requester_org", self.boolean, False, "approvals")
+        if auto is True and count not in (None, 0):
+            self.error(
+                fields["count"],
+                f"approvals: auto is true but count is {count}: "
+                "remove count (or set it to 0), or set auto to false",
+            )
+            return None
+        if auto is False and "count" not in fields:
+            self.error(node, "approvals needs count (at least 1), or auto: true")
+            return None
+        if auto is False and count == 0:
+            self.error(
+                fields["count"],
+                "approvals count is 0 without auto: use auto: true "
+                "to approve eligible requests automatically",
+            )
+            return None
+        if None in (auto, role, allow_org) or (not auto and count is None):
+            return None
+        return Approvals(count or 0, str(role), bool(allow_org), bool(auto))
+
+    def grant(self, node: Node) -> GrantLimits | None:
+        keys = ("default_days", "max_days", "releases_per_file", "renewal")
+        fields = self.mapping(
+            node, "grant", keys, ("default_days", "max_days", "releases_per_file")
+        )
+        if fields is None:
+            return None
+        default_days = self.at(
+            fields, "default_days", lambda n: self.integer(n, "grant default_days", 1, MAX_DAYS)
+        )
+        max_days = self.at(
+            fields, "max_days", lambda n: self.integer(n, "grant max_days", 1, MAX_DAYS)
+        )
+        releases = self.at(
+            fields,
+            "releases_per_file",
+            lambda n: self.integer(n, "grant releases_per_file", 1, 1000),
+        )
+        renewal = self.optional(fields, "renewal", self.boolean, False, "grant")
+        if default_days is not None and max_days is not None and default_days > max_days:
+            self.error(
+                fields["default_days"],
+                f"grant default_days ({default_days}) is longer than max_days ({max_days})",
+            )
+            return None
+        if None in (default_days, max_days, releases, renewal):
+            return None
+        return GrantLimits(default_days, max_days, releases, bool(renewal))  # type: ignore[arg-type]
+
+    # values
+
+    def mapping(
+        self, node: Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> dict[str, Node] | None:
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{what} must be a mapping of keys to values, found {_kind(node)}")
+            return None
+        fields: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == "<<":
+                self.error(key_node, f"{what} uses a YAML merge key ('<<'); write the keys out")
+                continue
+            if not (isinstance(key_node, ScalarNode) and _is(key_node, "str")):
+                self.error(key_node, f"{what} has a key that is not a plain name")
+                continue
+            key = key_node.value
+            if key not in allowed:
+                self.error(
+                    key_node,
+                    f"{what} has an unknown key {key!r}; expected one of {', '.join(allowed)}",
+                )
+            elif key in fields:
+                self.error(key_node, f"{what} has the key {key!r} twice")
+            else:
+                fields[key] = value_node
+        for key in required:
+            if key not in fields and key in allowed:
+                self.error(node, f"{what} lacks {key!r}")
+        return fields
+
+    def at(
+        self, fields: dict[str, Node], key: str, read: Callable[[Node], Any], default: Any = None
+    ) -> Any:
+        """Read `fields[key]` when present (a missing required key was reported already)."""
+        return read(fields[key]) if key in fields else default
+
+    def scalar(self, node: Node) -> Any:
+        return self._constructor.construct_object(node, deep=True)
+
+    def string(
+        self, node: Node, what: str, pattern: re.Pattern[str] | None = None, expected: str = ""
+    ) -> str | None:
+        if not (isinstance(node, ScalarNode) and _is(node, "str")):
+            self.error(node, f"{what} must be a string, found {_kind(node)}")
+            return None
+        value = node.value
+        if pattern is not None and not pattern.match(value):
+            self.error(node, f"{what} {value[:60]!r} is not valid: use {expected}")
+            return None
+        return value
+
+    def choice(self, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
+        value = self.string(node, what)
+        if value is not None and value not in choices:
+            self.error(node, f"{what} {value!r} is unknown; use one of {', '.join(choices)}")
+            return None
+        return value
+
+    def boolean(self, node: Node, what: str) -> bool | None:
+        if not (isinstance(node, ScalarNode) and _is(node, "bool")):
+            self.error(node, f"{what} must be true or false, found {_kind(node)}")
+            return None
+        return bool(self.scalar(node))
+
+    def integer(self, node: Node, what: str, low: int, high: int) -> int | None:
+        if not (isinstance(node, ScalarNode) and _is(node, "int")):
+            self.error(node, f"{what} must be a whole number, found {_kind(node)}")
+            return None
+        value = int(self.scalar(node))
+        if not low <= value <= high:
+            self.error(node, f"{what} is {value}, expected {low} to {high}")
+            return None
+        return value
+
+    def date(self, node: Node) -> date | None:
+        value: Any = None
+        if isinstance(node, ScalarNode) and (_is(node, "timestamp") or _is(node, "str")):
+            try:
+                value = date.fromisoformat(node.value)
+            except ValueError:
+                value = None
+        if value is None:
+            self.error(
+                node,
+                f"embargo_until must be a date such as 2025-06-01, found "
+                f"{node.value if isinstance(node, ScalarNode) else _kind(node)!r}",
+            )
+        return value
+
+    def sequence(self, node: Node, what: str) -> list[Node] | None:
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"{what} must be a list, found {_kind(node)}")
+            return None
+        return list(node.value)
+
+    def patterns(
+        self, node: Node | None, what: str, pattern: re.Pattern[str], expected: str
+    ) -> tuple[str, ...] | None:
+        if node is None:
+            return ()
+        items = self.sequence(node, what + "s")
+        if items is None:
+            return None
+        values: list[str] = []
+        ok = True
+        for item in items:
+            value = self.string(item, f"{what}")
+            if value is None:
+                ok = False
+            elif not pattern.match(value.lower()):
+                self.error(item, f"{what} {value[:60]!r} is not valid: use {expected}")
+                ok = False
+            else:
+                values.append(value.lower())
+        return tuple(values) if ok else None
+
+    def optional(
+        self,
+        fields: dict[str, Node],
+        key: str,
+        read: Callable[[Node, str], Any],
+        default: Any,
+        section: str,
+    ) -> Any:
+        return read(fields[key], f"{section} {key}") if key in fields else default
+
+
+def _is(node: Node, tag: str) -> bool:
+    return node.tag == _TAG + tag
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    names = {
+        "str": "a string",
+        "int": "a number",
+        "float": "a number",
+        "bool": "true/false",
+        "null": "nothing",
+        "timestamp": "a date",
+    }
+    found = names.get(node.tag.removeprefix(_TAG), f"a value tagged {node.tag}")
+    return f"{found} ({node.value[:40]!r})" if node.value else found
