@@ -9,10 +9,14 @@ the app's error handlers (`broker.api.common.register_error_handlers`).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request, send_file
-from werkzeug.exceptions import LengthRequired
+from pathlib import Path
 
-from broker.adapters.objectstore.local import OP_GET, OP_PUT_PART, LocalStore
+from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import ContentRange
+from werkzeug.exceptions import LengthRequired, RequestedRangeNotSatisfiable
+from werkzeug.wsgi import FileWrapper
+
+from broker.adapters.objectstore.local import BLOCK_SIZE, OP_GET, OP_PUT_PART, LocalStore
 from broker.api.openapi import operation, path_params
 from broker.errors import NotFound
 
@@ -56,10 +60,45 @@ def put_part(token: str) -> Response:
 def get_object(token: str) -> Response:
     store = _local_store()
     grant = store.verify_url(token, OP_GET)
-    response = send_file(
-        store.object_file(grant.key), mimetype="application/octet-stream", conditional=True
-    )
+    path = store.object_file(grant.key)
+    size = path.stat().st_size
+    byte_range = request.range.range_for_length(size) if request.range else None
+    if request.range and byte_range is None:
+        raise RequestedRangeNotSatisfiable(length=size)
+    start, end = byte_range or (0, size)
+    window = _Window(path, start, end - start)
+    # wsgi.file_wrapper lets gunicorn send the bytes with sendfile() from the window's offset,
+    # for ranges too; werkzeug's own range responses copy through Python 8 KiB at a time.
+    body = request.environ.get("wsgi.file_wrapper", FileWrapper)(window, BLOCK_SIZE)
+    response = Response(body, status=206 if byte_range else 200,
+                        mimetype="application/octet-stream", direct_passthrough=True)
+    response.content_length = end - start
+    response.accept_ranges = "bytes"
+    if byte_range:
+        response.content_range = ContentRange("bytes", start, end, size)
     # The URL is a bearer credential: nobody between the client and us should keep a copy.
     response.cache_control.private = True
     response.cache_control.no_store = True
     return response
+
+
+class _Window:
+    """`length` bytes of a file from `start`: read() stops there (for servers that iterate),
+    fileno() is positioned at `start` (for servers that sendfile() Content-Length bytes)."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        self._handle = open(path, "rb")  # noqa: SIM115 - closed by the WSGI server (close())
+        self._handle.seek(start)
+        self._left = length
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._handle.read(size)
+        self._left -= len(data)
+        return data
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
+
+    def close(self) -> None:
+        self._handle.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from broker.adapters.db.models import Organisation, ServiceToken
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain.clock import now
 from broker.domain.names import check_org_name, check_role
 from broker.domain.principals import Principal, service_token
 from broker.domain.secrets import new_secret, secret_matches, split_secret
@@ -60,7 +61,7 @@ def create_token(
     check_role(role)
     org = get_org(uow, org_name)
     issued = new_secret("esk")
-    expires = datetime.now(UTC) + timedelta(days=days)
+    expires = now() + timedelta(days=days)
     uow.session.add(
         ServiceToken(
             id=issued.id,
@@ -88,7 +89,7 @@ def revoke_token(uow: UnitOfWork, actor: Principal, token_id: str) -> None:
             f"token {token_id!r} does not exist", hint="list them: escrow admin token list"
         )
     if token.revoked_at is None:
-        token.revoked_at = datetime.now(UTC)
+        token.revoked_at = now()
         uow.audit("token.revoked", actor, {"token": token_id, "org": token.organisation.name})
     uow.commit()
 
@@ -113,6 +114,6 @@ def authenticate(uow: UnitOfWork, presented: str) -> Principal:
     token = uow.session.get(ServiceToken, token_id)
     if token is None or not secret_matches(secret, token.secret_sha256):
         raise _INVALID
-    if token.revoked_at is not None or token.expires_at <= datetime.now(UTC):
+    if token.revoked_at is not None or token.expires_at <= now():
         raise _INVALID
     return service_token(token.id, token.organisation.name, token.role)

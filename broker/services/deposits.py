@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -443,6 +442,3 @@ def describe(deposit: Deposit) -> dict[str, Any]:
         ],
     }
 
-
-def now() -> datetime:
-    return datetime.now(UTC)

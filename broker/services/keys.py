@@ -18,7 +18,7 @@ import hmac
 import io
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from broker import age
 from broker.adapters.db.models import ResearcherKey, User
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import authorize
+from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.sshsig import ssh_fingerprint
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
@@ -55,9 +56,6 @@ class LoginTooOld(Unauthorized):
 class ChallengeExpired(Conflict):
     title = "challenge expired"
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def require_recent_login(

@@ -6,7 +6,6 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -14,6 +13,7 @@ from sqlalchemy import delete, select
 from broker.adapters.db.models import GlobalRole, Membership, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork
 from broker.auditlog.leaf import canonical_json
+from broker.domain.clock import now
 from broker.domain.names import check_role
 from broker.domain.principals import GLOBAL_ROLES, Principal
 from broker.errors import InvalidInput, NotFound
@@ -87,7 +87,7 @@ def upsert_user(
     )
     profile.affiliations = json.dumps(sorted(set(claims.affiliations)))
     profile.claims = json.dumps(claims.raw or {}, sort_keys=True, default=str)
-    profile.updated_at = datetime.now(UTC)
+    profile.updated_at = now()
     uow.session.flush()
     if created:
         uow.audit(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from broker.adapters.db.models import LoginLink, LoginSession, User, UserToken
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
 from broker.errors import Unauthorized
@@ -32,9 +33,6 @@ INVALID_TOKEN = Unauthorized(
     hint="log in again (`escrow login BROKER`), or pass a current token with --token",
 )
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def start_session(

@@ -16,6 +16,7 @@ from broker.adapters.db.models import Deposit
 from broker.adapters.db.uow import UnitOfWork
 from broker.auditlog.leaf import canonical_json
 from broker.container import Escrow
+from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import EscrowError, NotFound
 from broker.services import signing
@@ -26,7 +27,6 @@ from broker.services.deposits import (
     deposit_identity,
     deposit_prefix,
     header_key,
-    now,
     payload_key,
 )
 

@@ -14,9 +14,10 @@ from sqlalchemy import or_, select
 from broker.adapters.db.models import Deposit, Job
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
+from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services.deposits import FAILED, VERIFYING, now
+from broker.services.deposits import FAILED, VERIFYING
 from broker.services.verification import run_verification
 
 log = logging.getLogger(__name__)
