@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from broker.adapters.oidc import init_oidc
-    from broker.api import deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import access, deposits, keys, meta, ndas, oauth, orgs, store_urls
     from broker.api.common import register_error_handlers
     from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(keys.bp)
     app.register_blueprint(ndas.bp)
     app.register_blueprint(orgs.bp)
+    app.register_blueprint(access.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(web_device.bp)
     return app

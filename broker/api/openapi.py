@@ -51,12 +51,14 @@ def path_params(*names: str) -> list[dict[str, Any]]:
 
 
 def openapi_document() -> dict[str, Any]:
-    from broker.api import deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import access, deposits, keys, meta, ndas, oauth, orgs, store_urls
     from broker.web import auth as web_auth
     from broker.web import device as web_device
 
     paths: dict[str, Any] = {}
-    for module in (meta, deposits, store_urls, orgs, keys, ndas, oauth, web_device, web_auth):
+    for module in (
+        meta, deposits, store_urls, orgs, keys, ndas, access, oauth, web_device, web_auth
+    ):
         paths.update(module.OPENAPI)
     return {
         "openapi": "3.1.0",

@@ -24,6 +24,7 @@ COMMANDS = {
     "worker": "broker.cli.server:worker",
     "verify": "broker.cli.server:verify",
     "admin": "broker.cli.admin:admin",
+    "policy": "broker.cli.policy:policy",
     # client side: labs, researchers, auditors
     "login": "broker.cli.login:login",
     "whoami": "broker.cli.login:whoami",
@@ -32,6 +33,11 @@ COMMANDS = {
     "pins": "broker.cli.pins:pins",
     "keys": "broker.cli.keys:keys",
     "nda": "broker.cli.nda:nda",
+    "fetch": "broker.cli.fetch:fetch",
+    "request": "broker.cli.access:request",
+    "requests": "broker.cli.access:requests",
+    "review": "broker.cli.access:review",
+    "grants": "broker.cli.access:grants",
 }
 
 

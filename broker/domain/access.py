@@ -41,6 +41,13 @@ RULES: dict[str, Rule] = {
     "roles.global.write": GlobalRole(("operator",)),
     "keys.manage": Person(),
     "nda.sign": Person(),
+    "request.create": Person(),
+    "review.read": OrgRole(("reviewer", "admin")),
+    "review.decide": OrgRole(("reviewer", "admin")),
+    "grant.read_own": Person(),
+    "grant.read_org": OrgRole(("reviewer", "admin")),
+    "grant.revoke": OrgRole(("reviewer", "admin")),
+    "grant.release": Person(),
 }
 
 

@@ -57,6 +57,17 @@ TABLE = {
     ("DELETE", "/api/v1/orgs/{org}/members"): ORG_ADMIN,
     ("POST", "/api/v1/roles"): OPERATOR,
     ("DELETE", "/api/v1/roles"): OPERATOR,
+    ("POST", "/api/v1/requests"): PERSON_ONLY,
+    ("GET", "/api/v1/requests"): PERSON_ONLY,
+    ("POST", "/api/v1/requests/explain"): PERSON_ONLY,
+    ("GET", "/api/v1/requests/{request_id}"): PERSON_ONLY,
+    ("POST", "/api/v1/requests/{request_id}/approve"): PERSON_ONLY,
+    ("POST", "/api/v1/requests/{request_id}/deny"): PERSON_ONLY,
+    ("GET", "/api/v1/reviews"): PERSON_ONLY,
+    ("GET", "/api/v1/grants"): PERSON_ONLY,
+    ("POST", "/api/v1/grants/{grant_id}/revoke"): PERSON_ONLY,
+    ("POST", "/api/v1/grants/{grant_id}/files/{index}/release"): PERSON_ONLY,
+    ("GET", "/api/v1/grants/{grant_id}/manifest"): PERSON_ONLY,
 }
 
 
@@ -93,7 +104,8 @@ def identities(lab, make_person) -> dict[str, dict[str, str]]:
 def test_every_route_answers_every_identity_as_the_table_says(client, lab, identities):
     deposit = lab.open({"a": b"1"})
     values = {"deposit_id": deposit["deposit_id"], "index": "0", "org": "acme-ai",
-              "nda_id": "acme-research-nda", "key_id": "0" * 32}
+              "nda_id": "acme-research-nda", "key_id": "0" * 32,
+              "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)

@@ -1,0 +1,273 @@
+"""JSON API for access: requests, reviews, grants and key releases (translate only).
+
+POST /api/v1/requests                       ask for a sealed model version (a person)
+POST /api/v1/requests/explain               what the policy would decide, changing nothing
+GET  /api/v1/requests[/<id>]                my requests (a request: mine, or my org's)
+POST /api/v1/requests/<id>/approve|deny     a reviewer's decision
+GET  /api/v1/reviews                        pending requests of the orgs I review for
+GET  /api/v1/grants[?org=ORG]               my grants, or an organisation's (reviewers)
+POST /api/v1/grants/<id>/revoke             at once (reviewer or admin of the org)
+POST /api/v1/grants/<id>/files/<n>/release  a fresh header for the pinned key + payload URL
+GET  /api/v1/grants/<id>/manifest           the deposit's signed manifest, to verify
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, jsonify, request
+
+from broker.api.common import caller, escrow, json_body, problem
+from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.services import access as service
+from broker.services import grants
+
+bp = Blueprint("access", __name__, url_prefix="/api/v1")
+
+DECISION = obj(
+    allowed=BOOLEAN,
+    eligible=BOOLEAN,
+    missing=array(STRING),
+    reasons=array(STRING),
+    grant_days=INTEGER,
+    clamped=BOOLEAN,
+    policy=obj(id=STRING, sha256=STRING),
+)
+REQUEST = obj(
+    id=STRING,
+    model=STRING,
+    version=STRING,
+    deposit_id=STRING,
+    state={"enum": ["pending", "approved", "denied", "withdrawn"]},
+    purpose=STRING,
+    days_requested=INTEGER,
+    key_id=STRING,
+    decision=DECISION,
+    grant_id=STRING,
+    reviews=array(obj(reviewer=STRING, approve=BOOLEAN, comment=STRING, created_at=STRING)),
+    researcher=obj(),
+)
+ASK = obj(model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING)
+GRANT = obj(
+    id=STRING,
+    request_id=STRING,
+    model=STRING,
+    version=STRING,
+    deposit_id=STRING,
+    key_id=STRING,
+    recipient=STRING,
+    state={"enum": ["active", "not-yet-valid", "expired", "revoked"]},
+    not_before=STRING,
+    expires_at=STRING,
+    revoked_at=STRING,
+    releases_per_file=INTEGER,
+    files=array(obj(index=INTEGER, path=STRING, size=INTEGER, sha256=STRING, releases=INTEGER)),
+)
+RELEASE = obj(
+    index=INTEGER,
+    path=STRING,
+    size=INTEGER,
+    payload_size=INTEGER,
+    sha256=STRING,
+    header={"type": "string", "contentEncoding": "base64"},
+    header_sha256=STRING,
+    payload_url=STRING,
+    payload_url_expires_at=STRING,
+    releases_left=INTEGER,
+)
+DECIDE = operation(
+    "decide a pending request (reviewer or admin of its organisation)",
+    obj(request=REQUEST),
+    obj(comment=STRING),
+)
+GRANTS = operation(
+    "your grants; ?org=ORG: the grants of an organisation (its reviewers)", obj(grants=array(GRANT))
+)
+GRANTS["parameters"] = [{"name": "org", "in": "query", "required": False, "schema": STRING}]
+OPENAPI = {
+    "/api/v1/requests": {
+        "post": operation(
+            "ask for access to a sealed model version; 201 pending or approved (then with "
+            "its grant); 422 with what is missing when not eligible (recorded as denied)",
+            obj(request=REQUEST, grant=GRANT),
+            ASK,
+            status="201",
+        ),
+        "get": operation("your requests", obj(requests=array(REQUEST))),
+    },
+    "/api/v1/requests/explain": {
+        "post": operation(
+            "what the policy would decide on this request now; records nothing",
+            obj(decision=DECISION, would_be=STRING),
+            ASK,
+        ),
+    },
+    "/api/v1/requests/{request_id}": {
+        "get": operation("one request: yours, or one of an organisation you review for", REQUEST),
+        "parameters": path_params("request_id"),
+    },
+    "/api/v1/requests/{request_id}/approve": {
+        "post": DECIDE,
+        "parameters": path_params("request_id"),
+    },
+    "/api/v1/requests/{request_id}/deny": {
+        "post": DECIDE,
+        "parameters": path_params("request_id"),
+    },
+    "/api/v1/reviews": {
+        "get": operation(
+            "pending requests of the organisations you review for, with the "
+            "researcher's verified facts",
+            obj(orgs=array(STRING), requests=array(REQUEST)),
+        ),
+    },
+    "/api/v1/grants": {"get": GRANTS},
+    "/api/v1/grants/{grant_id}/revoke": {
+        "post": operation("revoke a grant at once (reviewer or admin of its organisation)", GRANT),
+        "parameters": path_params("grant_id"),
+    },
+    "/api/v1/grants/{grant_id}/files/{index}/release": {
+        "post": operation(
+            "release a file's key: a fresh age header for the grant's pinned key "
+            "and a short-lived URL of the payload (the grant's researcher only)",
+            RELEASE,
+        ),
+        "parameters": path_params("grant_id", "index"),
+    },
+    "/api/v1/grants/{grant_id}/manifest": {
+        "get": operation(
+            "the deposit's manifest.json text and its signature (manifest.sig)",
+            obj(manifest=STRING, signature=obj(algorithm=STRING, key_id=STRING, signature=STRING)),
+        ),
+        "parameters": path_params("grant_id"),
+    },
+}
+
+
+def _ask_body() -> dict:
+    body = json_body()
+    return {
+        "model": body.get("model"),
+        "version": body.get("version"),
+        "days": body.get("days"),
+        "key_id": body.get("key_id"),
+    }
+
+
+@bp.post("/requests")
+def create_request() -> tuple[Response, int]:
+    actor = caller()  # authenticate before reading the body
+    body = json_body()
+    policy_dir = escrow().settings.policy_dir
+    with escrow().uow() as uow:
+        try:
+            made = service.create_request(
+                uow, actor, policy_dir, purpose=body.get("purpose"), **_ask_body()
+            )
+        except service.RequestRefused as refused:
+            return _refused(refused), refused.status
+        return jsonify(service.outcome(uow, made)), 201
+
+
+def _refused(refused: service.RequestRefused) -> Response:
+    """problem+json, with the recorded request and what is missing as extension members."""
+    response = problem(refused.status, refused.title, refused.message, refused.hint)
+    body = json.loads(response.get_data())
+    body["request_id"] = refused.request.id
+    body["decision"] = service.describe_decision(refused.decision)
+    response.set_data(json.dumps(body))
+    return response
+
+
+@bp.post("/requests/explain")
+def explain() -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(service.explain(uow, actor, escrow().settings.policy_dir, **_ask_body()))
+
+
+@bp.get("/requests")
+def my_requests() -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        made = service.my_requests(uow, actor)
+        return jsonify({"requests": [service.describe_request(uow, r) for r in made]})
+
+
+@bp.get("/requests/<request_id>")
+def show_request(request_id: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        found = service.visible_request(uow, actor, request_id)
+        reviewer = str(found.user_id) != actor.id
+        return jsonify(
+            service.describe_request(
+                uow, found, for_reviewer=reviewer, policy_dir=escrow().settings.policy_dir
+            )
+        )
+
+
+@bp.post("/requests/<request_id>/approve")
+def approve(request_id: str) -> Response:
+    return _decide(request_id, approve=True)
+
+
+@bp.post("/requests/<request_id>/deny")
+def deny(request_id: str) -> Response:
+    return _decide(request_id, approve=False)
+
+
+def _decide(request_id: str, *, approve: bool) -> Response:
+    actor = caller()
+    comment = json_body().get("comment") if request.data else None
+    policy_dir = escrow().settings.policy_dir
+    with escrow().uow() as uow:
+        decided, _ = service.decide(uow, actor, policy_dir, request_id, approve, comment)
+        return jsonify(service.outcome(uow, decided, for_reviewer=True, policy_dir=policy_dir))
+
+
+@bp.get("/reviews")
+def reviews() -> Response:
+    actor = caller()
+    policy_dir = escrow().settings.policy_dir
+    with escrow().uow() as uow:
+        orgs, pending = service.pending_reviews(uow, actor)
+        return jsonify(
+            {
+                "orgs": orgs,
+                "requests": [
+                    service.describe_request(uow, r, for_reviewer=True, policy_dir=policy_dir)
+                    for r in pending
+                ],
+            }
+        )
+
+
+@bp.get("/grants")
+def list_grants() -> Response:
+    actor = caller()
+    org = request.args.get("org")
+    with escrow().uow() as uow:
+        found = grants.org_grants(uow, actor, org) if org else grants.my_grants(uow, actor)
+        return jsonify({"grants": [grants.describe(uow, g) for g in found]})
+
+
+@bp.post("/grants/<grant_id>/revoke")
+def revoke(grant_id: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(grants.describe(uow, grants.revoke(uow, actor, grant_id)))
+
+
+@bp.post("/grants/<grant_id>/files/<int:index>/release")
+def release(grant_id: str, index: int) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(grants.release_key(escrow(), uow, actor, grant_id, index))
+
+
+@bp.get("/grants/<grant_id>/manifest")
+def manifest(grant_id: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(grants.manifest(escrow(), uow, actor, grant_id))

@@ -1,0 +1,225 @@
+"""`escrow request`, `escrow requests`, `escrow review …`, `escrow grants`: ask for access,
+decide requests, list and revoke grants. Commands only translate: options to API calls,
+answers to text or `--json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from broker.cli.client import client_options, open_client, reporting
+from broker.cli.output import emit
+from broker.errors import InvalidInput
+
+REQUEST_HELP = """Ask for access to a sealed model version, under the model's access policy.
+
+\b
+  escrow request acme-ai/gpt-small@2024-05 --purpose "sycophancy study" --days 14
+  escrow request acme-ai/gpt-small@2024-05 --purpose "…" --explain   (decides nothing)
+
+When you are not eligible (an NDA unsigned, no proven key …) the request is refused with what is
+missing, and recorded as denied: do what is missing, then ask again.
+"""
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """ORG/NAME@VERSION -> (ORG/NAME, VERSION)."""
+    model, sep, version = target.partition("@")
+    if not sep or not model or not version:
+        raise InvalidInput(
+            f"{target!r} is not ORG/NAME@VERSION", hint="e.g. acme-ai/gpt-small@2024-05"
+        )
+    return model, version
+
+
+def decision_lines(decision: dict[str, Any]) -> list[str]:
+    lines = [f"  policy {decision['policy']['id']} (sha256 {decision['policy']['sha256']})"]
+    lines += [f"  missing: {m}" for m in decision.get("missing", [])]
+    lines += [f"  - {r}" for r in decision.get("reasons", [])]
+    if decision.get("clamped"):
+        lines.append(f"  the duration was clamped to {decision['grant_days']} days")
+    return lines
+
+
+def grant_line(grant: dict[str, Any]) -> str:
+    return (
+        f"{grant['id']}: {grant['model']}@{grant['version']} {grant['state']}, "
+        f"valid {grant['not_before']} to {grant['expires_at']}, key {grant['key_id']}, "
+        f"{grant['releases_per_file']} key release(s) per file"
+    )
+
+
+# --- escrow request / requests ----------------------------------------------------------------
+
+
+@click.command("request", help=REQUEST_HELP)
+@click.argument("target", metavar="ORG/NAME@VERSION")
+@click.option("--purpose", required=True, help="what you need the weights for")
+@click.option("--days", type=click.IntRange(1, 3650), help="how long (default: the policy's)")
+@click.option("--key", "key_id", help="the proven key to pin the grant to (default: the newest)")
+@click.option("--explain", is_flag=True, help="show what the policy decides; request nothing")
+@client_options
+@reporting
+def request(
+    target: str,
+    purpose: str,
+    days: int | None,
+    key_id: str | None,
+    explain: bool,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    model, version = split_target(target)
+    body: dict[str, Any] = {"model": model, "version": version, "purpose": purpose}
+    if days is not None:
+        body["days"] = days
+    if key_id:
+        body["key_id"] = key_id
+    client = open_client(broker_url, token, token_file)
+    if explain:
+        result = client.post("/api/v1/requests/explain", body)
+        emit(
+            result,
+            as_json,
+            [
+                f"{target}: a request now would be {result['would_be']}",
+                *decision_lines(result["decision"]),
+            ],
+        )
+        return
+    result = client.post("/api/v1/requests", body)
+    made = result["request"]
+    lines = [f"{made['id']}: {target} is {made['state']}", *decision_lines(made["decision"])]
+    if "grant" in result:
+        lines.append(grant_line(result["grant"]))
+        lines.append(f"fetch it: escrow fetch {target} --identity FILE --out DIR")
+    elif made["state"] == "pending":
+        lines.append("the reviewers of the model's organisation decide it")
+    emit(result, as_json, lines)
+
+
+@click.command("requests")
+@client_options
+@reporting
+def requests(
+    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
+) -> None:
+    """Your access requests and their state."""
+    result = open_client(broker_url, token, token_file).get("/api/v1/requests")
+    lines = [
+        f"{r['id']}: {r['model']}@{r['version']} {r['state']}"
+        + (f" (grant {r['grant_id']})" if r["grant_id"] else "")
+        for r in result["requests"]
+    ] or ["you have made no request"]
+    emit(result, as_json, lines)
+
+
+# --- escrow review ----------------------------------------------------------------------------
+
+
+@click.group("review")
+def review() -> None:
+    """Decide access requests and revoke grants (reviewers and admins of an organisation)."""
+
+
+@review.command("list")
+@client_options
+@reporting
+def review_list(
+    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
+) -> None:
+    """Pending requests of the organisations you review for, with the researcher's facts."""
+    result = open_client(broker_url, token, token_file).get("/api/v1/reviews")
+    if not result["orgs"]:
+        emit(result, as_json, ["you are reviewer or admin of no organisation"])
+        return
+    lines = [f"pending requests for {', '.join(result['orgs'])}: {len(result['requests'])}"]
+    for r in result["requests"]:
+        who = r["researcher"]
+        ndas = ", ".join(f"{n['nda']} v{n['version']} signed {n['signed_at']}" for n in who["ndas"])
+        lines += [
+            f"{r['id']}: {r['model']}@{r['version']}, {r['days_requested'] or 'default'} days",
+            f"  researcher: {who['email']} ({'verified' if who['email_verified'] else 'unverified'}"
+            f", issuer {who['issuer']}), affiliations: {', '.join(who['affiliations']) or '-'}",
+            f"  NDA: {ndas or 'none signed'}",
+            f"  purpose: {r['purpose']}",
+            *decision_lines(r["decision"]),
+        ]
+    emit(result, as_json, lines)
+
+
+def _decide(verb: str, request_id: str, comment: str, options: dict[str, Any]) -> None:
+    client = open_client(options["broker_url"], options["token"], options["token_file"])
+    path = f"/api/v1/requests/{quote(request_id, safe='')}/{verb}"
+    result = client.post(path, {"comment": comment})
+    made = result["request"]
+    lines = [f"{made['id']}: {made['state']}"]
+    if "grant" in result:
+        lines.append(grant_line(result["grant"]))
+    elif made["state"] == "pending":
+        lines.append("still pending: " + ("; ".join(made["decision"]["missing"]) or "-"))
+    emit(result, options["as_json"], lines)
+
+
+@review.command("approve")
+@click.argument("request_id")
+@click.option("--comment", default="", help="a note for the record")
+@client_options
+@reporting
+def approve(request_id: str, comment: str, **options: Any) -> None:
+    """Approve REQUEST_ID; the grant is made once the policy is satisfied."""
+    _decide("approve", request_id, comment, options)
+
+
+@review.command("deny")
+@click.argument("request_id")
+@click.option("--comment", default="", help="why, for the record")
+@client_options
+@reporting
+def deny(request_id: str, comment: str, **options: Any) -> None:
+    """Deny REQUEST_ID (final; the researcher may ask again)."""
+    _decide("deny", request_id, comment, options)
+
+
+@review.command("revoke")
+@click.argument("grant_id")
+@client_options
+@reporting
+def revoke(
+    grant_id: str,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Revoke GRANT_ID at once: no key or URL is released under it any more."""
+    client = open_client(broker_url, token, token_file)
+    grant = client.post(f"/api/v1/grants/{quote(grant_id, safe='')}/revoke")
+    emit(grant, as_json, [grant_line(grant)])
+
+
+# --- escrow grants ----------------------------------------------------------------------------
+
+
+@click.command("grants")
+@click.option("--org", help="the grants of an organisation you review for, not yours")
+@client_options
+@reporting
+def grants(
+    org: str | None,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Your grants (or an organisation's) with their state and expiry."""
+    path = "/api/v1/grants" + (f"?org={quote(org, safe='')}" if org else "")
+    result = open_client(broker_url, token, token_file).get(path)
+    lines = [grant_line(g) for g in result["grants"]] or ["no grants"]
+    emit(result, as_json, lines)

@@ -1,0 +1,220 @@
+"""Access tests: a policy directory of their own, a lab that deposits through the API, and
+researchers with proven keys and signed NDAs, made through the API as a person would."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from access_support import WEIGHTS
+
+from broker import age
+from broker.domain.parts import plan_parts
+from broker.domain.principals import OPERATOR
+from broker.services import admin
+from broker.services.worker import run_pending
+
+REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
+NDA_ID = "acme-research-nda"
+
+POLICY = """\
+# the test policy: one approval by a reviewer of acme-ai, NDA v1, a proven key
+organisation: acme-ai
+models: ["acme-ai/*"]
+nda: {id: acme-research-nda, min_version: 1}
+eligibility: {verified_email: true, proven_key: true}
+approvals: {count: 1, role: reviewer}
+grant: {default_days: 14, max_days: 30, releases_per_file: 2}
+"""
+
+AUTO_POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/auto-*"]
+nda: {id: acme-research-nda, min_version: 1}
+approvals: {auto: true}
+grant: {default_days: 7, max_days: 10, releases_per_file: 1}
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "policies"
+    (directory / "ndas").mkdir(parents=True)
+    shutil.copy(REPO_NDAS / "acme-research-nda-v1.md", directory / "ndas")
+    (directory / "acme-ai.yaml").write_text(POLICY)
+    (directory / "acme-ai-auto.yaml").write_text(AUTO_POLICY)
+    return directory
+
+
+@pytest.fixture
+def settings(settings, policy_dir):
+    return settings.with_overrides(policy_dir=policy_dir)
+
+
+# --- the lab: deposits through the API, sealed by the worker ---------------------------------
+
+
+@dataclass
+class Lab:
+    client: object
+    escrow: object
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def post(self, path: str, body: dict | None = None):
+        return self.client.post(path, json=body or {}, headers=self.auth)
+
+    def deposit(self, files: dict[str, bytes], model: str = "acme-ai/gpt-small",
+                version: str = "2024-05", seal: bool = True) -> dict:
+        """Open, encrypt and upload every file as the lab's CLI would, finalise, seal."""
+        opened = self.post("/api/v1/deposits", {
+            "model": model, "version": version,
+            "files": [{"path": p, "size": len(d)} for p, d in files.items()]})
+        assert opened.status_code == 200, opened.json
+        deposit = opened.json
+        for item in deposit["files"]:
+            self._upload(deposit, item["index"], files[item["path"]])
+        finalized = self.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize")
+        assert finalized.status_code == 202, finalized.json
+        if seal:
+            assert run_pending(self.escrow) == 1
+        return deposit
+
+    def _upload(self, deposit: dict, index: int, data: bytes) -> None:
+        base = f"/api/v1/deposits/{deposit['deposit_id']}/files/{index}"
+        out = io.BytesIO()
+        age.encrypt(io.BytesIO(data), out, [age.parse_recipient(deposit["recipient"])])
+        stream = io.BytesIO(out.getvalue())
+        age.read_header(stream)
+        header, payload = out.getvalue()[:stream.tell()], out.getvalue()[stream.tell():]
+        started = self.post(base + "/upload")
+        assert started.status_code == 200, started.json
+        put = self.client.put(base + "/header", headers=self.auth,
+                              json={"header": base64.b64encode(header).decode()})
+        assert put.status_code == 200, put.json
+        parts = plan_parts(len(data), started.json["part_size"])
+        urls = self.post(base + "/parts", {"numbers": [p.number for p in parts]}).json["parts"]
+        offset = 0
+        for part, url in zip(parts, urls, strict=True):
+            body = payload[offset:offset + part.cipher_size]
+            offset += part.cipher_size
+            assert self.client.put(urlsplit(url["url"]).path, data=body).status_code == 200
+        done = self.post(base + "/complete", {"sha256": hashlib.sha256(data).hexdigest()})
+        assert done.status_code == 200, done.json
+
+
+@pytest.fixture
+def lab(escrow, client) -> Lab:
+    with escrow.uow() as uow:
+        admin.create_org(uow, OPERATOR, "acme-ai")
+    with escrow.uow() as uow:
+        issued = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1)
+    return Lab(client=client, escrow=escrow, token=issued.token)
+
+
+
+
+@pytest.fixture
+def sealed(lab) -> dict:
+    """acme-ai/gpt-small@2024-05, sealed, with two files."""
+    return lab.deposit(WEIGHTS)
+
+
+# --- people -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Actor:
+    client: object
+    token: str
+    user_id: str
+    identities: list = field(default_factory=list)  # age identities of proven keys
+    keys: list = field(default_factory=list)  # their key ids
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str):
+        return self.client.get(path, headers=self.auth)
+
+    def post(self, path: str, body: dict | None = None):
+        return self.client.post(path, json=body or {}, headers=self.auth)
+
+    def add_key(self, post_quantum: bool = False) -> str:
+        """Register a fresh age key and prove it (decrypting the challenge)."""
+        identity = age.generate_hybrid_identity() if post_quantum else \
+            age.generate_x25519_identity()
+        made = self.post("/api/v1/me/keys", {"recipient": identity.to_recipient().encode()})
+        assert made.status_code == 201, made.json
+        out = io.BytesIO()
+        age.decrypt(io.BytesIO(made.json["challenge"].encode()), out, [identity])
+        secret = re.search(r"^secret: ([0-9a-f]{64})$", out.getvalue().decode(), re.M).group(1)
+        proven = self.post(f"/api/v1/me/keys/{made.json['id']}/proof", {"response": secret})
+        assert proven.status_code == 200 and proven.json["state"] == "proven", proven.json
+        self.identities.append(identity)
+        self.keys.append(made.json["id"])
+        return made.json["id"]
+
+    def sign_nda(self) -> None:
+        text = self.client.get(f"/api/v1/ndas/{NDA_ID}").json
+        signed = self.post(f"/api/v1/ndas/{NDA_ID}/signatures", {
+            "version": text["version"], "sha256": text["sha256"], "typed_name": "Rosa Example"})
+        assert signed.status_code == 201, signed.json
+
+    def ask(self, model: str = "acme-ai/gpt-small", version: str = "2024-05", **extra):
+        return self.post("/api/v1/requests", {"model": model, "version": version,
+                                              "purpose": "interpretability study", **extra})
+
+
+@pytest.fixture
+def person(client, make_person):
+    """person(email, roles=()) -> an Actor logged in just now."""
+
+    def make(email: str, roles: tuple[tuple[str, str], ...] = ()) -> Actor:
+        made = make_person(email, roles)
+        return Actor(client, made.token, str(made.user_id))
+
+    return make
+
+
+@pytest.fixture
+def researcher(person) -> Actor:
+    """A researcher eligible under the test policy: a proven key and the NDA signed."""
+    rosa = person("rosa@uni.example")
+    rosa.add_key()
+    rosa.sign_nda()
+    return rosa
+
+
+@pytest.fixture
+def reviewer(person) -> Actor:
+    return person("rita@acme.example", (("acme-ai", "reviewer"),))
+
+
+def audit_events(escrow, action: str) -> list[dict]:
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import AuditEvent
+
+    with escrow.uow() as uow:
+        leaves = uow.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.action == action).order_by(AuditEvent.seq))
+        return [json.loads(leaf) for leaf in leaves]
+
+
+@pytest.fixture
+def events(escrow):
+    """events(action) -> the audit leaves of that action, oldest first."""
+    return lambda action: audit_events(escrow, action)

@@ -1,0 +1,201 @@
+"""Grants, key releases and revocation through the API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from access_support import WEIGHTS
+
+from broker import age
+
+
+@pytest.fixture
+def granted(sealed, researcher, reviewer) -> dict:
+    request_id = researcher.ask().json["request"]["id"]
+    decided = reviewer.post(f"/api/v1/requests/{request_id}/approve")
+    assert decided.status_code == 200, decided.json
+    return decided.json["grant"]
+
+
+def index_of(grant: dict, path: str) -> int:
+    return next(f["index"] for f in grant["files"] if f["path"] == path)
+
+
+def fetch_plaintext(client, released: dict, identities) -> bytes:
+    """header (released) + payload (downloaded with the URL), decrypted with `identities`."""
+    payload = client.get(urlsplit(released["payload_url"]).path)
+    assert payload.status_code == 200
+    out = io.BytesIO()
+    header = base64.b64decode(released["header"])
+    age.decrypt(io.BytesIO(header + payload.data), out, identities)
+    return out.getvalue()
+
+
+def set_grant(escrow, grant_id: str, **values) -> None:
+    from broker.adapters.db.models import Grant
+
+    with escrow.uow() as uow:
+        grant = uow.session.get(Grant, grant_id)
+        for name, value in values.items():
+            setattr(grant, name, value)
+        uow.commit()
+
+
+def test_the_researcher_gets_back_the_exact_plaintext(client, granted, researcher, events):
+    for path, data in WEIGHTS.items():
+        url = f"/api/v1/grants/{granted['id']}/files/{index_of(granted, path)}/release"
+        released = researcher.post(url)
+        assert released.status_code == 200, released.json
+        assert released.json["path"] == path
+        assert released.json["sha256"] == hashlib.sha256(data).hexdigest()
+        assert released.json["size"] == len(data)
+        assert fetch_plaintext(client, released.json, researcher.identities) == data
+    logged = events("key.released")
+    assert len(logged) == 2
+    assert {e["subject"]["grant"] for e in logged} == {granted["id"]}
+    assert {e["subject"]["deposit"] for e in logged} == {granted["deposit_id"]}
+    header = base64.b64decode(released.json["header"])
+    assert logged[-1]["details"]["header_sha256"] == hashlib.sha256(header).hexdigest()
+
+
+def test_the_header_comes_from_the_database_not_the_store(escrow, client, granted, researcher):
+    from broker.services.deposits import deposit_prefix, header_key
+
+    index = index_of(granted, "config.json")
+    escrow.store.delete(deposit_prefix(granted["deposit_id"]) + header_key(index))
+    released = researcher.post(f"/api/v1/grants/{granted['id']}/files/{index}/release")
+    assert released.status_code == 200
+    assert fetch_plaintext(client, released.json, researcher.identities) == WEIGHTS["config.json"]
+
+
+def test_the_payload_url_expires_with_the_grant_when_that_is_sooner(escrow, granted, researcher):
+    set_grant(escrow, granted["id"], expires_at=datetime.now(UTC) + timedelta(minutes=2))
+    released = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release").json
+    expires = datetime.fromisoformat(released["payload_url_expires_at"])
+    assert expires <= datetime.now(UTC) + timedelta(minutes=2, seconds=2)
+
+
+def test_the_payload_url_lives_at_most_fifteen_minutes(granted, researcher):
+    released = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release").json
+    expires = datetime.fromisoformat(released["payload_url_expires_at"])
+    assert expires <= datetime.now(UTC) + timedelta(minutes=15, seconds=2)
+
+
+def test_a_key_registered_after_approval_receives_nothing(client, granted, researcher):
+    researcher.add_key()  # newer than the grant
+    released = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release").json
+    assert released["header"]
+    old, new = researcher.identities
+    header = base64.b64decode(released["header"])
+    with pytest.raises(age.NoIdentityMatched):
+        age.unwrap_file_key(header, [new])
+    age.unwrap_file_key(header, [old])
+    assert researcher.get("/api/v1/grants").json["grants"][0]["key_id"] == researcher.keys[0]
+
+
+def test_the_per_file_limit_is_enforced_and_the_refusal_logged(granted, researcher, events):
+    url = f"/api/v1/grants/{granted['id']}/files/0/release"
+    first, second = researcher.post(url), researcher.post(url)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json["releases_left"] == 0
+    third = researcher.post(url)
+    assert third.status_code == 403
+    assert "the most its policy allows (2)" in third.json["detail"]
+    [refused] = events("key.release_refused")
+    assert refused["details"]["reason"] == "limit_reached"
+    assert researcher.post(f"/api/v1/grants/{granted['id']}/files/1/release").status_code == 200
+    shown = researcher.get("/api/v1/grants").json["grants"][0]
+    assert sorted(f["releases"] for f in shown["files"]) == [1, 2]
+
+
+def test_revocation_takes_effect_on_the_next_call(granted, researcher, reviewer, events):
+    url = f"/api/v1/grants/{granted['id']}/files/0/release"
+    assert researcher.post(url).status_code == 200
+    revoked = reviewer.post(f"/api/v1/grants/{granted['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json["state"] == "revoked"
+    refused = researcher.post(url)
+    assert refused.status_code == 403
+    assert "was revoked" in refused.json["detail"]
+    assert events("grant.revoked")[0]["subject"]["grant"] == granted["id"]
+    assert events("key.release_refused")[0]["details"]["reason"] == "revoked"
+    assert researcher.get(f"/api/v1/grants/{granted['id']}/manifest").status_code == 403
+
+
+def test_revoking_twice_is_a_conflict(granted, reviewer):
+    assert reviewer.post(f"/api/v1/grants/{granted['id']}/revoke").status_code == 200
+    again = reviewer.post(f"/api/v1/grants/{granted['id']}/revoke")
+    assert again.status_code == 409
+    assert "revoked already" in again.json["detail"]
+
+
+def test_only_reviewers_of_the_organisation_revoke(granted, researcher, person):
+    outsider = person("olaf@other.example", (("other-lab", "admin"),))
+    assert outsider.post(f"/api/v1/grants/{granted['id']}/revoke").status_code == 403
+    assert researcher.post(f"/api/v1/grants/{granted['id']}/revoke").status_code == 403
+
+
+def test_an_expired_grant_is_refused_and_the_refusal_logged(escrow, granted, researcher, events):
+    set_grant(escrow, granted["id"], expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    refused = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release")
+    assert refused.status_code == 403
+    assert "expired at" in refused.json["detail"]
+    assert events("key.release_refused")[0]["details"]["reason"] == "expired"
+    assert researcher.get("/api/v1/grants").json["grants"][0]["state"] == "expired"
+
+
+def test_a_grant_not_yet_valid_is_refused(escrow, granted, researcher, events):
+    set_grant(escrow, granted["id"], not_before=datetime.now(UTC) + timedelta(hours=1))
+    refused = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release")
+    assert refused.status_code == 403
+    assert "is valid from" in refused.json["detail"]
+    assert events("key.release_refused")[0]["details"]["reason"] == "not_yet_valid"
+
+
+def test_another_researcher_cannot_release_on_someone_elses_grant(granted, person, events):
+    mallory = person("mallory@uni.example")
+    mallory.add_key()
+    response = mallory.post(f"/api/v1/grants/{granted['id']}/files/0/release")
+    assert response.status_code == 404
+    assert events("key.release_refused")[0]["details"]["reason"] == "not_holder"
+    assert mallory.get(f"/api/v1/grants/{granted['id']}/manifest").status_code == 404
+    assert events("key.released") == []
+
+
+def test_a_grant_reaches_no_file_outside_its_deposit(lab, granted, researcher, reviewer):
+    other = lab.deposit({"a": b"1", "b": b"2", "c": b"3"}, version="2025-01")
+    missing = researcher.post(f"/api/v1/grants/{granted['id']}/files/2/release")
+    assert missing.status_code == 404
+    assert "has no file number 2" in missing.json["detail"]
+    second = researcher.ask(version="2025-01").json["request"]["id"]
+    other_grant = reviewer.post(f"/api/v1/requests/{second}/approve").json["grant"]
+    assert other_grant["deposit_id"] == other["deposit_id"] != granted["deposit_id"]
+
+
+def test_the_manifest_is_served_with_its_signature(escrow, granted, researcher):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from broker.services import signing
+
+    response = researcher.get(f"/api/v1/grants/{granted['id']}/manifest")
+    assert response.status_code == 200
+    manifest = json.loads(response.json["manifest"])
+    assert manifest["deposit_id"] == granted["deposit_id"]
+    assert sorted(f["path"] for f in manifest["files"]) == sorted(WEIGHTS)
+    signature = response.json["signature"]
+    with escrow.uow() as uow:
+        public = signing.active_key(uow, "manifest").public_key
+    Ed25519PublicKey.from_public_bytes(public).verify(
+        base64.b64decode(signature["signature"]), response.json["manifest"].encode())
+
+
+def test_reviewers_list_the_grants_of_their_organisation(granted, reviewer, person):
+    shown = reviewer.get("/api/v1/grants?org=acme-ai").json["grants"]
+    assert [g["id"] for g in shown] == [granted["id"]]
+    outsider = person("olaf@other.example", (("other-lab", "reviewer"),))
+    assert outsider.get("/api/v1/grants?org=acme-ai").status_code == 403
