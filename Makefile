@@ -1,11 +1,12 @@
-# The two commands a newcomer needs: `make run` (the broker on embedded defaults) and `make test`.
+# The commands a newcomer needs: `make demo` (the whole story, then the broker keeps serving it),
+# `make run` (the broker on embedded defaults) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install test-peers lint bench clean
+.PHONY: demo run test install test-peers lint bench clean
 
 $(BIN)/escrow: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,10 @@ $(BIN)/escrow: setup.cfg pyproject.toml
 	touch $@
 
 install: $(BIN)/escrow
+
+demo: install
+	$(BIN)/escrow init
+	$(BIN)/escrow demo --broker http://$(HOST):$(PORT) --keep-serving
 
 run: install
 	$(BIN)/escrow init

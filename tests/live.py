@@ -122,6 +122,7 @@ def start_broker(base: Path, extra_env: dict[str, str] | None = None) -> BrokerP
         "ESCROW_PUBLIC_URL": url,
         "ESCROW_CONFIG_DIR": str(base / "client-config"),
         "ESCROW_BROKER": url,
+        "ESCROW_POLICY_DIR": str(Path(__file__).resolve().parents[1] / "policies"),
         **(extra_env or {}),
     }
     broker = BrokerProcess(url=url, env=env, data_dir=base / "data", token="")

@@ -25,6 +25,7 @@ COMMANDS = {
     "verify": "broker.cli.server:verify",
     "admin": "broker.cli.admin:admin",
     "policy": "broker.cli.policy:policy",
+    "demo": "broker.cli.demo:demo",
     # client side: labs, researchers, auditors
     "login": "broker.cli.login:login",
     "whoami": "broker.cli.login:whoami",
