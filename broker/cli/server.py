@@ -78,6 +78,7 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
                 "timeout": 600,
                 "graceful_timeout": 5,
                 "accesslog": "-",
+                "logger_class": "broker.cli.access_log.RedactingLogger",
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
