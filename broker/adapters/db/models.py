@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -393,8 +394,10 @@ class KeyRelease(Base):
     """One header issued for one file under a grant: a key release on the audit log."""
 
     __tablename__ = "key_releases"
+    # Every release counts the earlier ones of the same file: look them up, don't scan.
+    __table_args__ = (Index("ix_key_releases_grant_file", "grant_id", "file_idx"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
     file_idx: Mapped[int] = mapped_column(Integer)
     header_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
