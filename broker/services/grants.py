@@ -267,7 +267,7 @@ def release_key(
     if str(grant.user_id) != actor.id:
         _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
         raise _not_found(grant_id)
-    why = refusal(grant, moment)
+    why = refusal(grant, moment) or _key_refusal(uow, grant)
     if why is not None:
         _refuse(uow, actor, grant, index, *why)
         raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
@@ -352,6 +352,14 @@ def _refuse(
         {"reason": reason, "detail": words},
     )
     uow.commit()
+
+
+def _key_refusal(uow: UnitOfWork, grant: Grant) -> tuple[str, str] | None:
+    """A key the researcher retired (lost, leaked) receives nothing more, even under a grant."""
+    key = uow.session.get(ResearcherKey, grant.key_id)
+    if key is None or key.retired_at is not None:
+        return "key_retired", f"the key {grant.key_id} this grant was issued to has been retired"
+    return None
 
 
 def _refusal_hint(reason: str, grant: Grant) -> str:

@@ -199,3 +199,16 @@ def test_reviewers_list_the_grants_of_their_organisation(granted, reviewer, pers
     assert [g["id"] for g in shown] == [granted["id"]]
     outsider = person("olaf@other.example", (("other-lab", "reviewer"),))
     assert outsider.get("/api/v1/grants?org=acme-ai").status_code == 403
+
+
+def test_a_retired_key_receives_nothing_more_under_its_grant(granted, researcher, events):
+    url = f"/api/v1/grants/{granted['id']}/files/0/release"
+    assert researcher.post(url).status_code == 200
+    retired = researcher.client.delete(f"/api/v1/me/keys/{granted['key_id']}",
+                                       headers=researcher.auth)
+    assert retired.status_code == 200, retired.json
+    refused = researcher.post(url)
+    assert refused.status_code == 403
+    assert "has been retired" in refused.json["detail"]
+    [event] = events("key.release_refused")
+    assert event["details"]["reason"] == "key_retired"
