@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -44,9 +45,9 @@ def test_a_job_that_keeps_failing_fails_its_deposit_instead_of_leaving_it_verify
         assert "verification could not run" in deposit.failure
 
 
-def test_on_postgres_a_job_locked_by_another_transaction_is_skipped(escrow, lab, request):
-    if escrow.engine.dialect.name != "postgresql":
-        return  # SKIP LOCKED is PostgreSQL's; SQLite serialises writers instead
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SKIP LOCKED is PostgreSQL's
+def test_on_postgres_a_job_locked_by_another_transaction_is_skipped(escrow, lab):
+    assert escrow.engine.dialect.name == "postgresql"
     queue_job(escrow, lab)
     queue_job_two = lab.open({"b": b"x"}, version="2")
     lab.upload(queue_job_two, "b", b"x")
