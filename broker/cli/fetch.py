@@ -19,8 +19,8 @@ from broker.cli.client import (
     token_options,
 )
 from broker.cli.output import emit
-from broker.client.fetch import DEFAULT_JOBS, Fetcher, FetchOptions, FetchProgress
-from broker.client.progress import human_bytes
+from broker.client.fetch import DEFAULT_JOBS, Fetcher, FetchOptions
+from broker.client.progress import Progress, human_bytes
 from broker.errors import EscrowError
 
 FETCH_HELP = """Download a model version you were granted, decrypt it and check it.
@@ -64,7 +64,7 @@ With --json the last line of stdout is one JSON object.
 def fetch(target: str, identity_file: Path | None, out: Path, grant_id: str | None, jobs: int,
           age_files: bool, broker_url: str | None, token: str | None, token_file: Path | None,
           as_json: bool, quiet: bool) -> None:
-    progress = FetchProgress(quiet=quiet)
+    progress = Progress(quiet=quiet, verb="fetched")
     try:
         client = open_client(
             broker_url, token, token_file, say=progress.info, pool_size=jobs + 4,

@@ -55,7 +55,7 @@ from broker.age.stream import ENCRYPTED_CHUNK_SIZE, chunk_count
 from broker.client import pins as pinning
 from broker.client.http import USER_AGENT, BrokerClient, BrokerUnreachable, StoreError, store_host
 from broker.client.local import write_private
-from broker.client.progress import Progress, human_bytes
+from broker.client.progress import Progress
 from broker.domain.names import check_file_path, check_version, split_model_name
 from broker.errors import (
     Conflict,
@@ -538,25 +538,6 @@ def _content_range_total(value: str) -> int:
 # --- the engine -------------------------------------------------------------------------------
 
 
-class FetchProgress(Progress):
-    """`Progress`, worded for downloads."""
-
-    def _draw(self, now: float) -> None:
-        if self.quiet:
-            return
-        elapsed = max(now - self._started, 1e-6)
-        rate = (self.sent - self.skipped) / elapsed / 1e6
-        pct = 100 * self.sent / self.total if self.total else 100.0
-        text = (f"fetched {human_bytes(self.sent)} of {human_bytes(self.total)} "
-                f"({pct:.0f}%), {rate:.0f} MB/s")
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self._line_open = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-
 class _Slots:
     """The fixed pool of block buffers every file shares: constant memory."""
 
@@ -580,7 +561,7 @@ class Fetcher:
     def __init__(self, client: BrokerClient, options: FetchOptions,
                  progress: Progress | None = None) -> None:
         self.client, self.options = client, options
-        self.progress = progress or FetchProgress(quiet=True)
+        self.progress = progress or Progress(quiet=True, verb="fetched")
         self.jobs = max(1, options.jobs)
         self.block_chunks = max(1, options.block_chunks)
         self.reader = RangeReader(client, self.progress.add)

@@ -23,8 +23,11 @@ def human_bytes(n: float) -> str:
 
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, quiet: bool = False, verb: str = "uploaded"
+    ) -> None:
         self.stream = stream or sys.stderr
+        self.verb = verb  # "uploaded", "fetched": what the progress line counts
         self.quiet = quiet
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._interval = 0.25 if self.tty else 15.0
@@ -83,7 +86,7 @@ class Progress:
         elapsed = max(now - self._started, 1e-6)
         rate = (self.sent - self.skipped) / elapsed / 1e6
         pct = 100 * self.sent / self.total if self.total else 100.0
-        text = (f"uploaded {human_bytes(self.sent)} of {human_bytes(self.total)} "
+        text = (f"{self.verb} {human_bytes(self.sent)} of {human_bytes(self.total)} "
                 f"({pct:.0f}%), {rate:.0f} MB/s")
         if self.tty:
             self.stream.write("\r\x1b[2K" + text)
