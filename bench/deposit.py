@@ -29,11 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from broker.cli.serving import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -143,16 +144,8 @@ def broker(base: Path, extra_env: dict[str, str] | None = None) -> Iterator[dict
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"broker did not start: see {base / 'broker.log'}"
-                                       ) from None
-                time.sleep(0.1)
+        if not wait_until_serving(url, process):
+            raise RuntimeError(f"broker did not start: see {base / 'broker.log'}")
         yield {**env, "ESCROW_TOKEN": token, "BENCH_BROKER_PGID": str(process.pid)}
     finally:
         process.terminate()

@@ -32,13 +32,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
+
+from broker.cli.serving import wait_until_serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -125,16 +126,8 @@ def serve(base: Path, database_url: str, policy_dir: Path, workers: int
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"broker did not start:\n{log.read_text()[-3000:]}"
-                                       ) from None
-                time.sleep(0.1)
+        if not wait_until_serving(url, process):
+            raise RuntimeError(f"broker did not start:\n{log.read_text()[-3000:]}")
         yield env, process.pid
     finally:
         process.terminate()

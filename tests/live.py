@@ -9,19 +9,17 @@ is named "conftest", so such an import is ambiguous.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from broker.cli.serving import stop_group, wait_until_serving
 
 REQUIRE_ALL = os.environ.get("ESCROW_TEST_REQUIRE_ALL") == "1"
 ESCROW_BIN = str(Path(sys.executable).with_name("escrow"))
@@ -84,13 +82,8 @@ class BrokerProcess:
 
     def stop(self) -> None:
         """Stop the broker and everything it started (gunicorn workers, the job worker)."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)  # gunicorn: quick shutdown
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
         if self.process:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            stop_group(self.process, timeout_s=10)
 
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
@@ -100,16 +93,8 @@ class BrokerProcess:
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() ends every child
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-            if self.process.poll() is not None:
-                break
+        if wait_until_serving(self.url, self.process, timeout_s=30):
+            return
         raise AssertionError(f"broker did not start:\n{self.log.read_text()}")
 
 

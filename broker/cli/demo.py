@@ -17,18 +17,15 @@ steps is on the audit log.
 
 from __future__ import annotations
 
-import contextlib
 import filecmp
 import io
 import json
 import math
-import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from array import array
 from dataclasses import dataclass
@@ -39,6 +36,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
+from broker.cli.serving import broker_answers, stop_group, wait_until_serving
 from broker.errors import EscrowError, InvalidInput
 
 ORG = "acme-ai"
@@ -128,14 +126,6 @@ def generate_model(directory: Path) -> list[Path]:
 # --- the broker -------------------------------------------------------------------------------
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=2) as response:  # noqa: S310
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @dataclass
 class Served:
     url: str
@@ -145,20 +135,12 @@ class Served:
     def stop(self) -> None:
         """Stop the broker this demo started (its own process group: gunicorn, its workers
         and the verification worker); a broker found running is left alone."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGINT)  # gunicorn: quick shutdown
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        if self.process is not None:
+            stop_group(self.process)
 
 
 def ensure_broker(url: str, data_dir: Path, story: Story) -> Served:
-    if _answers(url):
+    if broker_answers(url):
         story.say(f"a broker answers at {url}; using it")
         return Served(url)
     parts = urlsplit(url)
@@ -180,14 +162,9 @@ def ensure_broker(url: str, data_dir: Path, story: Story) -> Served:
             start_new_session=True,  # its own process group, so stop() ends all of it
         )
     served = Served(url, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if _answers(url):
-            story.say(f"broker started (pid {process.pid})")
-            return served
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
+    if wait_until_serving(url, process):
+        story.say(f"broker started (pid {process.pid})")
+        return served
     served.stop()
     tail = log.read_text(errors="replace").splitlines()[-15:]
     raise EscrowError(f"the broker did not start at {url}:\n" + "\n".join(tail),
