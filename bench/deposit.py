@@ -219,6 +219,7 @@ def verify_in_process(env: dict[str, str], deposit_id: str) -> float:
     from broker.domain.principals import OPERATOR
     from broker.services.verification import run_verification
 
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})  # for boto3
     escrow = build_escrow(load_settings(env))
     start = time.perf_counter()
     report = run_verification(escrow, deposit_id, OPERATOR)

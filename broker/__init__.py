@@ -14,12 +14,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from broker.adapters.oidc import init_oidc
-    from broker.api import access, deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import access, audit, deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import models as api_models
     from broker.api.common import register_error_handlers
     from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
     from broker.web import auth as web_auth
-    from broker.web import csrf
+    from broker.web import common as web_common
+    from broker.web import csrf, page_modules
     from broker.web import device as web_device
 
     app = Flask(__name__)
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     csrf.init_app(app)
+    web_common.init_app(app)
     init_oidc(app, settings.oidc_issuers)
     app.register_blueprint(web_auth.bp)
     app.register_blueprint(meta.bp)
@@ -44,6 +47,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ndas.bp)
     app.register_blueprint(orgs.bp)
     app.register_blueprint(access.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(web_device.bp)
+    app.register_blueprint(api_models.bp)
+    for module in page_modules():
+        app.register_blueprint(module.bp)
     return app

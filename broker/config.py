@@ -48,6 +48,14 @@ class Settings:
     token_ttl_days: int = 90
     upload_url_ttl_s: int = 3600
     download_url_ttl_s: int = 900
+    checkpoint_interval_s: int = 60
+    # durability (README "Fixity", "A second copy", "Immutability")
+    mirror_url: str = ""
+    mirror_s3_endpoint_url: str | None = None
+    object_lock_days: int = 0
+    fixity_interval_s: int = 86400
+    fixity_max_bytes_per_s: int = 50_000_000
+    fixity_limit: int = 0
     run_worker_in_process: bool = True
     config_file: Path | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
@@ -68,6 +76,61 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) == 0:
+        raise ConfigError(
+            f"{name}={value!r} is not a positive whole number",
+            hint=f"unset it or give e.g. {default}",
+        )
+    return int(value)
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """A setting of 0..most, where 0 usually means "off" or "no limit"."""
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) > most:
+        raise ConfigError(
+            f"{name}={value!r} is not a whole number from 0 to {most}",
+            hint=f"unset it or give e.g. {default}",
+        )
+    return int(value)
+
+
+def _durability(env: Mapping[str, str], storage_url: str) -> dict[str, Any]:
+    """The mirror, Object Lock and fixity settings (README: "Durability")."""
+    mirror_url = env.get("ESCROW_MIRROR_URL", "")
+    if mirror_url and not mirror_url.startswith(("s3://", "file://")):
+        raise ConfigError(
+            f"ESCROW_MIRROR_URL: unsupported scheme in {mirror_url!r}",
+            hint="use s3://bucket/prefix or file:///path (another bucket or a local directory)",
+        )
+    lock_days = _whole_number(env, "ESCROW_OBJECT_LOCK_DAYS", 0, 36500)
+    if lock_days and not storage_url.startswith("s3://"):
+        raise ConfigError(
+            f"ESCROW_OBJECT_LOCK_DAYS={lock_days} needs an S3 store: the local store cannot "
+            "make files undeletable",
+            hint="set ESCROW_STORAGE_URL=s3://bucket/prefix (a bucket with Object Lock "
+            "enabled), or unset ESCROW_OBJECT_LOCK_DAYS",
+        )
+    return {
+        "mirror_url": mirror_url,
+        "mirror_s3_endpoint_url": env.get("ESCROW_MIRROR_S3_ENDPOINT_URL")
+        or env.get("ESCROW_S3_ENDPOINT_URL")
+        or None,
+        "object_lock_days": lock_days,
+        "fixity_interval_s": _whole_number(env, "ESCROW_FIXITY_INTERVAL_S", 86400, 10**9),
+        "fixity_max_bytes_per_s": _whole_number(
+            env, "ESCROW_FIXITY_MAX_BYTES_PER_S", 50_000_000, 10**12
+        ),
+        "fixity_limit": _whole_number(env, "ESCROW_FIXITY_LIMIT", 0, 10**9),
+    }
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +168,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy_dir=Path(env.get("ESCROW_POLICY_DIR", "policies")),
         public_url=public_url,
         origin=env.get("ESCROW_ORIGIN", "weights-escrow/" + public_url.split("://", 1)[-1]),
+        checkpoint_interval_s=_positive_int(env, "ESCROW_CHECKPOINT_INTERVAL_S", 60),
+        **_durability(env, storage_url),
         run_worker_in_process=env.get("ESCROW_IN_PROCESS_WORKER", "1") == "1",
         config_file=config_file,
         oidc_issuers=_oidc_issuers(env, config_file),

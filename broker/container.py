@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +28,7 @@ class Escrow:
     sessions: sessionmaker[Session]
     store: ObjectStore
     custody: KeyCustody
+    mirror: ObjectStore | None = None  # the second copy (ESCROW_MIRROR_URL), if configured
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions)
@@ -49,7 +52,37 @@ def build_escrow(settings: Settings) -> Escrow:
         region=settings.aws_region,
         endpoint_url=settings.extra.get("kms_endpoint_url"),
     )
-    return Escrow(settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody)
+    mirror = open_mirror(settings) if settings.mirror_url else None
+    return Escrow(
+        settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror
+    )
+
+
+def open_mirror(settings: Settings) -> ObjectStore:
+    """The store `ESCROW_MIRROR_URL` names, refused if it is the primary store itself."""
+    primary = settings.storage_url or (settings.data_dir / "objects").as_uri()
+    if _place(settings.mirror_url, settings.mirror_s3_endpoint_url) == _place(
+        primary, settings.s3_endpoint_url
+    ):
+        raise ConfigError(
+            f"ESCROW_MIRROR_URL {settings.mirror_url!r} is the primary store itself",
+            hint="point the mirror at another bucket (or prefix) or another directory",
+        )
+    return open_store(
+        settings.mirror_url,
+        data_dir=settings.data_dir,
+        url_base=settings.public_url,
+        url_secret=read_secret_file(settings.url_secret_file),
+        s3_endpoint_url=settings.mirror_s3_endpoint_url,
+        region=settings.aws_region,
+    )
+
+
+def _place(url: str, endpoint: str | None) -> tuple[str, str]:
+    """Where a store URL points, for comparing two of them."""
+    if url.startswith("file://"):
+        return ("file", os.path.realpath(unquote(urlsplit(url).path)))
+    return (endpoint or "aws", url.rstrip("/"))
 
 
 def create_secret_file(path: Path) -> None:
@@ -72,6 +105,4 @@ def read_secret_file(path: Path) -> bytes:
 
 
 def _private_opener(path: str, flags: int) -> int:
-    import os
-
     return os.open(path, flags, 0o600)

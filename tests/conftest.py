@@ -87,7 +87,7 @@ def _empty_postgres(url: str) -> None:
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        connection.execute(text("INSERT INTO audit_head (id, size) VALUES (1, 0)"))
+        connection.execute(text("INSERT INTO audit_head (id, size, frontier) VALUES (1, 0, '')"))
     engine.dispose()
 
 

@@ -14,6 +14,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +119,17 @@ def start_broker(base: Path, extra_env: dict[str, str] | None = None) -> BrokerP
     return broker
 
 
+@contextmanager
+def _aws_environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _prepare_broker(env: dict[str, str], org: str) -> str:
     """What `escrow init`, `admin org create` and `admin token create` do, in-process (fast)."""
     from broker.config import load_settings
@@ -124,7 +137,8 @@ def _prepare_broker(env: dict[str, str], org: str) -> str:
     from broker.services import admin
     from broker.services.setup import initialise
 
-    escrow, _ = initialise(load_settings(env))
+    with _aws_environment(env):  # boto3 (an S3 store) reads credentials from os.environ
+        escrow, _ = initialise(load_settings(env))
     with escrow.uow() as uow:
         admin.create_org(uow, OPERATOR, org)
     with escrow.uow() as uow:

@@ -14,6 +14,7 @@ re-serialisation.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -35,8 +36,13 @@ HEADER_KEY_INFO = b"header"
 MAX_HEADER_SIZE = 1 << 20
 
 
+# ABNF: arbitrary string = 1*VCHAR (one or more printable ASCII characters, no space)
+_ARGUMENT = re.compile(r"[\x21-\x7e]+")
+_ARGUMENT_BYTES = re.compile(rb"[\x21-\x7e]+")
+
+
 def _is_valid_argument(arg: str) -> bool:
-    return bool(arg) and all(33 <= ord(c) <= 126 for c in arg)
+    return _ARGUMENT.fullmatch(arg) is not None
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ def _parse_stanza(arg_line: bytes, next_line: Callable[[], bytes]) -> Stanza:
     parts = arg_line[:-1].split(b" ")
     if parts[0] != STANZA_PREFIX or len(parts) < 2:
         raise _error("malformed stanza line (expected '-> type [arguments]')")
-    if not all(part and all(33 <= b <= 126 for b in part) for part in parts[1:]):
+    if not all(_ARGUMENT_BYTES.fullmatch(part) for part in parts[1:]):
         raise _error("stanza argument is empty or has characters other than printable ASCII")
     args = [p.decode("ascii") for p in parts[1:]]
     body = bytearray()

@@ -4,9 +4,11 @@ POST /api/v1/requests                       ask for a sealed model version (a pe
 POST /api/v1/requests/explain               what the policy would decide, changing nothing
 GET  /api/v1/requests[/<id>]                my requests (a request: mine, or my org's)
 POST /api/v1/requests/<id>/approve|deny     a reviewer's decision
+POST /api/v1/requests/<id>/withdraw         the requester takes back a pending request
 GET  /api/v1/reviews                        pending requests of the orgs I review for
 GET  /api/v1/grants[?org=ORG]               my grants, or an organisation's (reviewers)
 POST /api/v1/grants/<id>/revoke             at once (reviewer or admin of the org)
+POST /api/v1/grants/<id>/renew              ask to continue an active grant (a new request)
 POST /api/v1/grants/<id>/files/<n>/release  a fresh header for the pinned key + payload URL
 GET  /api/v1/grants/<id>/manifest           the deposit's signed manifest, to verify
 """
@@ -44,13 +46,16 @@ REQUEST = obj(
     key_id=STRING,
     decision=DECISION,
     grant_id=STRING,
+    renews_grant_id=STRING,
     reviews=array(obj(reviewer=STRING, approve=BOOLEAN, comment=STRING, created_at=STRING)),
     researcher=obj(),
+    renews_grant=obj(id=STRING, state=STRING, not_before=STRING, expires_at=STRING, key_id=STRING),
 )
 ASK = obj(model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING)
 GRANT = obj(
     id=STRING,
     request_id=STRING,
+    renews_grant_id=STRING,
     model=STRING,
     version=STRING,
     deposit_id=STRING,
@@ -84,6 +89,17 @@ GRANTS = operation(
     "your grants; ?org=ORG: the grants of an organisation (its reviewers)", obj(grants=array(GRANT))
 )
 GRANTS["parameters"] = [{"name": "org", "in": "query", "required": False, "schema": STRING}]
+RENEW = operation(
+    "ask to renew an active grant of yours, when its policy allows renewal: a new request, "
+    "reviewed like any other; granted, it continues the grant for the same key from its "
+    "expiry. 201 pending or approved (then with its grant); 403 when the policy does not "
+    "allow renewal; 409 when the grant is not active, renewed already or has a renewal "
+    "pending; 422 with what is missing when not eligible (recorded as denied)",
+    obj(request=REQUEST, grant=GRANT),
+    obj(days=INTEGER, purpose=STRING),
+    status="201",
+)
+RENEW["requestBody"]["required"] = False  # both default: the policy's days, the first purpose
 OPENAPI = {
     "/api/v1/requests": {
         "post": operation(
@@ -114,6 +130,14 @@ OPENAPI = {
         "post": DECIDE,
         "parameters": path_params("request_id"),
     },
+    "/api/v1/requests/{request_id}/withdraw": {
+        "post": operation(
+            "withdraw a pending request of yours: it leaves the review queue and stays on "
+            "the record as withdrawn; 409 when it is decided already",
+            obj(request=REQUEST),
+        ),
+        "parameters": path_params("request_id"),
+    },
     "/api/v1/reviews": {
         "get": operation(
             "pending requests of the organisations you review for, with the "
@@ -123,7 +147,15 @@ OPENAPI = {
     },
     "/api/v1/grants": {"get": GRANTS},
     "/api/v1/grants/{grant_id}/revoke": {
-        "post": operation("revoke a grant at once (reviewer or admin of its organisation)", GRANT),
+        "post": operation(
+            "revoke a grant at once, with the renewals continuing it (reviewer or admin of "
+            "its organisation)",
+            GRANT,
+        ),
+        "parameters": path_params("grant_id"),
+    },
+    "/api/v1/grants/{grant_id}/renew": {
+        "post": RENEW,
         "parameters": path_params("grant_id"),
     },
     "/api/v1/grants/{grant_id}/files/{index}/release": {
@@ -226,6 +258,13 @@ def _decide(request_id: str, *, approve: bool) -> Response:
         return jsonify(service.outcome(uow, decided, for_reviewer=True, policy_dir=policy_dir))
 
 
+@bp.post("/requests/<request_id>/withdraw")
+def withdraw(request_id: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(service.outcome(uow, service.withdraw(uow, actor, request_id)))
+
+
 @bp.get("/reviews")
 def reviews() -> Response:
     actor = caller()
@@ -257,6 +296,21 @@ def revoke(grant_id: str) -> Response:
     actor = caller()
     with escrow().uow() as uow:
         return jsonify(grants.describe(uow, grants.revoke(uow, actor, grant_id)))
+
+
+@bp.post("/grants/<grant_id>/renew")
+def renew(grant_id: str) -> tuple[Response, int]:
+    actor = caller()  # authenticate before reading the body
+    body = json_body() if request.data else {}
+    policy_dir = escrow().settings.policy_dir
+    with escrow().uow() as uow:
+        try:
+            made = service.request_renewal(
+                uow, actor, policy_dir, grant_id, body.get("days"), body.get("purpose")
+            )
+        except service.RequestRefused as refused:
+            return _refused(refused), refused.status
+        return jsonify(service.outcome(uow, made)), 201
 
 
 @bp.post("/grants/<grant_id>/files/<int:index>/release")

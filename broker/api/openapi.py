@@ -51,13 +51,16 @@ def path_params(*names: str) -> list[dict[str, Any]]:
 
 
 def openapi_document() -> dict[str, Any]:
-    from broker.api import access, deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import access, audit, deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import models as api_models
     from broker.web import auth as web_auth
     from broker.web import device as web_device
+    from broker.web import page_modules
 
     paths: dict[str, Any] = {}
     for module in (
-        meta, deposits, store_urls, orgs, keys, ndas, access, oauth, web_device, web_auth
+        meta, deposits, store_urls, orgs, keys, ndas, access, audit, oauth, web_device, web_auth,
+        api_models, *page_modules(),
     ):
         paths.update(module.OPENAPI)
     return {

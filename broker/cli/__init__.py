@@ -23,6 +23,8 @@ COMMANDS = {
     "db": "broker.cli.server:db",
     "worker": "broker.cli.server:worker",
     "verify": "broker.cli.server:verify",
+    "recover": "broker.cli.recovery:recover",
+    "fixity": "broker.cli.fixity:fixity",
     "admin": "broker.cli.admin:admin",
     "policy": "broker.cli.policy:policy",
     "demo": "broker.cli.demo:demo",
@@ -39,6 +41,7 @@ COMMANDS = {
     "requests": "broker.cli.access:requests",
     "review": "broker.cli.access:review",
     "grants": "broker.cli.access:grants",
+    "audit": "broker.cli.audit:audit",
 }
 
 

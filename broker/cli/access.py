@@ -1,6 +1,6 @@
-"""`escrow request`, `escrow requests`, `escrow review …`, `escrow grants`: ask for access,
-decide requests, list and revoke grants. Commands only translate: options to API calls,
-answers to text or `--json`.
+"""`escrow request`, `escrow requests [withdraw]`, `escrow review …`, `escrow grants [renew]`:
+ask for access, withdraw a request, decide requests, list, renew and revoke grants. Commands only
+translate: options to API calls, answers to text or `--json`.
 """
 
 from __future__ import annotations
@@ -46,11 +46,19 @@ def decision_lines(decision: dict[str, Any]) -> list[str]:
 
 
 def grant_line(grant: dict[str, Any]) -> str:
+    renews = f", renews {grant['renews_grant_id']}" if grant.get("renews_grant_id") else ""
     return (
         f"{grant['id']}: {grant['model']}@{grant['version']} {grant['state']}, "
         f"valid {grant['not_before']} to {grant['expires_at']}, key {grant['key_id']}, "
-        f"{grant['releases_per_file']} key release(s) per file"
+        f"{grant['releases_per_file']} key release(s) per file{renews}"
     )
+
+
+def request_name(made: dict[str, Any]) -> str:
+    """A request as people read it: a renewal says which grant it renews."""
+    if made.get("renews_grant_id"):
+        return f"{made['id']} (renewal of grant {made['renews_grant_id']})"
+    return made["id"]
 
 
 # --- escrow request / requests ----------------------------------------------------------------
@@ -104,19 +112,50 @@ def request(
     emit(result, as_json, lines)
 
 
-@click.command("requests")
+@click.group("requests", invoke_without_command=True)
 @client_options
+@click.pass_context
 @reporting
 def requests(
-    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
+    ctx: click.Context,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
 ) -> None:
-    """Your access requests and their state."""
+    """Your access requests and their state; `escrow requests withdraw ID` takes one back."""
+    if ctx.invoked_subcommand is not None:
+        return
     result = open_client(broker_url, token, token_file).get("/api/v1/requests")
     lines = [
-        f"{r['id']}: {r['model']}@{r['version']} {r['state']}"
+        f"{request_name(r)}: {r['model']}@{r['version']} {r['state']}"
         + (f" (grant {r['grant_id']})" if r["grant_id"] else "")
         for r in result["requests"]
     ] or ["you have made no request"]
+    emit(result, as_json, lines)
+
+
+@requests.command("withdraw")
+@click.argument("request_id")
+@client_options
+@reporting
+def withdraw(
+    request_id: str,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Withdraw REQUEST_ID, a pending request of yours: it leaves the reviewers' queue and
+    stays on the record as withdrawn."""
+    client = open_client(broker_url, token, token_file)
+    result = client.post(f"/api/v1/requests/{quote(request_id, safe='')}/withdraw")
+    made = result["request"]
+    target = f"{made['model']}@{made['version']}"
+    lines = [
+        f"{request_name(made)}: {target} is {made['state']}",
+        f"to ask again: escrow request {target} --purpose …",
+    ]
     emit(result, as_json, lines)
 
 
@@ -144,7 +183,9 @@ def review_list(
         who = r["researcher"]
         ndas = ", ".join(f"{n['nda']} v{n['version']} signed {n['signed_at']}" for n in who["ndas"])
         lines += [
-            f"{r['id']}: {r['model']}@{r['version']}, {r['days_requested'] or 'default'} days",
+            f"{request_name(r)}: {r['model']}@{r['version']}, "
+            f"{r['days_requested'] or 'default'} days",
+            *renewal_lines(r.get("renews_grant")),
             f"  researcher: {who['email']} ({'verified' if who['email_verified'] else 'unverified'}"
             f", issuer {who['issuer']}), affiliations: {', '.join(who['affiliations']) or '-'}",
             f"  NDA: {ndas or 'none signed'}",
@@ -154,12 +195,22 @@ def review_list(
     emit(result, as_json, lines)
 
 
+def renewal_lines(renewed: dict[str, Any] | None) -> list[str]:
+    if renewed is None:
+        return []
+    return [
+        f"  renews grant {renewed['id']} ({renewed['state']}, {renewed['not_before']} to "
+        f"{renewed['expires_at']}, key {renewed['key_id']}): granted, it continues from "
+        f"{renewed['expires_at']} for the same key"
+    ]
+
+
 def _decide(verb: str, request_id: str, comment: str, options: dict[str, Any]) -> None:
     client = open_client(options["broker_url"], options["token"], options["token_file"])
     path = f"/api/v1/requests/{quote(request_id, safe='')}/{verb}"
     result = client.post(path, {"comment": comment})
     made = result["request"]
-    lines = [f"{made['id']}: {made['state']}"]
+    lines = [f"{request_name(made)}: {made['state']}"]
     if "grant" in result:
         lines.append(grant_line(result["grant"]))
     elif made["state"] == "pending":
@@ -198,7 +249,8 @@ def revoke(
     token_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Revoke GRANT_ID at once: no key or URL is released under it any more."""
+    """Revoke GRANT_ID at once, and its renewals: no key or URL is released under them any
+    more."""
     client = open_client(broker_url, token, token_file)
     grant = client.post(f"/api/v1/grants/{quote(grant_id, safe='')}/revoke")
     emit(grant, as_json, [grant_line(grant)])
@@ -207,19 +259,60 @@ def revoke(
 # --- escrow grants ----------------------------------------------------------------------------
 
 
-@click.command("grants")
+@click.group("grants", invoke_without_command=True)
 @click.option("--org", help="the grants of an organisation you review for, not yours")
 @client_options
+@click.pass_context
 @reporting
 def grants(
+    ctx: click.Context,
     org: str | None,
     broker_url: str | None,
     token: str | None,
     token_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Your grants (or an organisation's) with their state and expiry."""
+    """Your grants (or an organisation's) with their state and expiry; `escrow grants renew ID`
+    asks to continue one."""
+    if ctx.invoked_subcommand is not None:
+        return
     path = "/api/v1/grants" + (f"?org={quote(org, safe='')}" if org else "")
     result = open_client(broker_url, token, token_file).get(path)
     lines = [grant_line(g) for g in result["grants"]] or ["no grants"]
+    emit(result, as_json, lines)
+
+
+@grants.command("renew")
+@click.argument("grant_id")
+@click.option("--days", type=click.IntRange(1, 3650), help="how long (default: the policy's)")
+@click.option("--purpose", help="what you need it for now (default: the grant's first purpose)")
+@client_options
+@reporting
+def renew(
+    grant_id: str,
+    days: int | None,
+    purpose: str | None,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Ask to renew GRANT_ID, an active grant of yours, when its policy allows renewal. It is
+    reviewed like a request; granted, it continues for the same key from the grant's expiry."""
+    body: dict[str, Any] = {}
+    if days is not None:
+        body["days"] = days
+    if purpose:
+        body["purpose"] = purpose
+    client = open_client(broker_url, token, token_file)
+    result = client.post(f"/api/v1/grants/{quote(grant_id, safe='')}/renew", body)
+    made = result["request"]
+    lines = [
+        f"{request_name(made)}: {made['model']}@{made['version']} is {made['state']}",
+        *decision_lines(made["decision"]),
+    ]
+    if "grant" in result:
+        lines.append(grant_line(result["grant"]))
+    elif made["state"] == "pending":
+        lines.append("the reviewers of the model's organisation decide it")
     emit(result, as_json, lines)

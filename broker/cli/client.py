@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from broker.client import pins as pinning
+from broker.client.checkpoints import check_log
 from broker.client.credentials import token_for
 from broker.client.http import BrokerClient
 from broker.errors import EscrowError, InvalidInput, TamperDetected
@@ -108,10 +109,12 @@ def _to_stderr(message: str) -> None:
 
 
 def pinned(client: BrokerClient, say: Callable[[str], None] = _to_stderr) -> BrokerClient:
-    """`client`, after checking the broker's signing keys against the pin: pinned on first
-    contact (and said so), TamperDetected if they changed."""
+    """`client`, after checking the broker's signing keys against the pin (pinned on first
+    contact, and said so) and its audit log against the newest checkpoint seen before:
+    TamperDetected if a key changed or the log does not extend what was seen."""
     if pinning.verify_broker(client) == "pinned":
         say(f"pinned the signing keys of {pinning.broker_id(client.base_url)}")
+    check_log(client)
     return client
 
 

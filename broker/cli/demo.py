@@ -288,13 +288,14 @@ def _story_body(story: Story, escrow: Any, url: str, version: str, target: str, 
     from broker import age
     from broker.cli.access import grant_line
     from broker.cli.nda import fetch_text
+    from broker.client.audit import verify_log
     from broker.client.deposit import SEALED, DepositOptions, Depositor
     from broker.client.fetch import Fetcher, FetchOptions
     from broker.client.http import BrokerClient
     from broker.client.local import write_private
     from broker.client.pins import verify_broker
     from broker.domain.principals import OPERATOR
-    from broker.services import admin
+    from broker.services import admin, audit
 
     summary = story.summary
 
@@ -444,6 +445,17 @@ def _story_body(story: Story, escrow: Any, url: str, version: str, target: str, 
         story.say(f"the broker refuses the key release: {error.message} (on the audit log)")
     story.check(len(refusals) == 2, "refused", "a fetch after revocation was not refused")
     summary.update(refused=True, refusal=refusals[-1])
+
+    story.step("an auditor replays the whole audit log and checks its signed checkpoint "
+               "(escrow audit verify --broker)")
+    ensure_user(escrow, *AUDITOR)
+    grant_role(escrow, AUDITOR[0], "auditor", None)
+    with escrow.uow() as uow:  # the worker signs one every minute; the demo cannot wait
+        audit.sign_checkpoint(escrow, uow)
+    verified = verify_log(client(user_token(escrow, AUDITOR[0])), directory=client_dir)
+    story.say(f"{verified.checkpoint.size} events, root {verified.checkpoint.root.hex()[:16]}…, "
+              "signature checked with the pinned checkpoint key")
+    summary["audit_log_size"] = verified.checkpoint.size
     summary["ok"] = True
 
 

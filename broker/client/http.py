@@ -18,7 +18,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -183,6 +183,10 @@ class BrokerClient:
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
                                         retries=False)
 
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
     def __repr__(self) -> str:  # never the token
         return f"BrokerClient({self.base_url!r})"
 
@@ -200,7 +204,21 @@ class BrokerClient:
     def delete(self, path: str) -> Any:
         return self._call("DELETE", path, None, True)
 
-    def _call(self, method: str, path: str, body: Any | None, auth: bool) -> Any:
+    def stream(self, path: str, chunk_size: int = 65536) -> Iterator[bytes]:
+        """A GET whose answer is not JSON (an export), in chunks as they arrive."""
+        response = self.pool.request(
+            "GET", self.base_url + path, headers=self._headers(True),
+            timeout=self.api_timeout, redirect=False, preload_content=False,
+        )
+        try:
+            if response.status != 200:
+                response.read()
+                self._decode("GET", path, response)
+            yield from response.stream(chunk_size)
+        finally:
+            response.release_conn()
+
+    def _headers(self, auth: bool) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if auth:
             if not self._token:
@@ -209,6 +227,10 @@ class BrokerClient:
                     hint="pass --token-file FILE (or --token, or set ESCROW_TOKEN)",
                 )
             headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _call(self, method: str, path: str, body: Any | None, auth: bool) -> Any:
+        headers = self._headers(auth)
         data = None
         if body is not None:
             data = json.dumps(body).encode()

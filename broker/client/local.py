@@ -9,9 +9,13 @@ a crash at any instant leaves either the old or the new content, never a torn fi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from broker.errors import EscrowError
 
 
 def config_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -46,6 +50,21 @@ def write_private(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str, lose: str) -> dict[str, Any]:
+    """A client file written by `write_private`: {} if absent; damaged is an error that says
+    what removing it would lose."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise EscrowError(
+            f"{what} {path} is damaged (not JSON)",
+            hint=f"restore it from a backup, or remove it ({lose}): {path}",
+        ) from None
+    return data if isinstance(data, dict) else {}
 
 
 def remove_private(path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.client.http import BrokerClient
-from broker.client.local import config_dir, write_private
+from broker.client.local import config_dir, read_json, write_private
 from broker.errors import EscrowError, TamperDetected
 
 PINS_FILE = "pins.json"
@@ -40,17 +40,7 @@ def pins_path(directory: Path | None = None) -> Path:
 
 
 def load_pins(directory: Path | None = None) -> dict[str, Any]:
-    path = pins_path(directory)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except ValueError:
-        raise EscrowError(
-            f"pinned keys file {path} is damaged (not JSON)",
-            hint=f"restore it from a backup, or remove it to pin every broker afresh: {path}",
-        ) from None
-    return data if isinstance(data, dict) else {}
+    return read_json(pins_path(directory), "pinned keys file", "every broker is pinned afresh")
 
 
 def _pinned_view(keys: Mapping[str, Any]) -> dict[str, dict[str, str]]:

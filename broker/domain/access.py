@@ -30,7 +30,16 @@ class Person:
     """Any logged-in person, acting on their own things (keys, NDA signatures)."""
 
 
-Rule = OrgRole | GlobalRole | Person
+@dataclass(frozen=True)
+class Owner:
+    """Only the person the thing belongs to (their own request, their own grant): neither the
+    organisation's reviewers nor other researchers."""
+
+    thing: str  # "request", "grant": named in the refusal
+    hint: str
+
+
+Rule = OrgRole | GlobalRole | Person | Owner
 
 RULES: dict[str, Rule] = {
     "deposit.create": OrgRole(("depositor",)),
@@ -42,28 +51,42 @@ RULES: dict[str, Rule] = {
     "keys.manage": Person(),
     "nda.sign": Person(),
     "request.create": Person(),
+    "request.withdraw": Owner(
+        "request",
+        hint="reviewers close a pending request by denying it: escrow review deny REQUEST_ID",
+    ),
     "review.read": OrgRole(("reviewer", "admin")),
     "review.decide": OrgRole(("reviewer", "admin")),
     "grant.read_own": Person(),
     "grant.read_org": OrgRole(("reviewer", "admin")),
     "grant.revoke": OrgRole(("reviewer", "admin")),
     "grant.release": Person(),
+    "health.read": GlobalRole(("operator",)),  # the operator's page: health, verifications
+    "grant.renew": Owner("grant", hint="list your grants with `escrow grants`"),
 }
 
 
-def authorize(principal: Principal, action: str, org: str | None = None) -> None:
-    """Allow, or raise Forbidden saying which role is needed. Console operators may do all."""
+def authorize(
+    principal: Principal, action: str, org: str | None = None, owner: str | None = None
+) -> None:
+    """Allow, or raise Forbidden saying which role is needed. Console operators may do all.
+
+    `org`: the organisation owning what is acted on (org rules); `owner`: the id of the person
+    it belongs to (owner rules)."""
     if principal.kind in ("operator", "system"):
         return
     rule = RULES.get(action)
     if rule is None:
         raise Forbidden(f"{action}: no such action", hint="this is a bug; please report it")
+    if isinstance(rule, Person | Owner) and principal.kind != "user":
+        raise Unauthorized(
+            f"{action} is done by a person logged in, not by a service token",
+            hint="log in (`escrow login BROKER`, or /auth/login in a browser)",
+        )
     if isinstance(rule, Person):
-        if principal.kind != "user":
-            raise Unauthorized(
-                f"{action} is done by a person logged in, not by a service token",
-                hint="log in (`escrow login BROKER`, or /auth/login in a browser)",
-            )
+        return
+    if isinstance(rule, Owner):
+        _authorize_owner(principal, action, rule, owner)
         return
     if isinstance(rule, GlobalRole):
         if principal.global_roles & set(rule.roles):
@@ -83,3 +106,41 @@ def authorize(principal: Principal, action: str, org: str | None = None) -> None
         hint=f"an admin of {org!r} or an operator grants it: "
         f"escrow admin role grant USER {rule.roles[0]} --org {org}",
     )
+
+
+def _authorize_owner(principal: Principal, action: str, rule: Owner, owner: str | None) -> None:
+    if owner is None:
+        raise Forbidden(f"{action} needs the owner's id", hint="this is a bug; please report it")
+    if principal.id == owner:
+        return
+    raise Forbidden(
+        f"{action} is done only by the person whose {rule.thing} it is, and it is not yours",
+        hint=rule.hint,
+    )
+
+
+@dataclass(frozen=True)
+class AuditScope:
+    """Which audit events a caller may read: all, those of some organisations, or their own."""
+
+    everything: bool = False
+    orgs: frozenset[str] = frozenset()
+    user_id: str | None = None
+
+
+AUDIT_READERS = ("auditor", "operator")
+
+
+def audit_scope(principal: Principal) -> AuditScope:
+    """Auditors see everything; an organisation's admins its events; a person their own."""
+    if principal.kind in ("operator", "system") or principal.global_roles & set(AUDIT_READERS):
+        return AuditScope(everything=True)
+    orgs = frozenset(org for org, role in principal.org_roles if role == "admin")
+    user_id = principal.id if principal.kind == "user" else None
+    if not orgs and user_id is None:
+        raise Forbidden(
+            "reading the audit log needs the global role auditor, the role admin in an "
+            "organisation, or a person's login (for their own events)",
+            hint="an operator grants it: escrow admin role grant USER auditor",
+        )
+    return AuditScope(orgs=orgs, user_id=user_id)

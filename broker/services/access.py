@@ -14,6 +14,12 @@ SHA-256 and the decision's reasons, whatever the outcome:
 A review adds an approval or a denial and evaluates again; when the policy is satisfied the
 grant is made (`broker.services.grants.create_grant`). Every request, review and grant is an
 audit event carrying the policy's SHA-256 and the reasons, never personal data.
+
+The requester may withdraw a pending request (`withdraw`): it leaves the reviewers' queue and
+stays on the record as `withdrawn`. When the policy allows it (`grant.renewal`), the researcher
+of an active grant may ask to renew it (`request_renewal`): a request like any other, evaluated
+and reviewed the same way, that names the grant it renews; its grant keeps the same key and
+starts when the old one ends.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,7 @@ from broker.policy.schema import Policy
 from broker.services import grants as grant_service
 from broker.services import ndas
 from broker.services.deposits import SEALED
+from broker.services.grants import RenewalRefused, renewal_start
 from broker.services.keys import fingerprint, proven_keys
 from broker.services.people import audit_subject, roles_of
 
@@ -73,6 +80,18 @@ class RequestRefused(InvalidInput):
         self.request = request
         self.decision = decision
 
+
+@dataclass(frozen=True)
+class _Ask:
+    """A request about to be evaluated and recorded: a first request, or a renewal."""
+
+    user: User
+    deposit: Deposit
+    policy: Policy
+    key: ResearcherKey | None  # the key named (a renewal: the renewed grant's), else None
+    purpose: str
+    days: int | None
+    renews: Grant | None = None
 
 
 # --- asking -----------------------------------------------------------------------------------
@@ -125,44 +144,71 @@ def create_request(
     deposit = find_sealed_deposit(uow, model, version)
     policy = _policy_for(policy_dir, deposit)
     key = _requested_key(uow, user, key_id)
-    open_request = uow.session.scalar(
+    _refuse_second_pending(uow, user, deposit)
+    return _record(uow, actor, policy_dir, _Ask(user, deposit, policy, key, text, requested_days))
+
+
+def _refuse_second_pending(
+    uow: UnitOfWork, user: User, deposit: Deposit, renewing: Grant | None = None
+) -> None:
+    """One pending request per researcher and deposit (a renewal is one too): reviewers see
+    each question once, and one request cannot make two grants."""
+    pending = uow.session.scalar(
         select(AccessRequest).where(
             AccessRequest.user_id == user.id,
             AccessRequest.deposit_id == deposit.id,
             AccessRequest.state == PENDING,
         )
     )
-    if open_request is not None:
+    if pending is None:
+        return
+    hint = (
+        "wait for the reviewers' decision (escrow requests), or withdraw it: "
+        f"escrow requests withdraw {pending.id}"
+    )
+    if renewing is not None and pending.renews_grant_id == renewing.id:
         raise Conflict(
-            f"you already have a pending request {open_request.id} for "
-            f"{deposit.model.full_name}@{deposit.version}",
-            hint="wait for the reviewers' decision (escrow requests), or ask them",
+            f"a renewal of grant {renewing.id} is pending already: request {pending.id}",
+            hint=hint,
         )
-    facts = gather_facts(uow, policy_dir, user, deposit, requested_days, key, [])
-    decision = evaluate(policy, facts)
+    what = f", a renewal of grant {pending.renews_grant_id}" if pending.renews_grant_id else ""
+    raise Conflict(
+        f"you already have a pending request {pending.id} for "
+        f"{deposit.model.full_name}@{deposit.version}{what}",
+        hint=hint,
+    )
+
+
+def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> AccessRequest:
+    """Evaluate the policy, store the request with its decision (and its grant when allowed at
+    once), audit, commit; then raise RequestRefused when the requester is not eligible."""
+    deposit = ask.deposit
+    facts = gather_facts(uow, policy_dir, ask.user, deposit, ask.days, ask.key, [])
+    decision = evaluate(ask.policy, facts)
     request = AccessRequest(
         id="rq_" + secrets.token_hex(8),
-        user_id=user.id,
+        user_id=ask.user.id,
         deposit_id=deposit.id,
-        key_id=key.id if key else None,
-        purpose=text,
-        days_requested=requested_days,
+        key_id=ask.key.id if ask.key else None,
+        purpose=ask.purpose,
+        days_requested=ask.days,
         state=_state_of(decision),
         policy_id=decision.policy_id,
         policy_sha256=decision.policy_sha256,
         decision=json.dumps(describe_decision(decision), sort_keys=True),
         created_at=facts.now,
         decided_at=None if decision.eligible and not decision.allowed else facts.now,
+        renews_grant_id=ask.renews.id if ask.renews else None,
     )
     uow.session.add(request)
     uow.session.flush()
     grant = None
     if decision.allowed:
-        grant = _grant(uow, request, policy, decision, facts)
+        grant = _grant(uow, request, ask.policy, decision, facts)
     uow.audit(
         "request.created",
         actor,
-        {**audit_subject(user), "request": request.id, "deposit": deposit.id},
+        {**audit_subject(ask.user), **_request_subject(request)},
         {
             "model": deposit.model.full_name,
             "version": deposit.version,
@@ -171,11 +217,11 @@ def create_request(
         },
     )
     if grant is not None:
-        grant_service.audit_grant(uow, actor, user, grant, decision)
+        grant_service.audit_grant(uow, actor, ask.user, grant, decision)
     uow.commit()
     if request.state == DENIED:
         raise RequestRefused(
-            f"request {request.id} for {deposit.model.full_name}@{deposit.version} is refused "
+            f"{_what(request)} for {deposit.model.full_name}@{deposit.version} is refused "
             f"and recorded as denied: {'; '.join(decision.missing) or 'not eligible'}",
             hint="do what is missing, then ask again (a new request); "
             "`escrow request … --explain` shows what the policy decides without asking",
@@ -375,14 +421,36 @@ def _grant(
     their newest proven key that the policy accepts. Keys registered later get nothing of it."""
     key = _pinned_key(uow, request, policy)
     days = min(decision.grant_days, policy.grant.max_days)
+    start = facts.now
+    if request.renews_grant_id is not None:
+        start = renewal_start(_renewed_grant(uow, request), facts.now)
     return grant_service.create_grant(
         uow,
         request,
         key,
-        not_before=facts.now,
-        expires_at=facts.now + timedelta(days=days),
+        not_before=start,
+        expires_at=start + timedelta(days=days),
         releases_per_file=policy.grant.releases_per_file,
     )
+
+
+def _renewed_grant(uow: UnitOfWork, request: AccessRequest) -> Grant:
+    """The grant a renewal continues; a grant revoked since the renewal was asked for is not
+    continued (the reviewers stopped it)."""
+    # Locked: a revocation at this moment either comes first (refused here) or sees the new
+    # grant as a renewal to revoke with it.
+    renewed = uow.session.scalar(
+        select(Grant).where(Grant.id == request.renews_grant_id).with_for_update()
+    )
+    assert renewed is not None  # a foreign key
+    if renewed.revoked_at is not None:
+        raise Conflict(
+            f"renewal {request.id} cannot be granted: grant {renewed.id}, which it renews, "
+            f"was revoked at {renewed.revoked_at.isoformat(timespec='seconds')}",
+            hint=f"deny it (escrow review deny {request.id}); the researcher may ask anew "
+            "with a new request (escrow request)",
+        )
+    return renewed
 
 
 def _pinned_key(uow: UnitOfWork, request: AccessRequest, policy: Policy) -> ResearcherKey:
@@ -401,6 +469,99 @@ def _pinned_key(uow: UnitOfWork, request: AccessRequest, policy: Policy) -> Rese
             hint="the researcher registers and proves a key, then makes a new request",
         )
     return usable[-1]  # proven_keys is oldest first
+
+
+# --- withdrawing --------------------------------------------------------------------------------
+
+
+def withdraw(uow: UnitOfWork, actor: Principal, request_id: str) -> AccessRequest:
+    """The requester takes back a pending request: it leaves the reviewers' queue, can no longer
+    be approved, and stays on the record as withdrawn. Only its requester may (403 for anyone
+    else, reviewers included: they deny); a decided request is a conflict (409)."""
+    user = _person(uow, actor, "request.withdraw")
+    request = _request(uow, request_id, lock=True)  # a reviewer deciding now: one after the other
+    authorize(actor, "request.withdraw", owner=str(request.user_id))
+    if request.state != PENDING:
+        message, hint = _not_withdrawable(uow, request)
+        raise Conflict(message, hint=hint)
+    request.state, request.decided_at = WITHDRAWN, now()
+    uow.audit(
+        "request.withdrawn",
+        actor,
+        {**audit_subject(user), **_request_subject(request)},
+        {"model": request.deposit.model.full_name, "version": request.deposit.version},
+    )
+    uow.commit()
+    return request
+
+
+def _not_withdrawable(uow: UnitOfWork, request: AccessRequest) -> tuple[str, str]:
+    """(what is wrong, what to do) for withdrawing a request that is no longer pending."""
+    when = request.decided_at.isoformat(timespec="seconds") if request.decided_at else "?"
+    again = "to ask again, make a new request (escrow request ORG/NAME@VERSION --purpose …)"
+    if request.state == WITHDRAWN:
+        return f"{_what(request)} was withdrawn already, at {when}", f"nothing to do; {again}"
+    closed = (
+        f"{_what(request)} was {request.state} at {when}: only a pending request can be withdrawn"
+    )
+    if request.state == APPROVED:
+        grant = uow.session.scalar(select(Grant).where(Grant.request_id == request.id))
+        org = request.deposit.model.organisation.name
+        named = f"its grant {grant.id}" if grant else "its grant"
+        return closed, (
+            f"{named} ends at its expiry; if you no longer need it, ask a reviewer of {org} "
+            "to revoke it"
+        )
+    return closed, f"it stays on the record; {again}"
+
+
+# --- renewing ---------------------------------------------------------------------------------
+
+
+def request_renewal(
+    uow: UnitOfWork,
+    actor: Principal,
+    policy_dir: Path,
+    grant_id: str,
+    days: object = None,
+    purpose: object = None,
+) -> AccessRequest:
+    """Ask to continue an active grant of one's own, when the deposit's policy allows renewal:
+    a new request naming the grant, evaluated (and refused, pending or granted at once) like
+    any other, for the same key; its grant starts when the renewed one ends. `purpose` defaults
+    to the renewed request's, `days` to the policy's default (clamped to its longest)."""
+    user = _person(uow, actor, "grant.renew")
+    requested_days = _days(days)
+    renewed = grant_service.grant_to_renew(uow, actor, grant_id)
+    deposit = renewed.deposit
+    policy = _policy_for(policy_dir, deposit)
+    if not policy.grant.renewal:
+        raise RenewalRefused(
+            f"grant {renewed.id} cannot be renewed: policy {policy.id} of "
+            f"{deposit.model.full_name} does not allow renewal (grant.renewal is false)",
+            hint=f"ask for access anew when it ends: escrow request "
+            f"{deposit.model.full_name}@{deposit.version} --purpose …",
+        )
+    first = uow.session.get(AccessRequest, renewed.request_id)
+    assert first is not None  # a foreign key
+    text = first.purpose if purpose is None else _purpose(purpose)
+    key = _renewal_key(uow, renewed)
+    _refuse_second_pending(uow, user, deposit, renewing=renewed)
+    ask = _Ask(user, deposit, policy, key, text, requested_days, renews=renewed)
+    return _record(uow, actor, policy_dir, ask)
+
+
+def _renewal_key(uow: UnitOfWork, renewed: Grant) -> ResearcherKey:
+    """The key the renewed grant is pinned to: a renewal continues access for the same key."""
+    key = uow.session.get(ResearcherKey, renewed.key_id)
+    if key is None or key.retired_at is not None or key.proven_at is None:
+        raise Conflict(
+            f"grant {renewed.id} cannot be renewed: its key {renewed.key_id} has been retired, "
+            "and a renewal keeps the key of the grant it continues",
+            hint="ask for access anew with a new request (escrow request), which pins your "
+            "current key",
+        )
+    return key
 
 
 # --- reviewing --------------------------------------------------------------------------------
@@ -427,6 +588,11 @@ def decide(
         raise Forbidden(
             f"request {request.id} is your own: nobody may review their own request",
             hint=f"another reviewer or admin of {org} decides it",
+        )
+    if request.state == WITHDRAWN:
+        raise Conflict(
+            f"request {request.id} was withdrawn by its researcher: there is nothing to decide",
+            hint="it has left the review queue (escrow review list)",
         )
     if request.state != PENDING:
         raise Conflict(
@@ -472,7 +638,7 @@ def decide(
     uow.audit(
         "review.approved" if approve else "review.denied",
         actor,
-        {**audit_subject(reviewer), "request": request.id, "deposit": request.deposit_id},
+        {**audit_subject(reviewer), **_request_subject(request)},
         {"state": request.state, **_decision_log(decision, facts)},
     )
     if grant is not None:
@@ -585,6 +751,7 @@ def describe_request(
         "created_at": request.created_at.isoformat(),
         "decided_at": request.decided_at.isoformat() if request.decided_at else None,
         "grant_id": grant.id if grant else None,
+        "renews_grant_id": request.renews_grant_id,
         "reviews": [
             {
                 "reviewer": str(r.reviewer_id),
@@ -597,7 +764,18 @@ def describe_request(
     }
     if for_reviewer:
         result["researcher"] = researcher_facts(uow, request, policy_dir)
+        result["renews_grant"] = _renewed_summary(uow, request)
     return result
+
+
+def _renewed_summary(uow: UnitOfWork, request: AccessRequest) -> dict[str, Any] | None:
+    """What reviewers see of the grant a renewal continues: its period, state and key."""
+    if request.renews_grant_id is None:
+        return None
+    renewed = uow.session.get(Grant, request.renews_grant_id)
+    assert renewed is not None  # a foreign key
+    described = grant_service.describe(uow, renewed)
+    return {k: described[k] for k in ("id", "state", "not_before", "expires_at", "key_id")}
 
 
 def researcher_facts(uow: UnitOfWork, request: AccessRequest, policy_dir: Path) -> dict[str, Any]:
@@ -651,6 +829,21 @@ def _scrub(text: str, facts: Facts) -> str:
     if facts.email:
         text = text.replace(facts.email, "<email>")
     return text
+
+
+def _what(request: AccessRequest) -> str:
+    """How a request is named to people: a renewal says which grant it renews."""
+    if request.renews_grant_id:
+        return f"renewal {request.id} of grant {request.renews_grant_id}"
+    return f"request {request.id}"
+
+
+def _request_subject(request: AccessRequest) -> dict[str, str]:
+    """What an audit event about a request is about (ids only): the grant a renewal renews."""
+    subject = {"request": request.id, "deposit": request.deposit_id}
+    if request.renews_grant_id:
+        subject["renews_grant"] = request.renews_grant_id
+    return subject
 
 
 def _reviews(uow: UnitOfWork, request_id: str) -> list[Review]:

@@ -50,6 +50,11 @@ def identity_context(deposit_id: str) -> dict[str, str]:
     return {"purpose": "deposit-identity", "deposit": deposit_id}
 
 
+def identity_object(deposit_id: str) -> str:
+    """The bucket's copy of the wrapped identity (a key rotation rewrites it with the row)."""
+    return deposit_prefix(deposit_id) + "identity.wrapped"
+
+
 def parse_plan(raw_files: list[dict[str, Any]] | None) -> list[PlannedFile] | None:
     if raw_files is None:
         return None
@@ -125,7 +130,7 @@ def _new_deposit(
     identity = age.generate_x25519_identity() if classical else age.generate_hybrid_identity()
     recipient = identity.to_recipient()
     wrapped = escrow.custody.wrap(identity.encode().encode(), identity_context(deposit_id))
-    escrow.store.put_bytes(deposit_prefix(deposit_id) + "identity.wrapped", wrapped)
+    escrow.store.put_bytes(identity_object(deposit_id), wrapped)
     weakened = not classical and any(not r.post_quantum for r in extras)
     deposit = Deposit(
         id=deposit_id,

@@ -4,6 +4,13 @@ A grant is fixed when it is made: the deposit, the researcher's key pinned at ap
 registered later do not receive its releases), `not_before`, `expires_at`, and how many times
 each file's key may be released. Revocation takes effect on the next call.
 
+A renewal (asked by `broker.services.access.request_renewal`, when the policy allows it) is a new
+request that names the grant it renews; approved, it makes a new grant for the same key that
+starts when the old one ends (or now, if that has passed), so access goes on without a gap. Each
+grant counts its own key releases. Only an active grant can be renewed, and only once: the
+renewal is renewed in turn once it is active. Revoking a grant revokes the renewals continuing
+it, or the access stopped now would come back when they start.
+
 A key release re-wraps one file's key for the pinned recipient: the broker unwraps the deposit's
 escrow identity through key custody, opens the file's escrow header (read from the database, not
 the object store) and writes a fresh age header to the researcher's key; the payload does not
@@ -25,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from broker import age
 from broker.adapters.db.models import (
@@ -57,6 +65,11 @@ class ReleaseRefused(Forbidden):
 
     title = "key release refused"
 
+
+class RenewalRefused(Forbidden):
+    """The policy of the grant's deposit does not let grants be renewed."""
+
+    title = "renewal refused"
 
 
 # --- the rules (pure) -------------------------------------------------------------------------
@@ -92,6 +105,36 @@ def url_ttl(grant: Grant, moment: datetime, longest_s: int) -> int:
     return max(1, min(longest_s, left))
 
 
+def renewal_start(renewed: Grant, moment: datetime) -> datetime:
+    """When the grant renewing `renewed` starts: as the old one ends, so that access goes on
+    without a gap or an overlap (state_at: expired at expires_at, active from not_before);
+    from `moment` if the old one has ended already (the reviewers took their time)."""
+    return max(moment, renewed.expires_at)
+
+
+def renewal_conflict(grant: Grant, moment: datetime) -> tuple[str, str] | None:
+    """(what is wrong, what to do) when `grant` cannot be renewed at `moment`, else None:
+    only an active grant continues; a revoked or expired one needs a new request."""
+    state = state_at(grant, moment)
+    if state == PENDING:
+        return (
+            f"grant {grant.id} is not active yet (valid from {_iso(grant.not_before)}): only an "
+            "active grant can be renewed",
+            f"renew it once it is active, from {_iso(grant.not_before)}",
+        )
+    if state == REVOKED:
+        assert grant.revoked_at is not None
+        why = f"was revoked at {_iso(grant.revoked_at)}"
+    elif state == EXPIRED:
+        why = f"expired at {_iso(grant.expires_at)}"
+    else:
+        return None
+    return (
+        f"grant {grant.id} {why}: only an active grant can be renewed",
+        "ask for access anew: escrow request ORG/NAME@VERSION --purpose …",
+    )
+
+
 # --- making and revoking ----------------------------------------------------------------------
 
 
@@ -125,15 +168,19 @@ def create_grant(
 def audit_grant(
     uow: UnitOfWork, actor: Principal, researcher: User, grant: Grant, decision: Any
 ) -> None:
+    subject = {
+        **audit_subject(researcher),
+        "grant": grant.id,
+        "request": grant.request_id,
+        "deposit": grant.deposit_id,
+    }
+    request = uow.session.get(AccessRequest, grant.request_id)
+    if request is not None and request.renews_grant_id:
+        subject["renews_grant"] = request.renews_grant_id  # the chain of a continued access
     uow.audit(
         "grant.created",
         actor,
-        {
-            **audit_subject(researcher),
-            "grant": grant.id,
-            "request": grant.request_id,
-            "deposit": grant.deposit_id,
-        },
+        subject,
         {
             "key": grant.key_id,
             "key_fingerprint": fingerprint(grant.recipient),
@@ -146,8 +193,41 @@ def audit_grant(
     )
 
 
+def grant_to_renew(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
+    """The actor's grant `grant_id` if it can be renewed now, its row locked until commit (two
+    renewals of one grant at once: one after the other). Conflict saying why it cannot."""
+    grant = _locked_grant(uow, grant_id)
+    try:
+        authorize(actor, "grant.renew", owner=str(grant.user_id))
+    except Forbidden:
+        # Someone else's grant: answered as if it did not exist, like every other grant route.
+        raise _not_found(grant_id) from None
+    conflict = renewal_conflict(grant, now())
+    if conflict is not None:
+        raise Conflict(conflict[0], hint=conflict[1])
+    successor = renewal_of(uow, grant)
+    if successor is not None:
+        raise Conflict(
+            f"grant {grant.id} was renewed already: grant {successor.id} continues it from "
+            f"{_iso(successor.not_before)} to {_iso(successor.expires_at)}",
+            hint=f"renew grant {successor.id} once it is active",
+        )
+    return grant
+
+
+def renewal_of(uow: UnitOfWork, grant: Grant) -> Grant | None:
+    """The grant an approved renewal of `grant` made, unless it was revoked (then the
+    researcher may ask to renew again, as after a denial)."""
+    return uow.session.scalar(
+        select(Grant)
+        .join(AccessRequest, Grant.request_id == AccessRequest.id)
+        .where(AccessRequest.renews_grant_id == grant.id, Grant.revoked_at.is_(None))
+    )
+
+
 def revoke(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
-    """Revoke a grant at once (reviewer or admin of the deposit's organisation)."""
+    """Revoke a grant at once (reviewer or admin of the deposit's organisation), and the
+    renewals that continue it: else access revoked now would come back when they start."""
     if actor.kind == "token":
         raise Unauthorized(
             "grant.revoke is done by a person logged in, not by a service token",
@@ -160,17 +240,34 @@ def revoke(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
             f"grant {grant.id} was revoked already, at {_iso(grant.revoked_at)}",
             hint="nothing to do: it allows no key release any more",
         )
-    grant.revoked_at, grant.revoked_by = now(), actor.id
+    continued = _continuations(uow, grant)
+    moment = now()
+    for revoked in (grant, *continued):
+        revoked.revoked_at, revoked.revoked_by = moment, actor.id
     researcher = uow.session.get(User, grant.user_id)
     assert researcher is not None  # a foreign key
-    uow.audit(
-        "grant.revoked",
-        actor,
-        {**audit_subject(researcher), "grant": grant.id, "deposit": grant.deposit_id},
-        {"expires_at": _iso(grant.expires_at)},
-    )
+    for revoked in (grant, *continued):
+        details = {"expires_at": _iso(revoked.expires_at)}
+        if revoked is not grant:
+            details["with"] = grant.id  # revoked as a renewal continuing that grant
+        uow.audit(
+            "grant.revoked",
+            actor,
+            {**audit_subject(researcher), "grant": revoked.id, "deposit": revoked.deposit_id},
+            details,
+        )
     uow.commit()
     return grant
+
+
+def _continuations(uow: UnitOfWork, grant: Grant) -> list[Grant]:
+    """The unrevoked renewals continuing `grant`, the renewal of a renewal included, in order."""
+    found: list[Grant] = []
+    later = renewal_of(uow, grant)
+    while later is not None:
+        found.append(later)
+        later = renewal_of(uow, later)
+    return found
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -208,9 +305,11 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> d
             .group_by(KeyRelease.file_idx)
         ).all()
     )
+    request = uow.session.get(AccessRequest, grant.request_id)
     return {
         "id": grant.id,
         "request_id": grant.request_id,
+        "renews_grant_id": request.renews_grant_id if request else None,
         "model": deposit.model.full_name,
         "version": deposit.version,
         "deposit_id": deposit.id,
@@ -260,57 +359,37 @@ def release_key(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str, index: int
 ) -> dict[str, Any]:
     """A fresh age header of file `index` for the grant's pinned key, and a short-lived URL of
-    the unchanged payload. Refusals are committed to the audit log, then raised."""
+    the unchanged payload. Refusals are committed to the audit log, then raised.
+
+    The work (checks, unwrap, re-wrap, URL) happens first; the grant's row lock is taken only
+    for the final re-check, the count and the writes, so releases of one grant overlap."""
     authorize(actor, "grant.release")
-    grant = _locked_grant(uow, grant_id)
-    moment = now()
-    if str(grant.user_id) != actor.id:
-        _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
+    grant = uow.session.get(Grant, grant_id)
+    if grant is None:
         raise _not_found(grant_id)
-    why = refusal(grant, moment) or _key_refusal(uow, grant)
-    if why is not None:
-        _refuse(uow, actor, grant, index, *why)
-        raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
-    file = uow.session.scalar(
-        select(DepositFile).where(
-            DepositFile.deposit_id == grant.deposit_id, DepositFile.idx == index
-        )
-    )
-    if file is None or file.header is None:
-        raise NotFound(
-            f"the deposit of grant {grant.id} has no file number {index}",
-            hint="the grant's files are listed by GET /api/v1/grants (escrow grants --json)",
-        )
-    done = uow.session.scalar(
-        select(func.count())
-        .select_from(KeyRelease)
-        .where(KeyRelease.grant_id == grant.id, KeyRelease.file_idx == index)
-    )
-    if done >= grant.releases_per_file:
-        words = (
-            f"the key of {file.path!r} was released {done} times under grant {grant.id}, "
-            f"the most its policy allows ({grant.releases_per_file})"
-        )
-        _refuse(uow, actor, grant, index, "limit_reached", words)
-        raise ReleaseRefused(
-            words,
-            hint="keep the header you received: it decrypts the payload for as long as you "
-            "hold your key; a reviewer may grant a new request",
-        )
+    _check_release(uow, actor, grant, index, now())
+    file, deposit, model = _release_target(uow, grant, index)
+    researcher = uow.session.scalars(
+        select(User).options(joinedload(User.profile)).where(User.id == grant.user_id)
+    ).one()
     # Why unwrap per release: the deposit identity exists in memory only while one header is
     # re-wrapped; with KMS custody every unwrap is on the cloud's own trail, to reconcile.
-    identity = deposit_identity(escrow, grant.deposit)
+    identity = deposit_identity(escrow, deposit)
     header = age.rewrap(file.header, [identity], [age.parse_recipient(grant.recipient)])
     header_sha256 = hashlib.sha256(header).hexdigest()
-    ttl = url_ttl(grant, moment, escrow.settings.download_url_ttl_s)
-    url = escrow.store.presign_get(deposit_prefix(grant.deposit_id) + payload_key(index), ttl)
+    moment = now()
+    url = escrow.store.presign_get(
+        deposit_prefix(grant.deposit_id) + payload_key(index),
+        url_ttl(grant, moment, escrow.settings.download_url_ttl_s),
+    )
+    grant = _locked_grant(uow, grant_id)  # from here to commit, this grant's releases queue
+    _check_release(uow, actor, grant, index, moment)  # revoked or expired meanwhile?
+    done = _count_releases(uow, actor, grant, file)
     uow.session.add(
         KeyRelease(
             grant_id=grant.id, file_idx=index, header_sha256=header_sha256, created_at=moment
         )
     )
-    researcher = uow.session.get(User, grant.user_id)
-    assert researcher is not None  # a foreign key
     uow.audit(  # last before commit: the audit head's lock is held only this long
         "key.released",
         actor,
@@ -318,6 +397,8 @@ def release_key(
             **audit_subject(researcher),
             "grant": grant.id,
             "deposit": grant.deposit_id,
+            "model": model,
+            "version": deposit.version,
             "file": index,
         },
         {"header_sha256": header_sha256, "key": grant.key_id, "release": done + 1},
@@ -339,6 +420,61 @@ def release_key(
         "releases_left": grant.releases_per_file - done - 1,
         "grant_expires_at": _iso(grant.expires_at),
     }
+
+
+def _check_release(
+    uow: UnitOfWork, actor: Principal, grant: Grant, index: int, moment: datetime
+) -> None:
+    """Refuse (on the log) a caller who is not the holder, a grant not valid now, a retired key."""
+    if str(grant.user_id) != actor.id:
+        _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
+        raise _not_found(grant.id)
+    why = refusal(grant, moment) or _key_refusal(uow, grant)
+    if why is not None:
+        _refuse(uow, actor, grant, index, *why)
+        raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
+
+
+def _count_releases(uow: UnitOfWork, actor: Principal, grant: Grant, file: DepositFile) -> int:
+    """Releases of this file so far under the (locked) grant; refused at the policy's limit."""
+    done = uow.session.scalar(
+        select(func.count())
+        .select_from(KeyRelease)
+        .where(KeyRelease.grant_id == grant.id, KeyRelease.file_idx == file.idx)
+    )
+    if done < grant.releases_per_file:
+        return done
+    words = (
+        f"the key of {file.path!r} was released {done} times under grant {grant.id}, "
+        f"the most its policy allows ({grant.releases_per_file})"
+    )
+    _refuse(uow, actor, grant, file.idx, "limit_reached", words)
+    raise ReleaseRefused(
+        words,
+        hint="keep the header you received: it decrypts the payload for as long as you "
+        "hold your key; a reviewer may grant a new request",
+    )
+
+
+def _release_target(
+    uow: UnitOfWork, grant: Grant, index: int
+) -> tuple[DepositFile, Deposit, str]:
+    """File `index` of the grant's deposit, the deposit and its model's name, in one query:
+    every key release asks for them."""
+    found = uow.session.execute(
+        select(DepositFile, Deposit, Organisation.name, Model.name)
+        .join(Deposit, Deposit.id == DepositFile.deposit_id)
+        .join(Model, Model.id == Deposit.model_id)
+        .join(Organisation, Organisation.id == Model.org_id)
+        .where(DepositFile.deposit_id == grant.deposit_id, DepositFile.idx == index)
+    ).first()
+    if found is None or found[0].header is None:
+        raise NotFound(
+            f"the deposit of grant {grant.id} has no file number {index}",
+            hint="the grant's files are listed by GET /api/v1/grants (escrow grants --json)",
+        )
+    file, deposit, org, model = found
+    return file, deposit, f"{org}/{model}"
 
 
 def _refuse(
@@ -374,7 +510,12 @@ def _refusal_hint(reason: str, grant: Grant) -> str:
 def _locked_grant(uow: UnitOfWork, grant_id: str) -> Grant:
     """The grant, its row locked until commit: releases and revocation of one grant serialise,
     so a release counted against the limit or a revocation is seen by the next call."""
-    grant = uow.session.scalar(select(Grant).where(Grant.id == grant_id).with_for_update())
+    grant = uow.session.scalar(
+        select(Grant)
+        .where(Grant.id == grant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # what is committed now, not what was read
+    )
     if grant is None:
         raise _not_found(grant_id)
     return grant

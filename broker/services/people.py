@@ -8,9 +8,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, null, select, union_all
 
-from broker.adapters.db.models import GlobalRole, Membership, User, UserProfile
+from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork
 from broker.auditlog.leaf import canonical_json
 from broker.domain.clock import now
@@ -149,12 +149,17 @@ def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str)
 
 
 def roles_of(uow: UnitOfWork, user_id: int) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
-    memberships = uow.session.scalars(select(Membership).where(Membership.user_id == user_id))
-    org_roles = frozenset((m.organisation.name, m.role) for m in memberships)
-    global_roles = frozenset(
-        uow.session.scalars(select(GlobalRole.role).where(GlobalRole.user_id == user_id))
-    )
-    return org_roles, global_roles
+    # One round trip: every authenticated call asks this. A global role has no organisation.
+    rows = uow.session.execute(
+        union_all(
+            select(Organisation.name, Membership.role)
+            .join(Organisation, Organisation.id == Membership.org_id)
+            .where(Membership.user_id == user_id),
+            select(null(), GlobalRole.role).where(GlobalRole.user_id == user_id),
+        )
+    ).all()
+    org_roles = frozenset((org, role) for org, role in rows if org is not None)
+    return org_roles, frozenset(role for org, role in rows if org is None)
 
 
 def describe_user(user: User, principal: Principal) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+
 from broker.adapters.db.models import LoginLink, LoginSession, User, UserToken
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.clock import now
@@ -73,11 +75,14 @@ def end_session(uow: UnitOfWork, session_id: str) -> None:
 
 def live_session(uow: UnitOfWork, session_id: str) -> LoginSession | None:
     session = uow.session.get(LoginSession, session_id)
-    if session is None or session.revoked_at is not None or session.expires_at <= now():
-        return None
-    if session.user.disabled_at is not None:
+    if session is None or not _alive(session, session.user):
         return None
     return session
+
+
+def _alive(session: LoginSession, user: User) -> bool:
+    """Neither logged out, nor expired, nor the person's account disabled."""
+    return session.revoked_at is None and session.expires_at > now() and user.disabled_at is None
 
 
 def principal_of(uow: UnitOfWork, session: LoginSession) -> Principal:
@@ -123,25 +128,31 @@ def issue_tokens(uow: UnitOfWork, session: LoginSession) -> TokenPair:
     return TokenPair(access.plaintext, refresh.plaintext, int(ACCESS_TTL.total_seconds()))
 
 
-def _token(uow: UnitOfWork, presented: str, prefix: str) -> UserToken:
+def _token(uow: UnitOfWork, presented: str, prefix: str) -> tuple[UserToken, LoginSession]:
+    """The live token a secret stands for, its session and user loaded by the same query
+    (every authenticated API call passes here)."""
     parts = split_secret(presented, prefix)
     if parts is None:
         raise INVALID_TOKEN
-    token = uow.session.get(UserToken, parts[0])
-    if token is None or not secret_matches(parts[1], token.secret_sha256):
+    found = uow.session.execute(
+        select(UserToken, LoginSession, User)
+        .join(LoginSession, LoginSession.id == UserToken.session_id)
+        .join(User, User.id == LoginSession.user_id)
+        .where(UserToken.id == parts[0])
+    ).first()
+    if found is None or not secret_matches(parts[1], found[0].secret_sha256):
         raise INVALID_TOKEN
-    if token.revoked_at is not None or token.expires_at <= now():
+    token, session, user = found
+    if token.revoked_at is not None or token.expires_at <= now() or not _alive(session, user):
         raise INVALID_TOKEN
-    if live_session(uow, token.session_id) is None:
-        raise INVALID_TOKEN
-    return token
+    return token, session
 
 
 def refresh_tokens(uow: UnitOfWork, refresh_token: str) -> TokenPair:
     """A new pair for a refresh token, which is used up (rotation: a replay finds it spent)."""
-    token = _token(uow, refresh_token, "ert")
+    token, session = _token(uow, refresh_token, "ert")
     token.revoked_at = now()
-    return issue_tokens(uow, token.session)
+    return issue_tokens(uow, session)
 
 
 def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
@@ -150,7 +161,7 @@ def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
     if kind == "esk":
         return admin.authenticate(uow, presented)
     if kind == "eat":
-        return principal_of(uow, _token(uow, presented, "eat").session)
+        return principal_of(uow, _token(uow, presented, "eat")[1])
     raise INVALID_TOKEN
 
 

@@ -7,7 +7,12 @@ from broker.adapters.db.engine import upgrade
 from broker.config import Settings
 from broker.container import Escrow, build_escrow, create_secret_file
 from broker.domain.principals import OPERATOR
-from broker.services.signing import ensure_signing_keys
+from broker.services.signing import (
+    KEYS_PREFIX,
+    ensure_signing_keys,
+    has_signing_keys,
+    mirror_keys,
+)
 
 
 def initialise(settings: Settings, migrate: bool = True) -> tuple[Escrow, list[str]]:
@@ -23,5 +28,13 @@ def initialise(settings: Settings, migrate: bool = True) -> tuple[Escrow, list[s
         upgrade(settings.database_url)
     escrow = build_escrow(settings)
     with escrow.uow() as uow:
+        if not has_signing_keys(uow) and escrow.store.list_keys(KEYS_PREFIX):
+            created.append(
+                "this database is new but the store holds a deployment's signing keys: "
+                "run `escrow recover` to rebuild the database from the store"
+            )
+            return escrow, created
         ensure_signing_keys(uow, escrow.custody, OPERATOR)
+    with escrow.uow() as uow:
+        mirror_keys(uow, escrow.store)
     return escrow, created

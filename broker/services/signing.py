@@ -12,13 +12,16 @@ from sqlalchemy import select
 from broker.adapters.custody.base import KeyCustody
 from broker.adapters.db.models import SigningKey
 from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.objectstore.base import ObjectStore
+from broker.auditlog.checkpoint import format_verifier_key
+from broker.auditlog.leaf import canonical_json
 from broker.domain.principals import Principal
 from broker.errors import ConfigError
 
 PURPOSES = ("manifest", "checkpoint")
 
 
-def _context(purpose: str, key_id: str) -> dict[str, str]:
+def custody_context(purpose: str, key_id: str) -> dict[str, str]:
     return {"purpose": f"{purpose}-signing-key", "key": key_id}
 
 
@@ -40,11 +43,15 @@ def ensure_signing_keys(uow: UnitOfWork, custody: KeyCustody, actor: Principal) 
                 id=key_id,
                 purpose=purpose,
                 public_key=public,
-                wrapped_private=custody.wrap(raw, _context(purpose, key_id)),
+                wrapped_private=custody.wrap(raw, custody_context(purpose, key_id)),
             )
         )
         uow.audit("signing_key.created", actor, {"key": key_id}, {"purpose": purpose})
     uow.commit()
+
+
+def has_signing_keys(uow: UnitOfWork) -> bool:
+    return uow.session.scalar(select(SigningKey.id).limit(1)) is not None
 
 
 def _active(uow: UnitOfWork, purpose: str) -> SigningKey | None:
@@ -65,15 +72,43 @@ def active_key(uow: UnitOfWork, purpose: str) -> SigningKey:
 def sign(uow: UnitOfWork, custody: KeyCustody, purpose: str, message: bytes) -> tuple[str, bytes]:
     """(key id, Ed25519 signature of message) with the active key for `purpose`."""
     key = active_key(uow, purpose)
-    raw = custody.unwrap(key.wrapped_private, _context(purpose, key.id))
+    raw = custody.unwrap(key.wrapped_private, custody_context(purpose, key.id))
     return key.id, Ed25519PrivateKey.from_private_bytes(raw).sign(message)
 
 
 def note_verifier_key(name: str, public_key: bytes) -> str:
     """C2SP signed-note verifier key `<name>+<hex key id>+<base64(0x01 || key)>` for Ed25519."""
-    key_id = hashlib.sha256(name.encode() + b"\n\x01" + public_key).digest()[:4]
-    encoded = base64.b64encode(b"\x01" + public_key).decode()
-    return f"{name}+{key_id.hex()}+{encoded}"
+    return format_verifier_key(name, public_key)
+
+
+KEYS_PREFIX = "keys/signing/"
+
+
+def key_object(key: SigningKey) -> str:
+    return f"{KEYS_PREFIX}{key.purpose}-{key.id}.json"
+
+
+def key_document(key: SigningKey) -> bytes:
+    """A signing key as mirrored to the bucket: public key and custody-wrapped private key, so
+    a deployment recovered from the bucket keeps the keys every client has pinned."""
+    return canonical_json(
+        {
+            "purpose": key.purpose,
+            "key_id": key.id,
+            "public_key": base64.b64encode(key.public_key).decode(),
+            "wrapped_private": base64.b64encode(key.wrapped_private).decode(),
+            "active": key.active,
+            "created": key.created_at.isoformat(),
+        }
+    )
+
+
+def mirror_keys(uow: UnitOfWork, store: ObjectStore) -> int:
+    """Write every signing key to the bucket (again: a rotation re-wraps them); the count."""
+    keys = list(uow.session.scalars(select(SigningKey)))
+    for key in keys:
+        store.put_bytes(key_object(key), key_document(key))
+    return len(keys)
 
 
 def published_keys(uow: UnitOfWork, origin: str) -> dict[str, dict[str, str]]:

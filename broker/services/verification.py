@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from broker import age
 from broker.adapters.db.models import Deposit
@@ -19,7 +20,7 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import EscrowError, NotFound
-from broker.services import signing
+from broker.services import copies, signing
 from broker.services.deposits import (
     FAILED,
     SEALED,
@@ -74,11 +75,17 @@ def _check_file(
         file_key = age.unwrap_file_key(header, [identity])
     except age.AgeError as error:
         return f"header does not open: {error}"
+    with escrow.store.open_read(prefix + payload_key(index)) as payload:
+        return check_payload(payload, file_key, size, sha256)
+
+
+def check_payload(payload: BinaryIO, file_key: bytes, size: int, sha256: str) -> str:
+    """Decrypt a payload stream and compare its plaintext's size and SHA-256 with what was
+    declared: "" if they match, else the problem. Memory: one batch of chunks."""
     hasher = hashlib.sha256()
     sink = _CountingSink()
     try:
-        with escrow.store.open_read(prefix + payload_key(index)) as payload:
-            age.decrypt_payload(payload, sink, file_key, plaintext_hash=hasher)
+        age.decrypt_payload(payload, sink, file_key, plaintext_hash=hasher)
     except age.AgeError as error:
         return f"payload does not decrypt after {sink.size} bytes: {error}"
     seen = sink.size
@@ -155,11 +162,14 @@ def run_verification(escrow: Escrow, deposit_id: str, actor: Principal) -> Repor
         deposit.failure = None
         for file in deposit.files:
             file.state, file.error = "verified", None
-        if deposit.state == VERIFYING:
+        sealing = deposit.state == VERIFYING
+        if sealing:
             _seal(escrow, uow, deposit, actor, subject)
         uow.audit("deposit.verification_passed", actor, subject, {"files": len(results)})
         uow.commit()
-        return report
+    if sealing:
+        copies.after_seal(escrow, deposit_id, actor)
+    return report
 
 
 def _seal(
@@ -173,6 +183,7 @@ def _seal(
         prefix + "manifest.sig",
         canonical_json({"algorithm": "ed25519", "key_id": key_id, "signature": _b64(signature)}),
     )
+    copies.lock_deposit(escrow, deposit)  # before the seal commits: no lock, no seal
     deposit.state, deposit.sealed_at = SEALED, now()
     uow.audit(
         "deposit.sealed",

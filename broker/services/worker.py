@@ -17,7 +17,9 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
+from broker.services import audit, copies
 from broker.services.deposits import FAILED, VERIFYING
+from broker.services.fixity import FixitySchedule
 from broker.services.verification import run_verification
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,32 @@ def run_pending(escrow: Escrow, name: str | None = None) -> int:
     return count
 
 
+def sign_checkpoint_now(escrow: Escrow) -> int:
+    """Sign the audit log's checkpoint if it grew (on a timer, not on every append)."""
+    with escrow.uow() as uow:
+        return audit.latest_checkpoint(escrow, uow).size
+
+
+def mirror_checkpoint(escrow: Escrow, mirrored: int) -> int:
+    """Sign the checkpoint and, if the log grew since `mirrored`, copy the new audit objects
+    to the mirror (so that a recovery from the mirror has the log); the size now mirrored."""
+    size = sign_checkpoint_now(escrow)
+    if escrow.mirror is not None and size != mirrored:
+        copies.sync_prefixes(escrow, ("audit/",))
+    return size
+
+
 def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> None:
     name = worker_name()
+    next_checkpoint, mirrored = 0.0, -1
+    fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
     while not stop.is_set():
         try:
-            if run_pending(escrow, name) == 0:
+            if time.monotonic() >= next_checkpoint:
+                mirrored = mirror_checkpoint(escrow, mirrored)
+                next_checkpoint = time.monotonic() + escrow.settings.checkpoint_interval_s
+            busy = run_pending(escrow, name) > 0
+            if not fixity.step() and not busy:
                 stop.wait(poll_s)
         except Exception:  # the worker must outlive one bad job or a database blip
             log.exception("worker loop error")

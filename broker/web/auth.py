@@ -12,19 +12,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
 from broker.adapters.db.models import User
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
-from broker.api.common import escrow, optional_caller, problem
+from broker.api.common import escrow, optional_caller
 from broker.api.openapi import INTEGER, STRING, operation, path_params
 from broker.errors import BadRequest, EscrowError, Forbidden
 from broker.services import keys, ndas
 from broker.services.people import Claims, describe_user, upsert_user
 from broker.services.sessions import end_session, redeem_login_link, start_session
 from broker.web import csrf
+from broker.web.common import identify_viewer, page_headers, render_error
 
 bp = Blueprint("web_auth", __name__, template_folder="templates")
+bp.before_request(identify_viewer)
 bp.before_request(csrf.require)
 
 PENDING_KEY = "oidc_login"
@@ -123,6 +125,7 @@ def logout() -> str:
             end_session(uow, login_session)
             uow.commit()
     session.clear()
+    g.viewer = None  # the page says "logged out": no navigation of the ended login
     return render_template("auth/logged_out.html")
 
 
@@ -154,32 +157,16 @@ def me() -> Response | str:
             keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
             signatures=[ndas.describe_signature(uow, s)
                         for s in ndas.my_signatures(uow, principal)],
+            broker=escrow().settings.public_url,
         )
 
 
 @bp.errorhandler(EscrowError)
 def error_page(error: EscrowError) -> Response:
-    wanted = request.accept_mimetypes.best_match(
-        [HTML, "application/json", "application/problem+json"]
-    )
-    if wanted != HTML:
-        return problem(error.status, error.title, error.message, error.hint)
-    response = Response(render_template("error.html", error=error), status=error.status)
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="weights-escrow"'
-    return response
+    return render_error(error)
 
 
-@bp.after_request
-def page_headers(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"  # login links carry their secret
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    )
-    return response
+bp.after_request(page_headers)
 
 
 def safe_next(value: object) -> str:

@@ -20,8 +20,10 @@ from broker.errors import BadRequest, EscrowError
 from broker.services import device as service
 from broker.services.sessions import live_session, now
 from broker.web import csrf
+from broker.web.common import identify_viewer
 
 bp = Blueprint("device", __name__, template_folder="templates")
+bp.before_request(identify_viewer)  # the navigation's viewer, before any transaction opens
 bp.before_request(csrf.require)  # templates get `csrf_token()` from csrf.init_app
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}

@@ -1,3 +1,63 @@
 """What access tests share beyond fixtures (imported by name: `conftest` is ambiguous)."""
 
 WEIGHTS = {"model.safetensors": b"\x00weights\x01" * 9000, "config.json": b'{"layers": 2}'}
+
+# renewal allowed: reviewed (acme-ai/renewable-*) and automatic (acme-ai/quick-*)
+RENEWABLE_POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/renewable-*"]
+nda: {id: acme-research-nda, min_version: 1}
+approvals: {count: 1, role: reviewer}
+grant: {default_days: 14, max_days: 30, releases_per_file: 2, renewal: true}
+"""
+
+QUICK_POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/quick-*"]
+nda: {id: acme-research-nda, min_version: 1}
+approvals: {auto: true}
+grant: {default_days: 7, max_days: 10, releases_per_file: 1, renewal: true}
+"""
+
+
+def set_grant(escrow, grant_id: str, **values) -> None:
+    """Change a stored grant (its times, mostly): what the clock would do, at once."""
+    from broker.adapters.db.models import Grant
+
+    with escrow.uow() as uow:
+        grant = uow.session.get(Grant, grant_id)
+        for name, value in values.items():
+            setattr(grant, name, value)
+        uow.commit()
+
+
+def stored_grant(escrow, grant_id: str):
+    """The grant as stored (exact times, not the API's seconds), detached."""
+    from broker.adapters.db.models import Grant
+
+    with escrow.uow() as uow:
+        grant = uow.session.get(Grant, grant_id)
+        uow.session.expunge(grant)
+        return grant
+
+
+def person_token(broker, email: str, roles: tuple[tuple[str, str], ...] = ()) -> str:
+    """A person with `roles` in the database of a broker process, and their access token."""
+    from datetime import UTC, datetime
+
+    from broker.config import load_settings
+    from broker.container import build_escrow
+    from broker.domain.principals import OPERATOR
+    from broker.services import people, sessions
+
+    escrow = build_escrow(load_settings(broker.env))
+    with escrow.uow() as uow:
+        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", email,
+                                  people.Claims(email=email, email_verified=True))
+        for org, role in roles:
+            people.grant_org_role(uow, OPERATOR, user, org, role)
+        session = sessions.start_session(uow, user, "device", user.issuer, datetime.now(UTC))
+        token = sessions.issue_tokens(uow, session).access_token
+        uow.commit()
+    escrow.engine.dispose()
+    return token

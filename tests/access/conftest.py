@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from access_support import WEIGHTS
+from access_support import QUICK_POLICY, RENEWABLE_POLICY, WEIGHTS
 
 from broker import age
 from broker.domain.parts import plan_parts
@@ -51,6 +51,8 @@ def policy_dir(tmp_path: Path) -> Path:
     shutil.copy(REPO_NDAS / "acme-research-nda-v1.md", directory / "ndas")
     (directory / "acme-ai.yaml").write_text(POLICY)
     (directory / "acme-ai-auto.yaml").write_text(AUTO_POLICY)
+    (directory / "acme-ai-renewable.yaml").write_text(RENEWABLE_POLICY)
+    (directory / "acme-ai-quick.yaml").write_text(QUICK_POLICY)
     return directory
 
 

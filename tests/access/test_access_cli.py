@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 
 import pytest
+from access_support import person_token
 from live import start_broker
 
 from broker import age
@@ -16,25 +16,6 @@ def broker(tmp_path, policy_dir):
     process = start_broker(tmp_path / "broker", {"ESCROW_POLICY_DIR": str(policy_dir)})
     yield process
     process.stop()
-
-
-def person_token(broker, email: str, roles: tuple[tuple[str, str], ...] = ()) -> str:
-    from broker.config import load_settings
-    from broker.container import build_escrow
-    from broker.domain.principals import OPERATOR
-    from broker.services import people, sessions
-
-    escrow = build_escrow(load_settings(broker.env))
-    with escrow.uow() as uow:
-        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", email,
-                                  people.Claims(email=email, email_verified=True))
-        for org, role in roles:
-            people.grant_org_role(uow, OPERATOR, user, org, role)
-        session = sessions.start_session(uow, user, "device", user.issuer, datetime.now(UTC))
-        token = sessions.issue_tokens(uow, session).access_token
-        uow.commit()
-    escrow.engine.dispose()
-    return token
 
 
 def test_request_review_grants_and_revoke_from_the_command_line(broker, tmp_path):

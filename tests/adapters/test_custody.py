@@ -184,7 +184,7 @@ def test_check_describes_the_key(custody: LocalCustody, key_file: Path) -> None:
 def test_open_custody_defaults_to_the_key_file_in_the_data_dir(tmp_path: Path) -> None:
     made = LocalCustody.create_key_file(tmp_path / "keys" / "master.key")
     opened = open_custody("local", data_dir=tmp_path)
-    assert isinstance(opened, LocalCustody) and opened.key_id == made.key_id
+    assert isinstance(opened.current, LocalCustody) and opened.key_id == made.key_id
 
 
 def test_open_custody_refuses_what_it_cannot_open(tmp_path: Path) -> None:
@@ -254,4 +254,4 @@ def test_open_custody_opens_aws_kms(moto_endpoint, tmp_path: Path) -> None:  # n
     opened = open_custody(
         "aws-kms", data_dir=tmp_path, kms_key_id="alias/x", endpoint_url=moto_endpoint.url
     )
-    assert isinstance(opened, AwsKmsCustody) and opened.key_id == "alias/x"
+    assert isinstance(opened.current, AwsKmsCustody) and opened.key_id == "alias/x"

@@ -30,10 +30,13 @@ DEPOSIT_READERS = row(FORBIDDEN, anonymous=NO_LOGIN, service_depositor=OK, depos
                       reviewer=OK, org_admin=OK)
 ORG_ADMIN = row(FORBIDDEN, anonymous=NO_LOGIN, org_admin=OK, operator=OK)
 OPERATOR = row(FORBIDDEN, anonymous=NO_LOGIN, operator=OK)
+AUDITORS = row(FORBIDDEN, anonymous=NO_LOGIN, auditor=OK, operator=OK)
+AUDIT_READERS = row(OK, anonymous=NO_LOGIN, service_depositor=FORBIDDEN)  # each sees their own
 
 TABLE = {
     ("GET", "/api/v1/keys"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
+    ("GET", "/api/v1/models"): PUBLIC,
     ("GET", "/api/v1/ndas"): PUBLIC,
     ("GET", "/api/v1/ndas/{nda_id}"): PUBLIC,
     ("GET", "/api/v1/me"): ANY_IDENTITY,
@@ -63,11 +66,20 @@ TABLE = {
     ("GET", "/api/v1/requests/{request_id}"): PERSON_ONLY,
     ("POST", "/api/v1/requests/{request_id}/approve"): PERSON_ONLY,
     ("POST", "/api/v1/requests/{request_id}/deny"): PERSON_ONLY,
+    ("POST", "/api/v1/requests/{request_id}/withdraw"): PERSON_ONLY,
     ("GET", "/api/v1/reviews"): PERSON_ONLY,
     ("GET", "/api/v1/grants"): PERSON_ONLY,
     ("POST", "/api/v1/grants/{grant_id}/revoke"): PERSON_ONLY,
+    ("POST", "/api/v1/grants/{grant_id}/renew"): PERSON_ONLY,
     ("POST", "/api/v1/grants/{grant_id}/files/{index}/release"): PERSON_ONLY,
     ("GET", "/api/v1/grants/{grant_id}/manifest"): PERSON_ONLY,
+    ("GET", "/api/v1/audit/checkpoint"): PUBLIC,
+    ("GET", "/api/v1/audit/consistency"): PUBLIC,
+    ("GET", "/api/v1/audit/inclusion"): PUBLIC,
+    ("GET", "/api/v1/audit/entries"): AUDITORS,
+    ("GET", "/api/v1/audit/events"): AUDIT_READERS,
+    ("GET", "/api/v1/audit/events/{seq}"): AUDIT_READERS,
+    ("GET", "/api/v1/audit/export"): AUDIT_READERS,
 }
 
 
@@ -105,7 +117,7 @@ def test_every_route_answers_every_identity_as_the_table_says(client, lab, ident
     deposit = lab.open({"a": b"1"})
     values = {"deposit_id": deposit["deposit_id"], "index": "0", "org": "acme-ai",
               "nda_id": "acme-research-nda", "key_id": "0" * 32,
-              "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16}
+              "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0"}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)

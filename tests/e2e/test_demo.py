@@ -22,6 +22,7 @@ def test_the_demo_tells_the_whole_story_twice_and_every_check_holds(broker_serve
     assert summary["sealed"] and summary["fetched"] and summary["byte_identical"]
     assert summary["revoked"] and summary["refused"]
     assert "revoked" in summary["refusal"]
+    assert summary["audit_log_size"] > 20  # every step above is on the log, and it verifies
     assert summary["grant_id"].startswith("gr_") and summary["request_id"].startswith("rq_")
 
     story = result.stdout

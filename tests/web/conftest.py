@@ -1,59 +1,35 @@
-"""Web login fixtures: the broker served over real HTTP (werkzeug in a thread, on the socket the
-OpenID Providers know as its callback), and a browser-like client that logs in through the
-provider's own login and consent pages."""
+"""Web fixtures: the broker served over real HTTP (werkzeug in a thread, on the socket the
+OpenID Providers know as its callback), a browser-like client that logs in through the
+provider's own login and consent pages, and, for page tests on Flask's test client, a small
+world (`web.seed`) with people logged in by cookie."""
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 import pytest
 import requests
-from werkzeug.serving import make_server
+from web.seed import (
+    Login,
+    add_proven_key,
+    deposit,
+    depositor_token,
+    make_login,
+    make_policy_dir,
+    sign_nda,
+)
+from web.served import WebBroker, issuer_config, serve
 
-from broker.config import OidcIssuer
-
-SCOPES = "openid email profile eduperson_scoped_affiliation"
 TIMEOUT_S = 10
-
-
-@dataclass
-class WebBroker:
-    """The broker's address for the whole session; each test mounts its own app on it."""
-
-    url: str
-    app: object | None = None
-
-    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
-        return self.app(environ, start_response)
 
 
 @pytest.fixture(scope="session")
 def web_broker(web_listener) -> Iterator[WebBroker]:  # noqa: ANN001
-    port = web_listener.getsockname()[1]
-    broker = WebBroker(f"http://127.0.0.1:{port}")
-    server = make_server("127.0.0.1", port, broker, threaded=True, fd=web_listener.fileno())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield broker
-    server.shutdown()
-    server.server_close()
-
-
-def issuer_config(provider, name: str = "uni") -> OidcIssuer:  # noqa: ANN001
-    """How an operator would configure the test provider: authoritative for uni.example."""
-    return OidcIssuer(
-        name=name,
-        issuer=provider.issuer,
-        client_id=provider.client.client_id,
-        client_secret=provider.client.client_secret,
-        email_domains=("uni.example",),
-        affiliation_scopes=("uni.example",),
-        scopes=SCOPES,
-    )
+    with serve(web_listener) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -158,3 +134,76 @@ def browser(web_broker) -> Browser:  # noqa: ANN001
 @pytest.fixture
 def new_browser(web_broker) -> Callable[[], Browser]:  # noqa: ANN001
     return lambda: Browser(web_broker.url)
+
+
+# --- pages through Flask's test client: a small world and people logged in by cookie ----------
+
+CSRF = "test-csrf-token"
+
+
+@pytest.fixture
+def settings(settings, tmp_path):  # noqa: ANN001, ANN201
+    """The page tests' policy directory (one reviewer's approval, the NDA, a proven key)."""
+    return settings.with_overrides(policy_dir=make_policy_dir(tmp_path / "policies"))
+
+
+@pytest.fixture
+def sealed(escrow, client) -> dict:  # noqa: ANN001
+    """acme-ai/gpt-small@2024-05, deposited through the API and sealed by the worker."""
+    return deposit(client, escrow, depositor_token(escrow))
+
+
+@dataclass
+class Visitor:
+    """A browser on the Flask test client: its own cookie jar, logged in (or not)."""
+
+    client: object
+    login: Login | None = None
+
+    def get(self, path: str, **kwargs):  # noqa: ANN003, ANN201
+        return self.client.get(path, headers={"Accept": "text/html"}, **kwargs)
+
+    def post(self, path: str, data: dict | None = None, *, csrf: bool = True):  # noqa: ANN201
+        form = {**(data or {}), **({"csrf_token": CSRF} if csrf else {})}
+        return self.client.post(path, data=form, headers={"Accept": "text/html"})
+
+    def page(self, path: str) -> str:
+        response = self.get(path)
+        assert response.status_code == 200, (response.status_code, response.get_data(True))
+        return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def visitor(app, escrow) -> Callable[..., Visitor]:  # noqa: ANN001
+    """visitor(email=None, name=..., org_roles=(), global_roles=()) -> a Visitor logged in as
+    that person (anonymous without an email)."""
+
+    def make(email: str | None = None, name: str | None = None,
+             org_roles: tuple[tuple[str, str], ...] = (),
+             global_roles: tuple[str, ...] = ()) -> Visitor:
+        client = app.test_client()
+        login = None
+        if email is not None:
+            login = make_login(escrow, email, name or email.split("@")[0].title(), org_roles,
+                               global_roles)
+        with client.session_transaction() as cookie:
+            cookie["csrf_token"] = CSRF
+            if login is not None:
+                cookie["login_session"] = login.session_id
+        return Visitor(client, login)
+
+    return make
+
+
+@pytest.fixture
+def researcher(visitor, client) -> Visitor:  # noqa: ANN001
+    """Rosa: eligible under the policy (a proven key, the NDA signed)."""
+    rosa = visitor("rosa@uni.example", "Rosa Franklin")
+    add_proven_key(client, rosa.login.auth)
+    sign_nda(client, rosa.login.auth, "Rosa Franklin")
+    return rosa
+
+
+@pytest.fixture
+def reviewer(visitor) -> Visitor:  # noqa: ANN001
+    return visitor("rita@acme.example", "Rita Reviewer", (("acme-ai", "reviewer"),))

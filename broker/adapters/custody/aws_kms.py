@@ -15,6 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from broker.adapters.custody.blob import (
+    BlobInfo,
     check_context,
     check_secret,
     decode_blob,
@@ -25,6 +26,12 @@ from broker.adapters.custody.blob import (
 from broker.errors import ConfigError, CustodyError
 
 BACKEND = "aws-kms"
+
+
+def arn_region(key_id: str) -> str | None:
+    """The region in a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); None otherwise."""
+    parts = key_id.split(":")
+    return parts[3] if len(parts) >= 6 and parts[0] == "arn" and parts[3] else None
 
 
 class AwsKmsCustody:
@@ -59,9 +66,14 @@ class AwsKmsCustody:
                 "aws-kms custody needs a region",
                 hint="set ESCROW_AWS_REGION (or AWS_DEFAULT_REGION), or use the key's ARN",
             ) from None
+        self.region: str = self._client.meta.region_name
 
     def __repr__(self) -> str:
         return f"AwsKmsCustody({self.key_id!r})"
+
+    def reads(self, info: BlobInfo) -> bool:
+        """KMS Decrypt takes the key ARN from the blob: any key of this client's region."""
+        return info.backend == BACKEND and arn_region(info.key_id) in (None, self.region)
 
     def wrap(self, secret: bytes, context: dict[str, str]) -> bytes:
         secret = check_secret(secret)

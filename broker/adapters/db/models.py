@@ -141,15 +141,44 @@ class AuditEvent(Base):
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Copies of what the leaf says, so who-may-see-what and the auditors' filters are queries.
+    org: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(80), index=True, default="")
 
 
 class AuditHead(Base):
-    """A single row locked by every append, so sequence numbers have no gaps or races."""
+    """A single row locked by every append, so sequence numbers have no gaps or races.
+
+    `frontier` holds the hashes of the tree's largest complete subtrees, left to right, so an
+    append computes its new nodes without reading any."""
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class AuditNode(Base):
+    """The hash of one complete subtree (2**level leaves from idx * 2**level): proofs and old
+    roots are rebuilt from O(log n) of these."""
+
+    __tablename__ = "audit_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    """A signed C2SP checkpoint of the log at `size`, exactly as served."""
+
+    __tablename__ = "audit_checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Job(Base):
@@ -354,6 +383,11 @@ class AccessRequest(Base):
     decision: Mapped[str] = mapped_column(Text, default="{}")  # JSON: missing, reasons
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A renewal asks to continue this grant (same key, from its expiry); indexed because every
+    # renewal looks for a pending or granted renewal of the same grant.
+    renews_grant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("grants.id", use_alter=True), nullable=True, index=True
+    )
     deposit: Mapped[Deposit] = relationship()
     user: Mapped[User] = relationship()
 
@@ -401,3 +435,16 @@ class KeyRelease(Base):
     file_idx: Mapped[int] = mapped_column(Integer)
     header_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StoredObject(Base):
+    """What fixity last saw of a good object in one copy (primary or mirror): its size and the
+    store's own ETag, compared cheaply (a HEAD) between full checks."""
+
+    __tablename__ = "stored_objects"
+    copy: Mapped[str] = mapped_column(String(16), primary_key=True)  # "primary" | "mirror"
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(200))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,14 +16,16 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
   do not match what was received (ETag, order, a non-last part under 5 MiB) raises
   `InvalidInput`; `UploadedPart.size` is informative only and not checked on completion;
 - presigned URLs live 1..604800 s and need no headers beyond what the method implies
-  (`PresignedRequest.headers` is empty for both adapters today).
+  (`PresignedRequest.headers` is empty for both adapters today);
+- `put_stream` writes exactly `size` bytes read from a stream, in constant memory (the mirror
+  and fixity repairs copy ciphertext with it); readers see the old object or the whole new one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,11 @@ class ObjectStore(Protocol):
     # small objects (headers, manifests, wrapped identities, audit mirrors)
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def put_stream(self, key: str, source: BinaryIO, size: int) -> None: ...
     def open_read(self, key: str) -> BinaryIO: ...
     def head(self, key: str) -> ObjectInfo | None: ...
     def delete(self, key: str) -> None: ...
+    def list_keys(self, prefix: str) -> list[str]: ...  # sorted; recovery reads the bucket
 
     # multipart upload: bytes go from the client straight to the store
     def create_multipart(self, key: str) -> str: ...
@@ -69,3 +73,11 @@ class ObjectStore(Protocol):
 
     def presign_get(self, key: str, expires_in: int) -> PresignedRequest: ...
     def check(self) -> str: ...
+
+
+@runtime_checkable
+class SupportsRetention(Protocol):
+    """A store that can make an object's current version undeletable until a date (S3 Object
+    Lock, compliance mode). The local store cannot: a file's owner can always remove it."""
+
+    def retain_until(self, key: str, until: datetime) -> None: ...

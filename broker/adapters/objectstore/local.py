@@ -146,6 +146,13 @@ class LocalStore:
         with self.open_read(key) as f:
             return f.read()
 
+    def put_stream(self, key: str, source: BinaryIO, size: int) -> None:
+        """Write exactly `size` bytes read from `source` as `key`, one block at a time."""
+        path = self._object_path(key)
+        with _storage_errors("put", key):
+            self._make_parents(key, path)
+            _write_atomically(path, lambda fd: _copy_stream(source, fd, size, key))
+
     def open_read(self, key: str) -> BinaryIO:
         path = self._object_path(key)
         with _storage_errors("read", key):
@@ -157,6 +164,19 @@ class LocalStore:
                 os.close(fd)
                 raise ObjectMissing(f"object {key!r} does not exist (it is a prefix)")
             return os.fdopen(fd, "rb", buffering=BLOCK_SIZE)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every object key under `prefix`, sorted (temp files of unfinished writes left out)."""
+        start = self._root / prefix.rsplit("/", 1)[0] if "/" in prefix else self._root
+        keys = []
+        with _storage_errors("list", prefix):
+            for directory, _dirs, names in os.walk(start):
+                relative = Path(directory).relative_to(self._root).as_posix()
+                for name in names:
+                    key = name if relative == "." else f"{relative}/{name}"
+                    if not name.startswith(".") and key.startswith(prefix):
+                        keys.append(key)
+        return sorted(keys)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._object_path(key)
@@ -460,6 +480,23 @@ def _receive(body: BinaryIO, fd: int, length: int) -> None:
             )
         _write_all(fd, chunk)
         received += n
+
+
+def _copy_stream(source: BinaryIO, fd: int, size: int, key: str) -> None:
+    """Copy exactly `size` bytes from `source` to `fd` through one block of memory."""
+    buffer = bytearray(BLOCK_SIZE)
+    copied = 0
+    with memoryview(buffer) as view:
+        while copied < size:
+            n = _read_fully(source.readinto, view[: min(BLOCK_SIZE, size - copied)])
+            if not n:
+                raise StorageError(
+                    f"local store could not put {key!r}: the source ended after {copied} of "
+                    f"{size} bytes",
+                    hint="the source object changed while it was copied; copy it again",
+                )
+            _write_all(fd, view[:n])
+            copied += n
 
 
 def _read_fully(readinto: Callable[[memoryview], int | None], view: memoryview) -> int:

@@ -17,6 +17,17 @@ MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 # SigV4 presigned URLs live at most 7 days; the local store's URLs follow the same bound.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 MAX_KEY_BYTES = 1024  # S3's limit, UTF-8 encoded
+# Broker-side copies (mirror, repairs) send parts of at least this size: few requests, and one
+# part is all the memory a copy holds.
+MIN_COPY_PART_SIZE = 8 * 1024 * 1024
+
+
+def copy_part_size(size: int) -> int:
+    """The part size for copying an object of `size` bytes in at most MAX_PART_NUMBER parts,
+    rounded up to a whole MiB (8 MiB parts up to 78 GiB; S3's 5 TiB objects in 525 MiB parts)."""
+    mib = 1024 * 1024
+    needed = -(-size // MAX_PART_NUMBER)
+    return max(MIN_COPY_PART_SIZE, -(-needed // mib) * mib)
 
 
 def check_key(key: str) -> str:

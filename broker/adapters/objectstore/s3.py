@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -23,9 +23,10 @@ from broker.adapters.objectstore.rules import (
     check_key,
     check_part_list,
     check_part_number,
+    copy_part_size,
     normalise_etag,
 )
-from broker.errors import ConfigError, InvalidInput, ObjectMissing, StorageError
+from broker.errors import ConfigError, EscrowError, InvalidInput, ObjectMissing, StorageError
 
 DEFAULT_POOL = 16  # parallel part transfers (the worker, list/complete calls) share the pool
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -95,10 +96,64 @@ class S3Store:
         with self.open_read(key) as body:
             return body.read()
 
+    def put_stream(self, key: str, source: BinaryIO, size: int) -> None:
+        """Write `size` bytes from `source` as `key`: one PUT when they fit in a part, else a
+        multipart upload whose parts are read one at a time (memory: one part)."""
+        part_size = copy_part_size(size)
+        if size <= part_size:
+            data = _read_exactly(source, size, key)
+            with self._errors("put", key):
+                self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            return
+        upload_id = self.create_multipart(key)
+        try:
+            parts = [
+                self._upload_part(key, upload_id, number, _read_exactly(source, length, key))
+                for number, length in _part_lengths(size, part_size)
+            ]
+            self.complete_multipart(key, upload_id, parts)
+        except BaseException:
+            with suppress(EscrowError):
+                self.abort_multipart(key, upload_id)
+            raise
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadedPart:
+        with self._errors(f"upload part {number} of", key):
+            response = self._client.upload_part(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id, PartNumber=number,
+                Body=data,
+            )
+        return UploadedPart(number=number, size=len(data), etag=normalise_etag(response["ETag"]))
+
+    def retain_until(self, key: str, until: datetime) -> None:
+        """Object Lock the object's current version in COMPLIANCE mode until `until`: no one,
+        not even the bucket's owner or root, can delete or overwrite that version before then.
+
+        Why after the upload, not at CreateMultipartUpload: with retention set at creation (or
+        a bucket default retention), S3 demands Content-MD5 or a checksum header on every part,
+        which the presigned part URLs clients use cannot carry."""
+        with self._errors("lock", key):
+            self._client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+            )
+
     def open_read(self, key: str) -> BinaryIO:
         with self._errors("get", key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         return _Body(response["Body"], self._errors, key)  # type: ignore[return-value]
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every object key under `prefix`, sorted (keys are relative to the store's prefix)."""
+        keys = []
+        with self._errors("list", prefix):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                keys += [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+        return sorted(keys)
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -224,7 +279,12 @@ class S3Store:
                     hint="list the upload's parts to see what arrived, and re-send the part",
                 ) from None
             hint = ""
-            if code == "NoSuchBucket":
+            if operation == "lock":
+                hint = (
+                    "create the bucket with Object Lock enabled (README, \"Immutability\"), or "
+                    "unset ESCROW_OBJECT_LOCK_DAYS"
+                )
+            elif code == "NoSuchBucket":
                 hint = "create the bucket, or fix ESCROW_STORAGE_URL"
             elif code in ("AccessDenied", "403") or status == 403:
                 hint = (
@@ -235,6 +295,26 @@ class S3Store:
         except BotoCoreError as e:
             # BotoCoreError texts name the endpoint or the problem, never secret values.
             raise StorageError(f"{where} failed: {e}") from None
+
+
+def _part_lengths(size: int, part_size: int) -> Iterator[tuple[int, int]]:
+    """(part number, length) of each part of a `size`-byte object."""
+    for number, offset in enumerate(range(0, size, part_size), start=1):
+        yield number, min(part_size, size - offset)
+
+
+def _read_exactly(source: BinaryIO, size: int, key: str) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = source.read(remaining)
+        if not chunk:
+            raise StorageError(
+                f"s3 put {key!r}: the source ended {remaining} bytes before the {size} expected",
+                hint="the source object changed while it was copied; copy it again",
+            )
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 class _Body(io.RawIOBase):

@@ -1,0 +1,532 @@
+"""The master key: rotate it under a live broker, split it among trustees, rebuild it.
+
+Rotation re-wraps every secret the master key protects (deposit identities, in the database and
+in the bucket's `identity.wrapped`, and the broker's signing keys) under a new key:
+
+1. read every wrapped secret with the keys this broker holds; if any does not open, stop before
+   changing anything, naming it;
+2. local to local: keep the current key beside the key file as `<key file>.<key id>`, then
+   atomically replace the key file with a new key. Every broker process re-reads the key file
+   when it changes, so from here on new blobs use the new key and old blobs still open;
+3. re-wrap each secret still under another key, one commit each (bucket copy first);
+4. once a pass finds nothing left and the switch is `settle_s` old (a deposit being created at
+   the switch may have wrapped with the old key), mirror the signing keys and bring the bucket's
+   identity copies in step with the database.
+
+No progress table: a blob that already names the target key is done, so rerunning the command
+after a crash (even kill -9) finishes the same rotation. The start and the finish are audit
+events naming key ids only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from broker.adapters.custody import describe_blob, open_backend
+from broker.adapters.custody.base import KeyCustody
+from broker.adapters.custody.local import (
+    LocalCustody,
+    generate_key,
+    is_key_id,
+    key_id_of,
+    read_key_file,
+    replace_key_file,
+    retired_key_path,
+    write_key_file,
+)
+from broker.adapters.custody.shares import (
+    ShareText,
+    combine_shares,
+    format_share,
+    split_secret,
+)
+from broker.adapters.db.models import AuditEvent, Deposit, SigningKey
+from broker.adapters.db.uow import UnitOfWork
+from broker.config import Settings
+from broker.container import Escrow
+from broker.domain.principals import OPERATOR
+from broker.errors import Conflict, CustodyError, EscrowError, InvalidInput, ObjectMissing
+from broker.services import signing
+from broker.services.deposits import identity_context, identity_object
+
+# How long after switching the local key file to keep sweeping: a deposit that wrapped its
+# identity with the old key just before the switch commits within a few seconds.
+SETTLE_S = 10.0
+PROBE_CONTEXT = {"purpose": "key-rotation-probe"}
+DEPOSIT, SIGNING_KEY = "deposit identity", "signing key"
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class WrappedSecret:
+    kind: str  # DEPOSIT or SIGNING_KEY
+    id: str
+    blob: bytes
+    context: dict[str, str]
+    key: str  # "backend:key id" the blob names ("?" if it names none)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.id}"
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    key: str  # "backend:key id" every secret is now wrapped by
+    rewrapped: int
+    resumed: bool
+    retired: list[str]  # keys secrets were wrapped by before
+    bucket_copies_repaired: int
+    configure: list[str]  # settings to change (then restart, then rotate once more)
+    destroyable: list[str]  # old key material no secret needs any more
+
+    @property
+    def configuration_pending(self) -> bool:
+        return bool(self.configure)
+
+
+@dataclass
+class _Plan:
+    target: KeyCustody
+    key: str
+    new_key: bytes | None  # a local key this run installs in `key_file` (not yet on disk)
+    resumed: bool
+    key_file: Path | None = None
+
+
+# --- what the master key protects ---------------------------------------------------------
+
+
+def wrapped_secrets(uow: UnitOfWork) -> list[WrappedSecret]:
+    """Every secret wrapped by key custody, with the context it is bound to."""
+    deposits = uow.session.execute(select(Deposit.id, Deposit.wrapped_identity))
+    keys = uow.session.execute(
+        select(SigningKey.id, SigningKey.purpose, SigningKey.wrapped_private)
+    )
+    found = [_secret(DEPOSIT, i, blob, identity_context(i)) for i, blob in deposits]
+    found += [
+        _secret(SIGNING_KEY, i, blob, signing.custody_context(purpose, i))
+        for i, purpose, blob in keys
+    ]
+    return sorted(found, key=lambda s: (s.kind, s.id))
+
+
+def _secret(kind: str, secret_id: str, blob: bytes, context: dict[str, str]) -> WrappedSecret:
+    return WrappedSecret(kind, secret_id, bytes(blob), context, _key_of(bytes(blob)))
+
+
+def _key_of(blob: bytes) -> str:
+    try:
+        info = describe_blob(blob)
+    except CustodyError:
+        return "?"
+    return f"{info.backend}:{info.key_id}"
+
+
+def check_readable(custody: KeyCustody, secrets: list[WrappedSecret]) -> None:
+    """Open every secret once; refuse (changing nothing) if any does not open."""
+    problems = []
+    for secret in secrets:
+        try:
+            custody.unwrap(secret.blob, secret.context)
+        except EscrowError as error:
+            problems.append(f"{secret.label} (key {secret.key}): {error.message}")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise CustodyError(
+            f"key rotation stopped before changing anything: {len(problems)} of {len(secrets)} "
+            f"wrapped secrets do not open with the keys this broker holds: "
+            + "; ".join(problems[:3])
+            + more,
+            hint="restore the key they name (the key file, a retired `<key file>.<key id>` "
+            "beside it, or KMS access) and run the rotation again",
+        )
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+
+def choose_target(settings: Settings, to: str | None, kms_key_id: str | None) -> KeyCustody | None:
+    """The custody to rotate to: None means the configured one (resume, or a new local key)."""
+    if to == "aws-kms":
+        return open_backend(
+            "aws-kms",
+            key_file=settings.key_file,
+            kms_key_id=kms_key_id or settings.kms_key_id,
+            region=settings.aws_region,
+            endpoint_url=settings.extra.get("kms_endpoint_url"),
+        )
+    if kms_key_id:
+        raise InvalidInput("--kms-key-id goes with --to aws-kms", hint="add --to aws-kms")
+    if to == "local" and settings.key_custody != "local":
+        raise InvalidInput(
+            "moving from aws-kms to a local key: the broker must be configured for it first",
+            hint="set ESCROW_KEY_CUSTODY=local, run `escrow init` (it makes the key file), "
+            "restart the broker, then run `escrow admin key rotate`",
+        )
+    return None
+
+
+def rotate(
+    escrow: Escrow,
+    target: KeyCustody | None = None,
+    *,
+    settle_s: float = SETTLE_S,
+    progress: Progress | None = None,
+) -> RotationReport:
+    """Re-wrap every secret under `target` (None: a new local key, or finish an interrupted
+    rotation to the configured key). Safe to rerun at any point."""
+    with escrow.uow() as uow:
+        secrets = wrapped_secrets(uow)
+    check_readable(escrow.custody, secrets)
+    plan = _plan(escrow, target, secrets)
+    retired = _start(escrow, plan, secrets)
+    rewrapped = _rewrap_all(escrow, plan, settle_s, progress)
+    return _finish(escrow, plan, retired, rewrapped)
+
+
+def _start(escrow: Escrow, plan: _Plan, secrets: list[WrappedSecret]) -> list[str]:
+    """Keep the old local key, log the start, install the new local key; the keys retired."""
+    retired = sorted({s.key for s in secrets} - {plan.key})
+    if plan.new_key is not None and plan.key_file is not None:
+        retired = sorted({*retired, f"local:{plan.target.key_id}"})
+        _keep_current_key(plan.key_file)  # before anything else changes: harmless if it fails
+    pending = sum(s.key != plan.key for s in secrets)
+    _audit(
+        escrow,
+        "custody.rotation_started",
+        plan.key,
+        {"from": retired, "pending": pending, "resumed": plan.resumed},
+    )
+    if plan.new_key is not None and plan.key_file is not None:
+        _switch_key_file(plan.target, plan.key_file, plan.new_key)
+    return retired
+
+
+def _finish(escrow: Escrow, plan: _Plan, retired: list[str], rewrapped: int) -> RotationReport:
+    """Bring the bucket in step, log the finish, and say what the operator does next."""
+    repaired = _sync_bucket(escrow)
+    retired = sorted({*retired, *_retired_earlier(escrow, plan.key)})
+    report = _report(escrow, plan, retired, rewrapped, repaired)
+    _audit(
+        escrow,
+        "custody.rotation_finished",
+        plan.key,
+        {
+            "rewrapped": rewrapped,
+            "retired": retired,
+            "bucket_copies_repaired": repaired,
+            "configuration_pending": report.configuration_pending,
+        },
+    )
+    return report
+
+
+def _retired_earlier(escrow: Escrow, key: str) -> set[str]:
+    """Keys earlier runs of this rotation moved away from (e.g. before the switch to KMS)."""
+    with escrow.uow() as uow:
+        leaves = uow.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.action == "custody.rotation_started")
+        )
+        events = [json.loads(leaf) for leaf in leaves]
+    return {
+        old
+        for event in events
+        if event["subject"].get("key") == key
+        for old in event["details"].get("from", [])
+    }
+
+
+def _plan(escrow: Escrow, target: KeyCustody | None, secrets: list[WrappedSecret]) -> _Plan:
+    if target is not None:
+        key = _probe(target)
+        return _Plan(target, key, None, resumed=any(s.key == key for s in secrets))
+    current = _current(escrow.custody)
+    key = f"{current.name}:{current.key_id}"
+    if any(s.key != key for s in secrets) or not isinstance(current, LocalCustody):
+        # Finish a rotation to the configured key (after kill -9, or after the switch of
+        # configuration to KMS). KMS rotates a key's own material: there is no new key to make.
+        return _Plan(current, key, None, resumed=True)
+    new_key = generate_key()
+    return _Plan(current, f"local:{key_id_of(new_key)}", new_key, False, current.key_file)
+
+
+def _current(custody: KeyCustody) -> KeyCustody:
+    """The backend a custody wraps with (a keyring's current one, or the custody itself)."""
+    return getattr(custody, "current", custody)
+
+
+def _probe(custody: KeyCustody) -> str:
+    """Wrap and unwrap a probe: the target works, and this is the key id its blobs will name
+    (a KMS alias resolves to the key ARN)."""
+    blob = custody.wrap(b"probe", PROBE_CONTEXT)
+    if custody.unwrap(blob, PROBE_CONTEXT) != b"probe":
+        raise CustodyError(f"key rotation: {custody!r} does not give back what it wrapped")
+    return _key_of(blob)
+
+
+def _keep_current_key(key_file: Path) -> None:
+    """Copy the key in use to `<key file>.<key id>`, where every broker looks for retired keys."""
+    key = read_key_file(key_file)
+    kept = retired_key_path(key_file, key_id_of(key))
+    if not kept.exists():
+        write_key_file(kept, key)
+    elif read_key_file(kept) != key:  # the name says which key it must hold
+        raise CustodyError(f"retired key file {kept} does not hold key {key_id_of(key)}")
+
+
+def _switch_key_file(target: KeyCustody, key_file: Path, new_key: bytes) -> None:
+    replace_key_file(key_file, new_key)
+    if target.key_id != key_id_of(new_key):  # the target re-reads the key file
+        raise CustodyError(
+            f"key rotation: {key_file} does not hold the new key after the switch",
+            hint="check that nothing else writes the key file, then run the rotation again",
+        )
+
+
+def _rewrap_all(escrow: Escrow, plan: _Plan, settle_s: float, progress: Progress | None) -> int:
+    """Re-wrap until a pass finds nothing left after the switch has settled; the count."""
+    done = 0
+    while True:
+        with escrow.uow() as uow:
+            pending = [s for s in wrapped_secrets(uow) if s.key != plan.key]
+        if not pending:
+            wait = _settle_wait(plan.target, settle_s)
+            if wait <= 0:
+                return done
+            time.sleep(wait)
+            continue
+        replaced = 0
+        for number, secret in enumerate(pending, start=1):
+            replaced += _rewrap(escrow, plan, secret)
+            if progress is not None:
+                progress(done + number, done + len(pending), secret.label)
+        done += len(pending)
+        if not replaced:
+            raise CustodyError(
+                f"key rotation: {len(pending)} wrapped secrets changed while being re-wrapped",
+                hint="something else is rewriting them (another rotation?); run it again later",
+            )
+
+
+def _settle_wait(target: KeyCustody, settle_s: float) -> float:
+    if not isinstance(target, LocalCustody):
+        return 0.0  # a broker switches to KMS only when restarted with the new configuration
+    return os.stat(target.key_file).st_mtime + settle_s - time.time()
+
+
+def _rewrap(escrow: Escrow, plan: _Plan, secret: WrappedSecret) -> int:
+    """Re-wrap one secret; 1 if its row now holds the new blob."""
+    plain = escrow.custody.unwrap(secret.blob, secret.context)
+    blob = plan.target.wrap(plain, secret.context)
+    if _key_of(blob) != plan.key:  # the key file was replaced again under this rotation
+        raise CustodyError(
+            f"key rotation: {secret.label} was wrapped by {_key_of(blob)}, not {plan.key}",
+            hint="is another rotation running? Wait for it, then run this one again",
+        )
+    if plan.target.unwrap(blob, secret.context) != plain:  # never replace a blob by a worse one
+        raise CustodyError(f"key rotation: the re-wrapped {secret.label} does not open")
+    if secret.kind == DEPOSIT:
+        # The bucket copy first: it is never behind the row (recovery reads only the bucket).
+        escrow.store.put_bytes(identity_object(secret.id), blob)
+        table, column = Deposit, Deposit.wrapped_identity
+    else:
+        table, column = SigningKey, SigningKey.wrapped_private
+    with escrow.uow() as uow:
+        result = uow.session.execute(
+            update(table)
+            .where(table.id == secret.id, column == secret.blob)
+            .values({column.key: blob})
+        )
+        uow.commit()
+    return result.rowcount
+
+
+def _sync_bucket(escrow: Escrow) -> int:
+    """Mirror the signing keys and put each deposit's row blob where the bucket copy differs."""
+    repaired = 0
+    with escrow.uow() as uow:
+        signing.mirror_keys(uow, escrow.store)
+        rows = [s for s in wrapped_secrets(uow) if s.kind == DEPOSIT]
+    for secret in rows:
+        try:
+            found = escrow.store.get_bytes(identity_object(secret.id))
+        except ObjectMissing:
+            found = None
+        if found != secret.blob:
+            escrow.store.put_bytes(identity_object(secret.id), secret.blob)
+            repaired += 1
+    return repaired
+
+
+def _audit(escrow: Escrow, action: str, key: str, details: dict[str, object]) -> None:
+    """Key ids only: never key material."""
+    with escrow.uow() as uow:
+        uow.audit(action, OPERATOR, {"key": key}, details)
+        uow.commit()
+
+
+# --- what the operator does next ----------------------------------------------------------
+
+
+def _report(
+    escrow: Escrow, plan: _Plan, retired: list[str], rewrapped: int, repaired: int
+) -> RotationReport:
+    configure = _configuration_changes(escrow, plan)
+    destroyable = [] if configure else _destroyable(escrow.settings, plan, retired)
+    return RotationReport(
+        plan.key, rewrapped, plan.resumed, retired, repaired, configure, destroyable
+    )
+
+
+def _configuration_changes(escrow: Escrow, plan: _Plan) -> list[str]:
+    """The settings that make the broker wrap new secrets with the target (none if it does)."""
+    current = _current(escrow.custody)
+    wraps_with = f"local:{current.key_id}" if isinstance(current, LocalCustody) else _probe(current)
+    if wraps_with == plan.key:
+        return []
+    changes = []
+    if escrow.settings.key_custody != plan.target.name:
+        changes.append(f"ESCROW_KEY_CUSTODY={plan.target.name}")
+    if plan.target.name == "aws-kms":  # the key's ARN, which names its region too
+        changes.append(f"ESCROW_KMS_KEY_ID={plan.key.removeprefix('aws-kms:')}")
+    return changes
+
+
+def _destroyable(settings: Settings, plan: _Plan, retired: list[str]) -> list[str]:
+    """Old key material no wrapped secret needs any more."""
+    found = [
+        f"{path} (retired local key {path.name.rsplit('.', 1)[1]})"
+        for path in _retired_key_files(settings.key_file)
+        if f"local:{path.name.rsplit('.', 1)[1]}" != plan.key
+    ]
+    if plan.target.name != "local" and settings.key_file.exists():
+        found.append(f"{settings.key_file} (the local master key) and its trustee shares")
+    found += [
+        f"KMS key {key.removeprefix('aws-kms:')} (schedule its deletion; KMS waits 7-30 days)"
+        for key in retired
+        if key.startswith("aws-kms:")
+    ]
+    return found
+
+
+def _retired_key_files(key_file: Path) -> list[Path]:
+    prefix = key_file.name + "."
+    return sorted(
+        path
+        for path in key_file.parent.glob(prefix + "*")
+        if is_key_id(path.name.removeprefix(prefix))
+    )
+
+
+# --- trustee shares -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    key_id: str
+    shares: list[str]  # printable share texts, in order
+
+
+@dataclass(frozen=True)
+class Joined:
+    key_id: str
+    path: Path
+    written: bool  # False: the file already held this key
+    moved_aside: Path | None = None
+
+
+def split_master_key(
+    uow: UnitOfWork, settings: Settings, shares: int, threshold: int, key_file: Path | None = None
+) -> Split:
+    """`shares` trustee shares of the local master key, any `threshold` of which rebuild it."""
+    if settings.key_custody != "local" and key_file is None:
+        raise InvalidInput(
+            "the master key is held by AWS KMS and never leaves it: there is no key to split",
+            hint="trustee shares are for a local key file (pass --key-file to split one)",
+        )
+    key = read_key_file(key_file or settings.key_file)
+    words = split_secret(key, shares, threshold)
+    key_id = key_id_of(key)
+    uow.audit(
+        "custody.key_split",
+        OPERATOR,
+        {"key": f"local:{key_id}"},
+        {"shares": shares, "threshold": threshold},
+    )
+    uow.commit()
+    texts = [format_share(key_id, w, n, shares, threshold) for n, w in enumerate(words, 1)]
+    return Split(key_id, texts)
+
+
+def write_share_files(directory: Path, split: Split) -> list[Path]:
+    """One file per trustee (mode 0600), never overwriting: `share-<n>-of-<N>.txt`."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    count = len(split.shares)
+    paths = [directory / f"share-{n}-of-{count}.txt" for n in range(1, count + 1)]
+    for path in paths:  # all or none: a half-written set would mix two splits
+        if path.exists() or path.is_symlink():
+            raise Conflict(
+                f"share file {path} already exists; refusing to overwrite it",
+                hint="write the shares of a new split into an empty directory",
+            )
+    for path, text in zip(paths, split.shares, strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+    return paths
+
+
+def join_master_key(texts: list[ShareText], key_file: Path, *, replace: bool = False) -> Joined:
+    """Rebuild the master key from trustee shares into `key_file` (mode 0600)."""
+    key = combine_shares(texts)
+    key_id = _check_rebuilt(key, texts)
+    if key_file.exists() or key_file.is_symlink():
+        existing = _existing_key_id(key_file)
+        if existing == key_id:
+            return Joined(key_id, key_file, written=False)
+        if not replace:
+            raise Conflict(
+                f"key file {key_file} exists and holds "
+                f"{'key ' + existing if existing else 'no readable key'}; the shares rebuild "
+                f"key {key_id}",
+                hint="write it elsewhere with --key-file PATH, or pass --replace to move the "
+                "existing file aside (it is kept, renamed)",
+            )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = key_file.with_name(f"{key_file.name}.replaced-{stamp}")
+        os.replace(key_file, aside)
+        write_key_file(key_file, key)
+        return Joined(key_id, key_file, written=True, moved_aside=aside)
+    write_key_file(key_file, key)
+    return Joined(key_id, key_file, written=True)
+
+
+def _check_rebuilt(key: bytes, texts: list[ShareText]) -> str:
+    if len(key) != 32:
+        raise InvalidInput(
+            f"the shares rebuild a {len(key)}-byte secret, not a 32-byte master key",
+            hint="these are not shares made by `escrow admin key split`",
+        )
+    key_id = key_id_of(key)
+    claimed = sorted({t.key_id for t in texts if t.key_id})
+    if claimed and claimed != [key_id]:
+        raise InvalidInput(
+            f"the shares say they are of key {', '.join(claimed)} but rebuild key {key_id}",
+            hint="a share file's key-id line was edited, or a share is damaged",
+        )
+    return key_id
+
+
+def _existing_key_id(path: Path) -> str | None:
+    try:
+        return key_id_of(read_key_file(path))
+    except CustodyError:
+        return None

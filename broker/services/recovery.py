@@ -1,0 +1,384 @@
+"""Rebuild a deployment from its bucket and master key: signing keys, organisations, models,
+sealed deposits, and the audit log up to its newest mirrored checkpoint.
+
+Three phases, so a bad bucket changes nothing: read and check everything (signatures, the
+master key, every object, the log against its checkpoints); write it all in one transaction;
+then verify every deposit by decrypting and hashing, with the results on the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import delete, func, select, update
+
+from broker.adapters.db.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditHead,
+    AuditNode,
+    Deposit,
+    DepositFile,
+    Model,
+    Organisation,
+    SigningKey,
+    User,
+)
+from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.objectstore.base import ObjectStore
+from broker.auditlog.checkpoint import (
+    CheckpointError,
+    format_verifier_key,
+    parse_checkpoint,
+    verify_checkpoint,
+)
+from broker.auditlog.index import index_of
+from broker.auditlog.proofs import leaf_hash
+from broker.auditlog.verifier import LogReplay, LogTampered
+from broker.container import Escrow
+from broker.domain.parts import payload_size
+from broker.domain.principals import OPERATOR
+from broker.errors import EscrowError
+from broker.services import audit, signing
+from broker.services.deposits import (
+    SEALED,
+    deposit_prefix,
+    header_key,
+    identity_context,
+    payload_key,
+)
+from broker.services.verification import run_verification
+
+NOT_IN_BUCKET = (
+    "people (users, profiles, roles), login sessions and tokens, service tokens",
+    "access requests, reviews, grants and key releases, researchers' keys, NDA signatures",
+    "deposits that were never sealed (no signed manifest)",
+    "audit events after the newest mirrored checkpoint",
+)
+
+
+class RecoveryFailed(EscrowError):
+    status = 409
+    title = "recovery failed"
+
+
+@dataclass
+class DepositFromBucket:
+    manifest: dict[str, Any]
+    wrapped_identity: bytes
+    headers: dict[int, bytes]
+
+
+@dataclass
+class Bucket:
+    """What the bucket holds, checked; `problems` says what is wrong with the rest."""
+
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    deposits: list[DepositFromBucket] = field(default_factory=list)
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    leaves: list[bytes] = field(default_factory=list)
+    unsealed: list[str] = field(default_factory=list)
+    dropped_entries: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    deposits: list[str]
+    verified: dict[str, bool]
+    entries: int
+    checkpoint: int
+    unsealed: list[str]
+    dropped_entries: int
+    not_recovered: tuple[str, ...] = NOT_IN_BUCKET
+
+
+def recover(escrow: Escrow, manifest_key: bytes | None = None) -> Recovered:
+    """Read the configured store's bucket into an empty database, then verify every deposit."""
+    bucket = read_bucket(escrow, manifest_key)
+    if bucket.problems:
+        raise RecoveryFailed(
+            "the bucket cannot be recovered as it is: " + "; ".join(bucket.problems)
+            + f". Nothing was written. Readable: {len(bucket.deposits)} deposit(s), "
+            f"{len(bucket.leaves)} audit entries",
+            hint="restore the named objects (from the mirror or a backup), or check the master "
+            "key (ESCROW_KEY_FILE / ESCROW_KMS_KEY_ID), then run `escrow recover` again",
+        )
+    with escrow.uow() as uow:
+        _require_empty(uow)
+        _write(uow, bucket)
+        uow.commit()
+    verified = {
+        d.manifest["deposit_id"]: run_verification(escrow, d.manifest["deposit_id"], OPERATOR).ok
+        for d in bucket.deposits
+    }
+    return Recovered(
+        deposits=sorted(verified),
+        verified=verified,
+        entries=len(bucket.leaves),
+        checkpoint=max(bucket.checkpoints, default=0),
+        unsealed=bucket.unsealed,
+        dropped_entries=bucket.dropped_entries,
+    )
+
+
+# --- phase 1: read and check -------------------------------------------------------------------
+
+
+def read_bucket(escrow: Escrow, manifest_key: bytes | None) -> Bucket:
+    bucket = Bucket()
+    store = escrow.store
+    public = _read_keys(escrow, bucket)
+    if manifest_key is not None and public.get("manifest") not in (None, manifest_key):
+        bucket.problems.append(
+            "the bucket's manifest key is not the pinned one you gave: the bucket was tampered "
+            "with or belongs to another deployment"
+        )
+    for deposit_id in _deposit_ids(store):
+        _attempt(bucket, f"deposit {deposit_id}",
+                 lambda d=deposit_id: _read_deposit(escrow, bucket, d, public.get("manifest")))
+    _attempt(bucket, "audit log", lambda: _read_log(escrow, bucket, public.get("checkpoint")))
+    return bucket
+
+
+def _attempt(bucket: Bucket, what: str, read: Callable[[], None]) -> None:
+    try:
+        read()
+    except EscrowError as error:
+        bucket.problems.append(f"{what}: {error.message}")
+
+
+def _read_keys(escrow: Escrow, bucket: Bucket) -> dict[str, bytes]:
+    """The signing keys, each unwrapped once to prove the master key is the right one."""
+    public: dict[str, bytes] = {}
+    for key in escrow.store.list_keys(signing.KEYS_PREFIX):
+        document = json.loads(escrow.store.get_bytes(key))
+        wrapped = base64.b64decode(document["wrapped_private"])
+        try:
+            escrow.custody.unwrap(wrapped, signing.custody_context(
+                document["purpose"], document["key_id"]))
+        except EscrowError as error:
+            bucket.problems.append(
+                f"signing key {document['key_id']} cannot be unwrapped ({error.message}): "
+                "is this the deployment's master key?"
+            )
+            continue
+        bucket.keys.append(document)
+        if document.get("active"):
+            public[document["purpose"]] = base64.b64decode(document["public_key"])
+    for purpose in signing.PURPOSES:
+        if purpose not in public and not bucket.problems:
+            bucket.problems.append(f"no active {purpose} signing key under {signing.KEYS_PREFIX}")
+    return public
+
+
+def _deposit_ids(store: ObjectStore) -> list[str]:
+    return sorted({key.split("/")[1] for key in store.list_keys("deposits/")})
+
+
+def _read_deposit(
+    escrow: Escrow, bucket: Bucket, deposit_id: str, manifest_key: bytes | None
+) -> None:
+    store, prefix = escrow.store, deposit_prefix(deposit_id)
+    if store.head(prefix + "manifest.json") is None:
+        bucket.unsealed.append(deposit_id)
+        return
+    manifest_bytes = store.get_bytes(prefix + "manifest.json")
+    signature = json.loads(store.get_bytes(prefix + "manifest.sig"))
+    try:
+        Ed25519PublicKey.from_public_bytes(manifest_key or b"").verify(
+            base64.b64decode(signature["signature"]), manifest_bytes)
+    except (InvalidSignature, ValueError):
+        raise RecoveryFailed(
+            "its manifest's signature does not verify with the manifest key",
+            hint="restore manifest.json and manifest.sig from the mirror",
+        ) from None
+    manifest = json.loads(manifest_bytes)
+    wrapped = store.get_bytes(prefix + "identity.wrapped")
+    escrow.custody.unwrap(wrapped, identity_context(deposit_id))  # the master key opens it
+    headers = {}
+    for file in manifest["files"]:
+        index = int(file["header"].removeprefix("files/").removesuffix(".header"))
+        headers[index] = store.get_bytes(prefix + header_key(index))
+        found = store.head(prefix + payload_key(index))
+        expected = payload_size(int(file["size"]))
+        if found is None or found.size != expected:
+            raise RecoveryFailed(
+                f"object {prefix}{payload_key(index)} ({file['path']}) is "
+                + ("missing" if found is None else f"{found.size} bytes, not {expected}"),
+                hint="restore it from the mirror",
+            )
+    bucket.deposits.append(DepositFromBucket(manifest, wrapped, headers))
+
+
+def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> None:
+    """Every mirrored checkpoint checked against the checkpoint key, then every mirrored entry
+    replayed against them; the log is kept up to the newest checkpoint."""
+    store, origin = escrow.store, escrow.settings.origin
+    if checkpoint_key is None:
+        return  # reported with the keys
+    verifier = format_verifier_key(origin, checkpoint_key)
+    roots = {}
+    for key in store.list_keys(audit.CHECKPOINT_PREFIX):
+        note = store.get_bytes(key).decode()
+        try:
+            checkpoint = verify_checkpoint(note, verifier)
+        except CheckpointError as error:
+            raise RecoveryFailed(
+                f"checkpoint {key} does not verify as {origin!r} with the checkpoint key "
+                f"({error})",
+                hint="if the deployment's origin was different, set ESCROW_ORIGIN to it; "
+                + _LOG_HINT,
+            ) from None
+        bucket.checkpoints[checkpoint.size] = note
+        roots[checkpoint.size] = checkpoint.root
+    newest = max(roots, default=0)
+    replay = LogReplay(roots=roots)
+    try:
+        for leaf in _batches(store):
+            if replay.size == newest:
+                bucket.dropped_entries += 1
+                continue
+            replay.add(replay.size, leaf)
+            bucket.leaves.append(leaf)
+        replay.finish(newest)
+    except LogTampered as error:
+        raise RecoveryFailed(f"the mirrored log is damaged: {error}", hint=_LOG_HINT) from None
+
+
+_LOG_HINT = (
+    "restore the audit/ objects from the mirror; a log that does not match its signed "
+    "checkpoints must not be recovered as if it were whole"
+)
+
+
+def _batches(store: ObjectStore) -> Any:
+    """Every mirrored leaf in order; a gap, an overlap or a short batch is named."""
+    expected = 0
+    for key in store.list_keys(audit.ENTRIES_PREFIX):
+        start, end = audit.batch_range(key)
+        if start != expected:
+            raise RecoveryFailed(
+                f"batch {key} starts at entry {start}, but the batches before end at {expected}",
+                hint=_LOG_HINT,
+            )
+        lines = store.get_bytes(key).split(b"\n")
+        if lines[-1] != b"" or len(lines) - 1 != end - start:
+            raise RecoveryFailed(
+                f"batch {key} is truncated: it holds {len(lines) - 1} whole entries, "
+                f"not {end - start}",
+                hint=_LOG_HINT,
+            )
+        yield from lines[:-1]
+        expected = end
+
+
+# --- phase 2: write ----------------------------------------------------------------------------
+
+
+def _require_empty(uow: UnitOfWork) -> None:
+    """Only a fresh database: `escrow init` made signing keys and logged them, nothing else."""
+    busy = [
+        name for name, table in (("organisations", Organisation), ("deposits", Deposit),
+                                 ("users", User))
+        if uow.session.scalar(select(func.count()).select_from(table))
+    ]
+    others = uow.session.scalar(
+        select(func.count()).select_from(AuditEvent)
+        .where(AuditEvent.action != "signing_key.created")
+    )
+    if busy or others:
+        raise RecoveryFailed(
+            f"the database is not empty ({', '.join(busy) or 'audit events'}): recovery only "
+            "fills a new database",
+            hint="point ESCROW_DATABASE_URL at an empty database, run `escrow db upgrade`, "
+            "then `escrow recover`",
+        )
+    for table in (AuditNode, AuditEvent, AuditCheckpoint, SigningKey):  # init's fresh keys
+        uow.session.execute(delete(table))
+    uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
+
+
+def _write(uow: UnitOfWork, bucket: Bucket) -> None:
+    for document in bucket.keys:
+        uow.session.add(SigningKey(
+            id=document["key_id"], purpose=document["purpose"],
+            public_key=base64.b64decode(document["public_key"]),
+            wrapped_private=base64.b64decode(document["wrapped_private"]),
+            created_at=datetime.fromisoformat(document["created"]),
+            active=bool(document["active"]),
+        ))
+    models: dict[str, Model] = {}
+    for deposit in bucket.deposits:
+        _write_deposit(uow, deposit, models)
+    uow.session.flush()
+    _write_log(uow, bucket)
+
+
+def _write_deposit(uow: UnitOfWork, found: DepositFromBucket, models: dict[str, Model]) -> None:
+    manifest = found.manifest
+    model = models.get(manifest["model"]) or _model(uow, manifest["model"])
+    models[manifest["model"]] = model
+    created = datetime.fromisoformat(manifest["created"])
+    deposit = Deposit(
+        id=manifest["deposit_id"], model_id=model.id, version=manifest["version"], state=SEALED,
+        recipient=manifest["recipient"], recipient_type=manifest["recipient_type"],
+        extra_recipients=json.dumps(manifest["extra_recipients"]),
+        classical=bool(manifest["classical"]), wrapped_identity=found.wrapped_identity,
+        created_by=manifest["depositor"]["token"], created_at=created, sealed_at=created,
+    )
+    uow.session.add(deposit)
+    for file in manifest["files"]:
+        index = int(file["header"].removeprefix("files/").removesuffix(".header"))
+        uow.session.add(DepositFile(
+            deposit_id=deposit.id, idx=index, path=file["path"], size=int(file["size"]),
+            state="verified", header=found.headers[index], sha256=file["sha256"],
+        ))
+
+
+def _model(uow: UnitOfWork, full_name: str) -> Model:
+    org_name, name = full_name.split("/", 1)
+    org = uow.session.scalar(select(Organisation).where(Organisation.name == org_name))
+    if org is None:
+        org = Organisation(name=org_name)
+        uow.session.add(org)
+        uow.session.flush()
+    model = Model(org_id=org.id, name=name)
+    uow.session.add(model)
+    uow.session.flush()
+    return model
+
+
+def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
+    models = {d.manifest["deposit_id"]: d.manifest["model"] for d in bucket.deposits}
+    head = uow.session.get(AuditHead, 1)
+    assert head is not None
+    for seq, leaf in enumerate(bucket.leaves):
+        event = json.loads(leaf)
+        subject = dict(event.get("subject") or {})
+        if "model" not in subject and subject.get("deposit") in models:
+            subject["model"] = models[subject["deposit"]]
+        index = index_of(event["actor"], subject)
+        digest = leaf_hash(leaf)
+        uow.session.add(AuditEvent(
+            seq=seq, leaf=leaf, leaf_hash=digest, action=event["action"],
+            created_at=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
+            org=index.org, model=index.model, user_id=index.user_id, actor=index.actor,
+        ))
+        uow._grow_tree(head, digest)
+        if seq % 1000 == 999:
+            uow.session.flush()
+    for size, note in bucket.checkpoints.items():
+        uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))
+    uow.session.flush()
+    uow.audit("escrow.recovered", OPERATOR, {}, {
+        "deposits": len(bucket.deposits), "entries": len(bucket.leaves),
+        "unsealed_deposits": bucket.unsealed, "dropped_entries": bucket.dropped_entries,
+    })

@@ -1,0 +1,110 @@
+"""`escrow recover`'s service: a database rebuilt from the bucket and the master key alone, or,
+when the bucket is damaged or the key is wrong, a refusal naming the problem that writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from access_support import WEIGHTS
+from sqlalchemy import func, select
+
+from broker.adapters.db.models import AuditEvent, Deposit, Organisation
+from broker.container import build_escrow
+from broker.services import audit
+from broker.services.recovery import RecoveryFailed, recover
+
+
+@pytest.fixture
+def bucket(escrow, sealed):
+    """The deposit sealed, a checkpoint signed: its entries and note mirrored to the bucket."""
+    with escrow.uow() as uow:
+        return audit.sign_checkpoint(escrow, uow).size
+
+
+@pytest.fixture
+def fresh(escrow, tmp_path):
+    """The same data directory, store and master key, with a new empty database (as after
+    `escrow init` on a new database server)."""
+    from broker.services.setup import initialise
+
+    url = f"sqlite:///{tmp_path / 'recovered.db'}"
+    made, _ = initialise(escrow.settings.with_overrides(database_url=url))
+    yield made
+    made.engine.dispose()
+
+
+def count(escrow, table) -> int:
+    with escrow.uow() as uow:
+        return uow.session.scalar(select(func.count()).select_from(table))
+
+
+def test_a_lost_database_comes_back_from_the_bucket(escrow, sealed, bucket, fresh):
+    result = recover(fresh)
+    assert result.deposits == [sealed["deposit_id"]]
+    assert result.verified == {sealed["deposit_id"]: True}
+    assert result.entries == bucket and result.checkpoint == bucket
+    with fresh.uow() as uow:
+        deposit = uow.session.get(Deposit, sealed["deposit_id"])
+        assert deposit.state == "sealed" and deposit.model.full_name == "acme-ai/gpt-small"
+        assert sorted(f.path for f in deposit.files) == sorted(WEIGHTS)
+        assert deposit.last_verified_at is not None
+        check = audit.self_check(uow)
+        assert check.size > bucket  # the old log, then recovery and verification on top
+    with escrow.uow() as old, fresh.uow() as new:
+        first = [bytes(x) for x in old.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.seq < bucket).order_by(AuditEvent.seq))]
+        again = [bytes(x) for x in new.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.seq < bucket).order_by(AuditEvent.seq))]
+        assert first == again
+        actions = list(new.session.scalars(
+            select(AuditEvent.action).where(AuditEvent.seq >= bucket).order_by(AuditEvent.seq)))
+    assert actions[0] == "escrow.recovered" and "deposit.verification_passed" in actions
+    assert audit.verify_deployment(fresh)["size"] == check.size
+
+
+def test_a_missing_object_stops_recovery_and_writes_nothing(escrow, sealed, bucket, fresh):
+    key = f"deposits/{sealed['deposit_id']}/files/1.payload"
+    escrow.store.delete(key)
+    with pytest.raises(RecoveryFailed, match=f"object deposits/{sealed['deposit_id']}/files/1"
+                       r"\.payload \(.*\) is missing") as raised:
+        recover(fresh)
+    assert "Nothing was written" in raised.value.message and "0 deposit(s)" in raised.value.message
+    assert count(fresh, Deposit) == 0 and count(fresh, Organisation) == 0
+
+
+def test_a_manifest_whose_signature_fails_is_named(escrow, sealed, bucket, fresh):
+    key = f"deposits/{sealed['deposit_id']}/manifest.json"
+    escrow.store.put_bytes(key, escrow.store.get_bytes(key).replace(b"gpt-small", b"gpt-smoll"))
+    with pytest.raises(RecoveryFailed, match=f"deposit {sealed['deposit_id']}: its manifest's "
+                       "signature does not verify"):
+        recover(fresh)
+    assert count(fresh, Deposit) == 0
+
+
+def test_a_truncated_audit_batch_is_named(escrow, sealed, bucket, fresh):
+    [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
+    lines = escrow.store.get_bytes(batch).split(b"\n")
+    escrow.store.put_bytes(batch, b"\n".join(lines[:-3]) + b"\n")
+    with pytest.raises(RecoveryFailed, match=f"batch {batch} is truncated"):
+        recover(fresh)
+    assert count(fresh, Deposit) == 0
+
+
+def test_the_wrong_master_key_is_named(escrow, sealed, bucket, fresh, tmp_path):
+    from broker.adapters.custody.local import LocalCustody
+
+    LocalCustody.create_key_file(tmp_path / "other.key")
+    wrong = build_escrow(fresh.settings.with_overrides(key_file=tmp_path / "other.key"))
+    with pytest.raises(RecoveryFailed, match="cannot be unwrapped .* master key"):
+        recover(wrong)
+    wrong.engine.dispose()
+    assert count(fresh, Deposit) == 0
+
+
+def test_a_database_in_use_is_refused(escrow, sealed, bucket):
+    with pytest.raises(RecoveryFailed, match="the database is not empty"):
+        recover(escrow)
+
+
+def test_a_manifest_key_other_than_the_pinned_one_is_refused(escrow, sealed, bucket, fresh):
+    with pytest.raises(RecoveryFailed, match="not the pinned one"):
+        recover(fresh, manifest_key=b"\x01" * 32)

@@ -1,0 +1,163 @@
+"""A small world for page tests, made the way people make it: a lab with a sealed deposit
+(encrypted and uploaded through the API, sealed by the worker), a policy directory, and people
+with roles, a proven key and a signed NDA.
+
+Plain functions (no fixtures), so that the page tests (tests/web) and the browser tests
+(tests/browser) share them; both import this module as `web.seed` (tests/ is on sys.path).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from broker import age
+from broker.domain.parts import plan_parts
+from broker.domain.principals import OPERATOR
+from broker.services import admin, people, sessions
+from broker.services.worker import run_pending
+
+REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
+NDA_ID = "acme-research-nda"
+ORG = "acme-ai"
+MODEL = "acme-ai/gpt-small"
+VERSION = "2024-05"
+WEIGHTS = {"model.safetensors": b"\x00weights\x01" * 9000, "config.json": b'{"layers": 2}'}
+ISSUER = "https://idp.uni.example"
+
+POLICY = """\
+# the page tests' policy: one approval by a reviewer of acme-ai, the NDA, a proven key
+organisation: acme-ai
+models: ["acme-ai/*"]
+description: Research access to Acme AI model weights.
+nda: {id: acme-research-nda, min_version: 1}
+eligibility: {verified_email: true, proven_key: true}
+approvals: {count: 1, role: reviewer}
+grant: {default_days: 14, max_days: 30, releases_per_file: 2, renewal: true}
+"""
+
+
+def make_policy_dir(directory: Path) -> Path:
+    (directory / "ndas").mkdir(parents=True)
+    shutil.copy(REPO_NDAS / "acme-research-nda-v1.md", directory / "ndas")
+    (directory / "acme-ai.yaml").write_text(POLICY)
+    return directory
+
+
+# --- the lab ------------------------------------------------------------------------------------
+
+
+def depositor_token(escrow, org: str = ORG) -> str:  # noqa: ANN001
+    """The organisation (created if need be) and a depositor token of it."""
+    with escrow.uow() as uow:
+        if admin.find_org(uow, org) is None:
+            admin.create_org(uow, OPERATOR, org)
+            uow.commit()
+    with escrow.uow() as uow:
+        return admin.create_token(uow, OPERATOR, org, "depositor", days=1).token
+
+
+def deposit(client, escrow, token: str, files: dict[str, bytes] | None = None,  # noqa: ANN001
+            model: str = MODEL, version: str = VERSION, seal: bool = True) -> dict:
+    """Open, encrypt and upload every file as the lab's CLI would, finalise, and (by default)
+    run the worker, which verifies and seals."""
+    files = files or WEIGHTS
+    auth = {"Authorization": f"Bearer {token}"}
+    opened = client.post("/api/v1/deposits", headers=auth, json={
+        "model": model, "version": version,
+        "files": [{"path": p, "size": len(d)} for p, d in files.items()]})
+    assert opened.status_code == 200, opened.json
+    made = opened.json
+    for item in made["files"]:
+        _upload(client, auth, made, item["index"], files[item["path"]])
+    finalized = client.post(f"/api/v1/deposits/{made['deposit_id']}/finalize", headers=auth)
+    assert finalized.status_code == 202, finalized.json
+    if seal:
+        assert run_pending(escrow) == 1
+    return made
+
+
+def _upload(client, auth: dict, made: dict, index: int, data: bytes) -> None:  # noqa: ANN001
+    base = f"/api/v1/deposits/{made['deposit_id']}/files/{index}"
+    out = io.BytesIO()
+    age.encrypt(io.BytesIO(data), out, [age.parse_recipient(made["recipient"])])
+    stream = io.BytesIO(out.getvalue())
+    age.read_header(stream)
+    header, payload = out.getvalue()[:stream.tell()], out.getvalue()[stream.tell():]
+    started = client.post(base + "/upload", headers=auth, json={})
+    assert started.status_code == 200, started.json
+    put = client.put(base + "/header", headers=auth,
+                     json={"header": base64.b64encode(header).decode()})
+    assert put.status_code == 200, put.json
+    parts = plan_parts(len(data), started.json["part_size"])
+    urls = client.post(base + "/parts", headers=auth,
+                       json={"numbers": [p.number for p in parts]}).json["parts"]
+    offset = 0
+    for part, url in zip(parts, urls, strict=True):
+        body = payload[offset:offset + part.cipher_size]
+        offset += part.cipher_size
+        assert client.put(urlsplit(url["url"]).path, data=body).status_code == 200
+    done = client.post(base + "/complete", headers=auth,
+                       json={"sha256": hashlib.sha256(data).hexdigest()})
+    assert done.status_code == 200, done.json
+
+
+# --- people -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Login:
+    user_id: int
+    session_id: str  # what the browser's cookie holds
+    token: str  # a bearer token of the same login, for API calls made "from a terminal"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_login(escrow, email: str, name: str, org_roles: tuple[tuple[str, str], ...] = (),  # noqa: ANN001
+               global_roles: tuple[str, ...] = ()) -> Login:
+    """A person (created if need be) with these roles, logged in just now."""
+    with escrow.uow() as uow:
+        user = people.upsert_user(uow, OPERATOR, ISSUER, email,
+                                  people.Claims(email=email, email_verified=True, name=name))
+        for org, role in org_roles:
+            if admin.find_org(uow, org) is None:
+                admin.create_org(uow, OPERATOR, org)
+            people.grant_org_role(uow, OPERATOR, user, org, role)
+        for role in global_roles:
+            people.grant_global_role(uow, OPERATOR, user, role)
+        session = sessions.start_session(uow, user, "web", ISSUER, datetime.now(UTC))
+        token = sessions.issue_tokens(uow, session).access_token
+        uow.commit()
+        return Login(user.id, session.id, token)
+
+
+def add_proven_key(client, auth: dict[str, str]) -> str:  # noqa: ANN001
+    """Register a fresh age key and prove it by decrypting the challenge; the key id."""
+    identity = age.generate_x25519_identity()
+    made = client.post("/api/v1/me/keys", headers=auth,
+                       json={"recipient": identity.to_recipient().encode()})
+    assert made.status_code == 201, made.json
+    out = io.BytesIO()
+    age.decrypt(io.BytesIO(made.json["challenge"].encode()), out, [identity])
+    secret = re.search(r"^secret: ([0-9a-f]{64})$", out.getvalue().decode(), re.M).group(1)
+    proven = client.post(f"/api/v1/me/keys/{made.json['id']}/proof", headers=auth,
+                         json={"response": secret})
+    assert proven.status_code == 200 and proven.json["state"] == "proven", proven.json
+    return made.json["id"]
+
+
+def sign_nda(client, auth: dict[str, str], name: str = "Rosa Example") -> None:  # noqa: ANN001
+    text = client.get(f"/api/v1/ndas/{NDA_ID}").json
+    signed = client.post(f"/api/v1/ndas/{NDA_ID}/signatures", headers=auth, json={
+        "version": text["version"], "sha256": text["sha256"], "typed_name": name})
+    assert signed.status_code == 201, signed.json

@@ -1,0 +1,56 @@
+"""The broker served over real HTTP for tests that need a browser or an OpenID Provider: werkzeug
+in a thread, on a loopback socket bound before (so that its callback URL can be registered at
+the provider first). Each test mounts its own app on it. Shared by tests/web and tests/browser,
+which import it as `web.served`."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from werkzeug.serving import make_server
+
+from broker.config import OidcIssuer
+
+SCOPES = "openid email profile eduperson_scoped_affiliation"
+
+
+@dataclass
+class WebBroker:
+    """The broker's address for the whole session; each test mounts its own app on it."""
+
+    url: str
+    app: object | None = None
+
+    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+        return self.app(environ, start_response)
+
+
+@contextlib.contextmanager
+def serve(listener: socket.socket) -> Iterator[WebBroker]:
+    port = listener.getsockname()[1]
+    broker = WebBroker(f"http://127.0.0.1:{port}")
+    server = make_server("127.0.0.1", port, broker, threaded=True, fd=listener.fileno())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield broker
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def issuer_config(provider, name: str = "uni") -> OidcIssuer:  # noqa: ANN001
+    """How an operator would configure the test provider: authoritative for uni.example."""
+    return OidcIssuer(
+        name=name,
+        issuer=provider.issuer,
+        client_id=provider.client.client_id,
+        client_secret=provider.client.client_secret,
+        email_domains=("uni.example",),
+        affiliation_scopes=("uni.example",),
+        scopes=SCOPES,
+    )
