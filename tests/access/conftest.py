@@ -3,24 +3,20 @@ researchers with proven keys and signed NDAs, made through the API as a person w
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from access_support import QUICK_POLICY, RENEWABLE_POLICY, WEIGHTS
+from api_deposit import deposit
 
 from broker import age
-from broker.domain.parts import plan_parts
 from broker.domain.principals import OPERATOR
 from broker.services import admin
-from broker.services.worker import run_pending
 
 REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
 NDA_ID = "acme-research-nda"
@@ -80,40 +76,7 @@ class Lab:
     def deposit(self, files: dict[str, bytes], model: str = "acme-ai/gpt-small",
                 version: str = "2024-05", seal: bool = True) -> dict:
         """Open, encrypt and upload every file as the lab's CLI would, finalise, seal."""
-        opened = self.post("/api/v1/deposits", {
-            "model": model, "version": version,
-            "files": [{"path": p, "size": len(d)} for p, d in files.items()]})
-        assert opened.status_code == 200, opened.json
-        deposit = opened.json
-        for item in deposit["files"]:
-            self._upload(deposit, item["index"], files[item["path"]])
-        finalized = self.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize")
-        assert finalized.status_code == 202, finalized.json
-        if seal:
-            assert run_pending(self.escrow) == 1
-        return deposit
-
-    def _upload(self, deposit: dict, index: int, data: bytes) -> None:
-        base = f"/api/v1/deposits/{deposit['deposit_id']}/files/{index}"
-        out = io.BytesIO()
-        age.encrypt(io.BytesIO(data), out, [age.parse_recipient(deposit["recipient"])])
-        stream = io.BytesIO(out.getvalue())
-        age.read_header(stream)
-        header, payload = out.getvalue()[:stream.tell()], out.getvalue()[stream.tell():]
-        started = self.post(base + "/upload")
-        assert started.status_code == 200, started.json
-        put = self.client.put(base + "/header", headers=self.auth,
-                              json={"header": base64.b64encode(header).decode()})
-        assert put.status_code == 200, put.json
-        parts = plan_parts(len(data), started.json["part_size"])
-        urls = self.post(base + "/parts", {"numbers": [p.number for p in parts]}).json["parts"]
-        offset = 0
-        for part, url in zip(parts, urls, strict=True):
-            body = payload[offset:offset + part.cipher_size]
-            offset += part.cipher_size
-            assert self.client.put(urlsplit(url["url"]).path, data=body).status_code == 200
-        done = self.post(base + "/complete", {"sha256": hashlib.sha256(data).hexdigest()})
-        assert done.status_code == 200, done.json
+        return deposit(self.client, self.escrow, self.token, files, model, version, seal)
 
 
 @pytest.fixture

@@ -8,28 +8,23 @@ Plain functions (no fixtures), so that the page tests (tests/web) and the browse
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from api_deposit import deposit, depositor_token
 
 from broker import age
-from broker.domain.parts import plan_parts
 from broker.domain.principals import OPERATOR
 from broker.services import admin, people, sessions
-from broker.services.worker import run_pending
 
 REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
 NDA_ID = "acme-research-nda"
-ORG = "acme-ai"
-MODEL = "acme-ai/gpt-small"
-VERSION = "2024-05"
-WEIGHTS = {"model.safetensors": b"\x00weights\x01" * 9000, "config.json": b'{"layers": 2}'}
+__all__ = ["deposit", "depositor_token"]  # re-exported: web and browser tests seed with them
+
 ISSUER = "https://idp.uni.example"
 
 POLICY = """\
@@ -52,61 +47,6 @@ def make_policy_dir(directory: Path) -> Path:
 
 
 # --- the lab ------------------------------------------------------------------------------------
-
-
-def depositor_token(escrow, org: str = ORG) -> str:  # noqa: ANN001
-    """The organisation (created if need be) and a depositor token of it."""
-    with escrow.uow() as uow:
-        if admin.find_org(uow, org) is None:
-            admin.create_org(uow, OPERATOR, org)
-            uow.commit()
-    with escrow.uow() as uow:
-        return admin.create_token(uow, OPERATOR, org, "depositor", days=1).token
-
-
-def deposit(client, escrow, token: str, files: dict[str, bytes] | None = None,  # noqa: ANN001
-            model: str = MODEL, version: str = VERSION, seal: bool = True) -> dict:
-    """Open, encrypt and upload every file as the lab's CLI would, finalise, and (by default)
-    run the worker, which verifies and seals."""
-    files = files or WEIGHTS
-    auth = {"Authorization": f"Bearer {token}"}
-    opened = client.post("/api/v1/deposits", headers=auth, json={
-        "model": model, "version": version,
-        "files": [{"path": p, "size": len(d)} for p, d in files.items()]})
-    assert opened.status_code == 200, opened.json
-    made = opened.json
-    for item in made["files"]:
-        _upload(client, auth, made, item["index"], files[item["path"]])
-    finalized = client.post(f"/api/v1/deposits/{made['deposit_id']}/finalize", headers=auth)
-    assert finalized.status_code == 202, finalized.json
-    if seal:
-        assert run_pending(escrow) == 1
-    return made
-
-
-def _upload(client, auth: dict, made: dict, index: int, data: bytes) -> None:  # noqa: ANN001
-    base = f"/api/v1/deposits/{made['deposit_id']}/files/{index}"
-    out = io.BytesIO()
-    age.encrypt(io.BytesIO(data), out, [age.parse_recipient(made["recipient"])])
-    stream = io.BytesIO(out.getvalue())
-    age.read_header(stream)
-    header, payload = out.getvalue()[:stream.tell()], out.getvalue()[stream.tell():]
-    started = client.post(base + "/upload", headers=auth, json={})
-    assert started.status_code == 200, started.json
-    put = client.put(base + "/header", headers=auth,
-                     json={"header": base64.b64encode(header).decode()})
-    assert put.status_code == 200, put.json
-    parts = plan_parts(len(data), started.json["part_size"])
-    urls = client.post(base + "/parts", headers=auth,
-                       json={"numbers": [p.number for p in parts]}).json["parts"]
-    offset = 0
-    for part, url in zip(parts, urls, strict=True):
-        body = payload[offset:offset + part.cipher_size]
-        offset += part.cipher_size
-        assert client.put(urlsplit(url["url"]).path, data=body).status_code == 200
-    done = client.post(base + "/complete", headers=auth,
-                       json={"sha256": hashlib.sha256(data).hexdigest()})
-    assert done.status_code == 200, done.json
 
 
 # --- people -------------------------------------------------------------------------------------
