@@ -53,7 +53,7 @@ from broker.config import Settings
 from broker.container import Escrow
 from broker.domain.principals import OPERATOR
 from broker.errors import Conflict, CustodyError, EscrowError, InvalidInput, ObjectMissing
-from broker.services import signing
+from broker.services import copies, signing
 from broker.services.deposits import identity_context, identity_object
 
 # How long after switching the local key file to keep sweeping: a deposit that wrapped its
@@ -335,7 +335,7 @@ def _rewrap(escrow: Escrow, plan: _Plan, secret: WrappedSecret) -> int:
         raise CustodyError(f"key rotation: the re-wrapped {secret.label} does not open")
     if secret.kind == DEPOSIT:
         # The bucket copy first: it is never behind the row (recovery reads only the bucket).
-        escrow.store.put_bytes(identity_object(secret.id), blob)
+        _put_identity(escrow, secret.id, blob)
         table, column = Deposit, Deposit.wrapped_identity
     else:
         table, column = SigningKey, SigningKey.wrapped_private
@@ -361,9 +361,15 @@ def _sync_bucket(escrow: Escrow) -> int:
         except ObjectMissing:
             found = None
         if found != secret.blob:
-            escrow.store.put_bytes(identity_object(secret.id), secret.blob)
+            _put_identity(escrow, secret.id, secret.blob)
             repaired += 1
     return repaired
+
+
+def _put_identity(escrow: Escrow, deposit_id: str, blob: bytes) -> None:
+    """A new version of identity.wrapped, under Object Lock like the deposit's other objects."""
+    escrow.store.put_bytes(identity_object(deposit_id), blob)
+    copies.lock(escrow, escrow.store, [identity_object(deposit_id)])
 
 
 def _audit(escrow: Escrow, action: str, key: str, details: dict[str, object]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from broker.adapters.db.models import (
     AuditCheckpoint,
@@ -43,6 +43,7 @@ from broker.auditlog.index import index_of
 from broker.auditlog.proofs import leaf_hash
 from broker.auditlog.verifier import LogReplay, LogTampered
 from broker.container import Escrow
+from broker.domain.clock import now
 from broker.domain.parts import payload_size
 from broker.domain.principals import OPERATOR
 from broker.errors import EscrowError
@@ -57,7 +58,8 @@ from broker.services.deposits import (
 from broker.services.verification import run_verification
 
 NOT_IN_BUCKET = (
-    "people (users, profiles, roles), login sessions and tokens, service tokens",
+    "people's profiles and roles (their user ids stay reserved, as disabled placeholders), "
+    "login sessions and tokens, service tokens",
     "access requests, reviews, grants and key releases, researchers' keys, NDA signatures",
     "deposits that were never sealed (no signed manifest)",
     "audit events after the newest mirrored checkpoint",
@@ -356,6 +358,32 @@ def _model(uow: UnitOfWork, full_name: str) -> Model:
     return model
 
 
+RECOVERED_ISSUER = "urn:weights-escrow:recovered"
+
+
+def _reserve_user_ids(uow: UnitOfWork, leaves: list[bytes]) -> None:
+    """The log names people by user id; those ids stay theirs. A disabled placeholder holds each
+    one (its profile is not in the bucket), so a new account never takes an id the log uses."""
+    ids: set[int] = set()
+    for leaf in leaves:
+        event = json.loads(leaf)
+        for value in (event.get("subject", {}).get("user"), _user_actor(event["actor"])):
+            if isinstance(value, str) and value.isdigit():
+                ids.add(int(value))
+    moment = now()
+    for user_id in sorted(ids):
+        uow.session.add(User(id=user_id, issuer=RECOVERED_ISSUER, subject=f"user-{user_id}",
+                             created_at=moment, disabled_at=moment))
+    uow.session.flush()
+    if ids and uow.session.get_bind().dialect.name == "postgresql":
+        uow.session.execute(text(  # explicit ids do not move the sequence on PostgreSQL
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), :top)"), {"top": max(ids)})
+
+
+def _user_actor(actor: dict[str, str]) -> str | None:
+    return actor.get("id") if actor.get("kind") == "user" else None
+
+
 def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
     models = {d.manifest["deposit_id"]: d.manifest["model"] for d in bucket.deposits}
     head = uow.session.get(AuditHead, 1)
@@ -375,6 +403,7 @@ def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
         uow._grow_tree(head, digest)
         if seq % 1000 == 999:
             uow.session.flush()
+    _reserve_user_ids(uow, bucket.leaves)
     for size, note in bucket.checkpoints.items():
         uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))
     uow.session.flush()

@@ -14,8 +14,10 @@ from broker.services.recovery import RecoveryFailed, recover
 
 
 @pytest.fixture
-def bucket(escrow, sealed):
-    """The deposit sealed, a checkpoint signed: its entries and note mirrored to the bucket."""
+def bucket(escrow, sealed, make_person):
+    """The deposit sealed, a person on the log, a checkpoint signed: its entries and note
+    mirrored to the bucket."""
+    make_person("rosa@uni.example")
     with escrow.uow() as uow:
         return audit.sign_checkpoint(escrow, uow).size
 
@@ -108,3 +110,21 @@ def test_a_database_in_use_is_refused(escrow, sealed, bucket):
 def test_a_manifest_key_other_than_the_pinned_one_is_refused(escrow, sealed, bucket, fresh):
     with pytest.raises(RecoveryFailed, match="not the pinned one"):
         recover(fresh, manifest_key=b"\x01" * 32)
+
+
+def test_the_user_ids_the_log_names_stay_reserved(escrow, bucket, fresh):
+    from broker.adapters.db.models import User
+    from broker.domain.principals import OPERATOR
+    from broker.services import people
+    from broker.services.recovery import RECOVERED_ISSUER
+
+    with escrow.uow() as uow:
+        before = set(uow.session.scalars(select(User.id)))
+    recover(fresh)
+    with fresh.uow() as uow:
+        held = uow.session.scalars(select(User).where(User.issuer == RECOVERED_ISSUER)).all()
+        assert {u.id for u in held} == before and all(u.disabled_at for u in held)
+        newcomer = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", "sub-ada",
+                                      people.Claims(email="ada@uni.example", email_verified=True))
+        uow.commit()
+        assert newcomer.id > max(before)

@@ -153,3 +153,20 @@ def test_a_mirror_in_another_bucket_is_filled_at_sealing_and_repaired(settings, 
         assert escrow.mirror.get_bytes(key) == escrow.store.get_bytes(key)
     finally:
         escrow.engine.dispose()
+
+
+def test_a_key_rotation_locks_the_new_version_of_each_wrapped_identity(s3_escrow, s3_env):
+    from broker.container import build_escrow
+    from broker.services.master_key import rotate
+
+    escrow, client, bucket = s3_escrow()
+    made = seal(client, escrow)
+    key = f"{PREFIX}/deposits/{made['deposit_id']}/identity.wrapped"
+    raw = s3_env.client("s3")
+    before = raw.head_object(Bucket=bucket, Key=key)["VersionId"]
+    rotated = build_escrow(escrow.settings)
+    rotate(rotated, settle_s=0)
+    rotated.engine.dispose()
+    head = raw.head_object(Bucket=bucket, Key=key)
+    assert head["VersionId"] != before  # the re-wrapped blob is a new version ...
+    assert head["ObjectLockMode"] == "COMPLIANCE"  # ... locked like the one it follows
