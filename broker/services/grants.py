@@ -364,14 +364,9 @@ def release_key(
     The work (checks, unwrap, re-wrap, URL) happens first; the grant's row lock is taken only
     for the final re-check, the count and the writes, so releases of one grant overlap."""
     authorize(actor, "grant.release")
-    grant = uow.session.get(Grant, grant_id)
-    if grant is None:
-        raise _not_found(grant_id)
-    _check_release(uow, actor, grant, index, now())
+    grant, researcher, key = _grant_with_holder(uow, grant_id)
+    _check_release(uow, actor, grant, key, index, now())
     file, deposit, model = _release_target(uow, grant, index)
-    researcher = uow.session.scalars(
-        select(User).options(joinedload(User.profile)).where(User.id == grant.user_id)
-    ).one()
     # Why unwrap per release: the deposit identity exists in memory only while one header is
     # re-wrapped; with KMS custody every unwrap is on the cloud's own trail, to reconcile.
     identity = deposit_identity(escrow, deposit)
@@ -383,7 +378,7 @@ def release_key(
         url_ttl(grant, moment, escrow.settings.download_url_ttl_s),
     )
     grant = _locked_grant(uow, grant_id)  # from here to commit, this grant's releases queue
-    _check_release(uow, actor, grant, index, moment)  # revoked or expired meanwhile?
+    _check_release(uow, actor, grant, key, index, moment)  # revoked or expired meanwhile?
     done = _count_releases(uow, actor, grant, file)
     uow.session.add(
         KeyRelease(
@@ -423,13 +418,18 @@ def release_key(
 
 
 def _check_release(
-    uow: UnitOfWork, actor: Principal, grant: Grant, index: int, moment: datetime
+    uow: UnitOfWork,
+    actor: Principal,
+    grant: Grant,
+    key: ResearcherKey | None,
+    index: int,
+    moment: datetime,
 ) -> None:
     """Refuse (on the log) a caller who is not the holder, a grant not valid now, a retired key."""
     if str(grant.user_id) != actor.id:
         _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
         raise _not_found(grant.id)
-    why = refusal(grant, moment) or _key_refusal(uow, grant)
+    why = refusal(grant, moment) or _key_refusal(grant, key)
     if why is not None:
         _refuse(uow, actor, grant, index, *why)
         raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
@@ -454,6 +454,22 @@ def _count_releases(uow: UnitOfWork, actor: Principal, grant: Grant, file: Depos
         hint="keep the header you received: it decrypts the payload for as long as you "
         "hold your key; a reviewer may grant a new request",
     )
+
+
+def _grant_with_holder(
+    uow: UnitOfWork, grant_id: str
+) -> tuple[Grant, User, ResearcherKey | None]:
+    """The grant, its researcher (profile included) and its pinned key, in one query."""
+    found = uow.session.execute(
+        select(Grant, User, ResearcherKey)
+        .join(User, User.id == Grant.user_id)
+        .outerjoin(ResearcherKey, ResearcherKey.id == Grant.key_id)
+        .options(joinedload(User.profile))
+        .where(Grant.id == grant_id)
+    ).first()
+    if found is None:
+        raise _not_found(grant_id)
+    return found[0], found[1], found[2]
 
 
 def _release_target(
@@ -490,9 +506,8 @@ def _refuse(
     uow.commit()
 
 
-def _key_refusal(uow: UnitOfWork, grant: Grant) -> tuple[str, str] | None:
+def _key_refusal(grant: Grant, key: ResearcherKey | None) -> tuple[str, str] | None:
     """A key the researcher retired (lost, leaked) receives nothing more, even under a grant."""
-    key = uow.session.get(ResearcherKey, grant.key_id)
     if key is None or key.retired_at is not None:
         return "key_retired", f"the key {grant.key_id} this grant was issued to has been retired"
     return None
