@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# The broker's address as clients see it (signed store URLs point there): follows HOST/PORT.
+export ESCROW_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: demo run test install test-peers lint bench clean
 
