@@ -115,8 +115,8 @@ def sign_checkpoint(escrow: Escrow, uow: UnitOfWork) -> AuditCheckpoint:
 
 def mirrored_size(store: ObjectStore) -> int:
     """How many leading entries the bucket's append-only batches hold."""
-    keys = store.list_keys(ENTRIES_PREFIX)
-    return batch_range(keys[-1])[1] if keys else 0
+    # max, not the last key's end: batches written concurrently may overlap
+    return max((batch_range(key)[1] for key in store.list_keys(ENTRIES_PREFIX)), default=0)
 
 
 def batch_key(start: int, end: int) -> str:

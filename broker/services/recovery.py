@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -261,14 +261,17 @@ _LOG_HINT = (
 )
 
 
-def _batches(store: ObjectStore) -> Any:
-    """Every mirrored leaf in order; a gap, an overlap or a short batch is named."""
-    expected = 0
+def _batches(store: ObjectStore) -> Iterator[bytes]:
+    """Every mirrored leaf once, in order. Batches written by two processes at once may overlap
+    (each mirrors from what it listed): the overlap must repeat the same leaves. A gap, a
+    differing overlap or a short batch is named."""
+    seen: list[bytes] = []
     for key in store.list_keys(audit.ENTRIES_PREFIX):
         start, end = audit.batch_range(key)
-        if start != expected:
+        if start > len(seen):
             raise RecoveryFailed(
-                f"batch {key} starts at entry {start}, but the batches before end at {expected}",
+                f"batch {key} starts at entry {start}, but the batches before end at "
+                f"{len(seen)}: entries {len(seen)}..{start - 1} are missing",
                 hint=_LOG_HINT,
             )
         lines = store.get_bytes(key).split(b"\n")
@@ -278,8 +281,16 @@ def _batches(store: ObjectStore) -> Any:
                 f"not {end - start}",
                 hint=_LOG_HINT,
             )
-        yield from lines[:-1]
-        expected = end
+        for seq, leaf in enumerate(lines[:-1], start):
+            if seq < len(seen):
+                if seen[seq] != leaf:
+                    raise RecoveryFailed(
+                        f"batch {key} holds another entry {seq} than an earlier batch",
+                        hint=_LOG_HINT,
+                    )
+                continue
+            seen.append(leaf)
+            yield leaf
 
 
 # --- phase 2: write ----------------------------------------------------------------------------

@@ -128,3 +128,31 @@ def test_the_user_ids_the_log_names_stay_reserved(escrow, bucket, fresh):
                                       people.Claims(email="ada@uni.example", email_verified=True))
         uow.commit()
         assert newcomer.id > max(before)
+
+
+def test_overlapping_batches_from_two_mirroring_processes_are_read_once(escrow, bucket, fresh):
+    [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
+    lines = escrow.store.get_bytes(batch).split(b"\n")[:-1]
+    overlap = audit.batch_key(2, 5)  # what a second process listing late would have written
+    escrow.store.put_bytes(overlap, b"".join(line + b"\n" for line in lines[2:5]))
+    assert recover(fresh).entries == bucket
+
+
+def test_an_overlap_that_differs_is_named(escrow, bucket, fresh):
+    [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
+    lines = escrow.store.get_bytes(batch).split(b"\n")[:-1]
+    forged = [lines[2], lines[4], lines[3]]
+    escrow.store.put_bytes(audit.batch_key(2, 5), b"".join(x + b"\n" for x in forged))
+    with pytest.raises(RecoveryFailed, match="holds another entry 3 than an earlier batch"):
+        recover(fresh)
+    assert count(fresh, Deposit) == 0
+
+
+def test_a_missing_batch_is_named_with_the_entries_it_held(escrow, bucket, fresh):
+    [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
+    lines = escrow.store.get_bytes(batch).split(b"\n")[:-1]
+    escrow.store.delete(batch)
+    escrow.store.put_bytes(audit.batch_key(4, len(lines)),
+                           b"".join(x + b"\n" for x in lines[4:]))
+    with pytest.raises(RecoveryFailed, match=r"entries 0\.\.3 are missing"):
+        recover(fresh)
