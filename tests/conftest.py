@@ -268,3 +268,18 @@ def make_person(escrow):
             return Person(user.id, pair.access_token, email)
 
     return make
+
+
+@pytest.fixture
+def login(make_person):
+    """A factory: a user logged in `minutes_ago` (default: just now), with an access token."""
+
+    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace", **options):
+        return make_person(email, name=name, **options)
+
+    return make
+
+
+@pytest.fixture
+def ada(login):
+    return login()

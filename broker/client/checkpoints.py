@@ -52,6 +52,7 @@ def check_log(client: BrokerClient, directory: Path | None = None) -> LogCheck:
         _check_extends(client, _saved_root(saved), previous, current, directory)
     if saved is None or current.size > previous:  # type: ignore[operator]
         _save(name, current, directory)
+    client.checkpoint = current
     return LogCheck(previous=previous, current=current)
 
 

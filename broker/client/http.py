@@ -20,13 +20,16 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from broker.errors import EscrowError, Unauthorized
+
+if TYPE_CHECKING:
+    from broker.auditlog.checkpoint import Checkpoint
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 # S3 asks clients to retry its 500 InternalError too; the broker's 500 is a bug, not retried.
@@ -175,6 +178,9 @@ class BrokerClient:
             )
         self.base_url = base_url
         self._token = token
+        # The broker's newest audit checkpoint, once a log check on contact has verified it
+        # (broker.client.checkpoints): commands that need it again do not fetch it twice.
+        self.checkpoint: Checkpoint | None = None
         self.retry = retry or RetryPolicy.from_env()
         self.on_retry = on_retry
         self.api_timeout = api_timeout or urllib3.Timeout(connect=10, read=120)

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 from access_support import QUICK_POLICY, RENEWABLE_POLICY, WEIGHTS
-from api_deposit import deposit
+from api_deposit import deposit, depositor_token
 
 from broker import age
-from broker.domain.principals import OPERATOR
-from broker.services import admin
 
 REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
 NDA_ID = "acme-research-nda"
@@ -81,11 +79,7 @@ class Lab:
 
 @pytest.fixture
 def lab(escrow, client) -> Lab:
-    with escrow.uow() as uow:
-        admin.create_org(uow, OPERATOR, "acme-ai")
-    with escrow.uow() as uow:
-        issued = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1)
-    return Lab(client=client, escrow=escrow, token=issued.token)
+    return Lab(client=client, escrow=escrow, token=depositor_token(escrow))
 
 
 

@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import urllib3
+from api_deposit import depositor_token
 
 from broker import age
 from broker.domain.parts import plan_parts
-from broker.domain.principals import OPERATOR
-from broker.services import admin
 
 LOCAL_STORE_URL = "http://127.0.0.1:8080/store/"
 
@@ -86,11 +85,7 @@ class Lab:
 
 @pytest.fixture
 def lab(escrow, client) -> Lab:
-    with escrow.uow() as uow:
-        admin.create_org(uow, OPERATOR, "acme-ai")
-    with escrow.uow() as uow:
-        issued = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1)
-    return Lab(client=client, token=issued.token)
+    return Lab(client=client, token=depositor_token(escrow))
 
 
 @pytest.fixture
@@ -113,10 +108,6 @@ def s3_lab(s3_settings):
 
     escrow, _ = initialise(s3_settings, migrate=False)
     app = create_app(s3_settings)
-    with escrow.uow() as uow:
-        admin.create_org(uow, OPERATOR, "acme-ai")
-    with escrow.uow() as uow:
-        issued = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1)
-    yield escrow, Lab(client=app.test_client(), token=issued.token)
+    yield escrow, Lab(client=app.test_client(), token=depositor_token(escrow))
     escrow.engine.dispose()
     app.extensions["escrow"].engine.dispose()

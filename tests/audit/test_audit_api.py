@@ -8,6 +8,8 @@ import csv
 import io
 import json
 
+from api_deposit import depositor_token
+
 from broker.auditlog.checkpoint import verify_checkpoint
 from broker.auditlog.proofs import leaf_hash, verify_consistency, verify_inclusion
 from broker.domain.principals import OPERATOR
@@ -170,10 +172,7 @@ def test_export_as_json_lines_and_csv(escrow, client, make_person):
 
 
 def test_events_about_a_deposit_name_its_model(escrow, client, make_person):
-    with escrow.uow() as uow:
-        admin.create_org(uow, OPERATOR, "acme-ai")
-    with escrow.uow() as uow:
-        token = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1).token
+    token = depositor_token(escrow)
     opened = client.post("/api/v1/deposits", headers={"Authorization": f"Bearer {token}"},
                          json={"model": "acme-ai/gpt-small", "version": "2024-05",
                                "files": [{"path": "a.bin", "size": 3}]})

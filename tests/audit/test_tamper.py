@@ -8,6 +8,7 @@ the checkpoint key) are out of their reach.
 from __future__ import annotations
 
 import pytest
+from api_deposit import depositor_token
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import delete, select, text, update
@@ -157,9 +158,7 @@ def test_a_failing_append_aborts_the_change_and_the_api_answers_503(private_data
                               "ESCROW_DATABASE_URL": private_database_url})
     escrow, _ = initialise(settings, migrate=False)
     app = create_app(settings)
-    with escrow.uow() as uow:
-        token = admin.create_token(uow, OPERATOR, admin.create_org(uow, OPERATOR, "acme-ai").name,
-                                   "depositor", days=1).token
+    token = depositor_token(escrow)
     _tamper(escrow, text("DROP TABLE audit_nodes"))
     answer = app.test_client().post(
         "/api/v1/deposits", headers={"Authorization": f"Bearer {token}"},

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from api_deposit import depositor_token
 from fetch_support import Researcher
 from werkzeug.serving import make_server
 
@@ -133,14 +134,7 @@ def broker_url(app, listener: socket.socket, served: Served) -> Iterator[str]:
 
 @pytest.fixture
 def lab(escrow, client) -> Lab:
-    from broker.domain.principals import OPERATOR
-    from broker.services import admin
-
-    with escrow.uow() as uow:
-        admin.create_org(uow, OPERATOR, "acme-ai")
-    with escrow.uow() as uow:
-        issued = admin.create_token(uow, OPERATOR, "acme-ai", "depositor", days=1)
-    return Lab(client=client, token=issued.token)
+    return Lab(client=client, token=depositor_token(escrow))
 
 
 @pytest.fixture

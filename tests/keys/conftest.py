@@ -16,21 +16,6 @@ ISSUER = "https://idp.uni.example"
 
 
 @pytest.fixture
-def login(make_person):
-    """A factory: a user logged in `minutes_ago` (default: just now), with an access token."""
-
-    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace", **options):
-        return make_person(email, name=name, **options)
-
-    return make
-
-
-@pytest.fixture
-def ada(login):
-    return login()
-
-
-@pytest.fixture
 def ssh_key(tmp_path, require_part) -> Path:
     """A real OpenSSH ed25519 private key file (its public key is next to it, `.pub`)."""
     require_part(shutil.which("ssh-keygen") is not None, "ssh-keygen (OpenSSH)")

@@ -57,21 +57,6 @@ def settings(settings, policy_dir):
 
 
 @pytest.fixture
-def login(make_person):
-    """A factory: a logged-in researcher with an access token."""
-
-    def make(email: str = "ada@uni.example", name: str = "Ada Lovelace", **options):
-        return make_person(email, name=name, **options)
-
-    return make
-
-
-@pytest.fixture
-def ada(login):
-    return login()
-
-
-@pytest.fixture
 def ssh_keygen(require_part):
     require_part(shutil.which("ssh-keygen") is not None, "ssh-keygen (OpenSSH)")
 
