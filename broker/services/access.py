@@ -719,11 +719,10 @@ def outcome(
     policy_dir: Path | None = None,
 ) -> dict[str, Any]:
     """A request as described, and its grant if it has one."""
-    result: dict[str, Any] = {
-        "request": describe_request(uow, request, for_reviewer=for_reviewer, policy_dir=policy_dir)
-    }
-    grant = uow.session.scalar(select(Grant).where(Grant.request_id == request.id))
-    if grant is not None:
+    described = describe_request(uow, request, for_reviewer=for_reviewer, policy_dir=policy_dir)
+    result: dict[str, Any] = {"request": described}
+    if described["grant_id"] is not None:  # loaded by describe_request: no second query
+        grant = uow.session.get(Grant, described["grant_id"])
         result["grant"] = grant_service.describe(uow, grant)
     return result
 
