@@ -96,6 +96,8 @@ def test_a_broker_that_rewrites_history_is_caught_by_its_next_client_command(bro
     assert [entry["size"] for entry in seen.values()] != []
     escrow = direct(broker)
     keep = 3
+    # One transaction, as a careful forger would: the broker's worker never sees (and signs)
+    # the truncated log in between.
     with escrow.uow() as uow:  # the operator truncates, rebuilds and appends other events
         hashes = [bytes(h) for h in uow.session.scalars(
             select(AuditEvent.leaf_hash).where(AuditEvent.seq < keep).order_by(AuditEvent.seq))]
@@ -105,11 +107,9 @@ def test_a_broker_that_rewrites_history_is_caught_by_its_next_client_command(bro
         uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
         for digest in hashes:
             uow._grow_tree(uow.session.get(AuditHead, 1), digest)
-        uow.commit()
-    for number in range(30):
-        with escrow.uow() as uow:
+        for number in range(30):
             uow.audit("forged.event", OPERATOR, {"org": "acme-ai"}, {"n": number})
-            uow.commit()
+        uow.commit()
     escrow.engine.dispose()
     result = broker.escrow("grants", check=False)
     assert result.returncode == EXIT_TAMPER
@@ -125,10 +125,8 @@ def test_a_checkpoint_signed_by_another_key_stops_the_client(broker):
 
     broker.escrow("audit", "checkpoint")
     escrow = direct(broker)
-    with escrow.uow() as uow:
+    with escrow.uow() as uow:  # one transaction: the worker cannot sign this size first
         uow.audit("test.event", OPERATOR, {"org": "acme-ai"})
-        uow.commit()
-    with escrow.uow() as uow:
         size, root = audit.head(uow)
         origin = escrow.settings.origin
         body = checkpoint_body(origin, size, root)
