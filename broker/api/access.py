@@ -315,8 +315,8 @@ def renew(grant_id: str) -> tuple[Response, int]:
 
 @bp.post("/grants/<grant_id>/files/<int:index>/release")
 def release(grant_id: str, index: int) -> Response:
-    actor = caller()
     with escrow().uow() as uow:
+        actor = caller(uow)  # the hottest call: authenticated in its own transaction
         return jsonify(grants.release_key(escrow(), uow, actor, grant_id, index))
 
 

@@ -335,7 +335,12 @@ def register_header(
 
 
 def deposit_identity(escrow: Escrow, deposit: Deposit) -> age.Identity:
-    secret = escrow.custody.unwrap(deposit.wrapped_identity, identity_context(deposit.id))
+    return unwrap_identity(escrow, deposit.id, deposit.wrapped_identity)
+
+
+def unwrap_identity(escrow: Escrow, deposit_id: str, wrapped: bytes) -> age.Identity:
+    """The deposit's escrow identity, unwrapped through key custody (kept in memory only)."""
+    secret = escrow.custody.unwrap(wrapped, identity_context(deposit_id))
     return age.parse_identities(secret.decode())[0]
 
 

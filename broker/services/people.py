@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, null, select, union_all
+from sqlalchemy import bindparam, delete, null, select, union_all
 
 from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork
@@ -31,20 +31,34 @@ class Claims:
     raw: dict[str, Any] | None = None
 
 
-def commitment(user: User) -> str:
+def commitment(
+    issuer: str, subject: str, email: str | None, salt: bytes | None
+) -> str:
     """A salted SHA-256 commitment to who the user is, for audit leaves. Erasing the profile
-    (and with it the salt) makes the leaf unlinkable to the person while the log stays valid."""
-    profile = user.profile
-    if profile is None:
+    (and with it the salt) makes the leaf unlinkable to the person while the log stays valid:
+    no salt, no commitment ("")."""
+    if salt is None:
         return ""
-    identity = canonical_json(
-        {"issuer": user.issuer, "subject": user.subject, "email": profile.email or ""}
-    )
-    return hashlib.sha256(profile.commitment_salt + identity).hexdigest()
+    identity = canonical_json({"issuer": issuer, "subject": subject, "email": email or ""})
+    return hashlib.sha256(salt + identity).hexdigest()
 
 
 def audit_subject(user: User) -> dict[str, str]:
-    return {"user": str(user.id), "user_commitment": commitment(user)}
+    profile = user.profile
+    return person_subject(
+        user.id,
+        commitment(
+            user.issuer,
+            user.subject,
+            profile.email if profile else None,
+            profile.commitment_salt if profile else None,
+        ),
+    )
+
+
+def person_subject(user_id: int, user_commitment: str) -> dict[str, str]:
+    """How an audit event names a person: the user id and the commitment to who they are."""
+    return {"user": str(user_id), "user_commitment": user_commitment}
 
 
 def find_user(uow: UnitOfWork, issuer: str, subject: str) -> User | None:
@@ -148,16 +162,17 @@ def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str)
         uow.audit("role.revoked", actor, audit_subject(user), {"role": role})
 
 
+# One round trip, built once: every authenticated call asks it. A global role has no organisation.
+_ROLES = union_all(
+    select(Organisation.name, Membership.role)
+    .join(Organisation, Organisation.id == Membership.org_id)
+    .where(Membership.user_id == bindparam("user_id")),
+    select(null(), GlobalRole.role).where(GlobalRole.user_id == bindparam("user_id")),
+)
+
+
 def roles_of(uow: UnitOfWork, user_id: int) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
-    # One round trip: every authenticated call asks this. A global role has no organisation.
-    rows = uow.session.execute(
-        union_all(
-            select(Organisation.name, Membership.role)
-            .join(Organisation, Organisation.id == Membership.org_id)
-            .where(Membership.user_id == user_id),
-            select(null(), GlobalRole.role).where(GlobalRole.user_id == user_id),
-        )
-    ).all()
+    rows = uow.session.execute(_ROLES, {"user_id": user_id}).all()
     org_roles = frozenset((org, role) for org, role in rows if org is not None)
     return org_roles, frozenset(role for org, role in rows if org is None)
 

@@ -397,8 +397,7 @@ def _user_actor(actor: dict[str, str]) -> str | None:
 
 def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
     models = {d.manifest["deposit_id"]: d.manifest["model"] for d in bucket.deposits}
-    head = uow.session.get(AuditHead, 1)
-    assert head is not None
+    digests = []
     for seq, leaf in enumerate(bucket.leaves):
         event = json.loads(leaf)
         subject = dict(event.get("subject") or {})
@@ -411,9 +410,11 @@ def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
             created_at=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
             org=index.org, model=index.model, user_id=index.user_id, actor=index.actor,
         ))
-        uow._grow_tree(head, digest)
+        digests.append(digest)
         if seq % 1000 == 999:
             uow.session.flush()
+    uow.session.flush()
+    uow.extend_tree(digests)
     _reserve_user_ids(uow, bucket.leaves)
     for size, note in bucket.checkpoints.items():
         uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))

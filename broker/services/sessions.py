@@ -10,8 +10,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 
 from broker.adapters.db.models import LoginLink, LoginSession, User, UserToken
 from broker.adapters.db.uow import UnitOfWork
@@ -75,25 +76,33 @@ def end_session(uow: UnitOfWork, session_id: str) -> None:
 
 def live_session(uow: UnitOfWork, session_id: str) -> LoginSession | None:
     session = uow.session.get(LoginSession, session_id)
-    if session is None or not _alive(session, session.user):
+    if session is None or not _alive(
+        session.revoked_at, session.expires_at, session.user.disabled_at
+    ):
         return None
     return session
 
 
-def _alive(session: LoginSession, user: User) -> bool:
-    """Neither logged out, nor expired, nor the person's account disabled."""
-    return session.revoked_at is None and session.expires_at > now() and user.disabled_at is None
+def _alive(
+    revoked_at: datetime | None, expires_at: datetime, disabled_at: datetime | None
+) -> bool:
+    """A session (or token) neither revoked nor expired, of a person whose account is enabled."""
+    return revoked_at is None and expires_at > now() and disabled_at is None
 
 
 def principal_of(uow: UnitOfWork, session: LoginSession) -> Principal:
-    org_roles, global_roles = roles_of(uow, session.user_id)
+    return _person(uow, session.user_id, session.id, session.auth_time)
+
+
+def _person(uow: UnitOfWork, user_id: int, session_id: str, auth_time: datetime) -> Principal:
+    org_roles, global_roles = roles_of(uow, user_id)
     return Principal(
         kind="user",
-        id=str(session.user_id),
+        id=str(user_id),
         org_roles=org_roles,
         global_roles=global_roles,
-        auth_time=session.auth_time,
-        session_id=session.id,
+        auth_time=auth_time,
+        session_id=session_id,
     )
 
 
@@ -128,29 +137,48 @@ def issue_tokens(uow: UnitOfWork, session: LoginSession) -> TokenPair:
     return TokenPair(access.plaintext, refresh.plaintext, int(ACCESS_TTL.total_seconds()))
 
 
-def _token(uow: UnitOfWork, presented: str, prefix: str) -> tuple[UserToken, LoginSession]:
-    """The live token a secret stands for, its session and user loaded by the same query
-    (every authenticated API call passes here)."""
+# Every authenticated API call asks this: one query of plain columns, no ORM objects.
+_LIVE_TOKEN = (
+    select(
+        UserToken.id,
+        UserToken.secret_sha256,
+        UserToken.revoked_at,
+        UserToken.expires_at,
+        UserToken.session_id,
+        LoginSession.user_id,
+        LoginSession.auth_time,
+        LoginSession.revoked_at.label("session_revoked_at"),
+        LoginSession.expires_at.label("session_expires_at"),
+        User.disabled_at,
+    )
+    .join(LoginSession, LoginSession.id == UserToken.session_id)
+    .join(User, User.id == LoginSession.user_id)
+    .where(UserToken.id == bindparam("token_id"))
+)
+
+
+def _token(uow: UnitOfWork, presented: str, prefix: str) -> Row[Any]:
+    """The live token a secret stands for, with its session's and user's state."""
     parts = split_secret(presented, prefix)
     if parts is None:
         raise INVALID_TOKEN
-    found = uow.session.execute(
-        select(UserToken, LoginSession, User)
-        .join(LoginSession, LoginSession.id == UserToken.session_id)
-        .join(User, User.id == LoginSession.user_id)
-        .where(UserToken.id == parts[0])
-    ).first()
-    if found is None or not secret_matches(parts[1], found[0].secret_sha256):
+    found = uow.session.execute(_LIVE_TOKEN, {"token_id": parts[0]}).first()
+    if found is None or not secret_matches(parts[1], found.secret_sha256):
         raise INVALID_TOKEN
-    token, session, user = found
-    if token.revoked_at is not None or token.expires_at <= now() or not _alive(session, user):
+    if not (
+        _alive(found.revoked_at, found.expires_at, None)
+        and _alive(found.session_revoked_at, found.session_expires_at, found.disabled_at)
+    ):
         raise INVALID_TOKEN
-    return token, session
+    return found
 
 
 def refresh_tokens(uow: UnitOfWork, refresh_token: str) -> TokenPair:
     """A new pair for a refresh token, which is used up (rotation: a replay finds it spent)."""
-    token, session = _token(uow, refresh_token, "ert")
+    found = _token(uow, refresh_token, "ert")
+    token = uow.session.get(UserToken, found.id)
+    session = uow.session.get(LoginSession, found.session_id)
+    assert token is not None and session is not None  # just read, in this transaction
     token.revoked_at = now()
     return issue_tokens(uow, session)
 
@@ -161,7 +189,8 @@ def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
     if kind == "esk":
         return admin.authenticate(uow, presented)
     if kind == "eat":
-        return principal_of(uow, _token(uow, presented, "eat")[1])
+        found = _token(uow, presented, "eat")
+        return _person(uow, found.user_id, found.session_id, found.auth_time)
     raise INVALID_TOKEN
 
 

@@ -105,8 +105,7 @@ def test_a_broker_that_rewrites_history_is_caught_by_its_next_client_command(bro
         uow.session.execute(delete(AuditNode))
         uow.session.execute(delete(AuditCheckpoint))
         uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
-        for digest in hashes:
-            uow._grow_tree(uow.session.get(AuditHead, 1), digest)
+        uow.extend_tree(hashes)
         for number in range(30):
             uow.audit("forged.event", OPERATOR, {"org": "acme-ai"}, {"n": number})
         uow.commit()

@@ -114,9 +114,7 @@ def _fork_at(escrow, keep: int, new_events: int) -> None:
     )
     with escrow.uow() as uow:  # re-grow the tree's nodes for the kept entries
         uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
-        for size, digest in enumerate(hashes):
-            uow._grow_tree(uow.session.get(AuditHead, 1), digest)
-            assert uow.session.get(AuditHead, 1).size == size + 1
+        uow.extend_tree(hashes)
         uow.commit()
     for number in range(new_events):
         with escrow.uow() as uow:

@@ -6,11 +6,12 @@ event cannot be written, the change does not happen either (fail closed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,20 +57,23 @@ class UnitOfWork:
         actor: Principal,
         subject: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        """Append one event to the audit log in this transaction.
+    ) -> int:
+        """Append one event to the audit log in this transaction; returns its sequence number.
 
-        Call it last before `commit()`: it locks the log's head, which every append waits for."""
+        Call it last before `commit()`: it locks the log's head, which every append waits for.
+        Plain SQL statements, no ORM objects: this runs on every change, key releases included,
+        and the head's lock is held from here to commit."""
         subject = self._with_model(subject or {})
+        actor_ref = actor.audit_ref()
+        index = index_of(actor_ref, subject)
         try:
-            head = self.session.execute(
-                select(AuditHead).where(AuditHead.id == 1).with_for_update()
-            ).scalar_one()
+            self.session.flush()  # the change this event records reaches the database first
+            connection = self.session.connection()
+            size, frontier = connection.execute(_LOCK_HEAD).one()
             now = datetime.now(UTC)
-            actor_ref = actor.audit_ref()
             leaf = canonical_json(
                 {
-                    "seq": head.size,
+                    "seq": size,
                     "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                     "action": action,
                     "actor": actor_ref,
@@ -78,36 +82,51 @@ class UnitOfWork:
                 }
             )
             digest = leaf_hash(leaf)
-            index = index_of(actor_ref, subject)
-            event = AuditEvent(
-                seq=head.size,
-                leaf=leaf,
-                leaf_hash=digest,
-                action=action,
-                created_at=now,
-                org=index.org,
-                model=index.model,
-                user_id=index.user_id,
-                actor=index.actor,
+            connection.execute(
+                _INSERT_EVENT,
+                {
+                    "seq": size,
+                    "leaf": leaf,
+                    "leaf_hash": digest,
+                    "action": action,
+                    "created_at": now,
+                    "org": index.org,
+                    "model": index.model,
+                    "user_id": index.user_id,
+                    "actor": index.actor,
+                },
             )
-            self.session.add(event)
-            self._grow_tree(head, digest)
-            self.session.flush()
+            self._write_tree(connection, size, split_hashes(frontier), [digest])
         except SQLAlchemyError as error:
             raise Unavailable(
                 f"audit log: could not record {action!r}, so the change was not made",
                 hint="the audit log must accept every change; check the database and retry",
             ) from error
-        return event
+        return size
 
-    def _grow_tree(self, head: AuditHead, digest: bytes) -> None:
-        nodes, frontier = merkle.append(head.size, split_hashes(head.frontier), digest)
-        self.session.execute(
-            insert(AuditNode),
-            [{"level": level, "idx": idx, "hash": value} for (level, idx), value in nodes],
-        )
-        head.frontier = b"".join(frontier)
-        head.size += 1
+    def extend_tree(self, digests: Iterable[bytes]) -> None:
+        """Add leaf hashes to the tree whose events the caller writes itself (recovery)."""
+        connection = self.session.connection()
+        size, frontier = connection.execute(_LOCK_HEAD).one()
+        self._write_tree(connection, size, split_hashes(frontier), digests)
+
+    @staticmethod
+    def _write_tree(
+        connection: Connection, size: int, frontier: list[bytes], digests: Iterable[bytes]
+    ) -> None:
+        """The nodes the new leaves complete, in batches, then the head's new size and frontier."""
+        nodes: list[dict[str, Any]] = []
+        for digest in digests:
+            created, frontier = merkle.append(size, frontier, digest)
+            nodes.extend({"level": level, "idx": idx, "hash": value} for (level, idx), value
+                         in created)
+            size += 1
+            if len(nodes) >= _NODE_BATCH:
+                connection.execute(_INSERT_NODE, nodes)
+                nodes = []
+        if nodes:
+            connection.execute(_INSERT_NODE, nodes)
+        connection.execute(_UPDATE_HEAD, {"new_size": size, "new_frontier": b"".join(frontier)})
 
     def _with_model(self, subject: dict[str, Any]) -> dict[str, Any]:
         """Events about a deposit also name its model, so auditors can filter by model."""
@@ -118,6 +137,19 @@ class UnitOfWork:
         if deposit is None:
             return subject
         return {**subject, "model": deposit.model.full_name, "version": deposit.version}
+
+
+_LOCK_HEAD = (
+    select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
+)
+_INSERT_EVENT = insert(AuditEvent.__table__)
+_INSERT_NODE = insert(AuditNode.__table__)
+_UPDATE_HEAD = (
+    update(AuditHead.__table__)
+    .where(AuditHead.__table__.c.id == 1)
+    .values(size=bindparam("new_size"), frontier=bindparam("new_frontier"))
+)
+_NODE_BATCH = 1000
 
 
 def split_hashes(packed: bytes) -> list[bytes]:
