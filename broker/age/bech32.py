@@ -6,20 +6,27 @@ checksum over the lowercase string, no mixed case, at most 4 zero padding bits) 
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Iterable
+
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHARSET_REV = {c: i for i, c in enumerate(CHARSET)}
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _CHECKSUM_LEN = 6
+# The generator terms to fold in for each value of the checksum's top 5 bits (BIP-173's inner
+# loop, done once here): an age1pq1 recipient is ~1,950 characters, checked on every parse.
+_GENERATOR_SUMS = tuple(
+    functools.reduce(operator.xor, (g for i, g in enumerate(_GENERATOR) if top >> i & 1), 0)
+    for top in range(32)
+)
+_WORD_BITS = tuple(format(word, "05b") for word in range(32))
 
 
-def _polymod(values: list[int]) -> int:
+def _polymod(values: Iterable[int]) -> int:
     chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            if (top >> i) & 1:
-                chk ^= _GENERATOR[i]
+    for value in values:
+        chk = ((chk & 0x1FFFFFF) << 5) ^ value ^ _GENERATOR_SUMS[chk >> 25]
     return chk
 
 
@@ -27,31 +34,29 @@ def _hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
 
 
-def _convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, pad: bool) -> list[int]:
-    acc = 0
-    bits = 0
-    out: list[int] = []
-    maxv = (1 << to_bits) - 1
-    for value in data:
-        acc = (acc << from_bits) | value
-        bits += from_bits
-        while bits >= to_bits:
-            bits -= to_bits
-            out.append((acc >> bits) & maxv)
-    if pad:
-        if bits:
-            out.append((acc << (to_bits - bits)) & maxv)
-    elif bits >= from_bits or (acc << (to_bits - bits)) & maxv:
+def _to_words(data: bytes) -> list[int]:
+    """8-bit bytes as 5-bit words, the last one padded with zero bits."""
+    bits = format(int.from_bytes(data, "big"), f"0{len(data) * 8}b") if data else ""
+    bits += "0" * (-len(bits) % 5)
+    return [int(bits[i : i + 5], 2) for i in range(0, len(bits), 5)]
+
+
+def _from_words(words: list[int]) -> bytes:
+    """5-bit words back to bytes; at most 4 padding bits, all zero (BIP-173)."""
+    padding = len(words) * 5 % 8
+    bits = "".join(map(_WORD_BITS.__getitem__, words))
+    if padding >= 5 or "1" in bits[len(bits) - padding :]:
         raise ValueError("invalid bech32 padding")
-    return out
+    whole = bits[: len(bits) - padding]
+    return int(whole, 2).to_bytes(len(whole) // 8, "big") if whole else b""
 
 
 def encode(hrp: str, data: bytes, *, upper: bool = False) -> str:
     """Encode `data` under human-readable part `hrp`; the checksum covers the lowercase form."""
     hrp = hrp.lower()
-    if not hrp or any(not 33 <= ord(c) <= 126 for c in hrp):
+    if not hrp or not _printable(hrp):
         raise ValueError("invalid bech32 human-readable part")
-    words = _convert_bits(data, 8, 5, pad=True)
+    words = _to_words(data)
     polymod = _polymod(_hrp_expand(hrp) + words + [0] * _CHECKSUM_LEN) ^ 1
     checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(_CHECKSUM_LEN)]
     text = hrp + "1" + "".join(CHARSET[w] for w in words + checksum)
@@ -60,7 +65,7 @@ def encode(hrp: str, data: bytes, *, upper: bool = False) -> str:
 
 def decode(text: str) -> tuple[str, bytes]:
     """Decode a Bech32 string to (lowercase hrp, data); raises ValueError saying what is wrong."""
-    if any(not 33 <= ord(c) <= 126 for c in text):
+    if not _printable(text):
         raise ValueError("invalid character in bech32 string")
     if text.lower() != text and text.upper() != text:
         raise ValueError("bech32 string mixes upper and lower case")
@@ -75,5 +80,9 @@ def decode(text: str) -> tuple[str, bytes]:
         raise ValueError("invalid character in bech32 data") from None
     if _polymod(_hrp_expand(hrp) + words) != 1:
         raise ValueError("invalid bech32 checksum")
-    data = _convert_bits(words[:-_CHECKSUM_LEN], 5, 8, pad=False)
-    return hrp, bytes(data)
+    return hrp, _from_words(words[:-_CHECKSUM_LEN])
+
+
+def _printable(text: str) -> bool:
+    """Only the characters BIP-173 allows anywhere: ASCII 33 to 126."""
+    return text.isascii() and text.isprintable() and " " not in text

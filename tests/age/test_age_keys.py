@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 import subprocess
 
@@ -201,3 +202,41 @@ def test_scrypt_work_factor_above_the_limit_is_refused_before_any_work():
     with pytest.raises(age.HeaderError, match="above the limit 11"):
         age.unwrap_file_key(header, [age.ScryptIdentity("pw", max_work_factor=11)])
     assert age.unwrap_file_key(header, [age.ScryptIdentity("pw")]) == file_key
+
+
+def _bip173_reference(hrp: str, words: list[int]) -> str:
+    """BIP-173's reference encoder over 5-bit words, bit by bit, as the spec writes it."""
+    generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    values = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp] + words + [0] * 6
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i in range(5):
+            chk ^= generator[i] if (top >> i) & 1 else 0
+    polymod = chk ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(bech32.CHARSET[w] for w in words + checksum)
+
+
+def _words_of(data: bytes) -> list[int]:
+    bits = "".join(format(b, "08b") for b in data)
+    bits += "0" * (-len(bits) % 5)
+    return [int(bits[i : i + 5], 2) for i in range(0, len(bits), 5)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 4, 5, 31, 32, 33, 64, 1216])
+def test_bech32_matches_the_bip173_reference_at_every_length(size):
+    data = os.urandom(size)
+    text = bech32.encode("age1pq", data)
+    assert text == _bip173_reference("age1pq", _words_of(data))
+    assert bech32.decode(text) == ("age1pq", data)
+
+
+def test_bech32_refuses_padding_that_is_not_zero_or_too_long():
+    one_byte = _words_of(b"\xff")  # 8 bits in two words: 2 padding bits
+    assert bech32.decode(_bip173_reference("age", one_byte)) == ("age", b"\xff")
+    with pytest.raises(ValueError, match="padding"):
+        bech32.decode(_bip173_reference("age", one_byte[:-1] + [one_byte[-1] | 1]))
+    with pytest.raises(ValueError, match="padding"):  # 3 words = 15 bits: 7 padding bits
+        bech32.decode(_bip173_reference("age", one_byte + [0]))
