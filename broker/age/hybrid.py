@@ -119,9 +119,7 @@ class HybridIdentity(Identity):
         mlkem_key = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:MLKEM_SEED_SIZE])
         self._x25519 = X25519PrivateKey.from_private_bytes(expanded[MLKEM_SEED_SIZE:])
         self._key = hpke.MLKEM768X25519PrivateKey(mlkem_key, self._x25519)
-        self._public = (
-            mlkem_key.public_key().public_bytes_raw() + self._x25519.public_key().public_bytes_raw()
-        )
+        self._mlkem = mlkem_key
 
     @classmethod
     def generate(cls) -> HybridIdentity:
@@ -148,7 +146,11 @@ class HybridIdentity(Identity):
         return bech32.encode(IDENTITY_HRP, self._seed, upper=True)
 
     def to_recipient(self) -> HybridRecipient:
-        return HybridRecipient(self._public)
+        # Derived here, not at parse: a key release parses the deposit identity only to unwrap.
+        return HybridRecipient(
+            self._mlkem.public_key().public_bytes_raw()
+            + self._x25519.public_key().public_bytes_raw()
+        )
 
     def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
         if stanza.type != STANZA_TYPE:

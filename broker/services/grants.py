@@ -535,7 +535,7 @@ _INSERT_RELEASE = insert(KeyRelease.__table__)
 
 def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
     """The grant, its holder, pinned key, deposit, model and file `index`, in one query."""
-    found = uow.session.execute(
+    found = uow.rows(
         _RELEASE_TARGET, {"grant_id": grant_id, "index": index}
     ).first()
     if found is None:
@@ -546,7 +546,7 @@ def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
 def _locked_for_release(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
     """The grant as committed now, its row locked until commit, with the releases of file
     `index` counted so far: releases and revocation of one grant serialise."""
-    found = uow.session.execute(
+    found = uow.rows(
         _LOCKED_FOR_RELEASE, {"grant_id": grant_id, "index": index}
     ).first()
     if found is None:

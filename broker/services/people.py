@@ -172,7 +172,7 @@ _ROLES = union_all(
 
 
 def roles_of(uow: UnitOfWork, user_id: int) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
-    rows = uow.session.execute(_ROLES, {"user_id": user_id}).all()
+    rows = uow.rows(_ROLES, {"user_id": user_id}).all()
     org_roles = frozenset((org, role) for org, role in rows if org is not None)
     return org_roles, frozenset(role for org, role in rows if org is None)
 

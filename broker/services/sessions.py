@@ -162,7 +162,7 @@ def _token(uow: UnitOfWork, presented: str, prefix: str) -> Row[Any]:
     parts = split_secret(presented, prefix)
     if parts is None:
         raise INVALID_TOKEN
-    found = uow.session.execute(_LIVE_TOKEN, {"token_id": parts[0]}).first()
+    found = uow.rows(_LIVE_TOKEN, {"token_id": parts[0]}).first()
     if found is None or not secret_matches(parts[1], found.secret_sha256):
         raise INVALID_TOKEN
     if not (

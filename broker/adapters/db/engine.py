@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
@@ -24,7 +27,39 @@ def make_engine(database_url: str) -> Engine:
         # so two writers serialise rather than fail on upgrade from a read lock.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    engine = create_engine(database_url)
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_BEFORE_PING_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection before use if it sat idle for a while (the server may have
+    restarted, or a firewall dropped it), and replace it if it is gone.
+
+    Not SQLAlchemy's pool_pre_ping, which costs a round trip on every checkout: a busy broker
+    (key releases) reuses its connections within seconds, and a connection that breaks while
+    in use fails that call alone (503) and is replaced, the pool with it."""
+
+    @event.listens_for(engine, "checkin")
+    def idle_from_now(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(
+        dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object
+    ) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_BEFORE_PING_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:  # the pool discards this connection and checks out a fresh one
+            raise exc.DisconnectionError("the database connection was lost while idle")
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Executable, Result, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,12 @@ class UnitOfWork:
                 hint="retry; if it persists, check the database with `escrow admin health`",
             ) from error
 
+    def rows(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Result[Any]:
+        """Run `statement` as plain SQL in this transaction (after writing pending ORM changes):
+        rows, none of the ORM's per-row work. For the calls every request makes."""
+        self.session.flush()
+        return self.session.connection().execute(statement, parameters)
+
     def audit(
         self,
         action: str,
@@ -67,9 +73,9 @@ class UnitOfWork:
         actor_ref = actor.audit_ref()
         index = index_of(actor_ref, subject)
         try:
-            self.session.flush()  # the change this event records reaches the database first
+            # rows() writes the change this event records first
+            size, frontier = self.rows(_LOCK_HEAD).one()
             connection = self.session.connection()
-            size, frontier = connection.execute(_LOCK_HEAD).one()
             now = datetime.now(UTC)
             leaf = canonical_json(
                 {

@@ -1,0 +1,48 @@
+"""The PostgreSQL pool: a connection that sat idle is tested before use and replaced if the
+server dropped it; one in steady use is not (no round trip per transaction)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, exc, text
+from sqlalchemy.pool import NullPool
+
+from broker.adapters.db import engine as engine_module
+from broker.adapters.db.engine import make_engine
+
+
+@pytest.fixture
+def postgres_engine(postgres_shared):
+    engine = make_engine(postgres_shared)
+    yield engine
+    engine.dispose()
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def _terminate(engine, pid: int) -> None:
+    """What a server restart or a firewall does to a pooled connection, from another one."""
+    other = create_engine(engine.url, poolclass=NullPool)
+    with other.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    other.dispose()
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_engine, monkeypatch):
+    pid = _backend_pid(postgres_engine)
+    _terminate(postgres_engine, pid)
+    monkeypatch.setattr(engine_module, "IDLE_BEFORE_PING_S", 0.0)  # every pooled one is "idle"
+    assert _backend_pid(postgres_engine) not in (pid, None)  # the call works, on a new one
+
+
+def test_a_connection_in_steady_use_is_not_pinged(postgres_engine):
+    pid = _backend_pid(postgres_engine)
+    _terminate(postgres_engine, pid)
+    # Used again at once: no ping, so the drop shows on this call alone ...
+    with pytest.raises(exc.OperationalError):
+        _backend_pid(postgres_engine)
+    # ... and the next call gets a fresh connection.
+    assert _backend_pid(postgres_engine) != pid
