@@ -94,8 +94,10 @@ def test_refuses_a_key_that_escapes_through_a_symlinked_prefix(
         local_store.put_bytes("deposits/new", b"x")
     with pytest.raises(InvalidInput, match="symlink"):
         local_store.get_bytes("deposits/private")
+    # A URL is signed for the key alone; the URL server refuses to serve through the symlink.
+    local_store.presign_get("deposits/private", 60)
     with pytest.raises(InvalidInput, match="symlink"):
-        local_store.presign_get("deposits/private", 60)
+        local_store.object_file("deposits/private")
     assert files_under(outside) == ["private"]
 
 

@@ -325,7 +325,8 @@ class LocalStore:
     # -- downloads -----------------------------------------------------------------------------
 
     def presign_get(self, key: str, expires_in: int) -> PresignedRequest:
-        self._object_path(key)
+        # The key's form only: the URL server resolves the file (symlinks refused) when served.
+        check_key(key)
         return self._presign(OP_GET, key, "", 0, expires_in)
 
     def object_file(self, key: str) -> Path:

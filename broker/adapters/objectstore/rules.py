@@ -7,6 +7,8 @@ meet a new refusal in production. Keys are checked by one function so that the l
 
 from __future__ import annotations
 
+import re
+
 from broker.errors import InvalidInput
 
 # S3 multipart limits (docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
@@ -30,6 +32,9 @@ def copy_part_size(size: int) -> int:
     return max(MIN_COPY_PART_SIZE, -(-needed // mib) * mib)
 
 
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_key(key: str) -> str:
     """Return `key` if it is a safe relative bucket key, else raise InvalidInput.
 
@@ -47,7 +52,7 @@ def check_key(key: str) -> str:
         raise InvalidInput(f"object key {key!r} is absolute; keys are relative to the store root")
     if "\\" in key:
         raise InvalidInput(f"object key {key!r} contains a backslash; use '/' between segments")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL_CHARACTER.search(key):
         raise InvalidInput(f"object key {key!r} contains a control character")
     for segment in key.split("/"):
         if not segment:
