@@ -14,7 +14,15 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select
 
-from broker.adapters.db.models import LoginLink, LoginSession, User, UserToken
+from broker.adapters.db.models import (
+    GlobalRole,
+    LoginLink,
+    LoginSession,
+    Membership,
+    Organisation,
+    User,
+    UserToken,
+)
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.clock import now
 from broker.domain.principals import Principal
@@ -91,18 +99,14 @@ def _alive(
 
 
 def principal_of(uow: UnitOfWork, session: LoginSession) -> Principal:
-    return _person(uow, session.user_id, session.id, session.auth_time)
-
-
-def _person(uow: UnitOfWork, user_id: int, session_id: str, auth_time: datetime) -> Principal:
-    org_roles, global_roles = roles_of(uow, user_id)
+    org_roles, global_roles = roles_of(uow, session.user_id)
     return Principal(
         kind="user",
-        id=str(user_id),
+        id=str(session.user_id),
         org_roles=org_roles,
         global_roles=global_roles,
-        auth_time=auth_time,
-        session_id=session_id,
+        auth_time=session.auth_time,
+        session_id=session.id,
     )
 
 
@@ -150,32 +154,42 @@ _LIVE_TOKEN = (
         LoginSession.revoked_at.label("session_revoked_at"),
         LoginSession.expires_at.label("session_expires_at"),
         User.disabled_at,
+        Organisation.name.label("org"),
+        Membership.role.label("org_role"),
+        GlobalRole.role.label("global_role"),
     )
     .join(LoginSession, LoginSession.id == UserToken.session_id)
     .join(User, User.id == LoginSession.user_id)
+    # The person's roles in the same round trip: a row per (membership, global role) pair, of
+    # which a person has a handful.
+    .outerjoin(Membership, Membership.user_id == User.id)
+    .outerjoin(Organisation, Organisation.id == Membership.org_id)
+    .outerjoin(GlobalRole, GlobalRole.user_id == User.id)
     .where(UserToken.id == bindparam("token_id"))
 )
 
 
-def _token(uow: UnitOfWork, presented: str, prefix: str) -> Row[Any]:
-    """The live token a secret stands for, with its session's and user's state."""
+def _token(uow: UnitOfWork, presented: str, prefix: str) -> list[Row[Any]]:
+    """The live token a secret stands for, with its session's and user's state: one row per
+    role pair of the person (at least one; the token's columns are the same in each)."""
     parts = split_secret(presented, prefix)
     if parts is None:
         raise INVALID_TOKEN
-    found = uow.rows(_LIVE_TOKEN, {"token_id": parts[0]}).first()
-    if found is None or not secret_matches(parts[1], found.secret_sha256):
+    rows = uow.rows(_LIVE_TOKEN, {"token_id": parts[0]}).all()
+    if not rows or not secret_matches(parts[1], rows[0].secret_sha256):
         raise INVALID_TOKEN
+    found = rows[0]
     if not (
         _alive(found.revoked_at, found.expires_at, None)
         and _alive(found.session_revoked_at, found.session_expires_at, found.disabled_at)
     ):
         raise INVALID_TOKEN
-    return found
+    return rows
 
 
 def refresh_tokens(uow: UnitOfWork, refresh_token: str) -> TokenPair:
     """A new pair for a refresh token, which is used up (rotation: a replay finds it spent)."""
-    found = _token(uow, refresh_token, "ert")
+    found = _token(uow, refresh_token, "ert")[0]
     token = uow.session.get(UserToken, found.id)
     session = uow.session.get(LoginSession, found.session_id)
     assert token is not None and session is not None  # just read, in this transaction
@@ -189,8 +203,15 @@ def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
     if kind == "esk":
         return admin.authenticate(uow, presented)
     if kind == "eat":
-        found = _token(uow, presented, "eat")
-        return _person(uow, found.user_id, found.session_id, found.auth_time)
+        rows = _token(uow, presented, "eat")
+        return Principal(
+            kind="user",
+            id=str(rows[0].user_id),
+            org_roles=frozenset((r.org, r.org_role) for r in rows if r.org is not None),
+            global_roles=frozenset(r.global_role for r in rows if r.global_role is not None),
+            auth_time=rows[0].auth_time,
+            session_id=rows[0].session_id,
+        )
     raise INVALID_TOKEN
 
 

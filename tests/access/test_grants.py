@@ -212,3 +212,48 @@ def test_a_retired_key_receives_nothing_more_under_its_grant(granted, researcher
     assert "has been retired" in refused.json["detail"]
     [event] = events("key.release_refused")
     assert event["details"]["reason"] == "key_retired"
+
+
+# --- the hot path: what one key release costs the database -----------------------------------
+
+
+def test_a_key_release_is_one_transaction_of_eight_statements(granted, researcher, app):
+    """Authentication (token, session, person and roles: one query), the grant's terms and
+    file (one), the locked re-check with the count (one), the release row, and the audit
+    append (head, event, nodes, new head): a regression here costs every fetch."""
+    from sqlalchemy import event
+
+    engine = app.extensions["escrow"].engine
+    statements: list[str] = []
+    transactions: list[str] = []
+
+    def seen(_conn, _cursor, statement, _params, _context, _many) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(engine, "begin", lambda _conn: transactions.append("begin"))
+    try:
+        released = researcher.post(f"/api/v1/grants/{granted['id']}/files/0/release")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert released.status_code == 200, released.json
+    if engine.dialect.name == "sqlite":
+        statements = [s for s in statements if s != "BEGIN"]  # SQLite's BEGIN IMMEDIATE hook
+    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "INSERT",
+                          "UPDATE"]
+    assert len(transactions) == 1
+
+
+def test_a_bearer_token_carries_every_role_of_its_person(make_person, client):
+    person = make_person("omar@acme.example",
+                         (("acme-ai", "reviewer"), ("acme-ai", "admin"), ("beta-lab", "depositor")),
+                         ("auditor", "operator"))
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {person.token}"})
+    assert me.status_code == 200, me.json
+    assert me.json["roles"] == {
+        "orgs": {"acme-ai": ["admin", "reviewer"], "beta-lab": ["depositor"]},
+        "global": ["auditor", "operator"],
+    }
+    nobody = make_person("nora@uni.example")
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {nobody.token}"})
+    assert me.json["roles"] == {"orgs": {}, "global": []}
