@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -399,7 +400,7 @@ def release_key(
     )
     # From here to commit, this grant's releases queue: revoked or expired meanwhile?
     locked = _locked_for_release(uow, grant_id, index)
-    _check_release(uow, actor, locked, index, moment)
+    _check_release(uow, actor, locked.terms, index, moment)
     _check_limit(uow, actor, locked, index, target.path)
     uow.session.connection().execute(
         _INSERT_RELEASE,
@@ -437,8 +438,8 @@ def release_key(
         "payload_url": url.url,
         "payload_url_headers": url.headers,
         "payload_url_expires_at": _iso(url.expires_at),
-        "releases_left": locked.releases_per_file - locked.released - 1,
-        "grant_expires_at": _iso(locked.expires_at),
+        "releases_left": locked.terms.releases_per_file - locked.released - 1,
+        "grant_expires_at": _iso(locked.terms.expires_at),
     }
 
 
@@ -456,16 +457,17 @@ def _check_release(
 
 
 def _check_limit(
-    uow: UnitOfWork, actor: Principal, locked: Row[Any], index: int, path: str
+    uow: UnitOfWork, actor: Principal, locked: LockedGrant, index: int, path: str
 ) -> None:
     """Refused (on the log) once the file's key was released as often as the policy allows."""
-    if locked.released < locked.releases_per_file:
+    grant = locked.terms
+    if locked.released < grant.releases_per_file:
         return
     words = (
-        f"the key of {path!r} was released {locked.released} times under grant {locked.id}, "
-        f"the most its policy allows ({locked.releases_per_file})"
+        f"the key of {path!r} was released {locked.released} times under grant {grant.id}, "
+        f"the most its policy allows ({grant.releases_per_file})"
     )
-    _refuse(uow, actor, locked, index, "limit_reached", words)
+    _refuse(uow, actor, grant, index, "limit_reached", words)
     raise ReleaseRefused(
         words,
         hint="keep the header you received: it decrypts the payload for as long as you "
@@ -518,17 +520,15 @@ _RELEASE_TARGET = (
     .where(Grant.id == bindparam("grant_id"))
 )
 _LOCKED_FOR_RELEASE = (
-    select(
-        *_GRANT_TERMS,
-        select(func.count())
-        .select_from(KeyRelease)
-        .where(KeyRelease.grant_id == Grant.id, KeyRelease.file_idx == bindparam("index"))
-        .scalar_subquery()
-        .label("released"),
-    )
+    select(*_GRANT_TERMS)
     .outerjoin(ResearcherKey, ResearcherKey.id == Grant.key_id)
     .where(Grant.id == bindparam("grant_id"))
     .with_for_update(of=Grant)
+)
+_RELEASED = (
+    select(func.count())
+    .select_from(KeyRelease)
+    .where(KeyRelease.grant_id == bindparam("grant_id"), KeyRelease.file_idx == bindparam("index"))
 )
 _INSERT_RELEASE = insert(KeyRelease.__table__)
 
@@ -543,15 +543,24 @@ def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
     return found
 
 
-def _locked_for_release(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
-    """The grant as committed now, its row locked until commit, with the releases of file
-    `index` counted so far: releases and revocation of one grant serialise."""
-    found = uow.rows(
-        _LOCKED_FOR_RELEASE, {"grant_id": grant_id, "index": index}
-    ).first()
+@dataclass(frozen=True)
+class LockedGrant:
+    terms: Row[Any]
+    released: int  # releases of the file so far
+
+
+def _locked_for_release(uow: UnitOfWork, grant_id: str, index: int) -> LockedGrant:
+    """The grant as committed now, its row locked until commit, and the releases of file
+    `index` so far: releases and revocation of one grant serialise.
+
+    Two statements on purpose: on PostgreSQL a statement that waited for the lock sees the
+    locked row as it is now but every other table as it was when the statement began, so a
+    count in the same statement would miss the releases committed while it waited."""
+    found = uow.rows(_LOCKED_FOR_RELEASE, {"grant_id": grant_id}).first()
     if found is None:
         raise _not_found(grant_id)
-    return found
+    released = uow.rows(_RELEASED, {"grant_id": grant_id, "index": index}).scalar_one()
+    return LockedGrant(found, released)
 
 
 def _refuse(

@@ -217,9 +217,9 @@ def test_a_retired_key_receives_nothing_more_under_its_grant(granted, researcher
 # --- the hot path: what one key release costs the database -----------------------------------
 
 
-def test_a_key_release_is_one_transaction_of_eight_statements(granted, researcher, app):
+def test_a_key_release_is_one_transaction_of_nine_statements(granted, researcher, app):
     """Authentication (token, session, person and roles: one query), the grant's terms and
-    file (one), the locked re-check with the count (one), the release row, and the audit
+    file (one), the locked re-check and the count (two), the release row, and the audit
     append (head, event, nodes, new head): a regression here costs every fetch."""
     from sqlalchemy import event
 
@@ -239,8 +239,8 @@ def test_a_key_release_is_one_transaction_of_eight_statements(granted, researche
     assert released.status_code == 200, released.json
     if engine.dialect.name == "sqlite":
         statements = [s for s in statements if s != "BEGIN"]  # SQLite's BEGIN IMMEDIATE hook
-    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "INSERT",
-                          "UPDATE"]
+    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT", "INSERT", "SELECT", "INSERT",
+                          "INSERT", "UPDATE"]
     assert len(transactions) == 1
 
 
@@ -257,3 +257,29 @@ def test_a_bearer_token_carries_every_role_of_its_person(make_person, client):
     nobody = make_person("nora@uni.example")
     me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {nobody.token}"})
     assert me.json["roles"] == {"orgs": {}, "global": []}
+
+
+def test_concurrent_releases_never_pass_the_per_file_limit(granted, researcher, app, events):
+    """Releases racing for the last allowed ones: the policy allows 2 per file, 8 ask at once.
+    (On PostgreSQL the count must be read after the grant's lock is granted, or a release that
+    waited for it would count from before the others committed.)"""
+    import threading
+
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def release() -> None:
+        client = app.test_client()
+        barrier.wait()
+        answer = client.post(f"/api/v1/grants/{granted['id']}/files/0/release",
+                             headers=researcher.auth)
+        statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=release) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200] + [403] * 6
+    assert len(events("key.released")) == 2
+    assert len(events("key.release_refused")) == 6
