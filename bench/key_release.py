@@ -1,14 +1,17 @@
 """Benchmark key releases against a real broker (see issue 4, "Speed and memory").
 
     .venv/bin/python bench/key_release.py [--seconds 10] [--clients 32] [--rate 200] [--workers 4]
+                                          [--repeat 3]
 
 Runs `escrow serve --workers N` (gunicorn, sync workers) on a fresh PostgreSQL database
 (`escrow_bench_<random>` on 127.0.0.1:5432, dropped at the end) with the local object store, and
-sets up once, through the services: the organisation acme-ai, a sealed small deposit of a few
-files (`escrow deposit`, then verification), a policy directory with an auto-approving policy,
-a researcher with a proven key and a signed NDA, and the grant their request gets at once (its
-releases_per_file then raised in the database, past the policy's cap of 1000, so that the runs
-never hit the limit). Then it measures `POST /api/v1/grants/<id>/files/<n>/release`:
+sets up once, through the services: the organisation acme-ai, a sealed deposit of 128 small
+files (`escrow deposit`, then verification: a sharded checkpoint), a policy directory with an
+auto-approving policy, a researcher with a proven key and a signed NDA, and the grant their
+request gets at once. Releases go round the files, so no file's key is released more often
+than the policy's cap (1000 per file) allows, as in real use: each release counts the file's
+earlier ones, and a few files released tens of thousands of times would measure that count
+instead. Then it measures `POST /api/v1/grants/<id>/files/<n>/release`:
 (a) throughput with --clients closed-loop clients for --seconds (goal >= 300 releases/s);
 (b) p50/p99 latency at an open-loop offered load of --rate releases/s for --seconds, measured
     from each request's scheduled send time (goal p99 < 100 ms).
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +69,13 @@ eligibility: {{verified_email: true, proven_key: true}}
 approvals: {{auto: true, role: reviewer}}
 grant: {{default_days: 7, max_days: 14, releases_per_file: 1000}}
 """
-FILES = {  # a few small files: the release path does not depend on their size
-    "model.safetensors": 256 * 1024,
+SHARDS = 124
+FILES = {  # small files: the release path does not depend on their size, only on their count
     "config.json": 300,
     "tokenizer.json": 20 * 1024,
     "generation_config.json": 120,
+    "model.safetensors.index.json": 4 * 1024,
+    **{f"model-{n:05d}-of-{SHARDS:05d}.safetensors": 4 * 1024 for n in range(1, SHARDS + 1)},
 }
 
 
@@ -169,7 +174,6 @@ def researcher_with_grant(env: dict[str, str]) -> Granted:
     from datetime import UTC, datetime
 
     from broker import age
-    from broker.adapters.db.models import Grant
     from broker.config import load_settings
     from broker.container import build_escrow
     from broker.domain.principals import OPERATOR
@@ -208,14 +212,8 @@ def researcher_with_grant(env: dict[str, str]) -> Granted:
         made = access.outcome(uow, request)
     if "grant" not in made:
         raise RuntimeError(f"the request was not auto-approved: {made}")
-    grant_id = made["grant"]["id"]
-    with escrow.uow() as uow:  # past the policy's cap (1000), so no run reaches the limit
-        found = uow.session.get(Grant, grant_id)
-        assert found is not None
-        found.releases_per_file = 1_000_000_000
-        uow.commit()
     escrow.engine.dispose()
-    return Granted(token, grant_id, [f["index"] for f in made["grant"]["files"]])
+    return Granted(token, made["grant"]["id"], [f["index"] for f in made["grant"]["files"]])
 
 
 def postgres_cpu() -> float:
@@ -407,6 +405,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="closed-loop clients")
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop releases/s")
     parser.add_argument("--workers", type=int, default=4, help="escrow serve --workers")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each load; the goals are judged on the median")
     parser.add_argument("--senders", type=int, default=64,
                         help="open-loop sender threads (sending on schedule needs a free one)")
     parser.add_argument("--shm", default="/dev/shm")
@@ -418,6 +418,11 @@ def main() -> None:
     finally:
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _median(runs: list[Result], measure: Callable[[Result], float]) -> Result:
+    """The run in the middle by `measure` (the lower middle one of an even count)."""
+    return sorted(runs, key=measure)[(len(runs) - 1) // 2]
 
 
 def run(options: argparse.Namespace, work: Path) -> None:
@@ -439,17 +444,24 @@ def run(options: argparse.Namespace, work: Path) -> None:
         print(f"warm-up: {warm.ok} releases, {sum(warm.errors.values())} errors", flush=True)
         print(f"\nthe load generator (this process, threads) shares the {os.cpu_count()} cores "
               "with the broker and PostgreSQL:", flush=True)
-        closed = closed_loop(releaser, options.clients, options.seconds, pgid)
-        report(closed)
-        opened = open_loop(releaser, options.rate, options.seconds, options.senders, pgid)
-        report(opened)
-        print("\nagainst the goals (issue 4):")
+        closed_runs, open_runs = [], []
+        for _ in range(options.repeat):  # a shared 2-core box varies from run to run
+            closed_runs.append(closed_loop(releaser, options.clients, options.seconds, pgid))
+            report(closed_runs[-1])
+            open_runs.append(open_loop(releaser, options.rate, options.seconds, options.senders,
+                                       pgid))
+            report(open_runs[-1])
+        closed = _median(closed_runs, Result.rate)
+        opened = _median(open_runs, lambda r: r.quantile_ms(0.99))
+        print(f"\nagainst the goals (issue 4), median of {options.repeat} run(s):")
         print(f"  throughput, {options.clients} closed-loop clients   {closed.rate():6.0f} "
-              f"releases/s   goal >= {GOAL_RATE:.0f}   ratio {closed.rate() / GOAL_RATE:.2f}")
+              f"releases/s   goal >= {GOAL_RATE:.0f}   ratio {closed.rate() / GOAL_RATE:.2f}"
+              f"  (runs: {', '.join(f'{r.rate():.0f}' for r in closed_runs)})")
         p99 = opened.quantile_ms(0.99)
         print(f"  p99 at {options.rate:g}/s offered (open loop)     {p99:6.1f} ms"
               f"           goal < {GOAL_P99_MS:.0f} ms   ratio goal/p99 {GOAL_P99_MS / p99:.2f}"
-              f"  (p50 {opened.quantile_ms(0.50):.1f} ms)")
+              f"  (p50 {opened.quantile_ms(0.50):.1f} ms; runs' p99: "
+              f"{', '.join(f'{r.quantile_ms(0.99):.0f}' for r in open_runs)} ms)")
 
 
 if __name__ == "__main__":

@@ -379,7 +379,8 @@ def release_key(
 
     The work (checks, unwrap, re-wrap, URL) happens first; the grant's row lock is taken only
     for the final re-check, the count and the writes, so releases of one grant overlap. The
-    hottest call of the broker: two reads and three writes of plain rows, no ORM objects."""
+    hottest call of the broker, in plain rows (no ORM objects): three reads, the release row,
+    then the audit append (tests/access/test_grants.py counts the statements)."""
     authorize(actor, "grant.release")
     target = _release_target(uow, grant_id, index)
     _check_release(uow, actor, target, index, now())
@@ -402,7 +403,7 @@ def release_key(
     locked = _locked_for_release(uow, grant_id, index)
     _check_release(uow, actor, locked.terms, index, moment)
     _check_limit(uow, actor, locked, index, target.path)
-    uow.session.connection().execute(
+    uow.rows(
         _INSERT_RELEASE,
         {"grant_id": grant_id, "file_idx": index, "header_sha256": header_sha256,
          "created_at": moment},

@@ -112,9 +112,8 @@ class UnitOfWork:
 
     def extend_tree(self, digests: Iterable[bytes]) -> None:
         """Add leaf hashes to the tree whose events the caller writes itself (recovery)."""
-        connection = self.session.connection()
-        size, frontier = connection.execute(_LOCK_HEAD).one()
-        self._write_tree(connection, size, split_hashes(frontier), digests)
+        size, frontier = self.rows(_LOCK_HEAD).one()
+        self._write_tree(self.session.connection(), size, split_hashes(frontier), digests)
 
     @staticmethod
     def _write_tree(
