@@ -405,6 +405,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="closed-loop clients")
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop releases/s")
     parser.add_argument("--workers", type=int, default=4, help="escrow serve --workers")
+    parser.add_argument("--warm-up", type=float, default=10.0,
+                        help="seconds of closed-loop load before measuring")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each load; the goals are judged on the median")
     parser.add_argument("--senders", type=int, default=64,
@@ -440,7 +442,7 @@ def run(options: argparse.Namespace, work: Path) -> None:
                             granted, max(options.clients, options.senders))
         first = releaser.check()
         assert first["header"] and first["payload_url"]
-        warm = closed_loop(releaser, options.clients, min(2.0, options.seconds), pgid)
+        warm = closed_loop(releaser, options.clients, options.warm_up, pgid)
         print(f"warm-up: {warm.ok} releases, {sum(warm.errors.values())} errors", flush=True)
         print(f"\nthe load generator (this process, threads) shares the {os.cpu_count()} cores "
               "with the broker and PostgreSQL:", flush=True)
