@@ -56,7 +56,7 @@ class EventFilter:
 def head(uow: UnitOfWork) -> tuple[int, bytes]:
     """(size, root) of the log as this transaction sees it."""
     # Not session.get: appends change the head with plain SQL, behind the ORM's back.
-    size, frontier = uow.session.execute(
+    size, frontier = uow.rows(
         select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1)
     ).one()
     return size, merkle.root_from_frontier(split_hashes(frontier))
