@@ -25,7 +25,6 @@ import re
 import stat
 from pathlib import Path
 
-import rfc8785
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -38,6 +37,7 @@ from broker.adapters.custody.blob import (
     field_bytes,
     require_backend,
 )
+from broker.auditlog.leaf import canonical_json
 from broker.errors import CustodyError
 
 BACKEND = "local"
@@ -236,7 +236,7 @@ class LocalCustody:
 
 def _aad(key_id: str, context: dict[str, str]) -> bytes:
     """Bind the ciphertext to its backend, key and context (RFC 8785 canonical JSON)."""
-    return rfc8785.dumps({"v": 1, "backend": BACKEND, "key_id": key_id, "context": context})
+    return canonical_json({"v": 1, "backend": BACKEND, "key_id": key_id, "context": context})
 
 
 def _describe(context: dict[str, str]) -> str:
