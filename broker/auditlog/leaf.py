@@ -22,7 +22,8 @@ def canonical_json(value: Any) -> bytes:
     Every audit append and key release needs it, and `rfc8785` writes JSON in pure Python
     (about 7% of a key release's CPU). Where the standard library's sorted, compact JSON already
     is RFC 8785's form, that encoder (in C) writes it; anything else goes to `rfc8785`, which
-    also raises its errors. tests/auditlog/test_canonical_json.py compares the two on random values."""
+    also raises its errors. tests/auditlog/test_canonical_json.py compares the two on random
+    values."""
     if _stdlib_is_canonical(value):
         try:
             return _SORTED_COMPACT(value).encode("utf-8")

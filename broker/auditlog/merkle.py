@@ -58,6 +58,12 @@ def append(
     return created, new_frontier
 
 
+def last_leaf(node: NodeId) -> int:
+    """The leaf whose append completes `node`: the last of its subtree's leaves."""
+    level, index = node
+    return ((index + 1) << level) - 1
+
+
 def root_from_frontier(frontier: Sequence[bytes]) -> bytes:
     """The root of the tree whose frontier is `frontier` (EMPTY_ROOT for no leaves)."""
     if not frontier:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
-from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead, AuditNode
+from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from broker.adapters.db.uow import UnitOfWork, split_hashes
 from broker.adapters.objectstore.base import ObjectStore
 from broker.auditlog import merkle
@@ -63,17 +63,27 @@ def head(uow: UnitOfWork) -> tuple[int, bytes]:
 
 
 def read_nodes(uow: UnitOfWork) -> merkle.ReadNodes:
-    """The one query a proof needs: every complete subtree hash it names."""
+    """The one query a proof needs: every complete subtree hash it names, each read from the
+    event of the subtree's last leaf (level 0: its leaf hash; above: its `subtrees`)."""
 
     def read(ids: Collection[merkle.NodeId]) -> Mapping[merkle.NodeId, bytes]:
         if not ids:
             return {}
-        rows = uow.session.execute(
-            select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(
-                tuple_(AuditNode.level, AuditNode.idx).in_(list(ids))
+        by_leaf: dict[int, list[merkle.NodeId]] = {}
+        for node in ids:  # a leaf's event holds its own hash and the subtrees it completes
+            by_leaf.setdefault(merkle.last_leaf(node), []).append(node)
+        rows = uow.rows(
+            select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.subtrees).where(
+                AuditEvent.seq.in_(list(by_leaf))
             )
         )
-        return {(level, idx): bytes(value) for level, idx, value in rows}
+        found = {}
+        for seq, digest, subtrees in rows:
+            for level, index in by_leaf[seq]:
+                value = bytes(digest if level == 0 else subtrees[(level - 1) * 32 : level * 32])
+                if len(value) == 32:  # else storage lacks it: merkle names the missing node
+                    found[level, index] = value
+        return found
 
     return read
 

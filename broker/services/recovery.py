@@ -23,7 +23,6 @@ from broker.adapters.db.models import (
     AuditCheckpoint,
     AuditEvent,
     AuditHead,
-    AuditNode,
     Deposit,
     DepositFile,
     Model,
@@ -314,7 +313,7 @@ def _require_empty(uow: UnitOfWork) -> None:
             hint="point ESCROW_DATABASE_URL at an empty database, run `escrow db upgrade`, "
             "then `escrow recover`",
         )
-    for table in (AuditNode, AuditEvent, AuditCheckpoint, SigningKey):  # init's fresh keys
+    for table in (AuditEvent, AuditCheckpoint, SigningKey):  # init's fresh keys
         uow.session.execute(delete(table))
     uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
 
@@ -397,24 +396,23 @@ def _user_actor(actor: dict[str, str]) -> str | None:
 
 def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
     models = {d.manifest["deposit_id"]: d.manifest["model"] for d in bucket.deposits}
-    digests = []
+    digests = [leaf_hash(leaf) for leaf in bucket.leaves]
+    subtrees = uow.extend_tree(digests)
     for seq, leaf in enumerate(bucket.leaves):
         event = json.loads(leaf)
         subject = dict(event.get("subject") or {})
         if "model" not in subject and subject.get("deposit") in models:
             subject["model"] = models[subject["deposit"]]
         index = index_of(event["actor"], subject)
-        digest = leaf_hash(leaf)
         uow.session.add(AuditEvent(
-            seq=seq, leaf=leaf, leaf_hash=digest, action=event["action"],
+            seq=seq, leaf=leaf, leaf_hash=digests[seq], action=event["action"],
             created_at=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
             org=index.org, model=index.model, user_id=index.user_id, actor=index.actor,
+            subtrees=subtrees[seq],
         ))
-        digests.append(digest)
         if seq % 1000 == 999:
             uow.session.flush()
     uow.session.flush()
-    uow.extend_tree(digests)
     _reserve_user_ids(uow, bucket.leaves)
     for size, note in bucket.checkpoints.items():
         uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))

@@ -11,7 +11,7 @@ import pytest
 from live import start_broker
 from sqlalchemy import delete, select, update
 
-from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead, AuditNode
+from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from broker.config import load_settings
 from broker.container import build_escrow
 from broker.domain.principals import OPERATOR
@@ -102,7 +102,6 @@ def test_a_broker_that_rewrites_history_is_caught_by_its_next_client_command(bro
         hashes = [bytes(h) for h in uow.session.scalars(
             select(AuditEvent.leaf_hash).where(AuditEvent.seq < keep).order_by(AuditEvent.seq))]
         uow.session.execute(delete(AuditEvent).where(AuditEvent.seq >= keep))
-        uow.session.execute(delete(AuditNode))
         uow.session.execute(delete(AuditCheckpoint))
         uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
         uow.extend_tree(hashes)

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from broker.adapters.db.models import AuditEvent, AuditNode
+from broker.adapters.db.models import AuditEvent
 from broker.auditlog import merkle
 from broker.auditlog.proofs import verify_consistency, verify_inclusion
 from broker.domain.principals import OPERATOR
@@ -71,15 +71,17 @@ def test_a_proof_reads_the_nodes_it_needs_in_one_query(escrow):
     assert max(calls) <= 2 * 37 .bit_length() + 2
 
 
-def test_each_append_stores_its_leaf_and_the_subtrees_it_completes(escrow):
+def test_each_event_stores_the_subtrees_its_leaf_completes(escrow):
+    append(escrow, 8)
+    hashes = leaf_hashes(escrow)
     with escrow.uow() as uow:
-        before = len(uow.session.scalars(select(AuditNode)).all())
-        size, _ = audit.head(uow)
-    append(escrow, 1)
-    with escrow.uow() as uow:
-        after = len(uow.session.scalars(select(AuditNode)).all())
-    # leaf number `size` completes one subtree per trailing one bit of size + 1 ... plus itself
-    assert after - before == 1 + ((size + 1) & -(size + 1)).bit_length() - 1
+        stored = dict(uow.session.execute(select(AuditEvent.seq, AuditEvent.subtrees)).all())
+    frontier: list[bytes] = []
+    for seq, digest in enumerate(hashes):
+        created, frontier = merkle.append(seq, frontier, digest)
+        assert bytes(stored[seq]) == b"".join(value for _, value in created[1:])
+        # leaf number seq completes one subtree per trailing one bit of seq
+        assert len(stored[seq]) == 32 * (((seq + 1) & -(seq + 1)).bit_length() - 1)
 
 
 def test_proofs_outside_the_log_are_refused_with_the_log_size(escrow):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import delete, select, text, update
 
-from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead, AuditNode
+from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from broker.auditlog import merkle
 from broker.auditlog.checkpoint import checkpoint_body, format_note, note_key_id
 from broker.auditlog.proofs import leaf_hash
@@ -108,7 +108,6 @@ def _fork_at(escrow, keep: int, new_events: int) -> None:
     _tamper(
         escrow,
         delete(AuditEvent).where(AuditEvent.seq >= keep),
-        delete(AuditNode),
         delete(AuditCheckpoint).where(AuditCheckpoint.size > keep),
         update(AuditHead).values(size=0, frontier=b""),
     )
@@ -157,7 +156,7 @@ def test_a_failing_append_aborts_the_change_and_the_api_answers_503(private_data
     escrow, _ = initialise(settings, migrate=False)
     app = create_app(settings)
     token = depositor_token(escrow)
-    _tamper(escrow, text("DROP TABLE audit_nodes"))
+    _tamper(escrow, text("DROP TABLE audit_events"))
     answer = app.test_client().post(
         "/api/v1/deposits", headers={"Authorization": f"Bearer {token}"},
         json={"model": "acme-ai/gpt-small", "version": "1", "files": [{"path": "a", "size": 1}]})

@@ -46,3 +46,52 @@ def test_the_migrations_build_exactly_the_schema_the_models_describe(database_ur
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_0008_moves_the_tree_nodes_onto_their_events_and_back(private_database_url):
+    """A log written before 0008 (nodes in audit_nodes) gives the same proofs after it, and
+    going down again restores audit_nodes exactly."""
+    from sqlalchemy import text
+
+    from broker.adapters.db.uow import UnitOfWork
+    from broker.auditlog import merkle, proofs
+    from broker.auditlog.leaf import leaf_hash
+    from broker.services import audit
+
+    engine = make_engine(private_database_url)
+    config = alembic_config(private_database_url)
+    command.downgrade(config, "0007")
+    size, frontier, nodes = 37, [], {}
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_events"))
+        for seq in range(size):
+            leaf = b'{"seq":%d}' % seq
+            created, frontier = merkle.append(seq, frontier, leaf_hash(leaf))
+            nodes.update(created)
+            connection.execute(text(
+                "INSERT INTO audit_events (seq, leaf, leaf_hash, action, created_at, actor) "
+                "VALUES (:seq, :leaf, :hash, 'test.event', :now, 'operator')"
+            ), {"seq": seq, "leaf": leaf, "hash": leaf_hash(leaf), "now": datetime.now(UTC)})
+        connection.execute(text("DELETE FROM audit_nodes"))
+        connection.execute(text("INSERT INTO audit_nodes (level, idx, hash) VALUES (:l, :i, :h)"),
+                           [{"l": level, "i": idx, "h": value}
+                            for (level, idx), value in nodes.items()])
+        connection.execute(text("UPDATE audit_head SET size = :size, frontier = :frontier"),
+                           {"size": size, "frontier": b"".join(frontier)})
+
+    command.upgrade(config, "head")
+    assert "audit_nodes" not in inspect(engine).get_table_names()
+    root = merkle.root_from_frontier(frontier)
+    with UnitOfWork(sessionmaker(engine)) as uow:
+        read = audit.read_nodes(uow)
+        assert read(list(nodes)) == nodes
+        for index in (0, 17, 36):
+            path = merkle.inclusion_proof(index, size, read)
+            proofs.verify_inclusion(index, size, leaf_hash(b'{"seq":%d}' % index), path, root)
+
+    command.downgrade(config, "0007")
+    with engine.connect() as connection:
+        back = connection.execute(text("SELECT level, idx, hash FROM audit_nodes")).all()
+    assert {(level, idx): bytes(value) for level, idx, value in back} == nodes
+    command.upgrade(config, "head")
+    engine.dispose()

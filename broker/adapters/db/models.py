@@ -147,6 +147,11 @@ class AuditEvent(Base):
     model: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     user_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     actor: Mapped[str] = mapped_column(String(80), index=True, default="")
+    # The Merkle tree's nodes: this leaf completes the subtrees of 2, 4, ... leaves ending at it
+    # (one per trailing one bit of seq), their hashes here from level 1 up, 32 bytes each
+    # (level 0 is leaf_hash). Stored with the event, so an append writes no extra rows; proofs
+    # and old roots are rebuilt from O(log n) of them (services/audit.read_nodes).
+    subtrees: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
 
 
 class AuditHead(Base):
@@ -159,16 +164,6 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     frontier: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
-
-
-class AuditNode(Base):
-    """The hash of one complete subtree (2**level leaves from idx * 2**level): proofs and old
-    roots are rebuilt from O(log n) of these."""
-
-    __tablename__ = "audit_nodes"
-    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class AuditCheckpoint(Base):

@@ -6,16 +6,16 @@ event cannot be written, the change does not happen either (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Result, bindparam, insert, select, update
+from sqlalchemy import Executable, Result, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.adapters.db.models import AuditEvent, AuditHead, AuditNode, Deposit
+from broker.adapters.db.models import AuditEvent, AuditHead, Deposit
 from broker.auditlog import merkle
 from broker.auditlog.index import index_of
 from broker.auditlog.leaf import canonical_json, leaf_hash
@@ -88,6 +88,7 @@ class UnitOfWork:
                 }
             )
             digest = leaf_hash(leaf)
+            (subtrees,), frontier = _grow(size, split_hashes(frontier), [digest])
             connection.execute(
                 _INSERT_EVENT,
                 {
@@ -100,9 +101,10 @@ class UnitOfWork:
                     "model": index.model,
                     "user_id": index.user_id,
                     "actor": index.actor,
+                    "subtrees": subtrees,
                 },
             )
-            self._write_tree(connection, size, split_hashes(frontier), [digest])
+            connection.execute(_UPDATE_HEAD, {"new_size": size + 1, "new_frontier": frontier})
         except SQLAlchemyError as error:
             raise Unavailable(
                 f"audit log: could not record {action!r}, so the change was not made",
@@ -110,28 +112,13 @@ class UnitOfWork:
             ) from error
         return size
 
-    def extend_tree(self, digests: Iterable[bytes]) -> None:
-        """Add leaf hashes to the tree whose events the caller writes itself (recovery)."""
+    def extend_tree(self, digests: Sequence[bytes]) -> list[bytes]:
+        """Move the head over leaf hashes whose events the caller writes itself (recovery);
+        returns each leaf's `subtrees`, for its event row."""
         size, frontier = self.rows(_LOCK_HEAD).one()
-        self._write_tree(self.session.connection(), size, split_hashes(frontier), digests)
-
-    @staticmethod
-    def _write_tree(
-        connection: Connection, size: int, frontier: list[bytes], digests: Iterable[bytes]
-    ) -> None:
-        """The nodes the new leaves complete, in batches, then the head's new size and frontier."""
-        nodes: list[dict[str, Any]] = []
-        for digest in digests:
-            created, frontier = merkle.append(size, frontier, digest)
-            nodes.extend({"level": level, "idx": idx, "hash": value} for (level, idx), value
-                         in created)
-            size += 1
-            if len(nodes) >= _NODE_BATCH:
-                connection.execute(_INSERT_NODE, nodes)
-                nodes = []
-        if nodes:
-            connection.execute(_INSERT_NODE, nodes)
-        connection.execute(_UPDATE_HEAD, {"new_size": size, "new_frontier": b"".join(frontier)})
+        subtrees, frontier = _grow(size, split_hashes(frontier), digests)
+        self.rows(_UPDATE_HEAD, {"new_size": size + len(digests), "new_frontier": frontier})
+        return subtrees
 
     def _with_model(self, subject: dict[str, Any]) -> dict[str, Any]:
         """Events about a deposit also name its model, so auditors can filter by model."""
@@ -148,13 +135,22 @@ _LOCK_HEAD = (
     select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
 )
 _INSERT_EVENT = insert(AuditEvent.__table__)
-_INSERT_NODE = insert(AuditNode.__table__)
 _UPDATE_HEAD = (
     update(AuditHead.__table__)
     .where(AuditHead.__table__.c.id == 1)
     .values(size=bindparam("new_size"), frontier=bindparam("new_frontier"))
 )
-_NODE_BATCH = 1000
+
+
+def _grow(size: int, frontier: list[bytes], digests: Iterable[bytes]) -> tuple[list[bytes], bytes]:
+    """Append leaves to the tree of `size` leaves: each leaf's `subtrees` (the hashes of the
+    subtrees it completes, level 1 up) and the new frontier, packed as the head stores it."""
+    subtrees = []
+    for digest in digests:
+        created, frontier = merkle.append(size, frontier, digest)
+        subtrees.append(b"".join(value for _, value in created[1:]))  # [0] is the leaf itself
+        size += 1
+    return subtrees, b"".join(frontier)
 
 
 def split_hashes(packed: bytes) -> list[bytes]:
