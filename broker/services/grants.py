@@ -28,11 +28,10 @@ import hashlib
 import json
 import math
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Row, and_, bindparam, func, insert, select
+from sqlalchemy import Integer, Row, String, and_, bindparam, func, insert, select
 
 from broker import age
 from broker.adapters.db.models import (
@@ -46,6 +45,7 @@ from broker.adapters.db.models import (
     ResearcherKey,
     User,
     UserProfile,
+    UTCDateTime,
 )
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
@@ -378,9 +378,9 @@ def release_key(
     the unchanged payload. Refusals are committed to the audit log, then raised.
 
     The work (checks, unwrap, re-wrap, URL) happens first; the grant's row lock is taken only
-    for the final re-check, the count and the writes, so releases of one grant overlap. The
-    hottest call of the broker, in plain rows (no ORM objects): three reads, the release row,
-    then the audit append (tests/access/test_grants.py counts the statements)."""
+    for the final re-check and the writes, so releases of one grant overlap. The hottest call
+    of the broker, in plain rows (no ORM objects): two reads, the lock, the numbered release
+    row, then the audit append (tests/access/test_grants.py counts the statements)."""
     authorize(actor, "grant.release")
     target = _release_target(uow, grant_id, index)
     _check_release(uow, actor, target, index, now())
@@ -400,14 +400,9 @@ def release_key(
         url_ttl(target, moment, escrow.settings.download_url_ttl_s),
     )
     # From here to commit, this grant's releases queue: revoked or expired meanwhile?
-    locked = _locked_for_release(uow, grant_id, index)
-    _check_release(uow, actor, locked.terms, index, moment)
-    _check_limit(uow, actor, locked, index, target.path)
-    uow.rows(
-        _INSERT_RELEASE,
-        {"grant_id": grant_id, "file_idx": index, "header_sha256": header_sha256,
-         "created_at": moment},
-    )
+    locked = _locked_for_release(uow, grant_id)
+    _check_release(uow, actor, locked, index, moment)
+    number = _record_release(uow, actor, locked, index, target.path, header_sha256, moment)
     researcher = person_subject(
         target.user_id,
         commitment(target.issuer, target.subject, target.email, target.commitment_salt),
@@ -423,7 +418,7 @@ def release_key(
             "version": target.version,
             "file": index,
         },
-        {"header_sha256": header_sha256, "key": target.key_id, "release": locked.released + 1},
+        {"header_sha256": header_sha256, "key": target.key_id, "release": number},
     )
     uow.commit()
     return {
@@ -439,8 +434,8 @@ def release_key(
         "payload_url": url.url,
         "payload_url_headers": url.headers,
         "payload_url_expires_at": _iso(url.expires_at),
-        "releases_left": locked.terms.releases_per_file - locked.released - 1,
-        "grant_expires_at": _iso(locked.terms.expires_at),
+        "releases_left": locked.releases_per_file - number,
+        "grant_expires_at": _iso(locked.expires_at),
     }
 
 
@@ -457,16 +452,28 @@ def _check_release(
         raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
 
 
-def _check_limit(
-    uow: UnitOfWork, actor: Principal, locked: LockedGrant, index: int, path: str
-) -> None:
-    """Refused (on the log) once the file's key was released as often as the policy allows."""
-    grant = locked.terms
-    if locked.released < grant.releases_per_file:
-        return
+def _record_release(
+    uow: UnitOfWork,
+    actor: Principal,
+    grant: Row[Any],
+    index: int,
+    path: str,
+    header_sha256: str,
+    moment: datetime,
+) -> int:
+    """The release row, numbered after the file's earlier releases under this grant; refused
+    (on the log) once the file's key was released as often as the policy allows."""
+    number = uow.rows(
+        _INSERT_RELEASE,
+        {"grant_id": grant.id, "file_idx": index, "header_sha256": header_sha256,
+         "created_at": moment, "limit": grant.releases_per_file},
+    ).scalar()
+    if number is not None:
+        return int(number)
+    limit = grant.releases_per_file
     words = (
-        f"the key of {path!r} was released {locked.released} times under grant {grant.id}, "
-        f"the most its policy allows ({grant.releases_per_file})"
+        f"the key of {path!r} was released {limit} times under grant {grant.id}, "
+        f"the most its policy allows ({limit})"
     )
     _refuse(uow, actor, grant, index, "limit_reached", words)
     raise ReleaseRefused(
@@ -526,12 +533,29 @@ _LOCKED_FOR_RELEASE = (
     .where(Grant.id == bindparam("grant_id"))
     .with_for_update(of=Grant)
 )
-_RELEASED = (
-    select(func.count())
-    .select_from(KeyRelease)
-    .where(KeyRelease.grant_id == bindparam("grant_id"), KeyRelease.file_idx == bindparam("index"))
+# The file's next release number, or no row at all once the limit is reached: one statement,
+# run after the grant's lock, so it sees every release committed before it.
+_EARLIER = (
+    select(func.coalesce(func.max(KeyRelease.number), 0).label("last"))
+    .where(
+        KeyRelease.grant_id == bindparam("grant_id"), KeyRelease.file_idx == bindparam("file_idx")
+    )
+    .subquery("earlier")
 )
-_INSERT_RELEASE = insert(KeyRelease.__table__)
+_INSERT_RELEASE = (
+    insert(KeyRelease.__table__)
+    .from_select(
+        ["grant_id", "file_idx", "header_sha256", "created_at", "number"],
+        select(
+            bindparam("grant_id", type_=String),
+            bindparam("file_idx", type_=Integer),
+            bindparam("header_sha256", type_=String),
+            bindparam("created_at", type_=UTCDateTime),
+            _EARLIER.c.last + 1,
+        ).where(_EARLIER.c.last < bindparam("limit", type_=Integer)),
+    )
+    .returning(KeyRelease.number)
+)
 
 
 def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
@@ -544,24 +568,13 @@ def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
     return found
 
 
-@dataclass(frozen=True)
-class LockedGrant:
-    terms: Row[Any]
-    released: int  # releases of the file so far
-
-
-def _locked_for_release(uow: UnitOfWork, grant_id: str, index: int) -> LockedGrant:
-    """The grant as committed now, its row locked until commit, and the releases of file
-    `index` so far: releases and revocation of one grant serialise.
-
-    Two statements on purpose: on PostgreSQL a statement that waited for the lock sees the
-    locked row as it is now but every other table as it was when the statement began, so a
-    count in the same statement would miss the releases committed while it waited."""
+def _locked_for_release(uow: UnitOfWork, grant_id: str) -> Row[Any]:
+    """The grant as committed now, its row locked until commit: releases and revocation of one
+    grant serialise, and the release number taken afterwards counts every earlier release."""
     found = uow.rows(_LOCKED_FOR_RELEASE, {"grant_id": grant_id}).first()
     if found is None:
         raise _not_found(grant_id)
-    released = uow.rows(_RELEASED, {"grant_id": grant_id, "index": index}).scalar_one()
-    return LockedGrant(found, released)
+    return found
 
 
 def _refuse(

@@ -103,7 +103,8 @@ def test_the_per_file_limit_is_enforced_and_the_refusal_logged(granted, research
     url = f"/api/v1/grants/{granted['id']}/files/0/release"
     first, second = researcher.post(url), researcher.post(url)
     assert (first.status_code, second.status_code) == (200, 200)
-    assert second.json["releases_left"] == 0
+    assert (first.json["releases_left"], second.json["releases_left"]) == (1, 0)
+    assert [e["details"]["release"] for e in events("key.released")] == [1, 2]
     third = researcher.post(url)
     assert third.status_code == 403
     assert "the most its policy allows (2)" in third.json["detail"]
@@ -217,10 +218,10 @@ def test_a_retired_key_receives_nothing_more_under_its_grant(granted, researcher
 # --- the hot path: what one key release costs the database -----------------------------------
 
 
-def test_a_key_release_is_one_transaction_of_eight_statements(granted, researcher, app):
+def test_a_key_release_is_one_transaction_of_seven_statements(granted, researcher, app):
     """Authentication (token, session, person and roles: one query), the grant's terms and
-    file (one), the locked re-check and the count (two), the release row, and the audit
-    append (head, event with its tree nodes, new head): a regression here costs every fetch."""
+    file (one), the locked re-check, the numbered release row, and the audit append (head,
+    event with its tree nodes, new head): a regression here costs every fetch."""
     from sqlalchemy import event
 
     engine = app.extensions["escrow"].engine
@@ -239,8 +240,7 @@ def test_a_key_release_is_one_transaction_of_eight_statements(granted, researche
     assert released.status_code == 200, released.json
     if engine.dialect.name == "sqlite":
         statements = [s for s in statements if s != "BEGIN"]  # SQLite's BEGIN IMMEDIATE hook
-    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT", "INSERT", "SELECT", "INSERT",
-                          "UPDATE"]
+    assert statements == ["SELECT", "SELECT", "SELECT", "INSERT", "SELECT", "INSERT", "UPDATE"]
     assert len(transactions) == 1
 
 
@@ -261,8 +261,9 @@ def test_a_bearer_token_carries_every_role_of_its_person(make_person, client):
 
 def test_concurrent_releases_never_pass_the_per_file_limit(granted, researcher, app, events):
     """Releases racing for the last allowed ones: the policy allows 2 per file, 8 ask at once.
-    (On PostgreSQL the count must be read after the grant's lock is granted, or a release that
-    waited for it would count from before the others committed.)"""
+    (On PostgreSQL the release number must be taken after the grant's lock is granted, by a
+    statement of its own, or a release that waited for the lock would number from before the
+    others committed.)"""
     import threading
 
     barrier = threading.Barrier(8)
@@ -281,5 +282,31 @@ def test_concurrent_releases_never_pass_the_per_file_limit(granted, researcher, 
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [200, 200] + [403] * 6
-    assert len(events("key.released")) == 2
+    assert sorted(e["details"]["release"] for e in events("key.released")) == [1, 2]
     assert len(events("key.release_refused")) == 6
+
+
+def test_migration_0009_numbers_the_releases_made_before_it(granted, researcher, database_url):
+    """Down to 0008 (no numbers), up again: each file's releases are numbered 1, 2, ... in the
+    order they were made, and the next release takes the number after them."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from broker.adapters.db.engine import alembic_config
+
+    base = f"/api/v1/grants/{granted['id']}/files"
+    for index in (0, 1, 0):
+        assert researcher.post(f"{base}/{index}/release").status_code == 200
+    config = alembic_config(database_url)
+    try:
+        command.downgrade(config, "0008")
+    finally:
+        command.upgrade(config, "head")
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        numbered = connection.execute(
+            text("SELECT file_idx, number FROM key_releases ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(row) for row in numbered] == [(0, 1), (1, 1), (0, 2)]
+    again = researcher.post(f"{base}/1/release")
+    assert again.status_code == 200 and again.json["releases_left"] == 0

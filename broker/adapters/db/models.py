@@ -9,7 +9,6 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -423,11 +422,15 @@ class KeyRelease(Base):
     """One header issued for one file under a grant: a key release on the audit log."""
 
     __tablename__ = "key_releases"
-    # Every release counts the earlier ones of the same file: look them up, don't scan.
-    __table_args__ = (Index("ix_key_releases_grant_file", "grant_id", "file_idx"),)
+    # A release takes the file's next number, found through this index; two releases can never
+    # hold the same number, whatever the concurrency.
+    __table_args__ = (
+        UniqueConstraint("grant_id", "file_idx", "number"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
     file_idx: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)  # 1 for the file's first release, then 2, ...
     header_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
