@@ -12,12 +12,15 @@ request gets at once. Releases go round the files, so no file's key is released 
 than the policy's cap (1000 per file) allows, as in real use: each release counts the file's
 earlier ones, and a few files released tens of thousands of times would measure that count
 instead. Then it measures `POST /api/v1/grants/<id>/files/<n>/release`:
-(a) throughput with --clients closed-loop clients for --seconds (goal >= 300 releases/s);
+(a) throughput with --clients closed-loop clients for --seconds (goal >= 300 releases/s), sent by
+    wrk (Debian package `wrk`: apt-get install wrk);
 (b) p50/p99 latency at an open-loop offered load of --rate releases/s for --seconds, measured
-    from each request's scheduled send time (goal p99 < 100 ms).
-The load generator (threads, urllib3 keep-alive pools) runs on the same 2 cores as the broker
-and PostgreSQL. This is a benchmark, not a test: nothing fails, it prints figures. Helpers come
-from bench/deposit.py.
+    from each request's scheduled send time (goal p99 < 100 ms), sent by this process (threads,
+    urllib3 pools): wrk has no open loop.
+The load generators run on the same 2 cores as the broker and PostgreSQL, and their CPU is
+printed beside the broker's. wrk costs ~0.15 ms of CPU per release where Python threads cost
+~0.7 ms, a tenth of what the box has at 300/s. This is a benchmark, not a test: nothing fails,
+it prints figures. Helpers come from bench/deposit.py.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -298,35 +302,68 @@ def cpu_now(pgid: int) -> dict[str, float]:
     return {"broker": group_cpu(pgid), "postgres": postgres_cpu(), "load generator": self_cpu()}
 
 
-def closed_loop(releaser: Releaser, clients: int, seconds: float, pgid: int) -> Result:
-    result = Result(f"closed loop, {clients} clients")
-    stop = time.perf_counter() + seconds
-    counter = iter(range(1 << 62))
+# wrk's Lua hooks: each request takes the next file in turn; at the end, the counts and every
+# distinct latency with how often it was seen (microseconds), for the same quantiles as ours.
+WRK_SCRIPT = """\
+local files = {%(files)s}
+local headers = {["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"}
+local n = 0
+function setup(thread) thread:set("offset", math.random(1000)) end
+function request()
+  n = n + 1
+  local index = files[(n + offset) %% #files + 1]
+  return wrk.format("POST", "%(base)s" .. index .. "/release", headers, "{}")
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("requests %%d\\nseconds %%f\\nnot-2xx %%d\\nsocket %%d\\n",
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    io.write(string.format("latency %%d %%d\\n", value, count))
+  end
+end
+"""
 
-    def client() -> None:
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        while (start := time.perf_counter()) < stop:
-            failed = releaser.release(next(counter))
-            if failed is None:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors[failed] = errors.get(failed, 0) + 1
-        with releaser.lock:
-            result.latencies.extend(latencies)
-            for key, count in errors.items():
-                result.errors[key] = result.errors.get(key, 0) + count
 
+def closed_loop(url: str, granted: Granted, clients: int, seconds: float, pgid: int,
+                work: Path) -> Result:
+    """`clients` connections of wrk, each sending its next release once the last is answered.
+    wrk (C, one event loop per thread) costs the shared cores far less than Python threads, so
+    the figure is the broker's, not the load generator's."""
+    script = work / "release.lua"
+    script.write_text(WRK_SCRIPT % {
+        "files": ",".join(map(str, granted.files)), "token": granted.token,
+        "base": f"/api/v1/grants/{granted.grant_id}/files/",
+    })
+    result = Result(f"closed loop, {clients} clients (wrk)")
     before = cpu_now(pgid)
-    began = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - began
+    children = _children_cpu()
+    finished = subprocess.run(
+        ["wrk", "--threads", "2", "--connections", str(clients), "--duration", f"{seconds:g}s",
+         "--timeout", "60s", "--script", str(script), url],
+        capture_output=True, text=True, check=True,
+    )
     result.cpu = {k: v - before[k] for k, v in cpu_now(pgid).items()}
+    result.cpu["load generator"] = _children_cpu() - children
+    lines = [line.split() for line in finished.stdout.splitlines() if line.strip()]
+    counts = {" ".join(words[:-1]): float(words[-1]) for words in lines
+              if words[0] in ("requests", "seconds", "not-2xx", "socket")}
+    result.seconds = counts["seconds"]
+    failed = int(counts["not-2xx"] + counts["socket"])
+    if failed:
+        result.errors["not 2xx or socket error (wrk)"] = failed
+    for words in lines:
+        if words[0] == "latency":
+            result.latencies += [int(words[1]) / 1e6] * int(words[2])
+    # wrk times every answer, failed ones too: the answered ones are the rest
+    del result.latencies[: min(failed, len(result.latencies))]
     return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def open_loop(releaser: Releaser, rate: float, seconds: float, senders: int, pgid: int
@@ -414,6 +451,9 @@ def main() -> None:
     parser.add_argument("--shm", default="/dev/shm")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/key_release.py sends the closed-loop load with wrk, which is not "
+                 "installed: apt-get install wrk")
     work = Path(tempfile.mkdtemp(prefix="escrow-bench-release-", dir=options.shm))
     try:
         run(options, work)
@@ -438,17 +478,18 @@ def run(options: argparse.Namespace, work: Path) -> None:
         granted = researcher_with_grant(env)
         print(f"deposit {deposit_id} ({len(granted.files)} files), grant {granted.grant_id}",
               flush=True)
-        releaser = Releaser(env["ESCROW_BROKER"],
-                            granted, max(options.clients, options.senders))
+        releaser = Releaser(env["ESCROW_BROKER"], granted, options.senders)
         first = releaser.check()
         assert first["header"] and first["payload_url"]
-        warm = closed_loop(releaser, options.clients, options.warm_up, pgid)
+        warm = closed_loop(env["ESCROW_BROKER"], granted, options.clients, options.warm_up, pgid,
+                           work)
         print(f"warm-up: {warm.ok} releases, {sum(warm.errors.values())} errors", flush=True)
-        print(f"\nthe load generator (this process, threads) shares the {os.cpu_count()} cores "
-              "with the broker and PostgreSQL:", flush=True)
+        print(f"\nthe load generators (wrk; this process's threads) share the {os.cpu_count()} "
+              "cores with the broker and PostgreSQL:", flush=True)
         closed_runs, open_runs = [], []
         for _ in range(options.repeat):  # a shared 2-core box varies from run to run
-            closed_runs.append(closed_loop(releaser, options.clients, options.seconds, pgid))
+            closed_runs.append(closed_loop(env["ESCROW_BROKER"], granted, options.clients,
+                                           options.seconds, pgid, work))
             report(closed_runs[-1])
             open_runs.append(open_loop(releaser, options.rate, options.seconds, options.senders,
                                        pgid))
