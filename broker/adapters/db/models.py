@@ -422,11 +422,9 @@ class KeyRelease(Base):
     """One header issued for one file under a grant: a key release on the audit log."""
 
     __tablename__ = "key_releases"
-    # A release takes the file's next number, found through this index; two releases can never
-    # hold the same number, whatever the concurrency.
-    __table_args__ = (
-        UniqueConstraint("grant_id", "file_idx", "number"),
-    )
+    # A release takes the file's next number, found through this constraint's index; no two
+    # releases can hold the same number, whatever the concurrency.
+    __table_args__ = (UniqueConstraint("grant_id", "file_idx", "number"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
     file_idx: Mapped[int] = mapped_column(Integer)
