@@ -1,5 +1,6 @@
-"""The PostgreSQL pool: a connection that sat idle is tested before use and replaced if the
-server dropped it; one in steady use is not (no round trip per transaction)."""
+"""Engines. The PostgreSQL pool: a connection that sat idle is tested before use and replaced if
+the server dropped it; one in steady use is not (no round trip per transaction). SQLite: one too
+old for RETURNING is refused at start, saying what to do."""
 
 from __future__ import annotations
 
@@ -46,3 +47,13 @@ def test_a_connection_in_steady_use_is_not_pinged(postgres_engine):
         _backend_pid(postgres_engine)
     # ... and the next call gets a fresh connection.
     assert _backend_pid(postgres_engine) != pid
+
+
+def test_an_sqlite_without_returning_is_refused_with_what_to_do():
+    from broker.adapters.db.engine import _require_sqlite_returning
+    from broker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"SQLite is 3\.34\.1; the broker needs 3\.35") as refused:
+        _require_sqlite_returning((3, 34, 1))
+    assert "PostgreSQL" in refused.value.hint
+    _require_sqlite_returning((3, 35, 0))

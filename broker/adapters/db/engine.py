@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, exc
+
+from broker.errors import ConfigError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -18,6 +21,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 def make_engine(database_url: str) -> Engine:
     if database_url.startswith("sqlite"):
+        _require_sqlite_returning()
         path = database_url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +34,19 @@ def make_engine(database_url: str) -> Engine:
     engine = create_engine(database_url)
     _ping_when_idle(engine)
     return engine
+
+
+SQLITE_RETURNING = (3, 35, 0)  # key releases number themselves with INSERT … RETURNING
+
+
+def _require_sqlite_returning(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    if version < SQLITE_RETURNING:
+        raise ConfigError(
+            f"this Python's SQLite is {'.'.join(map(str, version))}; the broker needs 3.35 or "
+            "newer (RETURNING)",
+            hint="use a Python built against a newer SQLite, or set ESCROW_DATABASE_URL to "
+            "PostgreSQL",
+        )
 
 
 IDLE_BEFORE_PING_S = 10.0
