@@ -22,11 +22,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('key_releases', schema=None) as batch_op:
         batch_op.add_column(sa.Column('number', sa.Integer(), nullable=True))
-    # The releases so far, numbered in the order they were made.
+    # The releases so far, numbered in the order they were made (one pass, not a count per row:
+    # a grant may hold thousands of releases of one file).
     op.execute(
-        "UPDATE key_releases SET number = (SELECT count(*) FROM key_releases AS earlier "
-        "WHERE earlier.grant_id = key_releases.grant_id "
-        "AND earlier.file_idx = key_releases.file_idx AND earlier.id <= key_releases.id)"
+        "UPDATE key_releases SET number = ordered.n FROM (SELECT id, row_number() OVER "
+        "(PARTITION BY grant_id, file_idx ORDER BY id) AS n FROM key_releases) AS ordered "
+        "WHERE key_releases.id = ordered.id"
     )
     with op.batch_alter_table('key_releases', schema=None) as batch_op:
         batch_op.alter_column('number', existing_type=sa.Integer(), nullable=False)
