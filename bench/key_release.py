@@ -18,7 +18,7 @@ instead. Then it measures `POST /api/v1/grants/<id>/files/<n>/release`:
     from each request's scheduled send time (goal p99 < 100 ms), sent by this process's threads
     (one short connection each): wrk has no open loop.
 The load generators run on the same 2 cores as the broker and PostgreSQL, and their CPU is
-printed beside the broker's. wrk costs ~0.15 ms of CPU per release where Python threads cost
+printed beside the broker's. wrk costs ~0.2–0.35 ms of CPU per release where Python threads cost
 ~0.7 ms, a tenth of what the box has at 300/s. This is a benchmark, not a test: nothing fails,
 it prints figures. Helpers come from bench/deposit.py.
 """
