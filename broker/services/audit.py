@@ -79,10 +79,10 @@ def read_nodes(uow: UnitOfWork) -> merkle.ReadNodes:
         )
         found = {}
         for seq, digest, subtrees in rows:
+            stored = [bytes(digest), *split_hashes(subtrees)]  # levels 0, 1, ... of this leaf
             for level, index in by_leaf[seq]:
-                value = bytes(digest if level == 0 else subtrees[(level - 1) * 32 : level * 32])
-                if len(value) == 32:  # else storage lacks it: merkle names the missing node
-                    found[level, index] = value
+                if level < len(stored):  # else storage lacks it: merkle names the missing node
+                    found[level, index] = stored[level]
         return found
 
     return read

@@ -463,14 +463,14 @@ def _record_release(
 ) -> int:
     """The release row, numbered after the file's earlier releases under this grant; refused
     (on the log) once the file's key was released as often as the policy allows."""
+    limit = grant.releases_per_file
     number = uow.rows(
         _INSERT_RELEASE,
         {"grant_id": grant.id, "file_idx": index, "header_sha256": header_sha256,
-         "created_at": moment, "limit": grant.releases_per_file},
+         "created_at": moment, "limit": limit},
     ).scalar()
     if number is not None:
         return int(number)
-    limit = grant.releases_per_file
     words = (
         f"the key of {path!r} was released {limit} times under grant {grant.id}, "
         f"the most its policy allows ({limit})"

@@ -31,9 +31,7 @@ class Claims:
     raw: dict[str, Any] | None = None
 
 
-def commitment(
-    issuer: str, subject: str, email: str | None, salt: bytes | None
-) -> str:
+def commitment(issuer: str, subject: str, email: str | None, salt: bytes | None) -> str:
     """A salted SHA-256 commitment to who the user is, for audit leaves. Erasing the profile
     (and with it the salt) makes the leaf unlinkable to the person while the log stays valid:
     no salt, no commitment ("")."""

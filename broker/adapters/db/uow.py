@@ -75,7 +75,6 @@ class UnitOfWork:
         try:
             # rows() writes the change this event records first
             size, frontier = self.rows(_LOCK_HEAD).one()
-            connection = self.session.connection()
             now = datetime.now(UTC)
             leaf = canonical_json(
                 {
@@ -88,8 +87,8 @@ class UnitOfWork:
                 }
             )
             digest = leaf_hash(leaf)
-            (subtrees,), frontier = _grow(size, split_hashes(frontier), [digest])
-            connection.execute(
+            (subtrees,), frontier = _grow(size, frontier, [digest])
+            self.rows(
                 _INSERT_EVENT,
                 {
                     "seq": size,
@@ -104,7 +103,7 @@ class UnitOfWork:
                     "subtrees": subtrees,
                 },
             )
-            connection.execute(_UPDATE_HEAD, {"new_size": size + 1, "new_frontier": frontier})
+            self.rows(_UPDATE_HEAD, {"new_size": size + 1, "new_frontier": frontier})
         except SQLAlchemyError as error:
             raise Unavailable(
                 f"audit log: could not record {action!r}, so the change was not made",
@@ -116,7 +115,7 @@ class UnitOfWork:
         """Move the head over leaf hashes whose events the caller writes itself (recovery);
         returns each leaf's `subtrees`, for its event row."""
         size, frontier = self.rows(_LOCK_HEAD).one()
-        subtrees, frontier = _grow(size, split_hashes(frontier), digests)
+        subtrees, frontier = _grow(size, frontier, digests)
         self.rows(_UPDATE_HEAD, {"new_size": size + len(digests), "new_frontier": frontier})
         return subtrees
 
@@ -142,9 +141,11 @@ _UPDATE_HEAD = (
 )
 
 
-def _grow(size: int, frontier: list[bytes], digests: Iterable[bytes]) -> tuple[list[bytes], bytes]:
-    """Append leaves to the tree of `size` leaves: each leaf's `subtrees` (the hashes of the
-    subtrees it completes, level 1 up) and the new frontier, packed as the head stores it."""
+def _grow(size: int, packed: bytes, digests: Iterable[bytes]) -> tuple[list[bytes], bytes]:
+    """Append leaves to the tree of `size` leaves whose frontier the head stores as `packed`:
+    each leaf's `subtrees` (the hashes of the subtrees it completes, level 1 up) and the new
+    frontier, packed the same way."""
+    frontier = split_hashes(packed)
     subtrees = []
     for digest in digests:
         created, frontier = merkle.append(size, frontier, digest)
