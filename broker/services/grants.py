@@ -47,7 +47,7 @@ from broker.adapters.db.models import (
     UserProfile,
     UTCDateTime,
 )
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, with_audit_head
 from broker.container import Escrow
 from broker.domain.access import authorize
 from broker.domain.clock import now
@@ -379,8 +379,9 @@ def release_key(
 
     The work (checks, unwrap, re-wrap, URL) happens first; the grant's row lock is taken only
     for the final re-check and the writes, so releases of one grant overlap. The hottest call
-    of the broker, in plain rows (no ORM objects): two reads, the lock, the numbered release
-    row, then the audit append (tests/access/test_grants.py counts the statements)."""
+    of the broker, in plain rows (no ORM objects): two reads, the grant and audit head locked
+    together, the numbered release row, then the event (tests/access/test_grants.py counts the
+    statements)."""
     authorize(actor, "grant.release")
     target = _release_target(uow, grant_id, index)
     _check_release(uow, actor, target, index, now())
@@ -399,15 +400,16 @@ def release_key(
         deposit_prefix(target.deposit_id) + payload_key(index),
         url_ttl(target, moment, escrow.settings.download_url_ttl_s),
     )
-    # From here to commit, this grant's releases queue: revoked or expired meanwhile?
-    locked = _locked_for_release(uow, grant_id)
-    _check_release(uow, actor, locked, index, moment)
-    number = _record_release(uow, actor, locked, index, target.path, header_sha256, moment)
     researcher = person_subject(
         target.user_id,
         commitment(target.issuer, target.subject, target.email, target.commitment_salt),
     )
-    uow.audit(  # last before commit: the audit head's lock is held only this long
+    # From here to commit, this grant's releases and every audit append queue: revoked or
+    # expired meanwhile?
+    locked = _locked_for_release(uow, grant_id)
+    _check_release(uow, actor, locked, index, moment)
+    number = _record_release(uow, actor, locked, index, target.path, header_sha256, moment)
+    uow.audit(  # to the head locked with the grant
         "key.released",
         actor,
         {
@@ -527,11 +529,11 @@ _RELEASE_TARGET = (
     )
     .where(Grant.id == bindparam("grant_id"))
 )
-_LOCKED_FOR_RELEASE = (
+_LOCKED_FOR_RELEASE = with_audit_head(
     select(*_GRANT_TERMS)
     .outerjoin(ResearcherKey, ResearcherKey.id == Grant.key_id)
-    .where(Grant.id == bindparam("grant_id"))
-    .with_for_update(of=Grant)
+    .where(Grant.id == bindparam("grant_id")),
+    Grant,
 )
 # The file's next release number, or no row at all once the limit is reached: one statement,
 # run after the grant's lock, so it sees every release committed before it.
@@ -570,8 +572,11 @@ def _release_target(uow: UnitOfWork, grant_id: str, index: int) -> Row[Any]:
 
 def _locked_for_release(uow: UnitOfWork, grant_id: str) -> Row[Any]:
     """The grant as committed now, its row locked until commit: releases and revocation of one
-    grant serialise, and the release number taken afterwards counts every earlier release."""
-    found = uow.rows(_LOCKED_FOR_RELEASE, {"grant_id": grant_id}).first()
+    grant serialise, and the release number taken afterwards counts every earlier release.
+    The audit head is locked in the same round trip, after the grant, as every change that
+    appends locks its own rows first. That holds the head over one more statement (the release
+    row) than locking it at the append would, and saves a round trip of every release."""
+    found = uow.locked_with_audit_head(_LOCKED_FOR_RELEASE, {"grant_id": grant_id})
     if found is None:
         raise _not_found(grant_id)
     return found

@@ -56,3 +56,59 @@ def test_a_failing_append_aborts_the_change(private_database_url):
     with sessions() as session:
         assert session.scalar(select(Organisation)) is None
     engine.dispose()
+
+
+def _head_and_leaves(sessions) -> tuple[int, bytes, list[int], list[bytes]]:
+    from broker.adapters.db.models import AuditHead
+
+    with sessions() as session:
+        head = session.get(AuditHead, 1)
+        rows = session.execute(
+            select(AuditEvent.seq, AuditEvent.leaf_hash).order_by(AuditEvent.seq)
+        ).all()
+        seqs, digests = zip(*rows, strict=True) if rows else ((), ())
+        return head.size, head.frontier, list(seqs), list(digests)
+
+
+def test_an_append_to_a_head_locked_with_a_row_continues_the_tree(sessions):
+    """locked_with_audit_head: the row and the head in one statement; the next appends use
+    that head (the first) and lock it again (the second), and the tree stays whole."""
+    from broker.adapters.db.uow import split_hashes, with_audit_head
+    from broker.auditlog import merkle
+
+    with UnitOfWork(sessions) as uow:
+        uow.audit("org.created", OPERATOR, {"org": "acme-ai"})
+        uow.session.add(Organisation(name="acme-ai"))
+        uow.commit()
+    locking = with_audit_head(select(Organisation.id).where(Organisation.name == "acme-ai"),
+                              Organisation)
+    with UnitOfWork(sessions) as uow:
+        assert uow.locked_with_audit_head(locking, {}).audit_size == 1
+        uow.audit("org.renamed", OPERATOR, {"org": "acme-ai"})
+        uow.audit("org.renamed", OPERATOR, {"org": "acme-ai"})
+        uow.commit()
+    size, frontier, seqs, digests = _head_and_leaves(sessions)
+    assert (size, seqs) == (3, [0, 1, 2])
+    assert merkle.root_from_frontier(split_hashes(frontier)) == merkle.root_of_leaves(digests)
+
+
+def test_a_head_locked_in_an_earlier_transaction_is_locked_anew(sessions):
+    """A head read with a row lock and not appended to before that transaction ended is stale
+    once another append commits: the next append must not write after it."""
+    from broker.adapters.db.uow import with_audit_head
+
+    with UnitOfWork(sessions) as uow:
+        uow.session.add(Organisation(name="acme-ai"))
+        uow.commit()
+    locking = with_audit_head(select(Organisation.id).where(Organisation.name == "acme-ai"),
+                              Organisation)
+    with UnitOfWork(sessions) as first:
+        assert first.locked_with_audit_head(locking, {}).audit_size == 0
+        first.commit()  # nothing appended: the head's lock ends here
+        with UnitOfWork(sessions) as other:
+            other.audit("org.created", OPERATOR, {"org": "b"})
+            other.commit()
+        first.audit("org.created", OPERATOR, {"org": "c"})  # seq 1, not a second seq 0
+        first.commit()
+    size, _, seqs, _ = _head_and_leaves(sessions)
+    assert (size, seqs) == (2, [0, 1])

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Executable, Result, bindparam, insert, select, update
+from sqlalchemy import Executable, Result, Row, Select, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from broker.adapters.db.models import AuditEvent, AuditHead, Deposit
 from broker.auditlog import merkle
@@ -27,6 +27,9 @@ class UnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
         self.session: Session
+        # The audit head as locked by `locked_with_audit_head`, for the next append in the
+        # same transaction: (that transaction, size, frontier).
+        self._held_head: tuple[SessionTransaction | None, int, bytes] | None = None
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
@@ -57,6 +60,19 @@ class UnitOfWork:
         self.session.flush()
         return self.session.connection().execute(statement, parameters)
 
+    def locked_with_audit_head(
+        self, statement: Select[Any], parameters: dict[str, Any]
+    ) -> Row[Any] | None:
+        """The first row of `statement`, made by `with_audit_head`: the caller's row and the
+        audit log's head locked in one round trip. The next `audit()` in this transaction
+        appends to that head without locking it again."""
+        found = self.rows(statement, parameters).first()
+        if found is not None:
+            self._held_head = (
+                self.session.get_transaction(), found.audit_size, found.audit_frontier
+            )
+        return found
+
     def audit(
         self,
         action: str,
@@ -66,15 +82,15 @@ class UnitOfWork:
     ) -> int:
         """Append one event to the audit log in this transaction; returns its sequence number.
 
-        Call it last before `commit()`: it locks the log's head, which every append waits for.
+        Call it last before `commit()`: it locks the log's head, which every append waits for
+        (unless `locked_with_audit_head` locked it already, with the change's own row).
         Plain SQL statements, no ORM objects: this runs on every change, key releases included,
         and the head's lock is held from here to commit."""
         subject = self._with_model(subject or {})
         actor_ref = actor.audit_ref()
         index = index_of(actor_ref, subject)
         try:
-            # rows() writes the change this event records first
-            size, frontier = self.rows(_LOCK_HEAD).one()
+            size, frontier = self._lock_head()
             now = datetime.now(UTC)
             leaf = canonical_json(
                 {
@@ -88,8 +104,7 @@ class UnitOfWork:
             )
             digest = leaf_hash(leaf)
             (subtrees,), frontier = _grow(size, frontier, [digest])
-            self.rows(
-                _INSERT_EVENT,
+            self._append(
                 {
                     "seq": size,
                     "leaf": leaf,
@@ -102,8 +117,8 @@ class UnitOfWork:
                     "actor": index.actor,
                     "subtrees": subtrees,
                 },
+                {"new_size": size + 1, "new_frontier": frontier},
             )
-            self.rows(_UPDATE_HEAD, {"new_size": size + 1, "new_frontier": frontier})
         except SQLAlchemyError as error:
             raise Unavailable(
                 f"audit log: could not record {action!r}, so the change was not made",
@@ -111,10 +126,29 @@ class UnitOfWork:
             ) from error
         return size
 
+    def _lock_head(self) -> tuple[int, bytes]:
+        """(size, frontier) of the audit head, locked until this transaction ends. Writes the
+        pending ORM changes first (rows() does), so the event's change precedes it."""
+        held, self._held_head = self._held_head, None
+        if held is not None and held[0] is self.session.get_transaction():
+            self.session.flush()
+            return held[1], held[2]
+        size, frontier = self.rows(_LOCK_HEAD).one()
+        return size, frontier
+
+    def _append(self, event: dict[str, Any], head: dict[str, Any]) -> None:
+        """Write the event row and move the head: one round trip on PostgreSQL (a
+        data-modifying WITH), two on SQLite, which has none."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.rows(_APPEND_EVENT, {**event, **head})
+        else:
+            self.rows(_INSERT_EVENT, event)
+            self.rows(_UPDATE_HEAD, head)
+
     def extend_tree(self, digests: Sequence[bytes]) -> list[bytes]:
         """Move the head over leaf hashes whose events the caller writes itself (recovery);
         returns each leaf's `subtrees`, for its event row."""
-        size, frontier = self.rows(_LOCK_HEAD).one()
+        size, frontier = self._lock_head()
         subtrees, frontier = _grow(size, frontier, digests)
         self.rows(_UPDATE_HEAD, {"new_size": size + len(digests), "new_frontier": frontier})
         return subtrees
@@ -130,6 +164,19 @@ class UnitOfWork:
         return {**subject, "model": deposit.model.full_name, "version": deposit.version}
 
 
+def with_audit_head(statement: Select[Any], locked: Any) -> Select[Any]:
+    """`statement` (one row) also reading the audit head, `locked`'s row and the head locked
+    FOR UPDATE in that order, the order of every change that appends (its rows, then the
+    head): for `UnitOfWork.locked_with_audit_head`."""
+    return (
+        statement.add_columns(
+            AuditHead.size.label("audit_size"), AuditHead.frontier.label("audit_frontier")
+        )
+        .join(AuditHead, AuditHead.id == 1)
+        .with_for_update(of=[locked, AuditHead])
+    )
+
+
 _LOCK_HEAD = (
     select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
 )
@@ -138,6 +185,13 @@ _UPDATE_HEAD = (
     update(AuditHead.__table__)
     .where(AuditHead.__table__.c.id == 1)
     .values(size=bindparam("new_size"), frontier=bindparam("new_frontier"))
+)
+
+
+_APPEND_EVENT = _UPDATE_HEAD.add_cte(
+    insert(AuditEvent.__table__)
+    .values({column.name: bindparam(column.name) for column in AuditEvent.__table__.c})
+    .cte("event")
 )
 
 
