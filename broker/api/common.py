@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request, session
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, database_unavailable
 from broker.container import Escrow
 from broker.domain.principals import Principal
 from broker.errors import BadRequest, EscrowError, Unauthorized
@@ -91,6 +92,10 @@ def register_error_handlers(app: Flask) -> None:
         if error.status >= 500:
             log.warning("%s: %s", error.title, error.message)
         return problem(error.status, error.title, error.message, error.hint)
+
+    @app.errorhandler(OperationalError)
+    def database_error(error: OperationalError) -> Response:
+        return escrow_error(database_unavailable(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

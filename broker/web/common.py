@@ -18,8 +18,10 @@ from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, g, redirect, render_template, request
 from markupsafe import Markup
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from broker.adapters.db.uow import database_unavailable
 from broker.api.common import optional_caller, problem
 from broker.api.openapi import operation, path_params
 from broker.client.progress import human_bytes
@@ -164,6 +166,9 @@ def error_page(error: Exception) -> Response:
         code, name = error.code or 400, (error.name or "error").lower()
         error = EscrowError(error.description or name, hint="")
         error.status, error.title = code, name
+    elif isinstance(error, OperationalError):
+        error = database_unavailable(error)
+        log.warning("%s: %s", error.title, error.message)
     elif not isinstance(error, EscrowError):
         log.exception("unexpected error on page %s", request.path)
         error = EscrowError(

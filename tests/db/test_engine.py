@@ -57,3 +57,44 @@ def test_an_sqlite_without_returning_is_refused_with_what_to_do():
         _require_sqlite_returning((3, 34, 1))
     assert "PostgreSQL" in refused.value.hint
     _require_sqlite_returning((3, 35, 0))
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_call_whose_connection_dropped_is_a_503_saying_retry(app, make_person):
+    """The server dropped the pool's connections (a restart, a failover) while they were in
+    steady use: each call that meets a dead one answers 503 (retry; nothing was changed), in
+    JSON for the API and as a page for a browser, without the statement or its parameters;
+    the pool is replaced, so the next call works."""
+    person = make_person("omar@acme.example")
+    api = {"Authorization": f"Bearer {person.token}"}
+    page = {**api, "Accept": "text/html"}
+    client = app.test_client()
+    assert client.get("/api/v1/me", headers=api).status_code == 200
+    engine = app.extensions["escrow"].engine
+    other = create_engine(engine.url, poolclass=NullPool)
+    with other.connect() as connection:
+        dropped = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalar_one()
+    other.dispose()
+    assert dropped >= 1
+    refused = client.get("/api/v1/me", headers=api)
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert refused.mimetype == "application/problem+json"
+    assert "nothing was changed" in refused.json["detail"]
+    assert "retry" in refused.json["hint"]
+    text_of_answer = refused.get_data(as_text=True)
+    assert "SELECT" not in text_of_answer and person.token.split("_")[1] not in text_of_answer
+    assert client.get("/api/v1/me", headers=api).status_code == 200
+    # the same for a page
+    with other.connect() as connection:
+        connection.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ))
+    other.dispose()
+    shown = client.get("/requests", headers=page)
+    assert shown.status_code == 503 and shown.mimetype == "text/html"
+    assert "nothing was changed" in shown.get_data(as_text=True)
+    assert client.get("/requests", headers=page).status_code == 200

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Executable, Result, Row, Select, bindparam, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from broker.adapters.db.models import AuditEvent, AuditHead, Deposit
@@ -162,6 +162,18 @@ class UnitOfWork:
         if deposit is None:
             return subject
         return {**subject, "model": deposit.model.full_name, "version": deposit.version}
+
+
+def database_unavailable(error: OperationalError) -> Unavailable:
+    """A call the database could not complete for a reason of the moment (connection lost,
+    deadlock, lock or statement timeout, server shutting down): its transaction was rolled
+    back, so the caller may retry. Names the driver's error class only: the statement and its
+    parameters (ids and hashes of secrets) stay out of answers and logs."""
+    return Unavailable(
+        f"database: the call could not be completed ({type(error.orig).__name__}); "
+        "nothing was changed",
+        hint="retry in a moment; if it persists, check the database with `escrow admin health`",
+    )
 
 
 def with_audit_head(statement: Select[Any], locked: Any) -> Select[Any]:
