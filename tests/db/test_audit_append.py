@@ -70,18 +70,28 @@ def _head_and_leaves(sessions) -> tuple[int, bytes, list[int], list[bytes]]:
         return head.size, head.frontier, list(seqs), list(digests)
 
 
+def _org_locking_the_head(sessions, events: int):  # noqa: ANN202
+    """Organisation acme-ai after `events` appends, and the statement that locks its row and
+    the audit head (locked_with_audit_head)."""
+    from broker.adapters.db.uow import with_audit_head
+
+    with UnitOfWork(sessions) as uow:
+        for _ in range(events):
+            uow.audit("org.created", OPERATOR, {"org": "acme-ai"})
+        uow.session.add(Organisation(name="acme-ai"))
+        uow.commit()
+    return with_audit_head(
+        select(Organisation.id).where(Organisation.name == "acme-ai"), Organisation
+    )
+
+
 def test_an_append_to_a_head_locked_with_a_row_continues_the_tree(sessions):
     """locked_with_audit_head: the row and the head in one statement; the next appends use
     that head (the first) and lock it again (the second), and the tree stays whole."""
-    from broker.adapters.db.uow import split_hashes, with_audit_head
+    from broker.adapters.db.uow import split_hashes
     from broker.auditlog import merkle
 
-    with UnitOfWork(sessions) as uow:
-        uow.audit("org.created", OPERATOR, {"org": "acme-ai"})
-        uow.session.add(Organisation(name="acme-ai"))
-        uow.commit()
-    locking = with_audit_head(select(Organisation.id).where(Organisation.name == "acme-ai"),
-                              Organisation)
+    locking = _org_locking_the_head(sessions, events=1)
     with UnitOfWork(sessions) as uow:
         assert uow.locked_with_audit_head(locking, {}).audit_size == 1
         uow.audit("org.renamed", OPERATOR, {"org": "acme-ai"})
@@ -95,13 +105,7 @@ def test_an_append_to_a_head_locked_with_a_row_continues_the_tree(sessions):
 def test_a_head_locked_in_an_earlier_transaction_is_locked_anew(sessions):
     """A head read with a row lock and not appended to before that transaction ended is stale
     once another append commits: the next append must not write after it."""
-    from broker.adapters.db.uow import with_audit_head
-
-    with UnitOfWork(sessions) as uow:
-        uow.session.add(Organisation(name="acme-ai"))
-        uow.commit()
-    locking = with_audit_head(select(Organisation.id).where(Organisation.name == "acme-ai"),
-                              Organisation)
+    locking = _org_locking_the_head(sessions, events=0)
     with UnitOfWork(sessions) as first:
         assert first.locked_with_audit_head(locking, {}).audit_size == 0
         first.commit()  # nothing appended: the head's lock ends here
