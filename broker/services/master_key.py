@@ -6,8 +6,10 @@ in the bucket's `identity.wrapped`, and the broker's signing keys) under a new k
 1. read every wrapped secret with the keys this broker holds; if any does not open, stop before
    changing anything, naming it;
 2. local to local: keep the current key beside the key file as `<key file>.<key id>`, then
-   atomically replace the key file with a new key. Every broker process re-reads the key file
-   when it changes, so from here on new blobs use the new key and old blobs still open;
+   atomically replace the key file with a new key, both under a lock (one rotation at a time:
+   one that finds the file switched by another since it started stops, changing nothing).
+   Every broker process re-reads the key file when it changes, so from here on new blobs use
+   the new key and old blobs still open;
 3. re-wrap each secret still under another key, one commit each (bucket copy first);
 4. once a pass finds nothing left and the switch is `settle_s` old (a deposit being created at
    the switch may have wrapped with the old key), mirror the signing keys and bring the bucket's
@@ -20,10 +22,12 @@ events naming key ids only.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +103,7 @@ class _Plan:
     new_key: bytes | None  # a local key this run installs in `key_file` (not yet on disk)
     resumed: bool
     key_file: Path | None = None
+    replaces: str | None = None  # the local key id `key_file` held when this run planned
 
 
 # --- what the master key protects ---------------------------------------------------------
@@ -195,19 +200,53 @@ def rotate(
 def _start(escrow: Escrow, plan: _Plan, secrets: list[WrappedSecret]) -> list[str]:
     """Keep the old local key, log the start, install the new local key; the keys retired."""
     retired = sorted({s.key for s in secrets} - {plan.key})
-    if plan.new_key is not None and plan.key_file is not None:
-        retired = sorted({*retired, f"local:{plan.target.key_id}"})
-        _keep_current_key(plan.key_file)  # before anything else changes: harmless if it fails
     pending = sum(s.key != plan.key for s in secrets)
+    if plan.new_key is None or plan.key_file is None:
+        _audit_start(escrow, plan, retired, pending)
+        return retired
+    retired = sorted({*retired, f"local:{plan.replaces}"})
+    with _key_file_locked(plan.key_file):
+        _require_unswitched(plan.key_file, plan.replaces)
+        _keep_current_key(plan.key_file)  # before anything else changes: harmless if it fails
+        _audit_start(escrow, plan, retired, pending)
+        _switch_key_file(plan.target, plan.key_file, plan.new_key)
+    return retired
+
+
+def _audit_start(escrow: Escrow, plan: _Plan, retired: list[str], pending: int) -> None:
     _audit(
         escrow,
         "custody.rotation_started",
         plan.key,
         {"from": retired, "pending": pending, "resumed": plan.resumed},
     )
-    if plan.new_key is not None and plan.key_file is not None:
-        _switch_key_file(plan.target, plan.key_file, plan.new_key)
-    return retired
+
+
+@contextmanager
+def _key_file_locked(key_file: Path) -> Iterator[None]:
+    """One rotation at a time keeps and replaces the key file: an exclusive lock on
+    `<key file>-rotation.lock` (not `<key file>.*`, where retired keys live), which the kernel
+    releases if the process dies. Without it, two rotations could each keep the old key, and
+    the second switch would drop the first's new key with every secret wrapped by it."""
+    lock_file = key_file.with_name(key_file.name + "-rotation.lock")
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _require_unswitched(key_file: Path, planned: str | None) -> None:
+    """The key file still holds the key this run planned to replace (under the lock)."""
+    holds = key_id_of(read_key_file(key_file))
+    if holds != planned:
+        raise Conflict(
+            f"key rotation: another rotation switched {key_file} to key {holds} after this "
+            "one started; nothing was changed by this one",
+            hint="let that rotation finish (it re-wraps every secret); run `escrow admin key "
+            "rotate` again only if it was interrupted, to finish it",
+        )
 
 
 def _finish(escrow: Escrow, plan: _Plan, retired: list[str], rewrapped: int) -> RotationReport:
@@ -255,7 +294,9 @@ def _plan(escrow: Escrow, target: KeyCustody | None, secrets: list[WrappedSecret
         # configuration to KMS). KMS rotates a key's own material: there is no new key to make.
         return _Plan(current, key, None, resumed=True)
     new_key = generate_key()
-    return _Plan(current, f"local:{key_id_of(new_key)}", new_key, False, current.key_file)
+    return _Plan(
+        current, f"local:{key_id_of(new_key)}", new_key, False, current.key_file, current.key_id
+    )
 
 
 def _current(custody: KeyCustody) -> KeyCustody:

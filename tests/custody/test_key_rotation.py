@@ -5,6 +5,7 @@ when a secret does not open."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from sqlalchemy import select
@@ -129,6 +130,53 @@ def test_start_and_finish_are_audited_with_key_ids_and_no_key_material(escrow, d
     for key in (old_key_bytes, new_key_bytes):
         for leaf in (started, finished):
             assert base64.b64encode(key) not in leaf and key.hex().encode() not in leaf
+
+
+def test_two_rotations_at_once_never_drop_a_new_key(escrow, deposits, monkeypatch):
+    """The worst interleaving: rotation B has kept the old key and is about to switch the key
+    file when rotation A runs. Unserialised, A would switch to its key and re-wrap with it, and
+    B's switch would then drop A's key with every secret wrapped by it. With the lock, A waits,
+    then finds the file switched by B and stops, having changed nothing."""
+    import threading
+
+    from broker.errors import Conflict
+    from broker.services import master_key
+
+    before = plaintexts(escrow)
+    real_switch = master_key._switch_key_file
+    other: dict[str, object] = {}
+
+    def run_a() -> None:
+        try:
+            other["report"] = rotate(escrow, settle_s=0)
+        except Exception as error:  # noqa: BLE001  (what A ends with is the point)
+            other["error"] = error
+
+    def b_switches_late(*args: object) -> None:
+        if "thread" not in other:  # B's switch: let A run first, as far as it gets
+            other["thread"] = threading.Thread(target=run_a)
+            other["thread"].start()
+            other["thread"].join(timeout=3)
+        real_switch(*args)
+
+    monkeypatch.setattr(master_key, "_switch_key_file", b_switches_late)
+    report_b = rotate(escrow, settle_s=0)
+    other["thread"].join(timeout=30)
+    assert isinstance(other.get("error"), Conflict), other
+    assert "another rotation switched" in other["error"].message
+    assert set(keys_in_use(escrow).values()) == {report_b.key}
+    with fresh_escrow(escrow) as broker:
+        assert plaintexts(broker) == before
+    # every key a rotation set out to wrap with is still on disk, for the brokers that used it
+    with escrow.uow() as uow:
+        started = uow.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.action == "custody.rotation_started")
+        ).all()
+    key_file = escrow.settings.key_file
+    for leaf in started:
+        key_id = json.loads(leaf)["subject"]["key"].removeprefix("local:")
+        assert key_id == key_id_of(read_key_file(key_file)) or \
+            retired_key_path(key_file, key_id).exists(), f"key {key_id} was dropped"
 
 
 # --- refused before anything changes ----------------------------------------------------------
