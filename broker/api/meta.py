@@ -9,6 +9,7 @@ from broker.adapters.db.models import User
 from broker.api.common import caller, escrow
 from broker.api.openapi import obj, openapi_document, operation
 from broker.errors import EscrowError
+from broker.services import copies
 from broker.services.people import describe_user
 from broker.services.signing import published_keys
 
@@ -33,7 +34,7 @@ def healthz() -> tuple[Response, int]:
     checks = {}
     for name, probe in (
         ("database", _database),
-        ("object_store", lambda: escrow().store.check()),
+        ("object_store", lambda: copies.check_store(escrow(), escrow().store)),
         ("key_custody", lambda: escrow().custody.check()),
     ):
         try:

@@ -82,6 +82,15 @@ def copy_object(
     return info.size
 
 
+def check_store(escrow: Escrow, store: ObjectStore) -> str:
+    """The store's own check, and, with ESCROW_OBJECT_LOCK_DAYS set, that its bucket has Object
+    Lock: found by the health check, not by the first deposit failing to seal."""
+    found = store.check()
+    if escrow.settings.object_lock_days and isinstance(store, SupportsRetention):
+        found += f"; {store.check_object_lock()}"
+    return found
+
+
 def lock(escrow: Escrow, store: ObjectStore, keys: list[str]) -> None:
     """Object Lock each key's current version until now + ESCROW_OBJECT_LOCK_DAYS (S3 only)."""
     days = escrow.settings.object_lock_days

@@ -16,6 +16,7 @@ from broker.container import Escrow
 from broker.domain.access import authorize
 from broker.domain.principals import Principal
 from broker.errors import EscrowError
+from broker.services import copies
 from broker.services.deposits import FAILED, SEALED, VERIFYING
 
 OPEN_JOB_STATES = ("queued", "running", "failed")
@@ -33,8 +34,12 @@ def check_all(escrow: Escrow, actor: Principal) -> list[Check]:
     authorize(actor, "health.read")
     probes: tuple[tuple[str, Callable[[], str]], ...] = (
         ("database", lambda: _database(escrow)),
-        ("object store", escrow.store.check),
-        *((("mirror", escrow.mirror.check),) if escrow.mirror is not None else ()),
+        ("object store", lambda: copies.check_store(escrow, escrow.store)),
+        *(
+            (("mirror", lambda: copies.check_store(escrow, mirror)),)
+            if (mirror := escrow.mirror) is not None
+            else ()
+        ),
         ("key custody", escrow.custody.check),
     )
     return [_probe(name, probe) for name, probe in probes]

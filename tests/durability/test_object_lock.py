@@ -105,6 +105,34 @@ def test_a_bucket_without_object_lock_is_refused_at_sealing(s3_escrow):
     assert "ESCROW_OBJECT_LOCK_DAYS" in raised.value.hint
 
 
+def test_health_names_a_bucket_without_object_lock_before_any_deposit(s3_escrow):
+    """ESCROW_OBJECT_LOCK_DAYS set, the bucket made without Object Lock: `escrow admin health`
+    and /healthz say so, with what to do, instead of the first deposit failing at sealing."""
+    from broker.services.health import check_all
+
+    escrow, client, bucket = s3_escrow(locked=False)
+    store = {c.name: c for c in check_all(escrow, OPERATOR)}["object store"]
+    assert not store.ok
+    assert f"s3 bucket {bucket!r} has no Object Lock" in store.detail
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert "has no Object Lock" in answer.json["checks"]["object_store"]["detail"]
+
+    escrow, client, bucket = s3_escrow(locked=True)
+    store = {c.name: c for c in check_all(escrow, OPERATOR)}["object store"]
+    assert store.ok and store.detail.endswith("; Object Lock enabled"), store.detail
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_bucket_without_object_lock_says_what_to_do(s3_env):
+    bucket = new_bucket(s3_env, locked=False)
+    store = S3Store(bucket, PREFIX, endpoint_url=s3_env.url, session=s3_env.session())
+    with pytest.raises(StorageError) as raised:
+        store.check_object_lock()
+    assert "create the bucket with Object Lock enabled" in raised.value.hint
+    assert "ESCROW_OBJECT_LOCK_DAYS" in raised.value.hint
+
+
 def test_object_lock_needs_an_s3_store():
     with pytest.raises(ConfigError, match="needs an S3 store"):
         load_settings({"ESCROW_DATA_DIR": "/tmp/x", "ESCROW_OBJECT_LOCK_DAYS": "30"})

@@ -81,3 +81,7 @@ class SupportsRetention(Protocol):
     Lock, compliance mode). The local store cannot: a file's owner can always remove it."""
 
     def retain_until(self, key: str, until: datetime) -> None: ...
+
+    def check_object_lock(self) -> str:
+        """What the bucket's Object Lock is; StorageError if it has none."""
+        ...

@@ -31,6 +31,7 @@ from broker.errors import ConfigError, EscrowError, InvalidInput, ObjectMissing,
 DEFAULT_POOL = 16  # parallel part transfers (the worker, list/complete calls) share the pool
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _BAD_PART_CODES = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"}
+_NO_LOCK_CONFIGURATION = "ObjectLockConfigurationNotFoundError"
 
 
 class S3Store:
@@ -138,6 +139,23 @@ class S3Store:
                 Key=self._key(key),
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
             )
+
+    def check_object_lock(self) -> str:
+        with self._errors("lock", self.bucket):
+            try:
+                found = self._client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != _NO_LOCK_CONFIGURATION:
+                    raise
+                found = {}
+        if found.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise StorageError(
+                f"s3 bucket {self.bucket!r} has no Object Lock, so sealing a deposit would "
+                "fail when it locks the objects",
+                hint="create the bucket with Object Lock enabled (README, \"Immutability\"), or "
+                "unset ESCROW_OBJECT_LOCK_DAYS",
+            )
+        return "Object Lock enabled"
 
     def open_read(self, key: str) -> BinaryIO:
         with self._errors("get", key):
