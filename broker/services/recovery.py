@@ -3,7 +3,9 @@ sealed deposits, and the audit log up to its newest mirrored checkpoint.
 
 Three phases, so a bad bucket changes nothing: read and check everything (signatures, the
 master key, every object, the log against its checkpoints); write it all in one transaction;
-then verify every deposit by decrypting and hashing, with the results on the audit log.
+then verify every deposit by decrypting and hashing, with the results on the audit log. The
+log is read twice (to check, then to write, checked again), one mirrored batch at a time, so
+memory does not grow with its length.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -84,7 +87,8 @@ class Bucket:
     keys: list[dict[str, Any]] = field(default_factory=list)
     deposits: list[DepositFromBucket] = field(default_factory=list)
     checkpoints: dict[int, str] = field(default_factory=dict)
-    leaves: list[bytes] = field(default_factory=list)
+    roots: dict[int, bytes] = field(default_factory=dict)  # of the checkpoints, by size
+    entries: int = 0  # the log's entries up to the newest checkpoint, checked (not kept)
     unsealed: list[str] = field(default_factory=list)
     dropped_entries: int = 0
     problems: list[str] = field(default_factory=list)
@@ -108,13 +112,13 @@ def recover(escrow: Escrow, manifest_key: bytes | None = None) -> Recovered:
         raise RecoveryFailed(
             "the bucket cannot be recovered as it is: " + "; ".join(bucket.problems)
             + f". Nothing was written. Readable: {len(bucket.deposits)} deposit(s), "
-            f"{len(bucket.leaves)} audit entries",
+            f"{bucket.entries} audit entries",
             hint="restore the named objects (from the mirror or a backup), or check the master "
             "key (ESCROW_KEY_FILE / ESCROW_KMS_KEY_ID), then run `escrow recover` again",
         )
     with escrow.uow() as uow:
         _require_empty(uow)
-        _write(uow, bucket)
+        _write(uow, bucket, escrow.store)
         uow.commit()
     verified = {
         d.manifest["deposit_id"]: run_verification(escrow, d.manifest["deposit_id"], OPERATOR).ok
@@ -123,7 +127,7 @@ def recover(escrow: Escrow, manifest_key: bytes | None = None) -> Recovered:
     return Recovered(
         deposits=sorted(verified),
         verified=verified,
-        entries=len(bucket.leaves),
+        entries=bucket.entries,
         checkpoint=max(bucket.checkpoints, default=0),
         unsealed=bucket.unsealed,
         dropped_entries=bucket.dropped_entries,
@@ -221,12 +225,12 @@ def _read_deposit(
 
 def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> None:
     """Every mirrored checkpoint checked against the checkpoint key, then every mirrored entry
-    replayed against them; the log is kept up to the newest checkpoint."""
+    replayed against them, one batch in memory at a time: the log is recovered up to the
+    newest checkpoint (the entries are read again when written)."""
     store, origin = escrow.store, escrow.settings.origin
     if checkpoint_key is None:
         return  # reported with the keys
     verifier = format_verifier_key(origin, checkpoint_key)
-    roots = {}
     for key in store.list_keys(audit.CHECKPOINT_PREFIX):
         note = store.get_bytes(key).decode()
         try:
@@ -239,16 +243,25 @@ def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> N
                 + _LOG_HINT,
             ) from None
         bucket.checkpoints[checkpoint.size] = note
-        roots[checkpoint.size] = checkpoint.root
+        bucket.roots[checkpoint.size] = checkpoint.root
+    for _, vouched in _replayed(store, bucket.roots):
+        if vouched:
+            bucket.entries += 1
+        else:
+            bucket.dropped_entries += 1
+
+
+def _replayed(store: ObjectStore, roots: dict[int, bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Every mirrored entry, and whether a checkpoint vouches for it: those up to the newest
+    checkpoint are checked against the checkpoints as they come; later ones are left out."""
     newest = max(roots, default=0)
     replay = LogReplay(roots=roots)
     try:
         for leaf in _batches(store):
-            if replay.size == newest:
-                bucket.dropped_entries += 1
-                continue
-            replay.add(replay.size, leaf)
-            bucket.leaves.append(leaf)
+            vouched = replay.size < newest
+            if vouched:
+                replay.add(replay.size, leaf)
+            yield leaf, vouched
         replay.finish(newest)
     except LogTampered as error:
         raise RecoveryFailed(f"the mirrored log is damaged: {error}", hint=_LOG_HINT) from None
@@ -263,14 +276,18 @@ _LOG_HINT = (
 def _batches(store: ObjectStore) -> Iterator[bytes]:
     """Every mirrored leaf once, in order. Batches written by two processes at once may overlap
     (each mirrors from what it listed): the overlap must repeat the same leaves. A gap, a
-    differing overlap or a short batch is named."""
-    seen: list[bytes] = []
+    differing overlap or a short batch is named. Keys sort by first entry, so an overlap lies
+    within the leaves kept from the batches before: from the last one's start on."""
+    kept: list[bytes] = []  # the leaves from entry `kept_from` up to `read` (exclusive)
+    kept_from = read = 0
     for key in store.list_keys(audit.ENTRIES_PREFIX):
         start, end = audit.batch_range(key)
-        if start > len(seen):
+        if start < kept_from:  # list_keys sorts; a key out of order is not one of ours
+            raise RecoveryFailed(f"batch {key} is listed out of order", hint=_LOG_HINT)
+        if start > read:
             raise RecoveryFailed(
                 f"batch {key} starts at entry {start}, but the batches before end at "
-                f"{len(seen)}: entries {len(seen)}..{start - 1} are missing",
+                f"{read}: entries {read}..{start - 1} are missing",
                 hint=_LOG_HINT,
             )
         lines = store.get_bytes(key).split(b"\n")
@@ -280,16 +297,19 @@ def _batches(store: ObjectStore) -> Iterator[bytes]:
                 f"not {end - start}",
                 hint=_LOG_HINT,
             )
-        for seq, leaf in enumerate(lines[:-1], start):
-            if seq < len(seen):
-                if seen[seq] != leaf:
+        leaves = lines[:-1]
+        for seq, leaf in enumerate(leaves, start):
+            if seq < read:
+                if kept[seq - kept_from] != leaf:
                     raise RecoveryFailed(
                         f"batch {key} holds another entry {seq} than an earlier batch",
                         hint=_LOG_HINT,
                     )
                 continue
-            seen.append(leaf)
+            read += 1
             yield leaf
+        kept = leaves + kept[end - kept_from :] if end < read else leaves
+        kept_from = start
 
 
 # --- phase 2: write ----------------------------------------------------------------------------
@@ -318,7 +338,7 @@ def _require_empty(uow: UnitOfWork) -> None:
     uow.session.execute(update(AuditHead).values(size=0, frontier=b""))
 
 
-def _write(uow: UnitOfWork, bucket: Bucket) -> None:
+def _write(uow: UnitOfWork, bucket: Bucket, store: ObjectStore) -> None:
     for document in bucket.keys:
         uow.session.add(SigningKey(
             id=document["key_id"], purpose=document["purpose"],
@@ -331,7 +351,7 @@ def _write(uow: UnitOfWork, bucket: Bucket) -> None:
     for deposit in bucket.deposits:
         _write_deposit(uow, deposit, models)
     uow.session.flush()
-    _write_log(uow, bucket)
+    _write_log(uow, bucket, store)
 
 
 def _write_deposit(uow: UnitOfWork, found: DepositFromBucket, models: dict[str, Model]) -> None:
@@ -371,15 +391,34 @@ def _model(uow: UnitOfWork, full_name: str) -> Model:
 RECOVERED_ISSUER = "urn:weights-escrow:recovered"
 
 
-def _reserve_user_ids(uow: UnitOfWork, leaves: list[bytes]) -> None:
+_WRITE_CHUNK = 1000  # entries per flush: memory stays flat however long the log is
+
+
+def _event_row(
+    seq: int, leaf: bytes, digest: bytes, subtrees: bytes, event: dict[str, Any],
+    models: dict[str, str],
+) -> AuditEvent:
+    subject = dict(event.get("subject") or {})
+    if "model" not in subject and subject.get("deposit") in models:
+        subject["model"] = models[subject["deposit"]]
+    index = index_of(event["actor"], subject)
+    return AuditEvent(
+        seq=seq, leaf=leaf, leaf_hash=digest, action=event["action"],
+        created_at=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
+        org=index.org, model=index.model, user_id=index.user_id, actor=index.actor,
+        subtrees=subtrees,
+    )
+
+
+def _user_ids(event: dict[str, Any]) -> Iterator[int]:
+    for value in (event.get("subject", {}).get("user"), _user_actor(event["actor"])):
+        if isinstance(value, str) and value.isdigit():
+            yield int(value)
+
+
+def _reserve_user_ids(uow: UnitOfWork, ids: set[int]) -> None:
     """The log names people by user id; those ids stay theirs. A disabled placeholder holds each
     one (its profile is not in the bucket), so a new account never takes an id the log uses."""
-    ids: set[int] = set()
-    for leaf in leaves:
-        event = json.loads(leaf)
-        for value in (event.get("subject", {}).get("user"), _user_actor(event["actor"])):
-            if isinstance(value, str) and value.isdigit():
-                ids.add(int(value))
     moment = now()
     for user_id in sorted(ids):
         uow.session.add(User(id=user_id, issuer=RECOVERED_ISSUER, subject=f"user-{user_id}",
@@ -394,30 +433,26 @@ def _user_actor(actor: dict[str, str]) -> str | None:
     return actor.get("id") if actor.get("kind") == "user" else None
 
 
-def _write_log(uow: UnitOfWork, bucket: Bucket) -> None:
+def _write_log(uow: UnitOfWork, bucket: Bucket, store: ObjectStore) -> None:
+    """The entries read from the bucket again, a chunk at a time, and checked against the
+    checkpoints again: a bucket changed since it was read fails here, before the commit."""
     models = {d.manifest["deposit_id"]: d.manifest["model"] for d in bucket.deposits}
-    digests = [leaf_hash(leaf) for leaf in bucket.leaves]
-    subtrees = uow.extend_tree(digests)
-    for seq, leaf in enumerate(bucket.leaves):
-        event = json.loads(leaf)
-        subject = dict(event.get("subject") or {})
-        if "model" not in subject and subject.get("deposit") in models:
-            subject["model"] = models[subject["deposit"]]
-        index = index_of(event["actor"], subject)
-        uow.session.add(AuditEvent(
-            seq=seq, leaf=leaf, leaf_hash=digests[seq], action=event["action"],
-            created_at=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
-            org=index.org, model=index.model, user_id=index.user_id, actor=index.actor,
-            subtrees=subtrees[seq],
-        ))
-        if seq % 1000 == 999:
-            uow.session.flush()
-    uow.session.flush()
-    _reserve_user_ids(uow, bucket.leaves)
+    user_ids: set[int] = set()
+    vouched = (leaf for leaf, ok in _replayed(store, bucket.roots) if ok)
+    seq = 0
+    while chunk := list(islice(vouched, _WRITE_CHUNK)):
+        digests = [leaf_hash(leaf) for leaf in chunk]
+        for leaf, digest, subtrees in zip(chunk, digests, uow.extend_tree(digests), strict=True):
+            event = json.loads(leaf)
+            user_ids.update(_user_ids(event))
+            uow.session.add(_event_row(seq, leaf, digest, subtrees, event, models))
+            seq += 1
+        uow.session.flush()
+    _reserve_user_ids(uow, user_ids)
     for size, note in bucket.checkpoints.items():
         uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))
     uow.session.flush()
     uow.audit("escrow.recovered", OPERATOR, {}, {
-        "deposits": len(bucket.deposits), "entries": len(bucket.leaves),
+        "deposits": len(bucket.deposits), "entries": bucket.entries,
         "unsealed_deposits": bucket.unsealed, "dropped_entries": bucket.dropped_entries,
     })

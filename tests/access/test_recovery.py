@@ -156,3 +156,26 @@ def test_a_missing_batch_is_named_with_the_entries_it_held(escrow, bucket, fresh
                            b"".join(x + b"\n" for x in lines[4:]))
     with pytest.raises(RecoveryFailed, match=r"entries 0\.\.3 are missing"):
         recover(fresh)
+
+
+def test_a_log_in_overlapping_batches_is_rebuilt_a_chunk_at_a_time(escrow, bucket, fresh,
+                                                                     monkeypatch):
+    """The log is read one batch at a time and written a chunk at a time: re-mirrored as
+    batches of 5 entries every 3 (and one inside another), written in chunks of 4, every
+    entry comes back with the tree nodes it had."""
+    from broker.services import recovery
+
+    monkeypatch.setattr(recovery, "_WRITE_CHUNK", 4)
+    [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
+    lines = escrow.store.get_bytes(batch).split(b"\n")[:-1]
+    assert len(lines) == bucket > 8  # more than two chunks
+    escrow.store.delete(batch)
+    spans = [(start, min(start + 5, len(lines))) for start in range(0, len(lines), 3)]
+    for start, end in [*spans, (4, 6)]:
+        escrow.store.put_bytes(audit.batch_key(start, end),
+                               b"".join(x + b"\n" for x in lines[start:end]))
+    assert recover(fresh).entries == bucket
+    nodes = select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.subtrees).where(
+        AuditEvent.seq < bucket).order_by(AuditEvent.seq)
+    with escrow.uow() as old, fresh.uow() as new:
+        assert new.session.execute(nodes).all() == old.session.execute(nodes).all()
