@@ -17,6 +17,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
 
 SMALL = 16 * 1024 * 1024  # objects kept in memory at most this big
 
@@ -105,6 +106,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         bucket, key, query = self._target()
+        if not key:  # ListObjectsV2 (`escrow init` lists the signing keys), in one page
+            return self._list(bucket, query.get("prefix", [""])[0])
         if "uploadId" in query:
             with STATE.lock:
                 parts = sorted(STATE.uploads.get(query["uploadId"][0], {}).items())
@@ -123,6 +126,23 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(data, int):
             return self._reply(501, b"<Error><Code>Discarded</Code></Error>")
         return self._reply(200, data, {"ETag": '"0"'})
+
+    def _list(self, bucket: str, prefix: str) -> None:
+        with STATE.lock:
+            found = sorted(
+                (key, data if isinstance(data, int) else len(data))
+                for (owner, key), data in STATE.objects.items()
+                if owner == bucket and key.startswith(prefix)
+            )
+        items = "".join(
+            f'<Contents><Key>{escape(key)}</Key><Size>{size}</Size><ETag>"0"</ETag></Contents>'
+            for key, size in found
+        )
+        self._reply(200, (
+            f"<ListBucketResult><Name>{bucket}</Name><Prefix>{escape(prefix)}</Prefix>"
+            f"<KeyCount>{len(found)}</KeyCount><IsTruncated>false</IsTruncated>{items}"
+            "</ListBucketResult>"
+        ).encode())
 
     def do_HEAD(self) -> None:  # noqa: N802
         bucket, key, _ = self._target()
