@@ -38,7 +38,6 @@ from broker.adapters.objectstore.base import ObjectStore
 from broker.auditlog.checkpoint import (
     CheckpointError,
     format_verifier_key,
-    parse_checkpoint,
     verify_checkpoint,
 )
 from broker.auditlog.index import index_of
@@ -450,7 +449,7 @@ def _write_log(uow: UnitOfWork, bucket: Bucket, store: ObjectStore) -> None:
         uow.session.flush()
     _reserve_user_ids(uow, user_ids)
     for size, note in bucket.checkpoints.items():
-        uow.session.add(AuditCheckpoint(size=size, root=parse_checkpoint(note).root, note=note))
+        uow.session.add(AuditCheckpoint(size=size, root=bucket.roots[size], note=note))
     uow.session.flush()
     uow.audit("escrow.recovered", OPERATOR, {}, {
         "deposits": len(bucket.deposits), "entries": bucket.entries,
