@@ -56,6 +56,15 @@ class Settings:
     fixity_interval_s: int = 86400
     fixity_max_bytes_per_s: int = 50_000_000
     fixity_limit: int = 0
+    # jobs (README "Jobs"): a claimed job's lease, renewed by its worker's heartbeat
+    job_lease_s: int = 30
+    job_max_attempts: int = 5
+    job_backoff_s: int = 10
+    # database time limits (README "Time limits")
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_s: int = 15
+    db_lock_timeout_s: int = 5
+    db_pool_timeout_s: int = 10
     run_worker_in_process: bool = True
     config_file: Path | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
@@ -133,6 +142,26 @@ def _durability(env: Mapping[str, str], storage_url: str) -> dict[str, Any]:
     }
 
 
+def _jobs_and_database(env: Mapping[str, str]) -> dict[str, int]:
+    """The job queue's lease and retry settings and the database's time limits."""
+    lease = _whole_number(env, "ESCROW_JOB_LEASE_S", 30, 3600)
+    if lease < 3:
+        raise ConfigError(
+            f"ESCROW_JOB_LEASE_S={lease} is too short: a worker renews its lease every third of "
+            "it, and a lease under 3 s lapses on any pause",
+            hint="give 3 to 3600 seconds (30 by default)",
+        )
+    return {
+        "job_lease_s": lease,
+        "job_max_attempts": _positive_int(env, "ESCROW_JOB_MAX_ATTEMPTS", 5),
+        "job_backoff_s": _whole_number(env, "ESCROW_JOB_BACKOFF_S", 10, 86400),
+        "db_connect_timeout_s": _positive_int(env, "ESCROW_DB_CONNECT_TIMEOUT_S", 5),
+        "db_statement_timeout_s": _positive_int(env, "ESCROW_DB_STATEMENT_TIMEOUT_S", 15),
+        "db_lock_timeout_s": _positive_int(env, "ESCROW_DB_LOCK_TIMEOUT_S", 5),
+        "db_pool_timeout_s": _positive_int(env, "ESCROW_DB_POOL_TIMEOUT_S", 10),
+    }
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -170,6 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         origin=env.get("ESCROW_ORIGIN", "weights-escrow/" + public_url.split("://", 1)[-1]),
         checkpoint_interval_s=_positive_int(env, "ESCROW_CHECKPOINT_INTERVAL_S", 60),
         **_durability(env, storage_url),
+        **_jobs_and_database(env),
         run_worker_in_process=env.get("ESCROW_IN_PROCESS_WORKER", "1") == "1",
         config_file=config_file,
         oidc_issuers=_oidc_issuers(env, config_file),

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.adapters.custody import open_custody
 from broker.adapters.custody.base import KeyCustody
-from broker.adapters.db.engine import make_engine
+from broker.adapters.db.engine import DatabaseLimits, make_engine
 from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore import open_store
 from broker.adapters.objectstore.base import ObjectStore
@@ -35,7 +35,7 @@ class Escrow:
 
 
 def build_escrow(settings: Settings) -> Escrow:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, database_limits(settings))
     store = open_store(
         settings.storage_url,
         data_dir=settings.data_dir,
@@ -55,6 +55,15 @@ def build_escrow(settings: Settings) -> Escrow:
     mirror = open_mirror(settings) if settings.mirror_url else None
     return Escrow(
         settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror
+    )
+
+
+def database_limits(settings: Settings) -> DatabaseLimits:
+    return DatabaseLimits(
+        connect_s=settings.db_connect_timeout_s,
+        pool_s=settings.db_pool_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
     )
 
 

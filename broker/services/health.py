@@ -4,12 +4,15 @@ working, and which deposits wait for (or failed) verification."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, text
 
+from broker.adapters.db.engine import answer_within
 from broker.adapters.db.models import AuditEvent, Deposit, Job
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
@@ -20,6 +23,7 @@ from broker.services import copies
 from broker.services.deposits import FAILED, SEALED, VERIFYING
 
 OPEN_JOB_STATES = ("queued", "running", "failed")
+PROBE_BOUND_S = 3.0  # a health answer comes within this, whatever hangs behind it
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,16 @@ class Check:
 
 
 def check_all(escrow: Escrow, actor: Principal) -> list[Check]:
-    """Probe each part; a failing part is reported, never raised (health must show them all)."""
+    """Probe each part (the operator's view: `escrow admin health`, /operator)."""
     authorize(actor, "health.read")
+    return probe_all(escrow)
+
+
+def probe_all(escrow: Escrow, bound_s: float = PROBE_BOUND_S) -> list[Check]:
+    """Probe every part at once, each within `bound_s`: a failing or hanging part is reported,
+    never raised and never waited for longer (health must show them all, and answer)."""
     probes: tuple[tuple[str, Callable[[], str]], ...] = (
-        ("database", lambda: _database(escrow)),
+        ("database", lambda: _database(escrow, bound_s)),
         ("object store", lambda: copies.check_store(escrow, escrow.store)),
         *(
             (("mirror", lambda: copies.check_store(escrow, mirror)),)
@@ -42,19 +52,39 @@ def check_all(escrow: Escrow, actor: Principal) -> list[Check]:
         ),
         ("key custody", escrow.custody.check),
     )
-    return [_probe(name, probe) for name, probe in probes]
+    running = [_Probe(name, probe) for name, probe in probes]
+    deadline = time.monotonic() + bound_s
+    return [probe.result(deadline, bound_s) for probe in running]
 
 
-def _probe(name: str, probe: Callable[[], str]) -> Check:
-    try:
-        return Check(name, True, probe())
-    except Exception as error:  # any failure is the answer, whatever its type
-        detail = error.message if isinstance(error, EscrowError) else type(error).__name__
-        return Check(name, False, detail)
+class _Probe:
+    """One probe on a thread of its own, so that one that hangs cannot hold up the answer.
+    A thread left behind ends when its own call times out (the database's answer bound, the
+    store's read timeout)."""
+
+    def __init__(self, name: str, probe: Callable[[], str]) -> None:
+        self.name = name
+        self._probe = probe
+        self._check: Check | None = None
+        self._thread = threading.Thread(target=self._run, name=f"health {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._check = Check(self.name, True, self._probe())
+        except Exception as error:  # any failure is the answer, whatever its type
+            detail = error.message if isinstance(error, EscrowError) else type(error).__name__
+            self._check = Check(self.name, False, detail)
+
+    def result(self, deadline: float, bound_s: float) -> Check:
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._check is None:
+            return Check(self.name, False, f"did not answer within {bound_s:g} s")
+        return self._check
 
 
-def _database(escrow: Escrow) -> str:
-    with escrow.engine.connect() as connection:
+def _database(escrow: Escrow, bound_s: float) -> str:
+    with answer_within(bound_s), escrow.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     return f"{escrow.engine.dialect.name} answers"
 
