@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +18,8 @@ from broker.domain.principals import OPERATOR
 from broker.services import worker as jobs
 from broker.services.setup import initialise
 from broker.services.verification import run_verification
+
+PARENT_PID = "ESCROW_WORKER_PARENT_PID"  # set by `escrow serve` for the worker it starts
 
 
 def server_escrow() -> Escrow:
@@ -91,7 +95,12 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
     # The verification worker is a process of its own, never a thread of the forking arbiter:
     # SQLite (and most drivers) must not carry an open connection across fork().
     job_runner = (
-        subprocess.Popen([sys.executable, "-m", "broker.cli", "worker"]) if run_worker else None
+        subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "worker"],
+            env={**os.environ, PARENT_PID: str(os.getpid())},
+        )
+        if run_worker
+        else None
     )
     try:
         Broker().run()
@@ -106,10 +115,27 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
 def worker(once: bool) -> None:
     """Run the job queue: verification of finalised deposits."""
     escrow = server_escrow()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if os.environ.get(PARENT_PID):
+        _stop_when_orphaned(int(os.environ[PARENT_PID]), stop)
     if once:
-        click.echo(f"ran {jobs.run_pending(escrow)} job(s)")
+        click.echo(f"ran {jobs.run_pending(escrow, stop=stop)} job(s)")
         return
-    jobs.run_forever(escrow, threading.Event())
+    jobs.run_forever(escrow, stop)
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    """A worker started by `escrow serve` ends with it, even when it was killed (no orphans):
+    its job goes back to the queue and the checkpoint is signed on the way out."""
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @click.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -439,6 +440,8 @@ def describe(deposit: Deposit) -> dict[str, Any]:
             deposit.last_verified_at.isoformat() if deposit.last_verified_at else None
         ),
         "failure": deposit.failure,
+        "failure_hint": deposit.failure_hint,
+        "verification": _verification(deposit),
         "files": [
             {
                 "index": f.idx,
@@ -452,3 +455,22 @@ def describe(deposit: Deposit) -> dict[str, Any]:
         ],
     }
 
+
+
+def _verification(deposit: Deposit) -> dict[str, Any] | None:
+    """The deposit's newest verification job, as the depositor's wait shows it (None: none)."""
+    if not deposit.jobs:
+        return None
+    job = deposit.jobs[-1]
+    return {
+        "state": job.state,
+        "attempts": job.attempts,
+        "error": job.error,
+        "next_attempt_at": _iso(job.run_after) if job.state == "queued" else None,
+        "worker": job.locked_by,
+        "heartbeat_at": _iso(job.heartbeat_at) if job.state == "running" else None,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

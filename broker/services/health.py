@@ -8,15 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, text
 
 from broker.adapters.db.engine import answer_within
-from broker.adapters.db.models import AuditEvent, Deposit, Job
+from broker.adapters.db.models import AuditEvent, Deposit, Job, Worker
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain.access import authorize
+from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import EscrowError
 from broker.services import copies
@@ -89,8 +91,9 @@ def _database(escrow: Escrow, bound_s: float) -> str:
     return f"{escrow.engine.dialect.name} answers"
 
 
-def verifications(uow: UnitOfWork, actor: Principal) -> dict[str, Any]:
-    """Deposits verifying or failed, and the verification jobs not done, oldest first."""
+def verifications(uow: UnitOfWork, actor: Principal, lease_s: int = 30) -> dict[str, Any]:
+    """Deposits verifying or failed, the verification jobs not done, oldest first, and the
+    workers heard from within two leases (`lease_s`)."""
     authorize(actor, "health.read")
     deposits = uow.session.scalars(
         select(Deposit)
@@ -126,12 +129,34 @@ def verifications(uow: UnitOfWork, actor: Principal) -> dict[str, Any]:
                 "attempts": j.attempts,
                 "locked_by": j.locked_by,
                 "locked_at": j.locked_at.isoformat() if j.locked_at else None,
+                "heartbeat_at": j.heartbeat_at.isoformat() if j.heartbeat_at else None,
+                "run_after": j.run_after.isoformat() if j.run_after else None,
                 "created_at": j.created_at.isoformat(),
                 "error": j.error,
             }
             for j in jobs
         ],
+        "workers": [
+            {
+                "name": w.name,
+                "started_at": w.started_at.isoformat(),
+                "heartbeat_at": w.heartbeat_at.isoformat(),
+                "job_id": w.job_id,
+            }
+            for w in live_workers(uow, lease_s)
+        ],
     }
+
+
+def live_workers(uow: UnitOfWork, lease_s: int) -> list[Worker]:
+    """Workers heard from within two leases, newest heartbeat first (a worker that died
+    stops appearing once its lease is twice over)."""
+    cutoff = now() - timedelta(seconds=2 * lease_s)
+    return list(
+        uow.session.scalars(
+            select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.heartbeat_at.desc())
+        )
+    )
 
 
 def last_fixity(uow: UnitOfWork) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -19,7 +20,7 @@ from broker.auditlog.leaf import canonical_json
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import Principal
-from broker.errors import EscrowError, NotFound
+from broker.errors import EscrowError, ObjectMissing
 from broker.services import copies, signing
 from broker.services.deposits import (
     FAILED,
@@ -30,6 +31,13 @@ from broker.services.deposits import (
     header_key,
     payload_key,
 )
+
+
+class Cancelled(EscrowError):
+    """The verification was stopped before its result was written (shutdown, lost lease)."""
+
+    status = 503
+    title = "verification interrupted"
 
 
 @dataclass
@@ -53,22 +61,34 @@ class Report:
         return [f for f in self.files if not f.ok]
 
 
-def check_deposit(escrow: Escrow, deposit: Deposit) -> Report:
-    """Decrypt and hash every file of the deposit against what was declared."""
+def check_deposit(
+    escrow: Escrow, deposit: Deposit, cancelled: Callable[[], bool] | None = None
+) -> Report:
+    """Decrypt and hash every file of the deposit against what was declared. A file that is
+    missing or does not match is a finding; a store that fails is an error (raised): the
+    verification could not run, and says nothing about the deposit."""
     identity = deposit_identity(escrow, deposit)
     prefix = deposit_prefix(deposit.id)
     report = Report(deposit.id)
     for file in sorted(deposit.files, key=lambda f: f.path):
         try:
-            problem = _check_file(escrow, prefix, file.idx, file.size, file.sha256 or "", identity)
-        except EscrowError as error:
+            problem = _check_file(
+                escrow, prefix, file.idx, file.size, file.sha256 or "", identity, cancelled
+            )
+        except ObjectMissing as error:
             problem = error.message
         report.files.append(FileResult(file.path, not problem, problem))
     return report
 
 
 def _check_file(
-    escrow: Escrow, prefix: str, index: int, size: int, sha256: str, identity: age.Identity
+    escrow: Escrow,
+    prefix: str,
+    index: int,
+    size: int,
+    sha256: str,
+    identity: age.Identity,
+    cancelled: Callable[[], bool] | None,
 ) -> str:
     header = escrow.store.get_bytes(prefix + header_key(index))
     try:
@@ -76,14 +96,20 @@ def _check_file(
     except age.AgeError as error:
         return f"header does not open: {error}"
     with escrow.store.open_read(prefix + payload_key(index)) as payload:
-        return check_payload(payload, file_key, size, sha256)
+        return check_payload(payload, file_key, size, sha256, cancelled)
 
 
-def check_payload(payload: BinaryIO, file_key: bytes, size: int, sha256: str) -> str:
+def check_payload(
+    payload: BinaryIO,
+    file_key: bytes,
+    size: int,
+    sha256: str,
+    cancelled: Callable[[], bool] | None = None,
+) -> str:
     """Decrypt a payload stream and compare its plaintext's size and SHA-256 with what was
     declared: "" if they match, else the problem. Memory: one batch of chunks."""
     hasher = hashlib.sha256()
-    sink = _CountingSink()
+    sink = _CountingSink(cancelled or (lambda: False))
     try:
         age.decrypt_payload(payload, sink, file_key, plaintext_hash=hasher)
     except age.AgeError as error:
@@ -100,10 +126,13 @@ def check_payload(payload: BinaryIO, file_key: bytes, size: int, sha256: str) ->
 class _CountingSink:
     """Where verified plaintext goes: nowhere. Only its size is kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
         self.size = 0
+        self.cancelled = cancelled
 
     def write(self, data: bytes | memoryview) -> int:
+        if self.cancelled():
+            raise Cancelled(f"verification stopped after {self.size} bytes of a file")
         self.size += len(data)
         return len(data)
 
@@ -133,43 +162,71 @@ def manifest_of(deposit: Deposit) -> dict[str, object]:
     }
 
 
-def run_verification(escrow: Escrow, deposit_id: str, actor: Principal) -> Report:
-    """Verify a deposit and record the outcome: seal it, fail it, or (if sealed) re-check it."""
+def run_verification(
+    escrow: Escrow,
+    deposit_id: str,
+    actor: Principal,
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    settle: Callable[[UnitOfWork], None] | None = None,
+) -> Report:
+    """Verify a deposit and record the outcome: seal it, fail it, or (if sealed) re-check it.
+
+    The payloads stream outside any transaction (a verification of terabytes must not hold
+    one open); the outcome is written in one transaction that locks the deposit, together with
+    whatever `settle` writes there (the job's end). A deposit that failed because its
+    verification could not run (no file found bad) is verified again and sealed if it passes.
+    """
     with escrow.uow() as uow:
-        deposit = uow.session.get(Deposit, deposit_id)
-        if deposit is None:
-            raise NotFound(f"deposit {deposit_id!r} does not exist", hint="check the deposit id")
-        report = check_deposit(escrow, deposit)
-        subject = {
-            "deposit": deposit.id,
-            "model": deposit.model.full_name,
-            "version": deposit.version,
-        }
-        results = [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files]
-        if not report.ok:
-            for file in deposit.files:
-                bad = next((r for r in report.bad if r.path == file.path), None)
-                file.error = bad.problem if bad else None
-                if bad and deposit.state == VERIFYING:
-                    file.state = FAILED
-            deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
-            if deposit.state == VERIFYING:
-                deposit.state = FAILED
-            uow.audit("deposit.verification_failed", actor, subject, {"files": results})
-            uow.commit()
-            return report
-        deposit.last_verified_at = now()
-        deposit.failure = None
-        for file in deposit.files:
-            file.state, file.error = "verified", None
-        sealing = deposit.state == VERIFYING
-        if sealing:
-            _seal(escrow, uow, deposit, actor, subject)
-        uow.audit("deposit.verification_passed", actor, subject, {"files": len(results)})
+        snapshot = copies.load_detached(uow, deposit_id)
+    report = check_deposit(escrow, snapshot, cancelled)
+    if cancelled is not None and cancelled():
+        raise Cancelled("verification stopped before its result was written")
+    with escrow.uow() as uow:
+        deposit = uow.session.get(Deposit, deposit_id, with_for_update=True)
+        assert deposit is not None  # deposits are never deleted
+        if deposit.state == FAILED and not any(f.state == FAILED for f in deposit.files):
+            deposit.state = VERIFYING  # it failed to run, not to match: try again
+        sealing = _record(escrow, uow, deposit, report, actor)
+        if settle is not None:
+            settle(uow)
         uow.commit()
     if sealing:
         copies.after_seal(escrow, deposit_id, actor)
     return report
+
+
+def _record(
+    escrow: Escrow, uow: UnitOfWork, deposit: Deposit, report: Report, actor: Principal
+) -> bool:
+    """Write a verification's outcome on the deposit; whether it sealed it."""
+    subject = {"deposit": deposit.id, "model": deposit.model.full_name, "version": deposit.version}
+    results = [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files]
+    if not report.ok:
+        for file in deposit.files:
+            bad = next((r for r in report.bad if r.path == file.path), None)
+            file.error = bad.problem if bad else None
+            if bad and deposit.state == VERIFYING:
+                file.state = FAILED
+        deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
+        deposit.failure_hint = None
+        if deposit.state == VERIFYING:
+            deposit.state = FAILED
+            deposit.failure_hint = (
+                "the files stored are not what was declared: deposit this version again "
+                "from the original files (a failed deposit is never sealed)"
+            )
+        uow.audit("deposit.verification_failed", actor, subject, {"files": results})
+        return False
+    deposit.last_verified_at = now()
+    deposit.failure = deposit.failure_hint = None
+    for file in deposit.files:
+        file.state, file.error = "verified", None
+    sealing = deposit.state == VERIFYING
+    if sealing:
+        _seal(escrow, uow, deposit, actor, subject)
+    uow.audit("deposit.verification_passed", actor, subject, {"files": len(results)})
+    return sealing
 
 
 def _seal(

@@ -1,4 +1,11 @@
-"""The job queue in the database: claim a job (SKIP LOCKED on PostgreSQL), run it, record it."""
+"""The job queue in the database: claim a job under a lease, keep the lease alive while it runs,
+record its end in the same transaction as its result.
+
+A claimed job holds a lease (`ESCROW_JOB_LEASE_S`) that the working process renews from a
+heartbeat thread. A worker that dies stops renewing; once the lease lapses, the next worker takes
+the job over. Attempts back off exponentially; a job that keeps failing (or whose workers keep
+dying) ends `failed` with its last error, and so does its deposit, with what to do next.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,12 @@ import os
 import socket
 import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select, update
 
-from broker.adapters.db.models import Deposit, Job
+from broker.adapters.db.models import Deposit, Job, Worker
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain.clock import now
@@ -20,81 +28,243 @@ from broker.errors import EscrowError
 from broker.services import audit, copies
 from broker.services.deposits import FAILED, VERIFYING
 from broker.services.fixity import FixitySchedule
-from broker.services.verification import run_verification
+from broker.services.verification import Cancelled, run_verification
 
 log = logging.getLogger(__name__)
-STALE_AFTER = timedelta(minutes=30)  # a claimed job older than this belonged to a dead worker
-MAX_ATTEMPTS = 5
+MAX_BACKOFF = timedelta(hours=1)
+RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def claim_job(escrow: Escrow, name: str) -> int | None:
-    """Mark the oldest runnable job as ours and return its id, or None."""
-    with escrow.uow() as uow:
-        stale = now() - STALE_AFTER
-        query = (
-            select(Job)
-            .where(
-                or_(Job.state == "queued", (Job.state == "running") & (Job.locked_at < stale)),
-                Job.attempts < MAX_ATTEMPTS,
-            )
-            .order_by(Job.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
+@dataclass
+class Lease:
+    """A job claimed by this worker: `lost` is set when the lease can no longer be proven ours
+    (another worker may have taken the job), and the work stops."""
+
+    job_id: int
+    worker: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def settle(self, uow: UnitOfWork, error: str | None, attempts_left: bool) -> bool:
+        """End the job in `uow` (the transaction of its result), only if it is still ours."""
+        retry = bool(error) and attempts_left
+        values: dict[str, object] = {
+            "state": "queued" if retry else ("failed" if error else "done"),
+            "error": error,
+            "locked_by": None,
+            "lease_until": None,
+            "finished_at": None if retry else now(),
+        }
+        ended = uow.session.execute(
+            update(Job)
+            .where(Job.id == self.job_id, Job.locked_by == self.worker, Job.state == "running")
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
-        job = uow.session.scalar(query)
-        if job is None:
-            return None
-        job.state, job.locked_by, job.locked_at = "running", name, now()
-        job.attempts += 1
-        uow.commit()
-        return job.id
+        return ended.rowcount == 1  # type: ignore[attr-defined]
 
 
-def run_job(escrow: Escrow, job_id: int) -> None:
-    with escrow.uow() as uow:
-        job = uow.session.get(Job, job_id)
-        assert job is not None
-        deposit_id, kind = job.deposit_id, job.kind
-    error = None
-    try:
-        if kind == "verify":
-            run_verification(escrow, deposit_id, SYSTEM)
-        else:
-            error = f"unknown job kind {kind!r}"
-    except EscrowError as failure:
-        error = failure.message
-        log.warning("job %s (%s of %s) failed: %s", job_id, kind, deposit_id, error)
-    with escrow.uow() as uow:
-        job = uow.session.get(Job, job_id)
-        assert job is not None
-        gave_up = bool(error) and job.attempts >= MAX_ATTEMPTS
-        job.state = "failed" if gave_up else ("queued" if error else "done")
-        job.error, job.locked_by = error, None
-        if gave_up:
-            _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}")
-        uow.commit()
+def claim_job(escrow: Escrow, name: str) -> Lease | None:
+    """Take the oldest runnable job under a fresh lease, or None. A job whose lease lapsed
+    after its last allowed attempt ends here, failed."""
+    while True:
+        with escrow.uow() as uow:
+            moment = now()
+            job = uow.session.scalar(
+                select(Job)
+                .where(
+                    or_(
+                        (Job.state == "queued")
+                        & (Job.run_after.is_(None) | (Job.run_after <= moment)),
+                        (Job.state == "running") & (Job.lease_until < moment),
+                    )
+                )
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if job is None:
+                return None
+            if job.state == "running" and job.attempts >= escrow.settings.job_max_attempts:
+                error = (
+                    f"the worker running it ({job.locked_by}) stopped without finishing, "
+                    f"{job.attempts} time(s)"
+                )
+                _end_failed(uow, job, error)
+                uow.commit()
+                continue
+            job.state, job.locked_by, job.locked_at = "running", name, moment
+            job.lease_until = moment + timedelta(seconds=escrow.settings.job_lease_s)
+            job.heartbeat_at = moment
+            job.attempts += 1
+            uow.commit()
+            return Lease(job.id, name)
 
 
-def _fail_deposit(uow: UnitOfWork, deposit_id: str, reason: str) -> None:
-    """A deposit whose verification job gave up must not stay 'verifying' forever."""
+def _end_failed(uow: UnitOfWork, job: Job, error: str) -> None:
+    job.state, job.error, job.locked_by = "failed", error, None
+    job.lease_until, job.finished_at = None, now()
+    _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}")
+
+
+def _fail_deposit(uow: UnitOfWork, deposit_id: str, reason: str, hint: str = "") -> None:
+    """A deposit whose verification job gave up must not stay 'verifying' forever: it fails,
+    saying why and what to do (the error's own hint first, then how to retry)."""
     deposit = uow.session.get(Deposit, deposit_id)
     if deposit is not None and deposit.state == VERIFYING:
         deposit.state, deposit.failure = FAILED, reason
+        retry = RETRY_HINT.format(deposit=deposit_id)
+        deposit.failure_hint = f"{hint.rstrip('.')}; then {retry}" if hint else retry
         uow.audit(
             "deposit.verification_failed", SYSTEM, {"deposit": deposit_id}, {"reason": reason}
         )
 
 
-def run_pending(escrow: Escrow, name: str | None = None) -> int:
-    """Run jobs until none is left; the number run."""
+def backoff(escrow: Escrow, attempts: int) -> timedelta:
+    """The wait before attempt `attempts + 1`: doubling from ESCROW_JOB_BACKOFF_S, capped."""
+    base = timedelta(seconds=escrow.settings.job_backoff_s)
+    return min(base * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+class Heartbeat:
+    """Renews a lease (and the worker's row) every third of the lease, on its own thread and
+    its own short transactions; marks the lease lost when it cannot be renewed in time."""
+
+    def __init__(self, escrow: Escrow, lease: Lease) -> None:
+        self.escrow, self.lease = escrow, lease
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        lease_s = self.escrow.settings.job_lease_s
+        valid_until = time.monotonic() + lease_s
+        while not self.done.wait(lease_s / 3):
+            try:
+                if not renew(self.escrow, self.lease):
+                    self.lease.lost.set()
+                    return
+                valid_until = time.monotonic() + lease_s
+            except Exception as error:  # a database blip: try again until the lease runs out
+                log.warning("job %s: heartbeat failed: %s", self.lease.job_id, error)
+            if time.monotonic() >= valid_until:
+                self.lease.lost.set()
+                return
+
+
+def renew(escrow: Escrow, lease: Lease) -> bool:
+    """Extend the lease if the job is still ours; False if it is not."""
+    with escrow.uow() as uow:
+        moment = now()
+        renewed = uow.session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id, Job.locked_by == lease.worker, Job.state == "running")
+            .values(
+                lease_until=moment + timedelta(seconds=escrow.settings.job_lease_s),
+                heartbeat_at=moment,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        record_worker(uow, lease.worker, lease.job_id, moment)
+        uow.commit()
+        return renewed.rowcount == 1  # type: ignore[attr-defined]
+
+
+def record_worker(uow: UnitOfWork, name: str, job_id: int | None, moment: datetime) -> None:
+    worker = uow.session.get(Worker, name)
+    if worker is None:
+        uow.session.add(Worker(name=name, started_at=moment, heartbeat_at=moment, job_id=job_id))
+    else:
+        worker.heartbeat_at, worker.job_id = moment, job_id
+
+
+def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -> None:
+    """Run a claimed job to its end; `stop` (a shutdown) hands the job back unfinished."""
+    with escrow.uow() as uow:
+        job = uow.session.get(Job, lease.job_id)
+        assert job is not None
+        deposit_id, kind, attempts = job.deposit_id, job.kind, job.attempts
+    attempts_left = attempts < escrow.settings.job_max_attempts
+    error, hint = None, ""
+    with Heartbeat(escrow, lease):
+        try:
+            if kind != "verify":
+                error = f"unknown job kind {kind!r}"
+            else:
+                run_verification(
+                    escrow,
+                    deposit_id,
+                    SYSTEM,
+                    cancelled=lambda: lease.lost.is_set() or bool(stop and stop.is_set()),
+                    settle=lambda uow: _settled(lease.settle(uow, None, attempts_left)),
+                )
+                return
+        except Cancelled:
+            if stop is not None and stop.is_set() and not lease.lost.is_set():
+                release(escrow, lease)
+            return  # a lost lease: the job is someone else's now
+        except EscrowError as failure:
+            error, hint = failure.message, failure.hint
+            log.warning("job %s (%s of %s) failed: %s", lease.job_id, kind, deposit_id, error)
+    _record_failure(escrow, lease, f"{error}", hint, attempts, attempts_left)
+
+
+def _settled(ours: bool) -> None:
+    if not ours:
+        raise Cancelled("the job's lease passed to another worker before its result was written")
+
+
+def _record_failure(
+    escrow: Escrow, lease: Lease, error: str, hint: str, attempts: int, attempts_left: bool
+) -> None:
+    with escrow.uow() as uow:
+        if not lease.settle(uow, error, attempts_left):
+            return
+        job = uow.session.get(Job, lease.job_id)
+        assert job is not None
+        if attempts_left:
+            job.run_after = now() + backoff(escrow, attempts)
+        else:
+            _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}", hint)
+        uow.commit()
+
+
+def release(escrow: Escrow, lease: Lease) -> None:
+    """Hand a job back at shutdown: queued again at once, this attempt not counted."""
+    with escrow.uow() as uow:
+        uow.session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id, Job.locked_by == lease.worker, Job.state == "running")
+            .values(
+                state="queued",
+                locked_by=None,
+                lease_until=None,
+                run_after=None,
+                attempts=Job.attempts - 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        uow.commit()
+
+
+def run_pending(
+    escrow: Escrow, name: str | None = None, stop: threading.Event | None = None
+) -> int:
+    """Run jobs until none is runnable (or `stop` is set); the number run."""
     name = name or worker_name()
     count = 0
-    while (job_id := claim_job(escrow, name)) is not None:
-        run_job(escrow, job_id)
+    while not (stop is not None and stop.is_set()) and (lease := claim_job(escrow, name)):
+        run_job(escrow, lease, stop)
         count += 1
     return count
 
@@ -114,18 +284,47 @@ def mirror_checkpoint(escrow: Escrow, mirrored: int) -> int:
     return size
 
 
+def _say_alive(escrow: Escrow, name: str) -> None:
+    with escrow.uow() as uow:
+        record_worker(uow, name, None, now())
+        uow.commit()
+
+
+def _say_gone(escrow: Escrow, name: str) -> None:
+    """Remove this worker's row, and any not heard from for a day."""
+    with escrow.uow() as uow:
+        uow.session.execute(
+            delete(Worker).where(
+                (Worker.name == name) | (Worker.heartbeat_at < now() - timedelta(days=1))
+            )
+        )
+        uow.commit()
+
+
 def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> None:
+    """The worker loop until `stop`: jobs first, fixity in between, the checkpoint signed and
+    mirrored on a timer and once more on the way out."""
     name = worker_name()
     next_checkpoint, mirrored = 0.0, -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
     while not stop.is_set():
         try:
+            _say_alive(escrow, name)
             if time.monotonic() >= next_checkpoint:
                 mirrored = mirror_checkpoint(escrow, mirrored)
                 next_checkpoint = time.monotonic() + escrow.settings.checkpoint_interval_s
-            busy = run_pending(escrow, name) > 0
+            busy = run_pending(escrow, name, stop) > 0
             if not fixity.step() and not busy:
                 stop.wait(poll_s)
         except Exception:  # the worker must outlive one bad job or a database blip
             log.exception("worker loop error")
-            time.sleep(poll_s)
+            stop.wait(poll_s)
+    _shut_down(escrow, name, mirrored)
+
+
+def _shut_down(escrow: Escrow, name: str, mirrored: int) -> None:
+    try:
+        mirror_checkpoint(escrow, mirrored)
+        _say_gone(escrow, name)
+    except Exception:
+        log.exception("worker shutdown: the checkpoint could not be signed and mirrored")

@@ -24,7 +24,7 @@ def dashboard() -> tuple[str, int]:
     require(actor, "health.read")
     checks = health.check_all(escrow(), actor)
     with escrow().uow() as uow:
-        waiting = health.verifications(uow, actor)
+        waiting = health.verifications(uow, actor, escrow().settings.job_lease_s)
     ok = all(check.ok for check in checks)
     # 503 when a part fails, like /healthz: a monitor may watch this page too.
     return render_template("operator/health.html", checks=checks, ok=ok, **waiting), (

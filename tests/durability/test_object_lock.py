@@ -11,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 from durability_support import audit_events, payload_key, seal
+from sqlalchemy import update
 
-from broker.adapters.db.models import Deposit
+from broker.adapters.db.models import Deposit, Job
 from broker.adapters.objectstore.s3 import S3Store
 from broker.config import load_settings
 from broker.domain.principals import OPERATOR
 from broker.errors import ConfigError, StorageError
 from broker.services.fixity import run_fixity
+from broker.services.worker import run_pending
 
 PREFIX = "escrow"
 
@@ -90,12 +92,21 @@ def test_a_locked_version_cannot_be_deleted(s3_escrow, s3_env):
 
 def test_a_bucket_without_object_lock_is_refused_at_sealing(s3_escrow):
     escrow, client, _bucket = s3_escrow(locked=False)
-    with pytest.raises(AssertionError):  # the worker's job fails (each attempt): no seal
-        seal(client, escrow)
+    seal(client, escrow)  # the job ran once and failed: no seal, and a retry later
+    with escrow.uow() as uow:
+        [deposit] = uow.session.query(Deposit).all()
+        assert deposit.state == "verifying" and deposit.sealed_at is None
+        [job] = deposit.jobs
+        assert job.state == "queued" and "missing ObjectLockConfiguration" in job.error
+        uow.session.execute(update(Job).values(attempts=4, run_after=None))  # the last attempt
+        uow.commit()
+    run_pending(escrow)
     with escrow.uow() as uow:
         [deposit] = uow.session.query(Deposit).all()
         assert deposit.state == "failed" and deposit.sealed_at is None
         assert "Bucket is missing ObjectLockConfiguration" in deposit.failure
+        assert "Object Lock enabled" in deposit.failure_hint  # the store's own hint
+        assert f"escrow verify {deposit.id}" in deposit.failure_hint
         key = f"deposits/{deposit.id}/manifest.json"
     assert audit_events(escrow, "deposit.sealed") == []
     with pytest.raises(StorageError) as raised:

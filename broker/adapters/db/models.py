@@ -94,7 +94,9 @@ class Deposit(Base):
     sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_hint: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[Model] = relationship()
+    jobs: Mapped[list[Job]] = relationship(viewonly=True, order_by="Job.id")
     files: Mapped[list[DepositFile]] = relationship(
         back_populates="deposit", order_by="DepositFile.idx", cascade="all, delete-orphan"
     )
@@ -186,6 +188,20 @@ class Job(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Worker(Base):
+    """A running job worker, as of its last heartbeat (the operator's view of who is alive)."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SigningKey(Base):
