@@ -1,0 +1,157 @@
+"""Killed workers and brokers, on real processes: no job stays stuck, no worker is orphaned.
+
+The broker runs in its own process (SQLite, objects in a real S3 server reached through a
+`FaultProxy`), the worker in another. The proxy holds the store's answers back, so that a
+verification is in flight, for certain, at the moment its worker is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from live import ESCROW_BIN, start_broker
+from proxy import HANG, PASS, FaultProxy
+
+LEASE_S = 3
+
+
+@pytest.fixture
+def store_proxy(moto_endpoint):
+    host, port = moto_endpoint.url.removeprefix("http://").split(":")
+    with FaultProxy((host, int(port))) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def broker(tmp_path: Path, moto_endpoint, store_proxy):
+    bucket = f"faults-{os.urandom(4).hex()}"
+    moto_endpoint.client("s3").create_bucket(Bucket=bucket)
+    process = start_broker(tmp_path, {
+        "ESCROW_STORAGE_URL": f"s3://{bucket}/escrow",
+        "ESCROW_S3_ENDPOINT_URL": f"http://{store_proxy.address}",
+        "ESCROW_JOB_LEASE_S": str(LEASE_S),
+        "ESCROW_IN_PROCESS_WORKER": "0",
+        **moto_endpoint.env(),
+    })
+    yield process
+    process.stop()
+
+
+def deposit_state(broker, deposit_id: str) -> dict:
+    request = urllib.request.Request(
+        f"{broker.url}/api/v1/deposits/{deposit_id}",
+        headers={"Authorization": f"Bearer {broker.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_for(what: str, check, timeout_s: float = 60.0):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def start_worker(broker, log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([ESCROW_BIN, "worker"], env={**broker.env, **env},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def submitted_deposit(broker, tmp_path: Path) -> str:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(os.urandom(200_000))
+    result = broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small",
+                           "--version", "1", "--no-wait", "--json")
+    return broker.last_json(result)["deposit_id"]
+
+
+def test_a_worker_killed_mid_verification_is_replaced_within_its_lease(
+    broker, store_proxy, tmp_path
+):
+    deposit_id = submitted_deposit(broker, tmp_path)
+    store_proxy.set_mode(HANG)  # the verification starts, then waits on the store
+    first = start_worker(broker, tmp_path / "worker1.log")
+    running = wait_for("the job to run", lambda: (
+        (v := deposit_state(broker, deposit_id)["verification"]) and v["state"] == "running"
+        and v))
+    time.sleep(0.5)  # into the store read
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    killed_at = time.monotonic()
+    store_proxy.set_mode(PASS)
+
+    second = start_worker(broker, tmp_path / "worker2.log")
+    try:
+        taken = wait_for("another worker to take the job over", lambda: (
+            (v := deposit_state(broker, deposit_id)["verification"])
+            and v["worker"] not in (None, running["worker"]) and v))
+        taken_after = time.monotonic() - killed_at
+        sealed = wait_for("the seal", lambda: (
+            (d := deposit_state(broker, deposit_id))["state"] == "sealed" and d))
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    print(f"\nFIGURE worker death -> job running again: {taken_after:.1f} s (lease {LEASE_S} s)")
+    assert taken_after < LEASE_S + 10
+    assert taken["attempts"] == 2
+    assert sealed["verification"]["state"] == "done"
+    assert second.returncode == 0  # SIGTERM: a clean stop
+    verified = broker.escrow("audit", "verify", "--json", check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    events = audit_actions(broker)
+    assert events.count("deposit.sealed") == 1
+    assert events.count("deposit.verification_passed") == 1
+
+
+def audit_actions(broker) -> list[str]:
+    """Every action on the broker's audit log, in order (read from its database)."""
+    from sqlalchemy import create_engine, text
+
+    from broker.config import load_settings
+
+    engine = create_engine(load_settings(broker.env).database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(text("SELECT action FROM audit_events ORDER BY seq")))
+    finally:
+        engine.dispose()
+
+
+def test_killing_the_broker_takes_its_worker_with_it(tmp_path: Path):
+    from live import start_broker as start
+
+    broker = start(tmp_path)
+    try:
+        worker = wait_for("the broker's worker", lambda: _worker_child(broker.process.pid))
+        broker.process.send_signal(signal.SIGKILL)
+        broker.process.wait(timeout=10)
+        wait_for("the orphaned worker to stop", lambda: not _alive(worker), timeout_s=15)
+    finally:
+        broker.stop()
+
+
+def _worker_child(parent: int) -> int | None:
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"worker" in cmdline:
+            return int(child)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
