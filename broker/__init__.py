@@ -14,7 +14,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from broker.adapters.oidc import init_oidc
-    from broker.api import access, audit, deposits, keys, meta, ndas, oauth, orgs, store_urls
+    from broker.api import (
+        access,
+        audit,
+        deposits,
+        idempotency,
+        keys,
+        meta,
+        ndas,
+        oauth,
+        orgs,
+        store_urls,
+    )
     from broker.api import models as api_models
     from broker.api.common import register_error_handlers
     from broker.config import load_settings
@@ -36,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.secure_cookies,
     )
     register_error_handlers(app)
+    idempotency.init_app(app)
     csrf.init_app(app)
     web_common.init_app(app)
     init_oidc(app, settings.oidc_issuers)

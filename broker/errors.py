@@ -91,5 +91,15 @@ class Unavailable(EscrowError):
     title = "service unavailable"
 
 
+class OutcomeUnknown(EscrowError):
+    """The database connection was lost while a change was being committed: it may or may not
+    have been made. Never reported as "not made": a retry with the same Idempotency-Key finds
+    out, and answers with the first outcome if there was one."""
+
+    status = 503
+    title = "outcome unknown"
+    type = "urn:weights-escrow:problem:outcome-unknown"
+
+
 class ConfigError(EscrowError):
     title = "configuration error"

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from broker.adapters.db.uow import UnitOfWork, database_unavailable
 from broker.container import Escrow
 from broker.domain.principals import Principal
-from broker.errors import BadRequest, EscrowError, Unauthorized
+from broker.errors import BadRequest, EscrowError, OutcomeUnknown, Unauthorized
 from broker.services.sessions import authenticate_bearer, live_session, principal_of
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,24 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def problem(status: int, title: str, detail: str, hint: str = "") -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    hint: str = "",
+    *,
+    type_: str = "about:blank",
+    **extra: Any,
+) -> Response:
     body: dict[str, Any] = {
-        "type": "about:blank",
+        "type": type_,
         "title": title,
         "status": status,
         "detail": detail,
     }
     if hint:
         body["hint"] = hint
+    body.update(extra)
     response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM
@@ -86,12 +95,26 @@ def problem(status: int, title: str, detail: str, hint: str = "") -> Response:
     return response
 
 
+def problem_response(error: EscrowError, **extra: Any) -> Response:
+    """`error` as problem+json; an unknown outcome names the Idempotency-Key to retry with
+    (or, without one, says to look before making the change again)."""
+    if error.status >= 500:
+        log.warning("%s: %s", error.title, error.message)
+    hint = error.hint
+    if isinstance(error, OutcomeUnknown) and "idempotency_key" not in extra:
+        hint = (
+            "look whether the change was made (e.g. GET the resource) before making it again; "
+            "send an Idempotency-Key header to make such retries safe"
+        )
+    type_ = getattr(error, "type", "about:blank")
+    return problem(error.status, error.title, error.message, hint, type_=type_, **extra)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EscrowError)
     def escrow_error(error: EscrowError) -> Response:
-        if error.status >= 500:
-            log.warning("%s: %s", error.title, error.message)
-        return problem(error.status, error.title, error.message, error.hint)
+        key = request.headers.get("Idempotency-Key")
+        return problem_response(error, **({"idempotency_key": key} if key else {}))
 
     @app.errorhandler(OperationalError)
     def database_error(error: OperationalError) -> Response:

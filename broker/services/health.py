@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from broker.adapters.db.engine import answer_within
 from broker.adapters.db.models import AuditEvent, Deposit, Job, Worker
@@ -20,7 +21,7 @@ from broker.container import Escrow
 from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
-from broker.errors import EscrowError
+from broker.errors import EscrowError, Unavailable
 from broker.services import copies
 from broker.services.deposits import FAILED, SEALED, VERIFYING
 
@@ -86,8 +87,12 @@ class _Probe:
 
 
 def _database(escrow: Escrow, bound_s: float) -> str:
-    with answer_within(bound_s), escrow.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    try:
+        with answer_within(bound_s), escrow.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:  # the driver's own words (no statement, no password)
+        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+        raise Unavailable(f"database: {reason or type(error.orig).__name__}") from None
     return f"{escrow.engine.dialect.name} answers"
 
 

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from faultproxy import HANG, PASS, FaultProxy
 from live import ESCROW_BIN, start_broker
-from proxy import HANG, PASS, FaultProxy
 
 LEASE_S = 3
 

@@ -460,3 +460,14 @@ class StoredObject(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     etag: Mapped[str] = mapped_column(String(200))
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """A change made under an Idempotency-Key, and its answer (encrypted under a key derived
+    from the Idempotency-Key, which only the client knows), for a retry to get that answer."""
+
+    __tablename__ = "idempotency_records"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hash of caller and key
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -6,13 +6,14 @@ event cannot be written, the change does not happen either (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Executable, Result, Row, Select, bindparam, insert, select, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from broker.adapters.db.models import AuditEvent, AuditHead, Deposit
@@ -20,7 +21,49 @@ from broker.auditlog import merkle
 from broker.auditlog.index import index_of
 from broker.auditlog.leaf import canonical_json, leaf_hash
 from broker.domain.principals import Principal
-from broker.errors import Unavailable
+from broker.errors import OutcomeUnknown, Unavailable
+
+NOT_MADE_HINT = "retry; if it persists, check the database with `escrow admin health`"
+
+
+class CommitHold:
+    """Holds the first commit of a request until its answer is ready, so that what `record`
+    writes (the answer, kept for a retry with the same Idempotency-Key) lands in the change's
+    own transaction. A second commit in the same request cannot be held: the first is then
+    committed with `record(session, None)` (the change is known, its answer not yet)."""
+
+    def __init__(self, record: Callable[[Session, Any], None]) -> None:
+        self.record = record
+        self.held: UnitOfWork | None = None
+        self.committed = False
+
+    def take(self, uow: UnitOfWork) -> bool:
+        """Hold `uow`'s commit (True), or say it must commit now (False)."""
+        if self.held is uow or (self.held is None and not self.committed):
+            self.held = uow
+            return True
+        return False
+
+    def finish(self, answer: Any) -> None:
+        """Commit the held change with `answer` recorded beside it (raises like commit())."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        self.committed = True
+        try:
+            self.record(held.session, answer)
+            held.commit_now()
+        finally:
+            held.session.close()
+
+    def abandon(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.session.rollback()
+            held.session.close()
+
+
+commit_hold: ContextVar[CommitHold | None] = ContextVar("commit_hold", default=None)
 
 
 class UnitOfWork:
@@ -32,6 +75,9 @@ class UnitOfWork:
         self._held_head: tuple[SessionTransaction | None, int, bytes] | None = None
 
     def __enter__(self) -> UnitOfWork:
+        hold = commit_hold.get()
+        if hold is not None:
+            hold.finish(None)  # another transaction must not wait on the held one's locks
         self.session = self._session_factory()
         return self
 
@@ -41,18 +87,39 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        hold = commit_hold.get()
+        if hold is not None and hold.held is self:
+            return  # the request commits it, with its answer
         self.session.rollback()
         self.session.close()
 
     def commit(self) -> None:
+        """Commit the transaction (or, inside a request that holds commits, write it and let
+        the request commit it with its answer). A failure before COMMIT reached the database
+        is "not made"; a connection lost during COMMIT is `OutcomeUnknown`."""
+        try:
+            self.session.flush()
+        except SQLAlchemyError as error:
+            self.session.rollback()
+            raise _not_made(error) from error
+        hold = commit_hold.get()
+        if hold is not None and hold.take(self):
+            return
+        self.commit_now()
+
+    def commit_now(self) -> None:
         try:
             self.session.commit()
         except SQLAlchemyError as error:
             self.session.rollback()
-            raise Unavailable(
-                "database: the change could not be committed and was not made",
-                hint="retry; if it persists, check the database with `escrow admin health`",
-            ) from error
+            if _outcome_unknown(error, self.session.get_bind().dialect.name):
+                raise OutcomeUnknown(
+                    "database: the connection was lost while the change was being committed, "
+                    "so it may or may not have been made",
+                    hint="retry with the same Idempotency-Key header (the CLI does): the broker "
+                    "answers with the first outcome if the change was made, else makes it",
+                ) from error
+            raise _not_made(error) from error
 
     def rows(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Result[Any]:
         """Run `statement` as plain SQL in this transaction (after writing pending ORM changes):
@@ -162,6 +229,24 @@ class UnitOfWork:
         if deposit is None:
             return subject
         return {**subject, "model": deposit.model.full_name, "version": deposit.version}
+
+
+def _not_made(error: SQLAlchemyError) -> Unavailable:
+    return Unavailable(
+        "database: the change could not be committed and was not made "
+        f"({type(getattr(error, 'orig', error)).__name__})",
+        hint=NOT_MADE_HINT,
+    )
+
+
+def _outcome_unknown(error: SQLAlchemyError, dialect: str) -> bool:
+    """Whether a failed COMMIT may nevertheless have been applied. An error the server sent
+    (it has an SQLSTATE: a serialization failure, a constraint) answers the COMMIT: nothing was
+    made. No answer at all (the connection broke or hung) leaves it unknown: the server may
+    have committed just before. SQLite has no connection to lose."""
+    if dialect == "sqlite" or not isinstance(error, DBAPIError):
+        return False
+    return not getattr(error.orig, "sqlstate", None)
 
 
 def database_unavailable(error: OperationalError) -> Unavailable:
