@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from broker import age
 from broker.adapters.db.models import ResearcherKey, User
@@ -211,8 +211,21 @@ def prove_key(uow: UnitOfWork, actor: Principal, key_id: str, response: object) 
             hint="decrypt the challenge with the private key of this very key and send the "
             f"secret it contains: escrow keys prove {key.id} --identity FILE",
         )
-    key.proven_at = now()
-    key.challenge = key.challenge_sha256 = key.challenge_expires_at = None
+    # One conditional UPDATE consumes the challenge: of answers racing with it, exactly one
+    # proves the key (and is logged); the others find it proven already.
+    consumed = uow.session.execute(
+        update(ResearcherKey)
+        .where(
+            ResearcherKey.id == key.id,
+            ResearcherKey.challenge_sha256 == presented,
+            ResearcherKey.proven_at.is_(None),
+        )
+        .values(proven_at=now(), challenge=None, challenge_sha256=None, challenge_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    uow.session.refresh(key)
+    if consumed.rowcount != 1:  # type: ignore[attr-defined]
+        return key
     uow.audit(
         "key.proven",
         actor,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, select, update
 
 from broker.adapters.db.models import (
     GlobalRole,
@@ -239,9 +239,21 @@ def redeem_login_link(uow: UnitOfWork, presented: str) -> LoginSession:
     link = uow.session.get(LoginLink, parts[0]) if parts else None
     if link is None or not secret_matches(parts[1], link.secret_sha256):
         raise refused
-    if link.used_at is not None or link.expires_at <= now():
+    moment = now()
+    # One conditional UPDATE consumes the link: of requests racing with it, exactly one
+    # changes the row (the others find it used), whatever the isolation level.
+    consumed = uow.session.execute(
+        update(LoginLink)
+        .where(
+            LoginLink.id == link.id,
+            LoginLink.used_at.is_(None),
+            LoginLink.expires_at > moment,
+        )
+        .values(used_at=moment)
+        .execution_options(synchronize_session=False)
+    )
+    if consumed.rowcount != 1:  # type: ignore[attr-defined]
         raise refused
-    link.used_at = now()
     user = uow.session.get(User, link.user_id)
     assert user is not None
     return start_session(uow, user, "link", "login-link", now())
