@@ -25,13 +25,14 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services import audit, copies
+from broker.services import audit, copies, idempotency
 from broker.services.deposits import FAILED, VERIFYING
 from broker.services.fixity import FixitySchedule
 from broker.services.verification import Cancelled, run_verification
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
+HOUSEKEEPING_INTERVAL_S = 600.0
 RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
 
 
@@ -284,6 +285,14 @@ def mirror_checkpoint(escrow: Escrow, mirrored: int) -> int:
     return size
 
 
+def housekeeping(escrow: Escrow) -> None:
+    """What the worker clears on its schedule: idempotency records past their keeping time."""
+    with escrow.uow() as uow:
+        dropped = idempotency.forget_old(uow)
+    if dropped:
+        log.info("dropped %d idempotency record(s) past their keeping time", dropped)
+
+
 def _say_alive(escrow: Escrow, name: str) -> None:
     with escrow.uow() as uow:
         record_worker(uow, name, None, now())
@@ -305,7 +314,7 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
     """The worker loop until `stop`: jobs first, fixity in between, the checkpoint signed and
     mirrored on a timer and once more on the way out."""
     name = worker_name()
-    next_checkpoint, mirrored = 0.0, -1
+    next_checkpoint, next_housekeeping, mirrored = 0.0, 0.0, -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
     while not stop.is_set():
         try:
@@ -313,6 +322,9 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
             if time.monotonic() >= next_checkpoint:
                 mirrored = mirror_checkpoint(escrow, mirrored)
                 next_checkpoint = time.monotonic() + escrow.settings.checkpoint_interval_s
+            if time.monotonic() >= next_housekeeping:
+                housekeeping(escrow)
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_S
             busy = run_pending(escrow, name, stop) > 0
             if not fixity.step() and not busy:
                 stop.wait(poll_s)

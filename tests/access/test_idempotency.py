@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -75,3 +76,22 @@ def test_a_malformed_key_is_refused_naming_the_header(request_id, reviewer):
     refused = post(reviewer, f"/api/v1/requests/{request_id}/approve", "short")
     assert refused.status_code == 400
     assert "Idempotency-Key" in refused.json["detail"]
+
+
+def test_records_are_dropped_after_a_day_by_the_workers_housekeeping(
+    escrow, request_id, reviewer
+):
+    from sqlalchemy import update
+
+    from broker.services.worker import housekeeping
+
+    assert post(reviewer, f"/api/v1/requests/{request_id}/approve", str(uuid.uuid4())).json
+    housekeeping(escrow)
+    with escrow.uow() as uow:
+        assert len(uow.session.scalars(select(IdempotencyRecord)).all()) == 1
+        uow.session.execute(update(IdempotencyRecord).values(
+            created_at=datetime.now(UTC) - timedelta(hours=25)))
+        uow.commit()
+    housekeeping(escrow)
+    with escrow.uow() as uow:
+        assert uow.session.scalars(select(IdempotencyRecord)).all() == []
