@@ -160,3 +160,28 @@ def test_on_postgres_a_job_locked_by_another_transaction_is_skipped(escrow, lab)
         locked = holder.scalar(select(Job).order_by(Job.id).limit(1).with_for_update())
         claimed = worker.claim_job(escrow, "w")
         assert claimed is not None and claimed.job_id != locked.id
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_verification_holds_no_transaction_while_it_streams(escrow, lab):
+    """Looked at from PostgreSQL itself, in the middle of the payload's decryption."""
+    from sqlalchemy import create_engine, text
+
+    deposit_id = queue_job(escrow, lab)
+    database = escrow.engine.url.database
+    seen: list[list[str]] = []
+    observer = create_engine(escrow.engine.url)
+
+    def look() -> bool:
+        with observer.connect() as connection:
+            seen.append(list(connection.scalars(text(
+                "SELECT state FROM pg_stat_activity WHERE datname = :db AND pid <> "
+                "pg_backend_pid() AND state LIKE 'idle in transaction%'"), {"db": database})))
+        return False
+
+    try:
+        assert run_verification(escrow, deposit_id, OPERATOR, cancelled=look).ok
+    finally:
+        observer.dispose()
+    assert seen and all(states == [] for states in seen)
+    assert the_deposit(escrow, deposit_id)["state"] == "sealed"
