@@ -23,6 +23,7 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -63,7 +64,9 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str) -> list[str]: ...  # sorted; recovery reads the bucket
 
     # multipart upload: bytes go from the client straight to the store
-    def create_multipart(self, key: str) -> str: ...
+    # `part_sizes`, every part's size in order, lets a store lay parts out in place (the local
+    # store then completes without a second copy); S3 does not need it.
+    def create_multipart(self, key: str, part_sizes: Sequence[int] | None = None) -> str: ...
     def presign_upload_part(
         self, key: str, upload_id: str, part_number: int, expires_in: int
     ) -> PresignedRequest: ...
