@@ -84,9 +84,14 @@ def test_a_planned_upload_refuses_parts_off_its_plan(tmp_path: Path) -> None:
     store = store_with_quota(tmp_path, None)
     upload_id = store.create_multipart(KEY, [MIN_PART_SIZE, 3])
     with pytest.raises(InvalidInput, match="part 2 .* is 4 bytes; the upload's plan says 3"):
-        send(store, upload_id, 2, b"four")
+        send(store, upload_id, 2, b"four")  # it would overwrite the next part
     with pytest.raises(InvalidInput, match="not planned"):
         send(store, upload_id, 3, b"x")
+    short = send(store, upload_id, 2, b"en")  # kept, listed with its size, refused at the end
+    assert store.list_parts(KEY, upload_id) == [short]
+    first = send(store, upload_id, 1, os.urandom(MIN_PART_SIZE))
+    with pytest.raises(InvalidInput, match="part 2 is 2 bytes, expected 3"):
+        store.complete_multipart(KEY, upload_id, [first, short])
     last = send(store, upload_id, 2, b"end")
     with pytest.raises(InvalidInput, match="planned as 2 parts"):
         store.complete_multipart(KEY, upload_id, [last])  # part 1 left out

@@ -11,10 +11,11 @@ Layout:
     staging_root/<upload_id>/<n>.<etag>        a received part, named by its number and ETag
 
 Planned uploads (`create_multipart(key, part_sizes)`, what the deposit service makes) write each
-part straight to its offset in one sparse `data` file, and `<n>.<etag>` is an empty marker
-written after the part's bytes are on disk; completion renames `data` into place, so it needs no
-second copy of the file (when staging and objects share a filesystem; across filesystems it
-copies). An upload made without sizes keeps one file per part, concatenated at completion.
+part straight to its offset in one sparse `data` file, and `<n>.<etag>` is a marker written
+after the part's bytes are on disk (a sparse file as long as the part: it holds no blocks).
+Completion renames `data` into place, so it needs no second copy of the file (when staging and
+objects share a filesystem; across filesystems it copies). An upload made without sizes keeps
+one file per part, concatenated at completion.
 
 A byte quota (`quota_bytes`, ESCROW_LOCAL_STORE_QUOTA_BYTES) makes the store refuse, as a full
 disk would (ENOSPC), any write that would take the bytes allocated under both roots past it; a
@@ -310,8 +311,10 @@ class LocalStore:
         Its marker `<n>.<etag>` is removed before the bytes change and written after they are
         on disk, so a crash never leaves an ETag naming bytes it did not answer for. A shared
         lock on the data file keeps completion (exclusive) from renaming it mid-write; a lock
-        per part serialises two senders of the same part."""
-        if number > len(sizes) or length != sizes[number - 1]:
+        per part serialises two senders of the same part. A part shorter than planned is kept
+        (completion refuses it, as S3's does a short part); a longer one would overwrite the
+        next part, so it is refused here."""
+        if number > len(sizes) or length > sizes[number - 1]:
             planned = f"{sizes[number - 1]} bytes" if number <= len(sizes) else "not planned"
             raise InvalidInput(
                 f"part {number} of upload {upload_id} is {length} bytes; the upload's plan "
@@ -348,13 +351,15 @@ class LocalStore:
                     _receive(body, data_fd, length, offset=offset)
                     os.fdatasync(data_fd)
                     etag = secrets.token_hex(16)
-                    os.close(
-                        os.open(
-                            directory / f"{number}.{etag}",
-                            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                            0o600,
-                        )
+                    marker = os.open(
+                        directory / f"{number}.{etag}",
+                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                        0o600,
                     )
+                    try:
+                        os.ftruncate(marker, length)  # its size is the part's; no blocks
+                    finally:
+                        os.close(marker)
                     _fsync_dir(directory)
                 finally:
                     os.close(lock_fd)
@@ -377,8 +382,7 @@ class LocalStore:
                 number = int(m[1])
                 if sizes is not None and number > len(sizes):
                     continue
-                size = st.st_size if sizes is None else sizes[number - 1]
-                part = UploadedPart(number=number, size=size, etag=m[2])
+                part = UploadedPart(number=number, size=st.st_size, etag=m[2])
                 rank = (st.st_mtime_ns, entry.name, part)
                 if part.number not in newest or rank[:2] > newest[part.number][:2]:
                     newest[part.number] = rank
@@ -450,12 +454,20 @@ class LocalStore:
                         raise InvalidInput(
                             f"part {part.number} ETag {etag!r} is not one this store gave"
                         )
-                    if not (directory / f"{part.number}.{etag}").exists():
+                    try:
+                        received = os.stat(directory / f"{part.number}.{etag}").st_size
+                    except FileNotFoundError:
                         raise InvalidInput(
                             f"part {part.number} with ETag {etag} was not received by upload "
                             f"{upload_id}",
                             hint="list the upload's parts to see what arrived, and re-send the "
                             "part",
+                        ) from None
+                    if received != sizes[i]:
+                        raise InvalidInput(
+                            f"part {part.number} is {received} bytes, expected {sizes[i]} (the "
+                            "upload's plan)",
+                            hint="re-send the part whole",
                         )
                     if i < len(parts) - 1 and sizes[i] < MIN_PART_SIZE:
                         raise InvalidInput(
