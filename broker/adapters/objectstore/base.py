@@ -44,6 +44,17 @@ class UploadedPart:
 
 
 @dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload the store still holds (not completed, not aborted)."""
+
+    key: str
+    upload_id: str
+    started: datetime
+    last_activity: datetime  # the newest part received, else `started`
+    size: int  # bytes its parts hold
+
+
+@dataclass(frozen=True)
 class PresignedRequest:
     """A URL a client may call without broker credentials until `expires_at`."""
 
@@ -73,6 +84,7 @@ class ObjectStore(Protocol):
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]: ...
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def list_multipart_uploads(self, prefix: str) -> list[PendingUpload]: ...  # sorted by key
 
     def presign_get(self, key: str, expires_in: int) -> PresignedRequest: ...
     def check(self) -> str: ...

@@ -54,7 +54,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from broker.adapters.objectstore.base import ObjectInfo, PresignedRequest, UploadedPart
+from broker.adapters.objectstore.base import (
+    ObjectInfo,
+    PendingUpload,
+    PresignedRequest,
+    UploadedPart,
+)
 from broker.adapters.objectstore.rules import (
     MAX_PART_NUMBER,
     MAX_PART_SIZE,
@@ -523,6 +528,41 @@ class LocalStore:
             return
         with _storage_errors(f"abort upload {upload_id} of", key):
             shutil.rmtree(directory, ignore_errors=True)
+
+    def list_multipart_uploads(self, prefix: str) -> list[PendingUpload]:
+        """Every upload of a key under `prefix` still staged, with its age and staged bytes."""
+        found = []
+        with _storage_errors("list uploads under", prefix), os.scandir(self._staging) as entries:
+            for entry in entries:
+                if not _UPLOAD_ID_RE.fullmatch(entry.name) or not entry.is_dir():
+                    continue
+                try:
+                    meta = json.loads((Path(entry.path) / _UPLOAD_META).read_bytes())
+                    key, created = meta["key"], float(meta["created"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # being created or removed right now
+                if not isinstance(key, str) or not key.startswith(prefix):
+                    continue
+                newest, size = created, 0
+                with suppress(FileNotFoundError), os.scandir(entry.path) as files:
+                    for item in files:
+                        if item.name == _UPLOAD_META:
+                            continue
+                        with suppress(FileNotFoundError):
+                            st = item.stat(follow_symlinks=False)
+                            size += min(st.st_size, st.st_blocks * 512)
+                            if _PART_RE.fullmatch(item.name):
+                                newest = max(newest, st.st_mtime)
+                found.append(
+                    PendingUpload(
+                        key=key,
+                        upload_id=entry.name,
+                        started=datetime.fromtimestamp(created, UTC),
+                        last_activity=datetime.fromtimestamp(newest, UTC),
+                        size=size,
+                    )
+                )
+        return sorted(found, key=lambda u: (u.key, u.started, u.upload_id))
 
     # -- downloads -----------------------------------------------------------------------------
 

@@ -17,7 +17,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from broker.adapters.objectstore.base import ObjectInfo, PresignedRequest, UploadedPart
+from broker.adapters.objectstore.base import (
+    ObjectInfo,
+    PendingUpload,
+    PresignedRequest,
+    UploadedPart,
+)
 from broker.adapters.objectstore.rules import (
     check_expires_in,
     check_key,
@@ -262,6 +267,40 @@ class S3Store:
                 )
         except ObjectMissing:
             return
+
+    def list_multipart_uploads(self, prefix: str) -> list[PendingUpload]:
+        """ListMultipartUploads under `prefix`, each with its parts' bytes and newest part."""
+        found = []
+        with self._errors("list uploads under", prefix):
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            uploads = [u for page in pages for u in page.get("Uploads", [])]
+        for upload in uploads:
+            key = upload["Key"][len(self.prefix) :]
+            started = upload["Initiated"]
+            newest, size = started, 0
+            try:
+                with self._errors(f"list parts of upload {upload['UploadId']} of", key):
+                    pages = self._client.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    for page in pages:
+                        for part in page.get("Parts", []):
+                            size += part["Size"]
+                            newest = max(newest, part["LastModified"])
+            except ObjectMissing:
+                continue  # completed or aborted since it was listed
+            found.append(
+                PendingUpload(
+                    key=key,
+                    upload_id=upload["UploadId"],
+                    started=started,
+                    last_activity=newest,
+                    size=size,
+                )
+            )
+        return sorted(found, key=lambda u: (u.key, u.started, u.upload_id))
 
     # -- downloads -----------------------------------------------------------------------------
 
