@@ -21,7 +21,7 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.throttle import Throttle
-from broker.errors import EscrowError, NotFound, ObjectMissing
+from broker.errors import EscrowError, NotFound, ObjectMissing, StorageError
 from broker.services import audit
 from broker.services.deposits import deposit_prefix, header_key, identity_object, payload_key
 
@@ -103,8 +103,16 @@ def lock(escrow: Escrow, store: ObjectStore, keys: list[str]) -> None:
 
 
 def lock_deposit(escrow: Escrow, deposit: Deposit) -> None:
-    """At sealing: lock every object of the deposit in the primary store."""
-    lock(escrow, escrow.store, [o.key for o in deposit_objects(deposit)])
+    """At sealing: lock every object of the deposit in the primary store. A failure names the
+    store's own hint in its message too, since a failed deposit keeps only the message."""
+    try:
+        lock(escrow, escrow.store, [o.key for o in deposit_objects(deposit)])
+    except StorageError as error:
+        hint = f" ({error.hint})" if error.hint else ""
+        raise StorageError(
+            f"sealing needs Object Lock on every object, and it failed: {error.message}{hint}",
+            hint=error.hint,
+        ) from None
 
 
 def record(uow: UnitOfWork, copy: str, deposit_id: str, info: ObjectInfo) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy import select
 from broker import age
 from broker.adapters.db.models import AuditEvent, Deposit, SigningKey
 from broker.adapters.db.uow import UnitOfWork
-from broker.adapters.objectstore.base import ObjectInfo, ObjectStore
+from broker.adapters.objectstore.base import ObjectInfo, ObjectStore, SupportsRetention
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.parts import payload_size
@@ -295,6 +295,7 @@ def check_deposit(
                 result.method = FULL
         if result.method == FULL:
             good = _full_check(escrow, snapshot, stores, throttle, result)
+        _check_locks(escrow, deposit, stores, result)
     except EscrowError as error:
         result.error = error.message
     with escrow.uow() as uow:
@@ -305,6 +306,33 @@ def check_deposit(
         _conclude(uow, stored, result, actor)
         uow.commit()
     return result
+
+
+def _check_locks(
+    escrow: Escrow, deposit: Deposit, stores: dict[str, ObjectStore], result: DepositResult
+) -> None:
+    """With ESCROW_OBJECT_LOCK_DAYS set, every object of every copy that can be locked must have
+    been locked: one never locked (a mirror copy made while its bucket had no Object Lock) is
+    locked now, or, if its store refuses, flagged, so the run does not report "all intact"."""
+    days = escrow.settings.object_lock_days
+    if not days:
+        return
+    for name, store in stores.items():
+        if not isinstance(store, SupportsRetention):
+            continue
+        for obj in copies.deposit_objects(deposit):
+            if store.retained_until(obj.key) is not None or store.head(obj.key) is None:
+                continue  # locked (a lapsed lock is not renewed), or missing: found elsewhere
+            try:
+                store.retain_until(obj.key, now() + timedelta(days=days))
+            except StorageError as error:
+                hint = f" ({error.hint})" if error.hint else ""
+                problem = f"is not under Object Lock and cannot be locked: {error.message}{hint}"
+                result.problems.append(Finding(obj.name, obj.key, name, problem))
+            else:
+                result.repairs.append(
+                    Repair(obj.name, obj.key, name, name, "was not under Object Lock")
+                )
 
 
 def _checksum_findings(snapshot: _Snapshot, stores: dict[str, ObjectStore]) -> list[Finding]:

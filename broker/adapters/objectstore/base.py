@@ -97,6 +97,10 @@ class SupportsRetention(Protocol):
 
     def retain_until(self, key: str, until: datetime) -> None: ...
 
+    def retained_until(self, key: str) -> datetime | None:
+        """Until when the object's current version is locked; None if it is not (or absent)."""
+        ...
+
     def check_object_lock(self) -> str:
         """What the bucket's Object Lock is; StorageError if it has none."""
         ...

@@ -165,6 +165,15 @@ class S3Store:
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
             )
 
+    def retained_until(self, key: str) -> datetime | None:
+        try:
+            with self._errors("head", key):
+                response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectMissing:
+            return None
+        until = response.get("ObjectLockRetainUntilDate")
+        return until if isinstance(until, datetime) else None
+
     def check_object_lock(self) -> str:
         with self._errors("lock", self.bucket):
             try:
