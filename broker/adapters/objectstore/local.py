@@ -254,7 +254,7 @@ class LocalStore:
                 finally:
                     os.close(fd)
             raw = json.dumps(meta).encode()
-            _write_atomically(directory / _UPLOAD_META, lambda fd: _write_all(fd, raw))
+            _write_atomically(directory / _UPLOAD_META, lambda fd: _write_all(fd, memoryview(raw)))
         return upload_id
 
     def presign_upload_part(
@@ -356,15 +356,15 @@ class LocalStore:
                     _receive(body, data_fd, length, offset=offset)
                     os.fdatasync(data_fd)
                     etag = secrets.token_hex(16)
-                    marker = os.open(
+                    marker_fd = os.open(
                         directory / f"{number}.{etag}",
                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                         0o600,
                     )
                     try:
-                        os.ftruncate(marker, length)  # its size is the part's; no blocks
+                        os.ftruncate(marker_fd, length)  # its size is the part's; no blocks
                     finally:
-                        os.close(marker)
+                        os.close(marker_fd)
                     _fsync_dir(directory)
                 finally:
                     os.close(lock_fd)
