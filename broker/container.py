@@ -17,8 +17,11 @@ from broker.adapters.db.engine import DatabaseLimits, make_engine
 from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore import open_store
 from broker.adapters.objectstore.base import ObjectStore
-from broker.config import Settings
+from broker.config import Settings, _whole_number
 from broker.errors import ConfigError
+
+# A byte quota for the local store (0 or unset: none): what a full disk does, on demand.
+LOCAL_QUOTA_VARIABLE = "ESCROW_LOCAL_STORE_QUOTA_BYTES"
 
 
 @dataclass
@@ -43,6 +46,7 @@ def build_escrow(settings: Settings) -> Escrow:
         url_secret=read_secret_file(settings.url_secret_file),
         s3_endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
+        local_quota_bytes=_whole_number(os.environ, LOCAL_QUOTA_VARIABLE, 0, 2**62) or None,
     )
     custody = open_custody(
         settings.key_custody,

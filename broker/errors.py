@@ -77,6 +77,16 @@ class ObjectMissing(StorageError):
     title = "object not found"
 
 
+class StoreFull(StorageError):
+    """The object store has no room left (a full disk, a quota, an S3 storage or quota error).
+
+    Not "unavailable": the store answered, and retrying will not help until an operator frees
+    or adds space."""
+
+    status = 507
+    title = "object store full"
+
+
 class CustodyError(EscrowError):
     """Key custody could not wrap or unwrap a secret."""
 

@@ -20,6 +20,7 @@ from broker.domain.principals import GLOBAL_ROLES, OPERATOR
 from broker.errors import Conflict, InvalidInput
 from broker.services import admin as service
 from broker.services import master_key, members, people, sessions
+from broker.services import uploads as uploads_service
 
 
 @click.group()
@@ -236,6 +237,53 @@ def login_link(user_ref: str, as_json: bool) -> None:
         as_json,
         [url, "# single use, valid for 10 minutes"],
     )
+
+
+# --- abandoned multipart uploads (broker/services/uploads.py) ---------------------------------
+
+
+@admin.group()
+def uploads() -> None:
+    """Multipart uploads the stores still hold: abort the abandoned ones to free their parts."""
+
+
+@uploads.command("gc")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="7d",
+    show_default=True,
+    help="abort uploads idle this long (no part received): e.g. 7d, 12h, 30m",
+)
+@click.option("--dry-run", is_flag=True, help="list what would be aborted; abort nothing")
+@click.option("--json", "as_json", is_flag=True)
+def uploads_gc(older_than: str, dry_run: bool, as_json: bool) -> None:
+    """List the uploads idle longer than --older-than in every copy, then abort them."""
+    age = uploads_service.parse_age(older_than)
+    escrow = server_escrow()
+    found = uploads_service.find_abandoned(escrow, age)
+    if not as_json:
+        verb = "would abort" if dry_run else "aborting"
+        click.echo(f"{len(found)} upload(s) idle for {older_than} or more; {verb}:")
+        for item in found:
+            click.echo(f"  {item.describe()}")
+    done = found if dry_run else uploads_service.abort_uploads(escrow, found, OPERATOR)
+    failed = [item for item in done if item.error]
+    freed = sum(item.bytes for item in done if item.aborted)
+    lines = [] if dry_run else [f"aborted {len(done) - len(failed)}, freed {freed} bytes"]
+    lines += [f"  not aborted: {item.describe()}: {item.error}" for item in failed]
+    emit(
+        {
+            "dry_run": dry_run,
+            "older_than": older_than,
+            "uploads": [asdict(item) for item in done],
+            "freed_bytes": freed,
+        },
+        as_json,
+        lines,
+    )
+    if failed:
+        sys.exit(1)
 
 
 # --- the master key: rotation and trustee shares (broker/services/master_key.py) ------------

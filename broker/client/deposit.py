@@ -493,6 +493,13 @@ def _raise_first(futures: list[Future[None]]) -> None:
 def _failure(deposit: dict[str, Any]) -> DepositFailed:
     bad = [f"{f['path']}: {f.get('error') or f['state']}" for f in deposit["files"]
            if f["state"] == FAILED or f.get("error")]
+    if not bad:  # every file matched: sealing itself failed (e.g. the store's Object Lock)
+        return DepositFailed(
+            f"deposit {deposit['deposit_id']} could not be sealed: "
+            f"{deposit.get('failure') or 'see the deposit'}",
+            hint="the uploaded files matched and need not be sent again; the operator must fix "
+            f"what the message names, then `escrow verify {deposit['deposit_id']}` seals it",
+        )
     return DepositFailed(
         f"deposit {deposit['deposit_id']} failed verification: "
         f"{deposit.get('failure') or 'see the files'}"

@@ -243,7 +243,9 @@ def start_upload(
         _reset(file)
         uow.audit("deposit.file_restarted", actor, {"deposit": deposit.id, "path": file.path})
     if file.state == "pending":
-        file.upload_id = escrow.store.create_multipart(key)
+        file.upload_id = escrow.store.create_multipart(
+            key, [part.cipher_size for part in plan_parts(file.size)]
+        )
         file.state = "uploading"
     uow.commit()
     parts = []
@@ -454,7 +456,6 @@ def describe(deposit: Deposit) -> dict[str, Any]:
             for f in sorted(deposit.files, key=lambda f: f.path)
         ],
     }
-
 
 
 def _verification(deposit: Deposit) -> dict[str, Any] | None:

@@ -35,14 +35,14 @@ from sqlalchemy import select
 from broker import age
 from broker.adapters.db.models import AuditEvent, Deposit, SigningKey
 from broker.adapters.db.uow import UnitOfWork
-from broker.adapters.objectstore.base import ObjectInfo, ObjectStore
+from broker.adapters.objectstore.base import ObjectInfo, ObjectStore, SupportsRetention
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.parts import payload_size
 from broker.domain.principals import Principal
 from broker.domain.throttle import Throttle
 from broker.errors import EscrowError, ObjectMissing, StorageError
-from broker.services import copies
+from broker.services import copies, signing
 from broker.services.copies import DATABASE, DepositObject
 from broker.services.deposits import SEALED, deposit_identity
 from broker.services.verification import check_payload
@@ -93,12 +93,15 @@ class FixityReport:
     mirror_copied: list[str] = field(default_factory=list)
     mirror_restored: list[str] = field(default_factory=list)
     mirror_error: str = ""  # syncing audit/ and keys/ failed
+    keys_repaired: list[Repair] = field(default_factory=list)  # keys/signing/ from the database
+    keys_error: str = ""  # checking keys/signing/ failed
+    checkpoint: int = 0  # the audit checkpoint signed (and mirrored) at the end of the run
     bytes_read: int = 0
     slept_s: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(d.ok for d in self.deposits) and not self.mirror_error
+        return all(d.ok for d in self.deposits) and not self.mirror_error and not self.keys_error
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
@@ -161,8 +164,13 @@ class FixityRun:
         return bool(self._queue)
 
     def finish(self) -> FixityReport:
-        """Bring the mirror's audit log and keys up to date, and log the run's summary."""
+        """Restore the signing keys from the database, bring the mirror's audit log and keys up
+        to date, log the run's summary, then sign and mirror a checkpoint covering it."""
         report = self.report
+        try:
+            report.keys_repaired = repair_signing_keys(self.escrow)
+        except EscrowError as error:
+            report.keys_error = error.message
         try:
             synced = copies.sync_prefixes(self.escrow, throttle=self.throttle)
         except EscrowError as error:
@@ -177,9 +185,40 @@ class FixityRun:
                     "problem": "is missing",
                 }
                 uow.audit("fixity.repaired", self.actor, {"object": key}, restored)
+            for repair in report.keys_repaired:
+                details = {"copy": repair.copy, "source": repair.source, "problem": repair.problem}
+                uow.audit("fixity.repaired", self.actor, {"object": repair.key}, details)
             uow.audit(COMPLETED, self.actor, {}, _summary(report))
             uow.commit()
+        try:
+            report.checkpoint = copies.checkpoint_and_mirror(self.escrow)
+        except EscrowError as error:
+            report.mirror_error = report.mirror_error or f"checkpoint: {error.message}"
         return report
+
+
+def repair_signing_keys(escrow: Escrow) -> list[Repair]:
+    """Rewrite, in every copy, each `keys/signing/` object that is missing or differs from the
+    database's signing keys (the database holds them whole: public key, wrapped private key),
+    so that a recovery from the bucket finds the keys every client pinned."""
+    with escrow.uow() as uow:
+        documents = {
+            signing.key_object(key): signing.key_document(key)
+            for key in uow.session.scalars(select(SigningKey))
+        }
+    repairs = []
+    for copy, store in copies.copies(escrow).items():
+        for key, document in sorted(documents.items()):
+            try:
+                stored: bytes | None = store.get_bytes(key)
+            except ObjectMissing:
+                stored = None
+            if stored == document:
+                continue
+            store.put_bytes(key, document)
+            problem = "is missing" if stored is None else "differs from the database"
+            repairs.append(Repair("signing key", key, copy, DATABASE, problem))
+    return repairs
 
 
 def run_fixity(
@@ -206,9 +245,12 @@ def _summary(report: FixityReport) -> dict[str, Any]:
         "full": sum(1 for d in report.deposits if d.method == FULL),
         "checksums": sum(1 for d in report.deposits if d.method == CHECKSUMS),
         "failed": [d.deposit_id for d in report.deposits if not d.ok],
-        "repaired": sum(len(d.repairs) for d in report.deposits) + len(report.mirror_restored),
+        "repaired": sum(len(d.repairs) for d in report.deposits)
+        + len(report.mirror_restored)
+        + len(report.keys_repaired),
         "mirror_copied": len(report.mirror_copied),
         **({"mirror_error": report.mirror_error} if report.mirror_error else {}),
+        **({"keys_error": report.keys_error} if report.keys_error else {}),
         "bytes_read": report.bytes_read,
         "slept_s": report.slept_s,
     }
@@ -253,6 +295,7 @@ def check_deposit(
                 result.method = FULL
         if result.method == FULL:
             good = _full_check(escrow, snapshot, stores, throttle, result)
+        _check_locks(escrow, deposit, stores, result)
     except EscrowError as error:
         result.error = error.message
     with escrow.uow() as uow:
@@ -263,6 +306,33 @@ def check_deposit(
         _conclude(uow, stored, result, actor)
         uow.commit()
     return result
+
+
+def _check_locks(
+    escrow: Escrow, deposit: Deposit, stores: dict[str, ObjectStore], result: DepositResult
+) -> None:
+    """With ESCROW_OBJECT_LOCK_DAYS set, every object of every copy that can be locked must have
+    been locked: one never locked (a mirror copy made while its bucket had no Object Lock) is
+    locked now, or, if its store refuses, flagged, so the run does not report "all intact"."""
+    days = escrow.settings.object_lock_days
+    if not days:
+        return
+    for name, store in stores.items():
+        if not isinstance(store, SupportsRetention):
+            continue
+        for obj in copies.deposit_objects(deposit):
+            if store.retained_until(obj.key) is not None or store.head(obj.key) is None:
+                continue  # locked (a lapsed lock is not renewed), or missing: found elsewhere
+            try:
+                store.retain_until(obj.key, now() + timedelta(days=days))
+            except StorageError as error:
+                hint = f" ({error.hint})" if error.hint else ""
+                problem = f"is not under Object Lock and cannot be locked: {error.message}{hint}"
+                result.problems.append(Finding(obj.name, obj.key, name, problem))
+            else:
+                result.repairs.append(
+                    Repair(obj.name, obj.key, name, name, "was not under Object Lock")
+                )
 
 
 def _checksum_findings(snapshot: _Snapshot, stores: dict[str, ObjectStore]) -> list[Finding]:

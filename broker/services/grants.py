@@ -53,7 +53,7 @@ from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.parts import payload_size
 from broker.domain.principals import Principal
-from broker.errors import Conflict, Forbidden, NotFound, Unauthorized
+from broker.errors import Conflict, Forbidden, NotFound, StorageError, Unauthorized
 from broker.services.deposits import deposit_prefix, payload_key, unwrap_identity
 from broker.services.keys import fingerprint
 from broker.services.people import audit_subject, commitment, person_subject
@@ -390,6 +390,7 @@ def release_key(
             f"the deposit of grant {target.id} has no file number {index}",
             hint="the grant's files are listed by GET /api/v1/grants (escrow grants --json)",
         )
+    _require_payload(escrow, target, index)
     # Why unwrap per release: the deposit identity exists in memory only while one header is
     # re-wrapped; with KMS custody every unwrap is on the cloud's own trail, to reconcile.
     identity = unwrap_identity(escrow, target.deposit_id, target.wrapped_identity)
@@ -439,6 +440,33 @@ def release_key(
         "releases_left": locked.releases_per_file - number,
         "grant_expires_at": _iso(locked.expires_at),
     }
+
+
+def _require_payload(escrow: Escrow, target: Row[Any], index: int) -> None:
+    """The payload must be downloadable before a release counts: a HEAD of it, whole.
+
+    Why check first rather than count and hope: a release counts against the per-file limit and
+    the researcher's URL is useless while the store is down; a count that cannot be served would
+    leave them short of keys for good. The HEAD costs one store round trip per release; an
+    outage that begins between it and the download is not caught (the URL lives 15 minutes, so
+    the researcher can still fetch once the store is back)."""
+    key = deposit_prefix(target.deposit_id) + payload_key(index)
+    try:
+        found = escrow.store.head(key)
+    except StorageError as error:
+        raise StorageError(
+            f"the object store is unavailable; nothing was counted; retry ({error.message})",
+            hint="retry in a minute: the key release was not counted against the grant's "
+            "limit; if it persists, the operator should check the object store",
+        ) from None
+    expected = payload_size(target.size)
+    if found is None or found.size != expected:
+        what = "missing" if found is None else f"{found.size} bytes, expected {expected}"
+        raise StorageError(
+            f"the payload of {target.path!r} is {what} in the object store, so it cannot be "
+            "downloaded; nothing was counted",
+            hint="tell the operator: `escrow fixity run` repairs it from the mirror; then retry",
+        )
 
 
 def _check_release(

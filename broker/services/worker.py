@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,7 +26,7 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services import audit, copies, idempotency
+from broker.services import copies, idempotency, uploads
 from broker.services.deposits import FAILED, VERIFYING
 from broker.services.fixity import FixitySchedule
 from broker.services.verification import Cancelled, run_verification
@@ -33,6 +34,7 @@ from broker.services.verification import Cancelled, run_verification
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
 HOUSEKEEPING_INTERVAL_S = 600.0
+UPLOADS_IDLE_FOR = timedelta(days=7)
 RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
 
 
@@ -270,27 +272,15 @@ def run_pending(
     return count
 
 
-def sign_checkpoint_now(escrow: Escrow) -> int:
-    """Sign the audit log's checkpoint if it grew (on a timer, not on every append)."""
-    with escrow.uow() as uow:
-        return audit.latest_checkpoint(escrow, uow).size
-
-
-def mirror_checkpoint(escrow: Escrow, mirrored: int) -> int:
-    """Sign the checkpoint and, if the log grew since `mirrored`, copy the new audit objects
-    to the mirror (so that a recovery from the mirror has the log); the size now mirrored."""
-    size = sign_checkpoint_now(escrow)
-    if escrow.mirror is not None and size != mirrored:
-        copies.sync_prefixes(escrow, ("audit/",))
-    return size
-
-
 def housekeeping(escrow: Escrow) -> None:
-    """What the worker clears on its schedule: idempotency records past their keeping time."""
+    """What the worker clears on its schedule: multipart uploads idle for a week (their staged
+    parts freed) and idempotency records past their keeping time."""
+    aborted = uploads.gc_uploads(escrow, UPLOADS_IDLE_FOR)
     with escrow.uow() as uow:
         dropped = idempotency.forget_old(uow)
-    if dropped:
-        log.info("dropped %d idempotency record(s) past their keeping time", dropped)
+    if aborted or dropped:
+        log.info("aborted %d idle upload(s), dropped %d idempotency record(s)",
+                 len(aborted), dropped)
 
 
 def _say_alive(escrow: Escrow, name: str) -> None:
@@ -311,32 +301,50 @@ def _say_gone(escrow: Escrow, name: str) -> None:
 
 
 def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> None:
-    """The worker loop until `stop`: jobs first, fixity in between, the checkpoint signed and
-    mirrored on a timer and once more on the way out."""
+    """The worker loop until `stop`: jobs first, then the checkpoint (signed and mirrored on a
+    timer), housekeeping and one step of fixity, each on its own: a store or database that
+    fails one of them holds up none of the others. The checkpoint once more on the way out."""
     name = worker_name()
-    next_checkpoint, next_housekeeping, mirrored = 0.0, 0.0, -1
+    timers = {"checkpoint": 0.0, "housekeeping": 0.0}
+    mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
+
+    def checkpoint() -> None:
+        nonlocal mirrored
+        mirrored = copies.mirror_checkpoint(escrow, mirrored)
+
     while not stop.is_set():
-        try:
-            _say_alive(escrow, name)
-            if time.monotonic() >= next_checkpoint:
-                mirrored = mirror_checkpoint(escrow, mirrored)
-                next_checkpoint = time.monotonic() + escrow.settings.checkpoint_interval_s
-            if time.monotonic() >= next_housekeeping:
-                housekeeping(escrow)
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_S
-            busy = run_pending(escrow, name, stop) > 0
-            if not fixity.step() and not busy:
-                stop.wait(poll_s)
-        except Exception:  # the worker must outlive one bad job or a database blip
-            log.exception("worker loop error")
+        _guarded("heartbeat", lambda: _say_alive(escrow, name))
+        busy = _guarded("jobs", lambda: run_pending(escrow, name, stop) > 0)
+        if _due(timers, "checkpoint", escrow.settings.checkpoint_interval_s):
+            _guarded("checkpoint", checkpoint)
+        if _due(timers, "housekeeping", HOUSEKEEPING_INTERVAL_S):
+            _guarded("housekeeping", lambda: housekeeping(escrow))
+        if not _guarded("fixity", fixity.step) and not busy:
             stop.wait(poll_s)
-    _shut_down(escrow, name, mirrored)
+    _shut_down(escrow, name)
 
 
-def _shut_down(escrow: Escrow, name: str, mirrored: int) -> None:
+def _due(timers: dict[str, float], what: str, interval_s: float) -> bool:
+    """Whether `what` is due; if so, its next time is set (whether it then works or not)."""
+    if time.monotonic() < timers[what]:
+        return False
+    timers[what] = time.monotonic() + interval_s
+    return True
+
+
+def _guarded(what: str, step: Callable[[], object]) -> bool:
+    """Run one step of the loop; a failure is logged, and the loop goes on (False)."""
     try:
-        mirror_checkpoint(escrow, mirrored)
+        return bool(step())
+    except Exception:  # the worker must outlive one bad job, a store outage or a database blip
+        log.exception("worker: %s failed", what)
+        return False
+
+
+def _shut_down(escrow: Escrow, name: str) -> None:
+    try:
+        copies.checkpoint_and_mirror(escrow)
         _say_gone(escrow, name)
     except Exception:
         log.exception("worker shutdown: the checkpoint could not be signed and mirrored")

@@ -103,10 +103,12 @@ def test_an_object_bad_in_both_copies_fails_the_deposit(escrow, sealed, mirror_r
 
 
 def test_the_audit_log_and_keys_are_kept_in_the_mirror(escrow, sealed):
-    with escrow.uow() as uow:
-        audit.sign_checkpoint(escrow, uow)
+    # The seal signed a checkpoint and mirrored it (copies.after_seal); fixity keeps it there.
+    mirrored = escrow.mirror.list_keys("audit/checkpoints/")
+    assert mirrored and mirrored == escrow.store.list_keys("audit/checkpoints/")
+    escrow.mirror.delete(mirrored[-1])
     report = run_fixity(escrow, OPERATOR)
-    assert any(k.startswith("audit/checkpoints/") for k in report.mirror_copied)
+    assert mirrored[-1] in report.mirror_copied
     assert escrow.mirror.list_keys("audit/") == escrow.store.list_keys("audit/")
     lost = escrow.store.list_keys("audit/entries/")[0]
     escrow.store.delete(lost)
@@ -122,8 +124,10 @@ def test_the_deployment_can_be_recovered_from_the_mirror(escrow, sealed, mirror_
     from broker.services.setup import initialise
 
     with escrow.uow() as uow:
-        size = audit.sign_checkpoint(escrow, uow).size
-    run_fixity(escrow, OPERATOR, limit=0)  # the checkpoint's objects reach the mirror
+        signed = audit.sign_checkpoint(escrow, uow).size
+    # The run mirrors that checkpoint, then signs and mirrors one covering its own events.
+    size = run_fixity(escrow, OPERATOR, limit=0).checkpoint
+    assert size > signed and escrow.mirror.head(f"audit/checkpoints/{size}") is not None
     settings = escrow.settings.with_overrides(
         storage_url=mirror_url, mirror_url="",
         database_url=f"sqlite:///{tmp_path / 'recovered.db'}")
@@ -165,3 +169,21 @@ def test_the_command_and_the_operator_page_show_a_repair(
     page = operator_page()
     assert '<th scope="row">Mirror</th>' in page and page.count(">working</span>") == 4
     assert "all intact" in page and "1 object(s) repaired" in page
+
+
+def test_a_seal_is_signed_into_a_checkpoint_the_mirror_holds(escrow, sealed):
+    """A recovery from the mirror right after a seal loses none of the seal's events."""
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import AuditEvent
+    from broker.auditlog.checkpoint import parse_checkpoint
+
+    with escrow.uow() as uow:
+        sealed_at = uow.session.scalar(
+            select(AuditEvent.seq).where(AuditEvent.action == "deposit.sealed")
+        )
+    keys = escrow.mirror.list_keys(audit.CHECKPOINT_PREFIX)
+    newest = max(keys, key=lambda k: int(k.rsplit("/", 1)[1]))
+    checkpoint = parse_checkpoint(escrow.mirror.get_bytes(newest).decode())
+    assert checkpoint.size > sealed_at  # the seal's event (and deposit.mirrored) is covered
+    assert audit.mirrored_size(escrow.mirror) >= checkpoint.size  # and its entries are there

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
-from durability_support import audit_events, payload_key, seal
+from durability_support import audit_events, depositor_token, payload_key, seal
 from sqlalchemy import update
 
 from broker.adapters.db.models import Deposit, Job
@@ -209,3 +209,61 @@ def test_a_key_rotation_locks_the_new_version_of_each_wrapped_identity(s3_escrow
     head = raw.head_object(Bucket=bucket, Key=key)
     assert head["VersionId"] != before  # the re-wrapped blob is a new version ...
     assert head["ObjectLockMode"] == "COMPLIANCE"  # ... locked like the one it follows
+
+
+def test_an_unlocked_mirror_bucket_is_named_by_health_and_flagged_by_fixity(s3_env, settings):
+    """ESCROW_OBJECT_LOCK_DAYS set, a locked primary bucket and a mirror bucket without Object
+    Lock: health names the mirror; the seal's mirror copy fails to lock; every later fixity run
+    flags the mirror's unlocked objects instead of reporting all intact."""
+    from broker import create_app
+    from broker.services.health import probe_all
+    from broker.services.setup import initialise
+
+    primary, mirror = new_bucket(s3_env, locked=True), new_bucket(s3_env, locked=False)
+    configured = settings.with_overrides(
+        storage_url=f"s3://{primary}/{PREFIX}", s3_endpoint_url=s3_env.url, object_lock_days=1,
+        mirror_url=f"s3://{mirror}/copy", mirror_s3_endpoint_url=s3_env.url)
+    escrow, _ = initialise(configured, migrate=False)
+    app = create_app(configured)
+    try:
+        checks = {c.name: c for c in probe_all(escrow)}
+        assert checks["object store"].ok, checks["object store"].detail
+        assert not checks["mirror"].ok
+        assert f"s3 bucket {mirror!r} has no Object Lock" in checks["mirror"].detail
+        healthz = app.test_client().get("/healthz")
+        assert healthz.status_code == 503 and mirror in healthz.get_data(as_text=True)
+
+        made = seal(app.test_client(), escrow)
+        [failed] = audit_events(escrow, "deposit.mirror_failed")
+        assert failed["subject"]["deposit"] == made["deposit_id"]
+
+        for _ in range(2):
+            report = run_fixity(escrow, OPERATOR, limit=0)
+            assert not report.ok
+            flagged = report.deposits[0].problems
+            assert flagged and {f.copy for f in flagged} == {"mirror"}
+            assert all("is not under Object Lock" in f.problem for f in flagged)
+            assert any("Object Lock enabled" in f.problem for f in flagged)  # the store's hint
+    finally:
+        escrow.engine.dispose()
+        app.extensions["escrow"].engine.dispose()
+
+
+def test_a_seal_refused_by_object_lock_tells_the_depositor_the_store_hint(s3_escrow):
+    """The deposit's failure carries the store's hint, and the client does not say the files
+    did not match (they did)."""
+    from broker.client.deposit import _failure
+
+    escrow, client, _bucket = s3_escrow(locked=False)
+    with pytest.raises(AssertionError):
+        seal(client, escrow)
+    with escrow.uow() as uow:
+        [deposit] = uow.session.query(Deposit).all()
+        assert "create the bucket with Object Lock enabled" in deposit.failure
+        deposit_id = deposit.id
+    token = depositor_token(escrow)
+    shown = client.get(f"/api/v1/deposits/{deposit_id}",
+                       headers={"Authorization": f"Bearer {token}"}).json
+    told = _failure(shown)
+    assert "could not be sealed" in told.message and "Object Lock" in told.message
+    assert "did not match" not in told.hint and f"escrow verify {deposit_id}" in told.hint

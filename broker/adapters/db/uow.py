@@ -136,7 +136,9 @@ class UnitOfWork:
         found = self.rows(statement, parameters).first()
         if found is not None:
             self._held_head = (
-                self.session.get_transaction(), found.audit_size, found.audit_frontier
+                self.session.get_transaction(),
+                found.audit_size,
+                found.audit_frontier,
             )
         return found
 
@@ -274,9 +276,7 @@ def with_audit_head(statement: Select[Any], locked: Any) -> Select[Any]:
     )
 
 
-_LOCK_HEAD = (
-    select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
-)
+_LOCK_HEAD = select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
 _INSERT_EVENT = insert(AuditEvent.__table__)
 _UPDATE_HEAD = (
     update(AuditHead.__table__)

@@ -20,6 +20,7 @@ def open_store(
     url_secret: bytes,
     s3_endpoint_url: str | None,
     region: str | None = None,
+    local_quota_bytes: int | None = None,
 ) -> ObjectStore:
     """The store `storage_url` names.
 
@@ -28,7 +29,9 @@ def open_store(
     s3://bucket/prefix      S3 or any S3-compatible endpoint (`s3_endpoint_url`)
 
     A local store stages multipart uploads in `data_dir/staging` and serves signed URLs under
-    `url_base`. Credentials for S3 come from boto3's usual chain (environment, profile, role).
+    `url_base`; `local_quota_bytes` caps the bytes it may hold (it then answers as a full disk
+    would: `StoreFull`). Credentials for S3 come from boto3's usual chain (environment,
+    profile, role).
     """
     parts = urlsplit(storage_url)
     if parts.query or parts.fragment:
@@ -49,7 +52,13 @@ def open_store(
         _refuse_keys_inside(objects_root, data_dir)
         from broker.adapters.objectstore.local import LocalStore
 
-        return LocalStore(objects_root, data_dir / "staging", url_base, url_secret)
+        return LocalStore(
+            objects_root,
+            data_dir / "staging",
+            url_base,
+            url_secret,
+            quota_bytes=local_quota_bytes,
+        )
     if parts.scheme == "s3":
         if not parts.netloc:
             raise ConfigError(

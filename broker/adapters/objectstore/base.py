@@ -23,6 +23,7 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -40,6 +41,17 @@ class UploadedPart:
     number: int  # 1-based, as in S3
     size: int
     etag: str
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload the store still holds (not completed, not aborted)."""
+
+    key: str
+    upload_id: str
+    started: datetime
+    last_activity: datetime  # the newest part received, else `started`
+    size: int  # bytes its parts hold
 
 
 @dataclass(frozen=True)
@@ -63,13 +75,16 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str) -> list[str]: ...  # sorted; recovery reads the bucket
 
     # multipart upload: bytes go from the client straight to the store
-    def create_multipart(self, key: str) -> str: ...
+    # `part_sizes`, every part's size in order, lets a store lay parts out in place (the local
+    # store then completes without a second copy); S3 does not need it.
+    def create_multipart(self, key: str, part_sizes: Sequence[int] | None = None) -> str: ...
     def presign_upload_part(
         self, key: str, upload_id: str, part_number: int, expires_in: int
     ) -> PresignedRequest: ...
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]: ...
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def list_multipart_uploads(self, prefix: str) -> list[PendingUpload]: ...  # sorted by key
 
     def presign_get(self, key: str, expires_in: int) -> PresignedRequest: ...
     def check(self) -> str: ...
@@ -81,6 +96,10 @@ class SupportsRetention(Protocol):
     Lock, compliance mode). The local store cannot: a file's owner can always remove it."""
 
     def retain_until(self, key: str, until: datetime) -> None: ...
+
+    def retained_until(self, key: str) -> datetime | None:
+        """Until when the object's current version is locked; None if it is not (or absent)."""
+        ...
 
     def check_object_lock(self) -> str:
         """What the bucket's Object Lock is; StorageError if it has none."""

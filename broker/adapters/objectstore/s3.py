@@ -8,7 +8,7 @@ stream (`open_read`), in constant memory.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -17,7 +17,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from broker.adapters.objectstore.base import ObjectInfo, PresignedRequest, UploadedPart
+from broker.adapters.objectstore.base import (
+    ObjectInfo,
+    PendingUpload,
+    PresignedRequest,
+    UploadedPart,
+)
 from broker.adapters.objectstore.rules import (
     check_expires_in,
     check_key,
@@ -26,11 +31,28 @@ from broker.adapters.objectstore.rules import (
     copy_part_size,
     normalise_etag,
 )
-from broker.errors import ConfigError, EscrowError, InvalidInput, ObjectMissing, StorageError
+from broker.errors import (
+    ConfigError,
+    EscrowError,
+    InvalidInput,
+    ObjectMissing,
+    StorageError,
+    StoreFull,
+)
 
 DEFAULT_POOL = 16  # parallel part transfers (the worker, list/complete calls) share the pool
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _BAD_PART_CODES = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"}
+# What S3-compatible stores answer when they have no room: MinIO (disk, bucket quota), Ceph RGW
+# (QuotaExceeded), and any store answering HTTP 507. EntityTooLarge is left out on purpose: it
+# means one object is over the size limit, not that the store is full.
+_FULL_CODES = {
+    "XMinioStorageFull",
+    "XMinioAdminBucketQuotaExceeded",
+    "QuotaExceeded",
+    "InsufficientStorage",
+    "StorageFull",
+}
 _NO_LOCK_CONFIGURATION = "ObjectLockConfigurationNotFoundError"
 
 
@@ -121,7 +143,10 @@ class S3Store:
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadedPart:
         with self._errors(f"upload part {number} of", key):
             response = self._client.upload_part(
-                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id, PartNumber=number,
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                PartNumber=number,
                 Body=data,
             )
         return UploadedPart(number=number, size=len(data), etag=normalise_etag(response["ETag"]))
@@ -140,6 +165,15 @@ class S3Store:
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
             )
 
+    def retained_until(self, key: str) -> datetime | None:
+        try:
+            with self._errors("head", key):
+                response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectMissing:
+            return None
+        until = response.get("ObjectLockRetainUntilDate")
+        return until if isinstance(until, datetime) else None
+
     def check_object_lock(self) -> str:
         with self._errors("lock", self.bucket):
             try:
@@ -152,7 +186,7 @@ class S3Store:
             raise StorageError(
                 f"s3 bucket {self.bucket!r} has no Object Lock, so sealing a deposit would "
                 "fail when it locks the objects",
-                hint="create the bucket with Object Lock enabled (README, \"Immutability\"), or "
+                hint='create the bucket with Object Lock enabled (README, "Immutability"), or '
                 "unset ESCROW_OBJECT_LOCK_DAYS",
             )
         return "Object Lock enabled"
@@ -170,7 +204,7 @@ class S3Store:
                 Bucket=self.bucket, Prefix=self.prefix + prefix
             )
             for page in pages:
-                keys += [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+                keys += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
         return sorted(keys)
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -189,7 +223,8 @@ class S3Store:
 
     # -- multipart -----------------------------------------------------------------------------
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, part_sizes: Sequence[int] | None = None) -> str:
+        """A new multipart upload (S3 needs no plan: `part_sizes` is not used)."""
         with self._errors("create upload for", key):
             response = self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
         return response["UploadId"]
@@ -241,6 +276,40 @@ class S3Store:
                 )
         except ObjectMissing:
             return
+
+    def list_multipart_uploads(self, prefix: str) -> list[PendingUpload]:
+        """ListMultipartUploads under `prefix`, each with its parts' bytes and newest part."""
+        found = []
+        with self._errors("list uploads under", prefix):
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            uploads = [u for page in pages for u in page.get("Uploads", [])]
+        for upload in uploads:
+            key = upload["Key"][len(self.prefix) :]
+            started = upload["Initiated"]
+            newest, size = started, 0
+            try:
+                with self._errors(f"list parts of upload {upload['UploadId']} of", key):
+                    pages = self._client.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    for page in pages:
+                        for part in page.get("Parts", []):
+                            size += part["Size"]
+                            newest = max(newest, part["LastModified"])
+            except ObjectMissing:
+                continue  # completed or aborted since it was listed
+            found.append(
+                PendingUpload(
+                    key=key,
+                    upload_id=upload["UploadId"],
+                    started=started,
+                    last_activity=newest,
+                    size=size,
+                )
+            )
+        return sorted(found, key=lambda u: (u.key, u.started, u.upload_id))
 
     # -- downloads -----------------------------------------------------------------------------
 
@@ -296,10 +365,17 @@ class S3Store:
                     f"{where}: the parts listed do not match the upload ({code}: {message})",
                     hint="list the upload's parts to see what arrived, and re-send the part",
                 ) from None
+            if code in _FULL_CODES or status == 507:
+                raise StoreFull(
+                    f"the object store is full: {where} failed: {code} {message}".rstrip(),
+                    hint="nothing was stored; the operator must free space or raise the bucket's "
+                    "quota (`escrow admin uploads gc` frees abandoned uploads), then run the same "
+                    "command again",
+                ) from None
             hint = ""
             if operation == "lock":
                 hint = (
-                    "create the bucket with Object Lock enabled (README, \"Immutability\"), or "
+                    'create the bucket with Object Lock enabled (README, "Immutability"), or '
                     "unset ESCROW_OBJECT_LOCK_DAYS"
                 )
             elif code == "NoSuchBucket":
