@@ -66,6 +66,8 @@ class Settings:
     db_lock_timeout_s: int = 5
     db_pool_timeout_s: int = 10
     run_worker_in_process: bool = True
+    kms_endpoint_url: str | None = None  # a KMS other than AWS's own (LocalStack, a VPC endpoint)
+    local_store_quota_bytes: int = 0  # 0: none; else the local store refuses past it, as full
     config_file: Path | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
@@ -201,6 +203,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         **_durability(env, storage_url),
         **_jobs_and_database(env),
         run_worker_in_process=env.get("ESCROW_IN_PROCESS_WORKER", "1") == "1",
+        kms_endpoint_url=env.get("ESCROW_KMS_ENDPOINT_URL") or None,
+        local_store_quota_bytes=_whole_number(env, "ESCROW_LOCAL_STORE_QUOTA_BYTES", 0, 2**62),
         config_file=config_file,
         oidc_issuers=_oidc_issuers(env, config_file),
     )

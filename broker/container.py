@@ -17,11 +17,8 @@ from broker.adapters.db.engine import DatabaseLimits, make_engine
 from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore import open_store
 from broker.adapters.objectstore.base import ObjectStore
-from broker.config import Settings, _whole_number
+from broker.config import Settings
 from broker.errors import ConfigError
-
-# A byte quota for the local store (0 or unset: none): what a full disk does, on demand.
-LOCAL_QUOTA_VARIABLE = "ESCROW_LOCAL_STORE_QUOTA_BYTES"
 
 
 @dataclass
@@ -46,7 +43,7 @@ def build_escrow(settings: Settings) -> Escrow:
         url_secret=read_secret_file(settings.url_secret_file),
         s3_endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
-        local_quota_bytes=_whole_number(os.environ, LOCAL_QUOTA_VARIABLE, 0, 2**62) or None,
+        local_quota_bytes=settings.local_store_quota_bytes or None,
     )
     custody = open_custody(
         settings.key_custody,
@@ -54,7 +51,7 @@ def build_escrow(settings: Settings) -> Escrow:
         key_file=settings.key_file,
         kms_key_id=settings.kms_key_id,
         region=settings.aws_region,
-        endpoint_url=settings.extra.get("kms_endpoint_url"),
+        endpoint_url=settings.kms_endpoint_url,
     )
     mirror = open_mirror(settings) if settings.mirror_url else None
     return Escrow(

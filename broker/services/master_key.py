@@ -166,7 +166,7 @@ def choose_target(settings: Settings, to: str | None, kms_key_id: str | None) ->
             key_file=settings.key_file,
             kms_key_id=kms_key_id or settings.kms_key_id,
             region=settings.aws_region,
-            endpoint_url=settings.extra.get("kms_endpoint_url"),
+            endpoint_url=settings.kms_endpoint_url,
         )
     if kms_key_id:
         raise InvalidInput("--kms-key-id goes with --to aws-kms", hint="add --to aws-kms")

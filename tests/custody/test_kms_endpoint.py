@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from broker.adapters.custody import KMS_ENDPOINT_VARIABLE
 from broker.config import load_settings
 from broker.container import build_escrow
 
@@ -17,17 +16,14 @@ def test_the_kms_endpoint_setting_is_used(moto_endpoint, tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     for name, value in moto_endpoint.env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv(KMS_ENDPOINT_VARIABLE, moto_endpoint.url)
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "url-signing.key").write_text("00" * 32)
-    settings = load_settings(
-        {
-            "ESCROW_DATA_DIR": str(tmp_path),
-            "ESCROW_KEY_CUSTODY": "aws-kms",
-            "ESCROW_KMS_KEY_ID": key_id,
-        }
-    )
-    escrow = build_escrow(settings)
+    env = {
+        "ESCROW_DATA_DIR": str(tmp_path),
+        "ESCROW_KEY_CUSTODY": "aws-kms",
+        "ESCROW_KMS_KEY_ID": key_id,
+    }
+    escrow = build_escrow(load_settings({**env, "ESCROW_KMS_ENDPOINT_URL": moto_endpoint.url}))
     try:
         context = {"deposit": "d1"}
         blob = escrow.custody.wrap(b"secret identity", context)
@@ -36,8 +32,7 @@ def test_the_kms_endpoint_setting_is_used(moto_endpoint, tmp_path, monkeypatch):
     finally:
         escrow.engine.dispose()
 
-    monkeypatch.delenv(KMS_ENDPOINT_VARIABLE)  # without it: AWS itself, which is not reachable
-    escrow = build_escrow(settings)
+    escrow = build_escrow(load_settings(env))  # without it: AWS itself, which is not reachable
     try:
         assert escrow.custody.current.endpoint_url is None  # type: ignore[attr-defined]
     finally:

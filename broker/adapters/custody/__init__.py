@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -12,17 +11,6 @@ from broker.adapters.custody.keyring import Keyring
 from broker.errors import ConfigError, CustodyError
 
 __all__ = ["BlobInfo", "KeyCustody", "Keyring", "describe_blob", "open_backend", "open_custody"]
-
-# The KMS endpoint for a KMS other than AWS's own (LocalStack, moto, a VPC endpoint). Read here,
-# as a fallback to the endpoint the caller passes, so every custody this process opens (the
-# broker's, a key rotation's, a reader of old blobs) uses it. boto3's own AWS_ENDPOINT_URL_KMS
-# works too when this is unset.
-KMS_ENDPOINT_VARIABLE = "ESCROW_KMS_ENDPOINT_URL"
-
-
-def kms_endpoint(endpoint_url: str | None = None) -> str | None:
-    return endpoint_url or os.environ.get(KMS_ENDPOINT_VARIABLE) or None
-
 
 def open_custody(
     kind: str = "local",
@@ -70,7 +58,7 @@ def open_backend(
         from broker.adapters.custody.aws_kms import AwsKmsCustody, arn_region
 
         region = region or arn_region(kms_key_id)  # a key ARN names its region
-        return AwsKmsCustody(kms_key_id, region=region, endpoint_url=kms_endpoint(endpoint_url))
+        return AwsKmsCustody(kms_key_id, region=region, endpoint_url=endpoint_url)
     raise ConfigError(f"unknown key custody {kind!r}", hint="use 'local' (a key file) or 'aws-kms'")
 
 
@@ -95,7 +83,7 @@ def _open_reader(
         return AwsKmsCustody(
             info.key_id,
             region=arn_region(info.key_id) or region,
-            endpoint_url=kms_endpoint(endpoint_url),
+            endpoint_url=endpoint_url,
         )
     raise CustodyError(
         f"blob was wrapped by unknown key custody {info.backend!r}",
