@@ -40,10 +40,12 @@ USER_AGENT = "weights-escrow-client/0.1"
 class BrokerError(EscrowError):
     """The broker answered with an error (problem+json): its status, detail and hint."""
 
-    def __init__(self, status: int, title: str, detail: str, hint: str = "") -> None:
+    def __init__(self, status: int, title: str, detail: str, hint: str = "",
+                 problem_type: str = "about:blank") -> None:
         super().__init__(detail or title, hint=hint)
         self.status = status
         self.title = title
+        self.problem_type = problem_type
 
 
 class BrokerUnreachable(EscrowError):
@@ -275,7 +277,8 @@ class BrokerClient:
         if isinstance(payload, dict) and ("detail" in payload or "title" in payload):
             title = str(payload.get("title") or "error")
             raise BrokerError(response.status, title, str(payload.get("detail") or title),
-                              str(payload.get("hint") or ""))
+                              str(payload.get("hint") or ""),
+                              str(payload.get("type") or "about:blank"))
         raise BrokerError(
             response.status, "unexpected answer",
             f"{method} {path} answered HTTP {response.status} without a problem description",
