@@ -99,6 +99,7 @@ class FileIntegrityError(TamperDetected):
             "the broker's operator (the deposit may be damaged)",
         )
         self.path = path
+        self.problem = problem
 
 
 class WrongIdentity(InvalidInput):
@@ -567,6 +568,9 @@ class Fetcher:
         self.reader = RangeReader(client, self.progress.add)
         self.identities: list[age.Identity] = []
         self.umask = _umask()
+        # Each file's key release, once made: a file fetched afresh (its .part was damaged)
+        # reuses it rather than counting another release against the grant.
+        self._releases: dict[str, Release] = {}
         # Test hook: called as hook(path, block_number) after each block is written to .part.
         self.after_block: Any = None
 
@@ -702,16 +706,46 @@ class Fetcher:
         known = state.partial.get(mf.path)
         resumable = part.exists() and known is not None and all(
             known.get(k) == v for k, v in record.items())
-        if not resumable:
+        try:
+            return self._fetch_file_once(grant_id, mf, target, part, state, release, record,
+                                         known if resumable else None)
+        except FileIntegrityError as error:
+            if not resumable:
+                raise
+            # What failed includes bytes of a .part kept on this machine from an earlier run:
+            # fetch the file afresh once. If that passes, the local file was at fault (a disk,
+            # or another program, changed it), not the storage or the transfer.
+            self.progress.warn(
+                f"{mf.path}: the {part.name} kept from an earlier run does not match the signed "
+                f"manifest ({error.problem}); downloading the file afresh to find out whether "
+                "the local copy or the download was damaged")
+        release = release or self._releases.get(mf.path)
+        outcome = self._fetch_file_once(grant_id, mf, target, part, state, release, record, None)
+        self.progress.warn(
+            f"{mf.path}: fetched afresh and verified: the {part.name} kept on this machine had "
+            "been damaged locally (check the disk, or what else writes to --out); the storage "
+            "and the transfer are fine")
+        return outcome
+
+    def _release(self, grant_id: str, mf: ManifestFile) -> Release:
+        release = self._releases.get(mf.path)
+        if release is None:
+            release = self._releases[mf.path] = Release(self.client, grant_id, mf)
+        return release
+
+    def _fetch_file_once(self, grant_id: str, mf: ManifestFile, target: Path, part: Path,
+                         state: FetchState, release: Release | None, record: dict[str, Any],
+                         known: dict[str, Any] | None) -> FileOutcome:
+        if known is None:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
         try:
             if self.options.age_files:
                 outcome = self._fetch_age_file(grant_id, mf, target, part, state, release,
-                                               known if resumable else None, record)
+                                               known, record)
             else:
                 outcome = self._fetch_plain(grant_id, mf, target, part, state, release,
-                                            resumable, record)
+                                            known is not None, record)
         except (FileIntegrityError, age.AgeError) as error:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
@@ -743,7 +777,7 @@ class Fetcher:
             if start_chunk < total_chunks:
                 self.progress.add_kept(NONCE + have + 16 * start_chunk if have else 0)
                 if release is None:
-                    release = Release(self.client, grant_id, mf)
+                    release = self._release(grant_id, mf)
                 key = self._file_key(release)
                 downloaded = self._transfer(mf, release, key, start_chunk, handle, hasher,
                                             write_plain=True)
@@ -766,7 +800,7 @@ class Fetcher:
                         known: dict[str, Any] | None, record: dict[str, Any]) -> FileOutcome:
         """NAME.age = header + payload; checked against the manifest when an identity is given."""
         if release is None:
-            release = Release(self.client, grant_id, mf)
+            release = self._release(grant_id, mf)
         key = self._file_key(release) if self.identities else None
         total_chunks = chunk_count(mf.size)
         hasher = hashlib.sha256()
