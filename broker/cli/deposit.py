@@ -102,7 +102,7 @@ def deposit(directory: Path | None, model: str, version: str, recipients: tuple[
         client = open_client(
             broker_url, token, token_file, say=progress.info, pool_size=jobs + 2,
             on_retry=lambda reason, wait: progress.warn(
-                f"connection problem ({reason}); retrying in {wait:.1f} s"),
+                f"{reason}; retrying in {wait:.1f} s"),
         )
         options = DepositOptions(
             model=model, version=version, directory=directory, recipients=recipients,

@@ -76,7 +76,7 @@ HASH_READ = 4 * 1024 * 1024  # reading a .part back to re-hash it
 STATE_FILE = ".escrow-fetch.json"
 STATE_VERSION = 1
 URL_MARGIN = timedelta(seconds=30)  # ask for a new URL rather than start a GET this close to expiry
-STORE_RETRY = frozenset({500, 502, 503, 504})
+STORE_RETRY = frozenset({429, 500, 502, 503, 504})
 _INDEX_RE = re.compile(r"files/(0|[1-9][0-9]{0,8})\.(header|payload)")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -472,6 +472,12 @@ class RangeReader:
                 return self._attempt(url, headers, start, view)
             except _StoreTransient as transient:
                 wait = next(delays, None)
+                if wait is None and transient.status:  # it answered, just not well
+                    raise StoreError(
+                        f"the object store at {host} kept failing a download: {transient}",
+                        hint="the store is failing or overloaded: run the same command again "
+                        "later (nothing verified is lost); if it persists, tell the broker's "
+                        "operator", status_code=transient.status) from None
                 if wait is None:
                     raise BrokerUnreachable(
                         f"the object store at {host} went away: {transient}",
@@ -496,16 +502,20 @@ class RangeReader:
                 preload_content=False, decode_content=False, redirect=False,
                 timeout=self.timeout)
         except (Urllib3Error, OSError) as error:
-            raise _StoreTransient(type(error).__name__) from None
+            raise _StoreTransient(f"no answer: {type(error).__name__}") from None
         try:
-            if response.status in STORE_RETRY:
-                raise _StoreTransient(f"it answered {response.status}")
             if response.status != 206:
                 data = response.read(4096)
+                problem = _store_problem_of(data, response.headers.get("Content-Type", ""))
+                if response.status in STORE_RETRY and problem is None:
+                    raise _StoreTransient(f"it answered HTTP {response.status}",
+                                          response.status)
+                detail, hint = problem or (data[:200].decode(errors="replace"), "")
                 raise StoreError(
                     f"the object store at {host} refused a download: HTTP {response.status}"
-                    + (f" ({data[:200].decode(errors='replace')})" if data else ""),
-                    hint="run the same command again; if it keeps failing, tell the operator",
+                    + (f" ({detail})" if detail else ""),
+                    hint=hint or "run the same command again; if it keeps failing, tell the "
+                    "broker's operator",
                     status_code=response.status)
             total = _content_range_total(response.headers.get("Content-Range", ""))
             filled = 0
@@ -519,7 +529,7 @@ class RangeReader:
                     if self.on_bytes:
                         self.on_bytes(len(data))
             except (Urllib3Error, OSError) as error:
-                raise _StoreTransient(type(error).__name__) from None
+                raise _StoreTransient(f"no answer: {type(error).__name__}") from None
             if filled != len(view):
                 raise _StoreTransient(f"the answer ended after {filled} of {len(view)} bytes")
             return total
@@ -528,7 +538,26 @@ class RangeReader:
 
 
 class _StoreTransient(Exception):
-    pass
+    """A failed download attempt worth retrying; `status` is the HTTP status if the store
+    answered (0: nothing answered)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _store_problem_of(data: bytes, content_type: str) -> tuple[str, str] | None:
+    """(detail, hint) of a problem+json answer (the broker's local store states a problem:
+    final, not retried), or None."""
+    if "json" not in content_type:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or "detail" not in payload:
+        return None
+    return str(payload.get("detail") or ""), str(payload.get("hint") or "")
 
 
 def _content_range_total(value: str) -> int:
