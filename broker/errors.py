@@ -113,3 +113,10 @@ class OutcomeUnknown(EscrowError):
 
 class ConfigError(EscrowError):
     title = "configuration error"
+
+
+class UploadLost(Conflict):
+    """The object store no longer knows a file's multipart upload (a lifecycle rule aborted it,
+    or the store was restored): the broker has started the file over on a new upload."""
+
+    title = "upload lost"

@@ -45,8 +45,15 @@ OPENAPI = {
     },
     "/api/v1/deposits/{deposit_id}/files/{index}/upload": {
         "post": operation(
-            "start or resume a file's multipart upload",
-            obj(part_size=INTEGER, payload_size=INTEGER, parts=array(obj())),
+            "start or resume a file's multipart upload (a new one, and upload_lost, when the "
+            "store no longer knows the old one: encrypt the file again under a new key)",
+            obj(
+                part_size=INTEGER,
+                payload_size=INTEGER,
+                parts=array(obj()),
+                upload={"type": ["string", "null"]},
+                upload_lost=BOOLEAN,
+            ),
             obj(restart=BOOLEAN),
         ),
         "parameters": FILE,

@@ -52,9 +52,27 @@ Files encrypted with the plain `age` tool (register them instead of DIR's plaint
 
 \b
 Exit status: 0 sealed (or submitted, with --no-wait); 1 error; 3 the broker's verification
-failed; 4 a pinned broker key changed. With --json the last line of stdout is one JSON object
+failed (its reason and what to do are printed); 4 a pinned broker key changed; 5 still
+verifying when --wait-timeout ran out (run the same command again to keep waiting).
+With --json the last line of stdout is one JSON object
 (deposit_id, state, files with sha256; or error, detail, hint).
 """
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds in "90", "90s", "30m", "6h" or "1d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0) if value else 0
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise InvalidInput(f"{option} {text!r} is not a duration",
+                           hint=f"e.g. {option} 90s, 30m, 6h or 1d")
+    return seconds
 
 
 def _summary(deposit: dict[str, Any]) -> list[str]:
@@ -83,6 +101,8 @@ def _summary(deposit: dict[str, Any]) -> list[str]:
 @click.option("--jobs", default=DEFAULT_JOBS, show_default=True, type=click.IntRange(1, 32),
               help="parts uploaded in parallel")
 @click.option("--no-wait", is_flag=True, help="return once the deposit is submitted")
+@click.option("--wait-timeout", default="6h", show_default=True, metavar="DURATION",
+              help="stop waiting for the seal after this long (e.g. 90s, 30m, 6h)")
 @click.option("--recipient-only", is_flag=True,
               help="open the deposit with no files and print its recipient")
 @click.option("--pre-encrypted", is_flag=True,
@@ -93,7 +113,8 @@ def _summary(deposit: dict[str, Any]) -> list[str]:
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 def deposit(directory: Path | None, model: str, version: str, recipients: tuple[str, ...],
             classical: bool, broker_url: str | None, token: str | None,
-            token_file: Path | None, jobs: int, no_wait: bool, recipient_only: bool,
+            token_file: Path | None, jobs: int, no_wait: bool, wait_timeout: str,
+            recipient_only: bool,
             pre_encrypted: bool, sha256sums: Path | None, as_json: bool, quiet: bool) -> None:
     progress = Progress(quiet=quiet)
     extra: dict[str, Any] = {}
@@ -102,12 +123,12 @@ def deposit(directory: Path | None, model: str, version: str, recipients: tuple[
         client = open_client(
             broker_url, token, token_file, say=progress.info, pool_size=jobs + 2,
             on_retry=lambda reason, wait: progress.warn(
-                f"connection problem ({reason}); retrying in {wait:.1f} s"),
+                f"{reason}; retrying in {wait:.1f} s"),
         )
         options = DepositOptions(
             model=model, version=version, directory=directory, recipients=recipients,
             classical=classical, jobs=jobs, wait=not no_wait, pre_encrypted=pre_encrypted,
-            sha256sums=sha256sums,
+            sha256sums=sha256sums, wait_timeout_s=parse_duration(wait_timeout, "--wait-timeout"),
         )
         if recipient_only:
             if directory is not None or pre_encrypted:

@@ -69,7 +69,7 @@ def fetch(target: str, identity_file: Path | None, out: Path, grant_id: str | No
         client = open_client(
             broker_url, token, token_file, say=progress.info, pool_size=jobs + 4,
             on_retry=lambda reason, wait: progress.warn(
-                f"connection problem ({reason}); retrying in {wait:.1f} s"),
+                f"{reason}; retrying in {wait:.1f} s"),
         )
         options = FetchOptions(target=target, out=out, identity_file=identity_file,
                                grant_id=grant_id, jobs=jobs, age_files=age_files)

@@ -27,7 +27,7 @@ from broker.client.encrypt import (
     file_changed,
     sha256_file,
 )
-from broker.client.http import BrokerClient, StoreError
+from broker.client.http import BrokerClient, BrokerError, StoreError
 from broker.client.journal import DoneEntry, FileEntry, Journal
 from broker.client.preencrypted import scan_pre_encrypted
 from broker.client.progress import Progress, human_bytes
@@ -42,12 +42,24 @@ SEALED, FAILED, VERIFYING = "sealed", "failed", "verifying"
 DEFAULT_JOBS = 4
 MAX_PRESIGN = 100  # the broker's limit per call
 URL_MARGIN = timedelta(seconds=60)  # re-presign a URL that expires sooner than this
+MAX_UPLOAD_RESTARTS = 3  # a file whose store upload keeps vanishing fails after this many
+
+
+DEFAULT_WAIT_TIMEOUT_S = 6 * 3600.0
 
 
 class DepositFailed(EscrowError):
     status = 409
     title = "deposit failed verification"
     exit_code = 3  # `escrow deposit` exits 3 (broker.cli.client.EXIT_FAILED)
+
+
+class StillVerifying(EscrowError):
+    """--wait-timeout ran out while the broker was still verifying."""
+
+    status = 504
+    title = "still verifying"
+    exit_code = 5  # `escrow deposit` exits 5: not failed, not sealed yet
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class DepositOptions:
     pre_encrypted: bool = False
     sha256sums: Path | None = None
     config_dir: Path | None = None
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -278,6 +291,26 @@ class Depositor:
 
     def _upload_file(self, deposit_id: str, item: Item, file: dict[str, Any],
                      recipients: list[age.Recipient], restart: bool) -> None:
+        """Upload one file; if the store loses its upload meanwhile (the broker or the store
+        says so), start it over under a new key, a bounded number of times."""
+        journal = self.journal
+        assert journal is not None
+        for attempt in range(MAX_UPLOAD_RESTARTS + 1):
+            try:
+                self._upload_file_once(deposit_id, item, file, recipients, restart)
+                return
+            except (BrokerError, StoreError) as error:
+                gone = upload_gone(error)
+                if not gone or attempt == MAX_UPLOAD_RESTARTS:
+                    raise
+            journal.forget_file(file["index"], item.path)  # never again under this key
+            self.progress.info(f"{item.path}: {gone}; starting it over with a new key")
+            with self._count_lock:
+                self.result.files_restarted.append(item.path)
+            restart = True
+
+    def _upload_file_once(self, deposit_id: str, item: Item, file: dict[str, Any],
+                          recipients: list[age.Recipient], restart: bool) -> None:
         journal = self.journal
         assert journal is not None
         index = file["index"]
@@ -291,7 +324,10 @@ class Depositor:
             parts = plan_parts(item.plain_size, start["part_size"])
             if entry is None:
                 entry = _new_entry(index, item, recipients, start["part_size"])
+                entry.upload = start.get("upload")
                 journal.start_file(entry)  # before anything is sent: the key must survive
+            elif entry.upload is None and start.get("upload"):
+                journal.set_upload(index, start["upload"])
             header = None
             if not start["header_registered"]:
                 # Registered while the parts go up: the broker only needs it before completion.
@@ -304,9 +340,15 @@ class Depositor:
             self.progress.add_kept(sum(parts[n - 1].cipher_size for n in keep))
             try:
                 self._send_parts(base, index, source, todo, entry)
-            finally:
-                if header is not None:
-                    header.result()  # its error first: a header refused explains the rest
+            except BaseException as error:
+                refused = header.exception() if header is not None else None
+                # A header refused explains the rest, unless the upload itself is gone (then
+                # the header was refused because the broker reset the file).
+                if refused is not None and not upload_gone(error):
+                    raise refused from error
+                raise
+            if header is not None:
+                header.result()
             digest = item.sha256 or (hasher.result() if hasher else "")
             hasher = None
             if stat_identity(item.source) != item.identity:
@@ -334,7 +376,15 @@ class Depositor:
             )
         if not (restart or why):
             stored = {p["number"]: p["size"] for p in start["parts"]}
-            if entry is not None:
+            gone = _upload_replaced(entry, start)
+            if gone:
+                why = gone
+                if not (stored or start["header_registered"]):
+                    # The broker already started the file over on a fresh, empty upload.
+                    self.progress.info(f"{item.path}: {why}; starting it over with a new key")
+                    self.result.files_restarted.append(item.path)
+                    return start, None, set()
+            elif entry is not None:
                 keep, why = self._verify_kept(item, entry, parts, stored, start)
                 if not why:
                     return start, entry, keep
@@ -376,24 +426,35 @@ class Depositor:
         urls = _Presigner(self.client, base, [p.number for p in todo])
 
         def send(part: Part) -> None:
-            def record(fingerprint: str) -> None:
+            fingerprinted = [""]
+
+            def write_ahead() -> None:
+                # The part's fingerprint is on disk before any of its bytes is sent (this
+                # attempt's or a retry's): whatever a crash interrupts, a later run can prove
+                # the plaintext unchanged before it encrypts under this key again.
+                found = source.fingerprint(part)
                 known = entry.fingerprints.get(part.number)
-                if known is not None and known != fingerprint:
-                    # Same key and counter, different plaintext: stop before the last block.
+                if known is None:
+                    journal.record_part(index, part.number, found)
+                elif known != found:
+                    journal.forget_file(index, entry.path)
                     raise file_changed(source.path, f"part {part.number} changed")
-                journal.record_part(index, part.number, fingerprint)
+                fingerprinted[0] = found
+
+            def check(found: str) -> None:
+                # Called before the part's last block is handed out: the bytes encrypted for
+                # sending must be the ones fingerprinted. If not, the file changed while it was
+                # read, and blocks already sent under this key encrypt other plaintext than the
+                # journal records: the key is dropped so that it is never used again.
+                if found != fingerprinted[0]:
+                    journal.forget_file(index, entry.path)
+                    raise file_changed(source.path, f"part {part.number} changed")
 
             sent = [0]
-            tries = [0]
 
             def body() -> Iterator[memoryview]:
-                # A retry re-encrypts under the same key and counters: first prove, locally,
-                # that the plaintext is what the earlier attempt encrypted.
-                if tries[0] and part.number in entry.fingerprints and (
-                        source.fingerprint(part) != entry.fingerprints[part.number]):
-                    raise file_changed(source.path, f"part {part.number} changed")
-                tries[0] += 1
-                return self._counted(source.blocks(part, record), sent)
+                write_ahead()
+                return self._counted(source.blocks(part, check), sent)
 
             for attempt in range(3):
                 signed = urls.get(part.number)
@@ -426,15 +487,93 @@ class Depositor:
     # --- seal ----------------------------------------------------------------------------
 
     def _wait_for_seal(self, deposit_id: str) -> dict[str, Any]:
+        """Poll until the deposit is sealed or failed, or --wait-timeout runs out (then
+        StillVerifying says what is known and how to keep waiting)."""
         self.progress.info("waiting for the broker to verify and seal the deposit "
                            "(Ctrl-C is safe: it keeps going)")
+        deadline = time.monotonic() + max(0.0, self.options.wait_timeout_s)
         delay = 0.05
+        said = ""
         while True:
             deposit = self.client.get(f"/api/v1/deposits/{deposit_id}")
             if deposit["state"] in (SEALED, FAILED):
                 return deposit
-            time.sleep(delay)
+            news = _verification_news(deposit.get("verification"))
+            if news and news != said:
+                self.progress.info(news)
+                said = news
+            if time.monotonic() >= deadline:
+                raise _still_verifying(deposit, self.options.wait_timeout_s)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 1.5, 1.0)
+
+
+def _verification_news(verification: Any) -> str:
+    """A line about the verification job worth showing while waiting ('' if nothing)."""
+    if not isinstance(verification, dict):
+        return ""
+    attempts = verification.get("attempts") or 0
+    error = verification.get("error")
+    if not (attempts > 1 or error):
+        return ""
+    line = f"verification attempt {attempts} ({verification.get('state') or 'queued'})"
+    if error:
+        line += f"; the last one failed: {error}"
+    if verification.get("next_attempt_at"):
+        line += f"; next attempt at {verification['next_attempt_at']}"
+    return line
+
+
+def _still_verifying(deposit: dict[str, Any], waited_s: float) -> StillVerifying:
+    verification = deposit.get("verification")
+    known = [f"deposit {deposit['deposit_id']} is still {deposit['state']} after "
+             f"{_duration(waited_s)} (--wait-timeout)"]
+    if isinstance(verification, dict):
+        known.append(f"verification {verification.get('state') or 'unknown'}, attempt "
+                     f"{verification.get('attempts') or 0}")
+        if verification.get("worker"):
+            known.append(f"worker {verification['worker']}, last heartbeat "
+                         f"{verification.get('heartbeat_at') or 'never'}")
+        if verification.get("error"):
+            known.append(f"last error: {verification['error']}")
+        if verification.get("next_attempt_at"):
+            known.append(f"next attempt at {verification['next_attempt_at']}")
+    return StillVerifying(
+        "; ".join(known),
+        hint="nothing is lost and the broker keeps verifying: run the same command again to "
+        "keep waiting (with a longer --wait-timeout if need be), or --no-wait to return at "
+        "once; if no worker has a recent heartbeat, ask the operator to check `escrow worker`",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _upload_replaced(entry: FileEntry | None, start: dict[str, Any]) -> str:
+    """Why the broker's upload of a file is not the one the journal's key was used for."""
+    if start.get("upload_lost"):
+        return ("the object store no longer had its upload (aborted by a lifecycle rule, or "
+                "the store was restored); the broker started a new one")
+    if entry is not None and entry.upload and start.get("upload") not in (None, entry.upload):
+        return "the broker is on a new upload of it (the store lost the one this run used)"
+    return ""
+
+
+def upload_gone(error: BaseException) -> str:
+    """Why `error` means that the store no longer knows the file's upload ('' if it does not):
+    the broker's "upload lost" problem, or the store's 404 to a part upload."""
+    if isinstance(error, BrokerError) and error.status == 409 and (
+            error.title == "upload lost" or error.problem_type.endswith("upload-lost")):
+        return error.message
+    if isinstance(error, StoreError) and error.status_code == 404 and (
+            error.code not in ("NoSuchBucket", "NoSuchKey")):
+        return "the object store no longer knows its upload (it answered 404 to a part)"
+    return ""
 
 
 def _stale(entry: FileEntry | None, item: Item, recipients: list[age.Recipient]) -> str:
@@ -504,8 +643,12 @@ def _failure(deposit: dict[str, Any]) -> DepositFailed:
         f"deposit {deposit['deposit_id']} failed verification: "
         f"{deposit.get('failure') or 'see the files'}"
         + ("".join(f"\n  - {b}" for b in bad[:20])),
-        hint="the broker decrypted what was uploaded and it did not match; run the same "
-        "command again to upload the failed files anew",
+        # The broker's own hint when it gives one (a worker that kept dying, a store refusing
+        # Object Lock are not "it did not match").
+        hint=deposit.get("failure_hint")
+        or "run the same command again to upload the failed files anew; if the files are "
+        "not at fault, the operator can retry the verification with `escrow verify "
+        f"{deposit['deposit_id']}`",
     )
 
 

@@ -111,8 +111,10 @@ class PlainSource:
                ) -> Iterator[memoryview]:
         """The part's ciphertext in blocks of up to 4 MiB (views of a reused buffer: each is
         valid until the next is asked for). `on_fingerprint` is called with the part's
-        fingerprint once its last block is encrypted, before that block is handed out, so a
-        part the store can have received in full always has its fingerprint journaled."""
+        fingerprint once its last block is encrypted, before that block is handed out: the
+        depositor journals the fingerprint before the part's first byte is sent (write-ahead)
+        and uses this call to check that what it sent is what it journaled; raising there
+        keeps the part from ever being complete at the store."""
         cipher = memoryview(_buffers.cipher)
         fingerprint = hashlib.sha256()
         handle = os.open(self.source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -76,7 +76,7 @@ HASH_READ = 4 * 1024 * 1024  # reading a .part back to re-hash it
 STATE_FILE = ".escrow-fetch.json"
 STATE_VERSION = 1
 URL_MARGIN = timedelta(seconds=30)  # ask for a new URL rather than start a GET this close to expiry
-STORE_RETRY = frozenset({500, 502, 503, 504})
+STORE_RETRY = frozenset({429, 500, 502, 503, 504})
 _INDEX_RE = re.compile(r"files/(0|[1-9][0-9]{0,8})\.(header|payload)")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -99,6 +99,7 @@ class FileIntegrityError(TamperDetected):
             "the broker's operator (the deposit may be damaged)",
         )
         self.path = path
+        self.problem = problem
 
 
 class WrongIdentity(InvalidInput):
@@ -471,6 +472,12 @@ class RangeReader:
                 return self._attempt(url, headers, start, view)
             except _StoreTransient as transient:
                 wait = next(delays, None)
+                if wait is None and transient.status:  # it answered, just not well
+                    raise StoreError(
+                        f"the object store at {host} kept failing a download: {transient}",
+                        hint="the store is failing or overloaded: run the same command again "
+                        "later (nothing verified is lost); if it persists, tell the broker's "
+                        "operator", status_code=transient.status) from None
                 if wait is None:
                     raise BrokerUnreachable(
                         f"the object store at {host} went away: {transient}",
@@ -495,16 +502,20 @@ class RangeReader:
                 preload_content=False, decode_content=False, redirect=False,
                 timeout=self.timeout)
         except (Urllib3Error, OSError) as error:
-            raise _StoreTransient(type(error).__name__) from None
+            raise _StoreTransient(f"no answer: {type(error).__name__}") from None
         try:
-            if response.status in STORE_RETRY:
-                raise _StoreTransient(f"it answered {response.status}")
             if response.status != 206:
                 data = response.read(4096)
+                problem = _store_problem_of(data, response.headers.get("Content-Type", ""))
+                if response.status in STORE_RETRY and problem is None:
+                    raise _StoreTransient(f"it answered HTTP {response.status}",
+                                          response.status)
+                detail, hint = problem or (data[:200].decode(errors="replace"), "")
                 raise StoreError(
                     f"the object store at {host} refused a download: HTTP {response.status}"
-                    + (f" ({data[:200].decode(errors='replace')})" if data else ""),
-                    hint="run the same command again; if it keeps failing, tell the operator",
+                    + (f" ({detail})" if detail else ""),
+                    hint=hint or "run the same command again; if it keeps failing, tell the "
+                    "broker's operator",
                     status_code=response.status)
             total = _content_range_total(response.headers.get("Content-Range", ""))
             filled = 0
@@ -518,7 +529,7 @@ class RangeReader:
                     if self.on_bytes:
                         self.on_bytes(len(data))
             except (Urllib3Error, OSError) as error:
-                raise _StoreTransient(type(error).__name__) from None
+                raise _StoreTransient(f"no answer: {type(error).__name__}") from None
             if filled != len(view):
                 raise _StoreTransient(f"the answer ended after {filled} of {len(view)} bytes")
             return total
@@ -527,7 +538,26 @@ class RangeReader:
 
 
 class _StoreTransient(Exception):
-    pass
+    """A failed download attempt worth retrying; `status` is the HTTP status if the store
+    answered (0: nothing answered)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _store_problem_of(data: bytes, content_type: str) -> tuple[str, str] | None:
+    """(detail, hint) of a problem+json answer (the broker's local store states a problem:
+    final, not retried), or None."""
+    if "json" not in content_type:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or "detail" not in payload:
+        return None
+    return str(payload.get("detail") or ""), str(payload.get("hint") or "")
 
 
 def _content_range_total(value: str) -> int:
@@ -567,6 +597,9 @@ class Fetcher:
         self.reader = RangeReader(client, self.progress.add)
         self.identities: list[age.Identity] = []
         self.umask = _umask()
+        # Each file's key release, once made: a file fetched afresh (its .part was damaged)
+        # reuses it rather than counting another release against the grant.
+        self._releases: dict[str, Release] = {}
         # Test hook: called as hook(path, block_number) after each block is written to .part.
         self.after_block: Any = None
 
@@ -702,16 +735,46 @@ class Fetcher:
         known = state.partial.get(mf.path)
         resumable = part.exists() and known is not None and all(
             known.get(k) == v for k, v in record.items())
-        if not resumable:
+        try:
+            return self._fetch_file_once(grant_id, mf, target, part, state, release, record,
+                                         known if resumable else None)
+        except FileIntegrityError as error:
+            if not resumable:
+                raise
+            # What failed includes bytes of a .part kept on this machine from an earlier run:
+            # fetch the file afresh once. If that passes, the local file was at fault (a disk,
+            # or another program, changed it), not the storage or the transfer.
+            self.progress.warn(
+                f"{mf.path}: the {part.name} kept from an earlier run does not match the signed "
+                f"manifest ({error.problem}); downloading the file afresh to find out whether "
+                "the local copy or the download was damaged")
+        release = release or self._releases.get(mf.path)
+        outcome = self._fetch_file_once(grant_id, mf, target, part, state, release, record, None)
+        self.progress.warn(
+            f"{mf.path}: fetched afresh and verified: the {part.name} kept on this machine had "
+            "been damaged locally (check the disk, or what else writes to --out); the storage "
+            "and the transfer are fine")
+        return outcome
+
+    def _release(self, grant_id: str, mf: ManifestFile) -> Release:
+        release = self._releases.get(mf.path)
+        if release is None:
+            release = self._releases[mf.path] = Release(self.client, grant_id, mf)
+        return release
+
+    def _fetch_file_once(self, grant_id: str, mf: ManifestFile, target: Path, part: Path,
+                         state: FetchState, release: Release | None, record: dict[str, Any],
+                         known: dict[str, Any] | None) -> FileOutcome:
+        if known is None:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
         try:
             if self.options.age_files:
                 outcome = self._fetch_age_file(grant_id, mf, target, part, state, release,
-                                               known if resumable else None, record)
+                                               known, record)
             else:
                 outcome = self._fetch_plain(grant_id, mf, target, part, state, release,
-                                            resumable, record)
+                                            known is not None, record)
         except (FileIntegrityError, age.AgeError) as error:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
@@ -743,7 +806,7 @@ class Fetcher:
             if start_chunk < total_chunks:
                 self.progress.add_kept(NONCE + have + 16 * start_chunk if have else 0)
                 if release is None:
-                    release = Release(self.client, grant_id, mf)
+                    release = self._release(grant_id, mf)
                 key = self._file_key(release)
                 downloaded = self._transfer(mf, release, key, start_chunk, handle, hasher,
                                             write_plain=True)
@@ -766,7 +829,7 @@ class Fetcher:
                         known: dict[str, Any] | None, record: dict[str, Any]) -> FileOutcome:
         """NAME.age = header + payload; checked against the manifest when an identity is given."""
         if release is None:
-            release = Release(self.client, grant_id, mf)
+            release = self._release(grant_id, mf)
         key = self._file_key(release) if self.identities else None
         total_chunks = chunk_count(mf.size)
         hasher = hashlib.sha256()

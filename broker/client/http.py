@@ -1,11 +1,23 @@
 """A small client for the broker's JSON API and for the object store's presigned URLs.
 
 One urllib3 `PoolManager` per client, shared by every thread. JSON in and out; an RFC 9457
-problem+json answer becomes a `BrokerError` carrying the broker's `detail` and `hint`.
-Connection errors, timeouts and 502/503/504 answers are retried with exponential back-off, a
-bounded number of times within a bounded total time (`RetryPolicy`, from `ESCROW_CLIENT_*`);
-after that a `BrokerUnreachable` says that the broker (or the store) went away and that running
-the same command again resumes.
+problem+json answer becomes a `BrokerError` carrying the broker's `detail` and `hint`, and that
+is what the user is told, whatever the status.
+
+Retried, with exponential back-off, a bounded number of times within a bounded total time
+(`RetryPolicy`, from `ESCROW_CLIENT_*`), only what a retry can fix: no answer at all
+(connection refused or reset, timeouts), a 502/503/504 that is not the broker's own problem
+(a proxy's or load balancer's page), 429, and the broker's 503 "outcome unknown" (a commit
+whose result it could not learn: the retry carries the same Idempotency-Key, so the broker
+answers with the first outcome instead of doing it twice). A problem the broker states (a
+503 "database unavailable", a 507 "store full") is printed as the broker's words at once.
+The object store's 500/502/503/504/429 are retried (S3 asks for that), and then reported as
+what the store answered, with the local store's own hint.
+When the retries run out, the error says what happened: `BrokerUnreachable` ("went away")
+only when nothing answered; otherwise what answered, and how.
+
+Every state-changing call (POST/PUT/PATCH/DELETE under /api/v1) carries an
+`Idempotency-Key: <uuid4>`, one per call, the same on each of its retries.
 
 Secrets: the token is only ever put in the Authorization header. Presigned URLs are credentials
 too (whoever holds one may upload), so errors about the store name its host, never the URL.
@@ -18,6 +30,7 @@ import os
 import random
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,18 +45,24 @@ if TYPE_CHECKING:
     from broker.auditlog.checkpoint import Checkpoint
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+TOO_MANY_REQUESTS = 429
 # S3 asks clients to retry its 500 InternalError too; the broker's 500 is a bug, not retried.
-STORE_RETRY_STATUSES = RETRY_STATUSES | {500}
+STORE_RETRY_STATUSES = RETRY_STATUSES | {500, TOO_MANY_REQUESTS}
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+OUTCOME_UNKNOWN = "outcome-unknown"  # the end of the broker's problem type for it
 USER_AGENT = "weights-escrow-client/0.1"
 
 
 class BrokerError(EscrowError):
     """The broker answered with an error (problem+json): its status, detail and hint."""
 
-    def __init__(self, status: int, title: str, detail: str, hint: str = "") -> None:
+    def __init__(self, status: int, title: str, detail: str, hint: str = "",
+                 problem_type: str = "about:blank") -> None:
         super().__init__(detail or title, hint=hint)
         self.status = status
         self.title = title
+        self.problem_type = problem_type
 
 
 class BrokerUnreachable(EscrowError):
@@ -108,11 +127,17 @@ class RetryPolicy:
 
 
 class _Transient(Exception):
-    """One attempt failed in a way worth retrying; `reason` is safe to show."""
+    """One attempt failed in a way worth retrying; `reason` is safe to show.
 
-    def __init__(self, reason: str) -> None:
+    `final` is the error to raise if the retries run out (None: nothing answered, so the
+    server "went away"); `retry_after` is a wait the server asked for, in seconds."""
+
+    def __init__(self, reason: str, final: EscrowError | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.final = final
+        self.retry_after = retry_after
 
 
 def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], Any],
@@ -126,15 +151,80 @@ def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], Any],
         except _Transient as transient:
             wait = next(delays, None)
             if wait is None:
+                if transient.final is not None:
+                    transient.final.message += (
+                        f" (gave up after {tries} attempt{'s' if tries != 1 else ''})")
+                    raise transient.final from None
                 raise BrokerUnreachable(
                     f"{what} went away: {transient.reason} (gave up after {tries} attempt"
                     f"{'s' if tries != 1 else ''})",
                     hint="nothing finished is lost: run the same command again when it is "
                     "back, and it resumes where it stopped",
                 ) from None
+            if transient.retry_after is not None:
+                wait = max(wait, min(transient.retry_after, policy.max_backoff_s))
             if on_retry:
                 on_retry(transient.reason, wait)
             time.sleep(wait)
+
+
+def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
+    value = (response.headers.get("Retry-After") or "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def _problem(response: urllib3.BaseHTTPResponse) -> dict[str, Any] | None:
+    """The answer's problem+json object (or a JSON object with a detail or title), if any."""
+    if "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        payload = json.loads(response.data or b"null")
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and ("detail" in payload or "title" in payload):
+        return payload
+    return None
+
+
+def problem_error(status: int, problem: dict[str, Any]) -> BrokerError:
+    title = str(problem.get("title") or "error")
+    return BrokerError(status, title, str(problem.get("detail") or title),
+                       str(problem.get("hint") or ""),
+                       str(problem.get("type") or "about:blank"))
+
+
+def broker_transient(response: urllib3.BaseHTTPResponse, base_url: str) -> _Transient | None:
+    """Whether a broker's answer is worth another try (and what to say if the tries run out):
+    429; the broker's own 503 "outcome unknown"; a 502/503/504 that is not the broker's
+    problem+json (a proxy or load balancer answered for it). None: the answer stands."""
+    status = response.status
+    if status != TOO_MANY_REQUESTS and status not in RETRY_STATUSES:
+        return None
+    problem = _problem(response)
+    if problem is not None:
+        error = problem_error(status, problem)
+        if status == TOO_MANY_REQUESTS:
+            return _Transient(f"the broker is busy ({error.message})", error,
+                              _retry_after(response))
+        if error.problem_type.endswith(OUTCOME_UNKNOWN):
+            return _Transient("the broker could not tell whether the change was made; asking "
+                              "again with the same Idempotency-Key", error,
+                              _retry_after(response))
+        return None  # the broker's own words: no retry, the user reads them
+    answered = f"HTTP {status} without a problem description"
+    if status == TOO_MANY_REQUESTS:
+        return _Transient(f"too many requests ({answered})", BrokerError(
+            status, "too many requests",
+            f"the broker at {base_url} kept answering {answered}",
+            hint="wait a few minutes and run the same command again; it resumes"),
+            _retry_after(response))
+    return _Transient(f"something in front of the broker answered {answered}", BrokerError(
+        status, "broker not answering",
+        f"the broker at {base_url} did not answer: a proxy or load balancer in front of it "
+        f"answered {answered}",
+        hint="the broker behind it is down or overloaded: run the same command again later "
+        "(nothing finished is lost); if it persists, tell the broker's operator"),
+        _retry_after(response))
 
 
 def _describe(error: BaseException) -> str:
@@ -241,6 +331,9 @@ class BrokerClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if method in STATE_CHANGING and path.startswith("/api/v1"):
+            # One key per call, the same on each retry: a retried change is done only once.
+            headers[IDEMPOTENCY_HEADER] = str(uuid.uuid4())
         url = self.base_url + path
 
         def attempt() -> Any:
@@ -248,9 +341,10 @@ class BrokerClient:
                 response = self.pool.request(method, url, body=data, headers=headers,
                                              timeout=self.api_timeout, redirect=False)
             except (Urllib3Error, OSError) as error:
-                raise _Transient(_describe(error)) from None
-            if response.status in RETRY_STATUSES:
-                raise _Transient(f"it answered {response.status}")
+                raise _Transient(f"no answer: {_describe(error)}") from None
+            transient = broker_transient(response, self.base_url)
+            if transient is not None:
+                raise transient
             return response
 
         response = _retrying(self.retry, f"the broker at {self.base_url}", attempt, self.on_retry)
@@ -258,13 +352,13 @@ class BrokerClient:
 
     def _decode(self, method: str, path: str, response: urllib3.BaseHTTPResponse) -> Any:
         content_type = response.headers.get("Content-Type", "")
-        payload: Any = None
-        if "json" in content_type:
-            try:
-                payload = json.loads(response.data or b"null")
-            except ValueError:
-                payload = None
         if 200 <= response.status < 300:
+            payload: Any = None
+            if "json" in content_type:
+                try:
+                    payload = json.loads(response.data or b"null")
+                except ValueError:
+                    payload = None
             if payload is None and response.data:
                 raise BrokerError(
                     response.status, "unexpected answer",
@@ -272,10 +366,9 @@ class BrokerClient:
                     hint=f"check that {self.base_url} is an escrow broker",
                 )
             return payload
-        if isinstance(payload, dict) and ("detail" in payload or "title" in payload):
-            title = str(payload.get("title") or "error")
-            raise BrokerError(response.status, title, str(payload.get("detail") or title),
-                              str(payload.get("hint") or ""))
+        problem = _problem(response)
+        if problem is not None:
+            raise problem_error(response.status, problem)
         raise BrokerError(
             response.status, "unexpected answer",
             f"{method} {path} answered HTTP {response.status} without a problem description",
@@ -306,18 +399,28 @@ class BrokerClient:
                     timeout=self.upload_timeout, redirect=False, preload_content=True,
                 )
             except (Urllib3Error, OSError) as error:
-                raise _Transient(_describe(error)) from None
+                raise _Transient(f"no answer: {_describe(error)}") from None
+            if 200 <= response.status < 300:
+                return (response.headers.get("ETag") or "").strip().strip('"')
+            code, message, hint = _store_problem(response)
+            said = f"HTTP {response.status}" + (f" {code}" if code else "") + (
+                f": {message}" if message else "")
             if response.status in STORE_RETRY_STATUSES:
-                raise _Transient(f"it answered {response.status}")
-            if not 200 <= response.status < 300:
-                code, message = _store_problem(response)
-                raise StoreError(
-                    f"the object store at {host} refused a part upload: HTTP {response.status}"
-                    + (f" {code}" if code else "") + (f": {message}" if message else ""),
-                    hint="run the same command again; if it keeps failing, tell the operator",
-                    status_code=response.status, code=code,
-                )
-            return (response.headers.get("ETag") or "").strip().strip('"')
+                # Worth another try; if they run out, the store's own words (a problem+json
+                # from the broker's local store keeps its hint).
+                raise _Transient(f"the object store answered {said}", StoreError(
+                    f"the object store at {host} kept failing a part upload: it answered "
+                    f"{said}",
+                    hint=hint or "the store is failing or overloaded: run the same command "
+                    "again later (nothing finished is lost); if it persists, tell the broker's "
+                    "operator",
+                    status_code=response.status, code=code), _retry_after(response))
+            raise StoreError(
+                f"the object store at {host} refused a part upload: {said}",
+                hint=hint or "run the same command again; if it keeps failing, tell the "
+                "broker's operator",
+                status_code=response.status, code=code,
+            )
 
         return _retrying(self.retry, f"the object store at {host}", attempt, self.on_retry)
 
@@ -325,16 +428,18 @@ class BrokerClient:
         self.pool.clear()
 
 
-def _store_problem(response: urllib3.BaseHTTPResponse) -> tuple[str, str]:
-    """S3's XML <Code>/<Message>, or a problem+json detail from the local store."""
+def _store_problem(response: urllib3.BaseHTTPResponse) -> tuple[str, str, str]:
+    """(code, message, hint): S3's XML <Code>/<Message>, or the title, detail and hint of a
+    problem+json from the broker's local store."""
     data = response.data or b""
     try:
         payload = json.loads(data)
         if isinstance(payload, dict):
-            return str(payload.get("title") or ""), str(payload.get("detail") or "")
+            return (str(payload.get("title") or ""), str(payload.get("detail") or ""),
+                    str(payload.get("hint") or ""))
     except ValueError:
         pass
     code = re.search(rb"<Code>([^<]{1,100})</Code>", data)
     message = re.search(rb"<Message>([^<]{1,300})</Message>", data)
     return (code.group(1).decode(errors="replace") if code else "",
-            message.group(1).decode(errors="replace") if message else "")
+            message.group(1).decode(errors="replace") if message else "", "")

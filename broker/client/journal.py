@@ -6,10 +6,15 @@ on every change and deleted when the deposit seals. For each unfinished file it 
 - the file's identity when encryption started (size, mtime_ns, inode);
 - the file key and payload nonce, and the header registered for them;
 - the recipients the header was made for and the part size used;
-- for every part whose encryption finished, a fingerprint: SHA-256 over the part's Poly1305
-  tags (see `encrypt.py`). Under one key and nonce the tags are a function of the plaintext,
-  so re-encrypting a part locally and comparing fingerprints proves it unchanged without
-  sending anything or hashing the file a second time.
+- the broker's reference to the store upload the parts went to (`upload`), so a run that finds
+  the broker on a new upload (the store lost the old one) starts the file over with a new key;
+- for every part ever sent, a fingerprint: SHA-256 over the part's Poly1305 tags (see
+  `encrypt.py`), written (and fsynced) BEFORE the first byte of the part is sent: a
+  write-ahead record. Under one key and nonce the tags are a function of the plaintext, so
+  re-encrypting a part locally and comparing fingerprints proves it unchanged without sending
+  anything. Hence the invariant a resumed run relies on: a part with no fingerprint was never
+  sent under this key, and a part with one is only sent again under this key if its plaintext
+  is proven to be the one fingerprinted (a part in flight when the client was killed included).
 
 Why the key is kept rather than re-made: a part already stored must be re-sent (or kept) with
 the same key, or the payload would mix keys. Why it is thrown away whenever the plaintext may
@@ -33,7 +38,11 @@ from typing import Any
 from broker.client.local import config_dir, private_dir, remove_private, write_private
 from broker.errors import EscrowError
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+# Version 1 journaled a fingerprint only once a part's encryption had finished, so a part in
+# flight at a crash had none and could be re-encrypted under the same key after an edit. Its
+# unfinished files are not trusted (they start over with new keys); finished files are kept.
+UNTRUSTED_FILES_VERSIONS = (1,)
 
 
 @dataclass
@@ -51,6 +60,7 @@ class FileEntry:
     file_key: bytes | None = None  # None for pre-encrypted files (the lab's age made the key)
     nonce: bytes | None = None
     fingerprints: dict[int, str] = field(default_factory=dict)
+    upload: str | None = None  # the broker's reference to the store upload the parts went to
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,6 +84,7 @@ class FileEntry:
             file_key=bytes.fromhex(data["file_key"]) if data.get("file_key") else None,
             nonce=bytes.fromhex(data["nonce"]) if data.get("nonce") else None,
             fingerprints={int(k): str(v) for k, v in data.get("fingerprints", {}).items()},
+            upload=str(data["upload"]) if data.get("upload") else None,
         )
 
 
@@ -118,10 +129,13 @@ class Journal:
                 hint="remove it to start the unfinished files over (finished ones are kept by "
                 "the broker), then run the same command again",
             ) from None
-        if data.get("version") != JOURNAL_VERSION or data.get("deposit_id") != deposit_id:
+        version = data.get("version")
+        if (version != JOURNAL_VERSION and version not in UNTRUSTED_FILES_VERSIONS) or (
+                data.get("deposit_id") != deposit_id):
             raise EscrowError(f"resume journal {path} is of another version or deposit",
                               hint="remove it and run the same command again")
-        journal.files = {int(k): FileEntry.from_json(v) for k, v in data["files"].items()}
+        if version == JOURNAL_VERSION:
+            journal.files = {int(k): FileEntry.from_json(v) for k, v in data["files"].items()}
         journal.done = {k: DoneEntry(**v) for k, v in data.get("done", {}).items()}
         return journal
 
@@ -143,8 +157,15 @@ class Journal:
             self._save()
 
     def record_part(self, index: int, number: int, fingerprint: str) -> None:
+        """Write-ahead: called, and on disk, before any byte of the part is sent."""
         with self._lock:
-            self.files[index].fingerprints[number] = fingerprint
+            entry = self.files.get(index)
+            if entry is None:  # dropped by another part of the file: its key is not to be used
+                raise EscrowError(
+                    f"file number {index}: its key was dropped while its parts were being sent",
+                    hint="run the same command again: the file starts over with a new key",
+                )
+            entry.fingerprints[number] = fingerprint
             self._save()
 
     def finish_file(self, index: int, path: str, done: DoneEntry) -> None:
@@ -154,7 +175,14 @@ class Journal:
             self.done[path] = done
             self._save()
 
+    def set_upload(self, index: int, upload: str | None) -> None:
+        with self._lock:
+            self.files[index].upload = upload
+            self._save()
+
     def forget_file(self, index: int, path: str) -> None:
+        """Drop a file's key: its next start makes a new one (used whenever bytes may have been
+        sent under the key that no longer match its fingerprints, or the upload is gone)."""
         with self._lock:
             self.files.pop(index, None)
             self.done.pop(path, None)

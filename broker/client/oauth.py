@@ -21,7 +21,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from broker.client.http import (
-    RETRY_STATUSES,
     USER_AGENT,
     BrokerClient,
     BrokerError,
@@ -29,6 +28,7 @@ from broker.client.http import (
     _describe,
     _retrying,
     _Transient,
+    broker_transient,
 )
 from broker.errors import EscrowError
 
@@ -159,17 +159,18 @@ def _post_form(
                 "POST", url, body=body, headers=headers, timeout=client.api_timeout, redirect=False
             )
         except (NewConnectionError, ConnectTimeoutError) as error:
-            raise _Transient(_describe(error)) from None  # never sent: safe to send again
+            raise _Transient(f"no answer: {_describe(error)}") from None  # never sent: safe again
         except (Urllib3Error, OSError) as error:
             if replayable:
-                raise _Transient(_describe(error)) from None
+                raise _Transient(f"no answer: {_describe(error)}") from None
             raise BrokerUnreachable(
                 f"the broker at {client.base_url} went away during {path}: {_describe(error)}",
                 hint="run the same command again (a login that was cut off needs "
                 "`escrow login` again)",
             ) from None
-        if response.status in RETRY_STATUSES:
-            raise _Transient(f"it answered {response.status}")
+        transient = broker_transient(response, client.base_url)
+        if transient is not None:
+            raise transient
         return response
 
     response = _retrying(client.retry, f"the broker at {client.base_url}", attempt, client.on_retry)

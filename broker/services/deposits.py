@@ -6,6 +6,7 @@ presigns. The broker alone chooses object keys, and presigns only uploads it cre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from broker.domain.access import authorize
 from broker.domain.names import check_file_path, check_version, split_model_name
 from broker.domain.parts import payload_size, plain_part_size, plan_parts
 from broker.domain.principals import Principal
-from broker.errors import Conflict, InvalidInput, NotFound
+from broker.errors import Conflict, InvalidInput, NotFound, ObjectMissing, UploadLost
 from broker.services.admin import get_org
 
 MAX_HEADER_SIZE = 64 * 1024
@@ -233,7 +234,13 @@ def _require_open(deposit: Deposit) -> None:
 def start_upload(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, restart: bool
 ) -> dict[str, Any]:
-    """Begin (or resume) the upload of one file; `restart` discards what was sent before."""
+    """Begin (or resume) the upload of one file; `restart` discards what was sent before.
+
+    An upload the store no longer knows (an S3 lifecycle rule aborted it, the store was restored
+    from a backup) is healed here: the file starts over on a new upload, `upload_lost` says so,
+    and `upload` (a reference to the store upload) changes, so the client encrypts the file
+    again under a new key instead of mixing keys or reusing a nonce.
+    """
     deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
     _require_open(deposit)
     file = _file(deposit, index)
@@ -242,18 +249,23 @@ def start_upload(
         _abort_upload(escrow, deposit, file)
         _reset(file)
         uow.audit("deposit.file_restarted", actor, {"deposit": deposit.id, "path": file.path})
+    parts = []
+    lost = False
+    if file.state == "uploading":
+        try:
+            parts = [
+                {"number": p.number, "size": p.size, "etag": p.etag}
+                for p in escrow.store.list_parts(key, file.upload_id or "")
+            ]
+        except ObjectMissing:
+            _forget_lost_upload(uow, actor, deposit, file)
+            lost = True
     if file.state == "pending":
         file.upload_id = escrow.store.create_multipart(
             key, [part.cipher_size for part in plan_parts(file.size)]
         )
         file.state = "uploading"
     uow.commit()
-    parts = []
-    if file.state == "uploading":
-        parts = [
-            {"number": p.number, "size": p.size, "etag": p.etag}
-            for p in escrow.store.list_parts(key, file.upload_id or "")
-        ]
     return {
         "index": file.idx,
         "path": file.path,
@@ -262,7 +274,39 @@ def start_upload(
         "payload_size": payload_size(file.size),
         "header_registered": file.header is not None,
         "parts": parts,
+        "upload": upload_reference(file.upload_id),
+        "upload_lost": lost,
     }
+
+
+def upload_reference(upload_id: str | None) -> str | None:
+    """A short, stable name for a store upload the client can journal (not the id itself)."""
+    if not upload_id:
+        return None
+    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
+
+
+def _forget_lost_upload(
+    uow: UnitOfWork, actor: Principal, deposit: Deposit, file: DepositFile
+) -> None:
+    """The store does not know the file's upload any more: back to pending (its parts and
+    header are gone with it), recorded on the log."""
+    _reset(file)
+    uow.audit("deposit.upload_lost", actor, {"deposit": deposit.id, "path": file.path})
+
+
+def _upload_lost(
+    uow: UnitOfWork, actor: Principal, deposit: Deposit, file: DepositFile
+) -> UploadLost:
+    """Reset a file whose upload the store lost (committed) and say so to the client."""
+    _forget_lost_upload(uow, actor, deposit, file)
+    uow.commit()
+    return UploadLost(
+        f"the object store no longer has the upload of {file.path!r} (aborted by a lifecycle "
+        "rule, or the store was restored); the broker reset the file to start over",
+        hint="run the same `escrow deposit` command again: it encrypts the file under a new "
+        "key and uploads it anew (current clients do this by themselves)",
+    )
 
 
 def presign_parts(
@@ -294,7 +338,10 @@ def presign_parts(
     ttl = escrow.settings.upload_url_ttl_s
     urls = []
     for number in numbers:
-        signed = escrow.store.presign_upload_part(key, file.upload_id, number, ttl)
+        try:
+            signed = escrow.store.presign_upload_part(key, file.upload_id, number, ttl)
+        except ObjectMissing:  # the local store checks the upload; S3 presigns blindly
+            raise _upload_lost(uow, actor, deposit, file) from None
         urls.append(
             {
                 "number": number,
@@ -366,7 +413,10 @@ def complete_upload(
         raise InvalidInput("sha256 must be 64 lowercase hex digits", hint="send the plaintext hash")
     prefix = deposit_prefix(deposit.id)
     key = prefix + payload_key(index)
-    uploaded = {p.number: p for p in escrow.store.list_parts(key, file.upload_id)}
+    try:
+        uploaded = {p.number: p for p in escrow.store.list_parts(key, file.upload_id)}
+    except ObjectMissing:
+        raise _upload_lost(uow, actor, deposit, file) from None
     problems = []
     for part in plan_parts(file.size):
         got = uploaded.get(part.number)
@@ -379,7 +429,12 @@ def complete_upload(
             f"upload of {file.path!r} is not complete: {'; '.join(problems) or 'extra parts'}",
             hint="run the same `escrow deposit` command again to send the missing parts",
         )
-    escrow.store.complete_multipart(key, file.upload_id, [uploaded[n] for n in sorted(uploaded)])
+    try:
+        escrow.store.complete_multipart(
+            key, file.upload_id, [uploaded[n] for n in sorted(uploaded)]
+        )
+    except ObjectMissing:
+        raise _upload_lost(uow, actor, deposit, file) from None
     stored = escrow.store.head(key)
     expected = payload_size(file.size)
     if stored is None or stored.size != expected:

@@ -162,3 +162,50 @@ def test_part_urls_are_only_issued_for_parts_of_the_upload(lab):
     assert lab.post(base + "/parts", {"numbers": [2]}).status_code == 422
     assert lab.post(base + "/parts", {"numbers": [0]}).status_code == 422
     assert lab.post(base + "/parts", {"numbers": [1]}).status_code == 200
+
+
+def test_an_upload_the_store_lost_is_started_over_and_said_so(escrow, lab, tmp_path):
+    """Issue 14 item 2: the store forgets an upload (here the local store's staging directory
+    is removed, as an S3 lifecycle rule aborts an upload): presigning says "upload lost" and
+    resets the file; starting it again gives a new, empty upload, and the log records it."""
+    import shutil
+
+    deposit = lab.open({"w.bin": b"x" * 1000})
+    base = f"/api/v1/deposits/{deposit['deposit_id']}/files/0"
+    header, _payload = lab.encrypt(deposit["recipient"], b"x" * 1000)
+    first = lab.post(base + "/upload").json
+    assert first["upload"] and first["upload_lost"] is False
+    registered = lab.client.put(base + "/header", headers=lab.auth,
+                                json={"header": base64.b64encode(header).decode()})
+    assert registered.status_code == 200, registered.json
+    again = lab.post(base + "/upload").json
+    assert again["upload"] == first["upload"] and again["header_registered"]
+    for staged in (escrow.settings.data_dir / "staging").iterdir():
+        shutil.rmtree(staged)
+
+    refused = lab.post(base + "/parts", {"numbers": [1]})
+    assert refused.status_code == 409 and refused.json["title"] == "upload lost"
+    assert "no longer has the upload of 'w.bin'" in refused.json["detail"]
+    assert "new key" in refused.json["hint"]
+    restarted = lab.post(base + "/upload").json
+    assert restarted["upload"] != first["upload"] and restarted["parts"] == []
+    assert restarted["header_registered"] is False and restarted["upload_lost"] is False
+    assert lab.post(base + "/parts", {"numbers": [1]}).status_code == 200
+    assert actions(escrow).count("deposit.upload_lost") == 1
+
+
+def test_starting_an_upload_the_store_lost_heals_it_at_once(escrow, lab):
+    import shutil
+
+    deposit = lab.open({"w.bin": b"x" * 1000})
+    base = f"/api/v1/deposits/{deposit['deposit_id']}/files/0"
+    first = lab.post(base + "/upload").json
+    for staged in (escrow.settings.data_dir / "staging").iterdir():
+        shutil.rmtree(staged)
+
+    healed = lab.post(base + "/upload").json
+
+    assert healed["upload_lost"] is True and healed["upload"] != first["upload"]
+    assert healed["parts"] == [] and healed["header_registered"] is False
+    assert lab.post(base + "/parts", {"numbers": [1]}).status_code == 200
+    assert actions(escrow).count("deposit.upload_lost") == 1

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -146,9 +147,12 @@ def test_running_again_after_seal_prints_the_sealed_deposit_and_changed_content_
 # --- resume after kill -9 ----------------------------------------------------------------------
 
 
-def kill_after_first_part(lab: Lab, model: Path, version: str, *more: str) -> tuple[str, dict]:
+def kill_after_first_part(lab: Lab, model: Path, version: str, *more: str,
+                          drop_in_flight: bool = False) -> tuple[str, dict]:
     """Start a deposit, slow it to 2 MB/s after part 1, and kill -9 it once the broker holds
-    part 1 (parts go one at a time with --jobs 1)."""
+    part 1 (parts go one at a time with --jobs 1). `drop_in_flight`: also cut the connections
+    at once, so that what the killed client had already written to its socket (part 2, in
+    flight) never completes at the store."""
     lab.proxy.rate_bps, lab.proxy.slow_after = 2e6, plan_parts(BIG)[0].cipher_size + 256 * 1024
     process = lab.start_deposit(*args(model, version, "--jobs", "1", *more))
     try:
@@ -161,6 +165,9 @@ def kill_after_first_part(lab: Lab, model: Path, version: str, *more: str) -> tu
                 parts = api(lab, "POST", base, {"restart": False})["parts"]
                 if parts:
                     kill9(process)
+                    if drop_in_flight:
+                        lab.proxy.go_down()
+                        lab.proxy.reset()
                     assert len(parts) == 1, "the deposit finished before it was killed"
                     return deposit_id, json.loads(journals[0].read_text())
             assert process.poll() is None, process.communicate()
@@ -240,6 +247,93 @@ def test_a_part_changed_without_a_new_mtime_is_caught_by_its_fingerprint(lab: La
     assert "part(s) [1] changed since they were sent" in result.stderr
     assert last_json(result)["upload"]["files_restarted"] == ["big.bin"]
     assert last_json(result)["files"][0]["sha256"] == sha256(path)
+
+
+def test_an_in_place_edit_of_the_part_in_flight_at_kill_9_restarts_the_file_with_a_new_key(
+        lab: Lab, tmp_path: Path) -> None:
+    """Issue 14 item 7: kill -9 while part 2 is on the wire, edit part 2 keeping size, mtime
+    and inode, run again. Part 2's fingerprint was journaled before its first byte went out,
+    so the rerun sees the edit and encrypts the file under a new key and nonce: nothing is
+    encrypted twice under one key and counter with different plaintext."""
+    model = tmp_path / "model"
+    path = random_file(model / "big.bin", BIG)
+    identity, recipient = lab_identity()
+    deposit_id, journal = kill_after_first_part(lab, model, "inflight-1", "--recipient",
+                                                recipient, drop_in_flight=True)
+    entry = journal["files"]["0"]
+    assert set(entry["fingerprints"]) == {"1", "2"}, "part 2 (in flight) was journaled first"
+    old_key, old_nonce = bytes.fromhex(entry["file_key"]), bytes.fromhex(entry["nonce"])
+    stored = api(lab, "POST", f"/api/v1/deposits/{deposit_id}/files/0/upload",
+                 {"restart": False})["parts"]
+    assert [p["number"] for p in stored] == [1], "part 2 was in flight, not stored"
+
+    before = os.stat(path)
+    offset = plan_parts(BIG)[1].plain_offset + 100  # in part 2's first chunk, already sent
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"edited in place")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+
+    result = lab.deposit(*args(model, "inflight-1", "--recipient", recipient))
+
+    assert result.returncode == 0, result.stderr
+    deposit = last_json(result)
+    assert deposit["state"] == "sealed"
+    assert "part(s) [2] changed since they were sent" in result.stderr
+    assert deposit["upload"]["files_restarted"] == ["big.bin"]
+    assert deposit["upload"]["parts_kept"] == 0
+    files = lab.objects(deposit_id) / "files"
+    new_key = age.unwrap_file_key((files / "0.header").read_bytes(), [identity])
+    with open(files / "0.payload", "rb") as payload:
+        new_nonce = payload.read(len(old_nonce))
+    assert new_key != old_key and new_nonce != old_nonce
+    assert hashlib.sha256(decrypt_stored(lab, deposit_id, 0, identity)).hexdigest() == (
+        sha256(path))
+
+
+def test_an_upload_the_local_store_loses_mid_part_is_started_over_in_the_same_run(
+        lab: Lab, tmp_path: Path) -> None:
+    """The store forgets the upload while part 1 is on the wire (the local store's equivalent of
+    an S3 lifecycle abort: its staging directory is removed). The part upload is refused with
+    404, and the same run starts the file over under a new key and seals it."""
+    model = tmp_path / "model"
+    random_file(model / "big.bin", BIG)
+    identity, recipient = lab_identity()
+    lab.proxy.rate_bps, lab.proxy.slow_after = 2e6, 256 * 1024
+    process = lab.start_deposit(*args(model, "vanish-1", "--jobs", "1", "--recipient",
+                                      recipient))
+    try:
+        deadline = time.monotonic() + 60
+        entry: dict = {}
+        while not entry.get("fingerprints") and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            journals = lab.journal_files()
+            entry = json.loads(journals[0].read_text())["files"].get("0", {}) if journals else {}
+            time.sleep(0.02)
+        deposit_id = lab.journal_files()[0].stem
+        old_key = bytes.fromhex(entry["file_key"])
+        staged = [d for d in (lab.broker.data_dir / "staging").iterdir()
+                  if deposit_id in (d / "upload.json").read_text()]
+        assert len(staged) == 1
+        shutil.rmtree(staged[0])
+        lab.proxy.rate_bps = None
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            kill9(process)
+
+    assert process.returncode == 0, stderr
+    assert "no longer knows its upload" in stderr
+    deposit = json.loads(stdout.strip().splitlines()[-1])
+    assert deposit["state"] == "sealed"
+    assert deposit["upload"]["files_restarted"] == ["big.bin"]
+    header = (lab.objects(deposit_id) / "files" / "0.header").read_bytes()
+    assert age.unwrap_file_key(header, [identity]) != old_key
+    assert hashlib.sha256(decrypt_stored(lab, deposit_id, 0, identity)).hexdigest() == (
+        sha256(model / "big.bin"))
 
 
 # --- outages and refusals ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -39,7 +40,7 @@ class Scripted(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = _answer
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
     def log_message(self, *args: object) -> None:
         pass
@@ -55,9 +56,10 @@ def server() -> Iterator[str]:
     httpd.shutdown()
 
 
-def problem(status: int, detail: str, hint: str) -> tuple[int, str, bytes]:
+def problem(status: int, detail: str, hint: str, title: str = "conflict",
+            type_: str = "about:blank") -> tuple[int, str, bytes]:
     return (status, "application/problem+json",
-            json.dumps({"title": "conflict", "status": status, "detail": detail,
+            json.dumps({"type": type_, "title": title, "status": status, "detail": detail,
                         "hint": hint}).encode())
 
 
@@ -137,3 +139,142 @@ def test_a_non_http_broker_url_is_refused() -> None:
 
 def test_the_client_repr_never_shows_the_token() -> None:
     assert "secret" not in repr(BrokerClient("http://b", "esk_id_secret"))
+
+
+# --- true messages (issue 14 item 13) ------------------------------------------------------------
+
+
+def test_a_503_problem_from_the_broker_is_its_own_words_not_retried(server: str) -> None:
+    Scripted.script = [problem(503, "the database did not answer within 5 s", "see "
+                               "`escrow admin health`", title="service unavailable")]
+    with pytest.raises(BrokerError) as error:
+        BrokerClient(server, "t", retry=FAST).post("/api/v1/deposits", {})
+    assert len(Scripted.seen) == 1
+    assert error.value.status == 503 and error.value.title == "service unavailable"
+    assert error.value.message == "the database did not answer within 5 s"
+    assert error.value.hint == "see `escrow admin health`"
+    assert not isinstance(error.value, BrokerUnreachable)
+
+
+def test_a_507_problem_is_the_brokers_words(server: str) -> None:
+    Scripted.script = [problem(507, "the local store is full: 10 MiB free, 64 MiB needed",
+                               "free space under ESCROW_DATA_DIR", title="insufficient storage")]
+    with pytest.raises(BrokerError) as error:
+        BrokerClient(server, "t", retry=FAST).post("/api/v1/x", {})
+    assert "the local store is full" in error.value.diagnostics()
+    assert "free space under ESCROW_DATA_DIR" in error.value.diagnostics()
+    assert len(Scripted.seen) == 1
+
+
+def test_a_proxy_502_is_retried_and_then_said_to_be_a_proxy_not_a_lost_broker(server: str
+                                                                              ) -> None:
+    Scripted.script = [(502, "text/html", b"<html>Bad Gateway</html>")] * 3
+    reasons: list[str] = []
+    with pytest.raises(BrokerError) as error:
+        BrokerClient(server, "t", retry=FAST,
+                     on_retry=lambda reason, wait: reasons.append(reason)).get("/api/v1/x")
+    assert len(Scripted.seen) == 3
+    text = error.value.diagnostics()
+    assert "a proxy or load balancer in front of it answered HTTP 502" in text
+    assert "gave up after 3 attempts" in text and "went away" not in text
+    assert not isinstance(error.value, BrokerUnreachable)
+    assert reasons == ["something in front of the broker answered HTTP 502 without a problem "
+                       "description"] * 2
+
+
+def test_429_is_retried_after_the_wait_asked_for(server: str) -> None:
+    Scripted.script = [problem(429, "slow down", "wait", title="too many requests"),
+                       (200, "application/json", b'{"ok": true}')]
+    waits: list[float] = []
+    client = BrokerClient(server, "t", retry=FAST, on_retry=lambda r, wait: waits.append(wait))
+    assert client.get("/api/v1/x") == {"ok": True}
+    assert len(Scripted.seen) == 2
+
+
+def test_went_away_only_when_nothing_answered() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    reasons: list[str] = []
+    with pytest.raises(BrokerUnreachable) as error:
+        BrokerClient(url, "t", retry=FAST,
+                     on_retry=lambda reason, wait: reasons.append(reason)).get("/api/v1/x")
+    assert "went away: no answer" in error.value.message
+    assert reasons and all(r.startswith("no answer: ") for r in reasons)
+
+
+def test_a_store_problem_from_the_local_store_ends_in_its_words_and_hint(server: str) -> None:
+    full = problem(503, "local store could not write part 1: No space left on device",
+                   "free space on the broker's disk", title="object store unavailable")
+    Scripted.script = [full] * 3 + [problem(507, "the store is full", "free space",
+                                            title="insufficient storage")]
+    client = BrokerClient(server, "t", retry=FAST)
+    with pytest.raises(StoreError) as error:
+        client.put_part(server + "/store/v1/signed", {}, 1, lambda: iter([b"x"]))
+    assert len(Scripted.seen) == 3  # a 503 may pass: retried
+    assert "No space left on device" in error.value.message
+    assert "went away" not in error.value.message
+    assert error.value.hint == "free space on the broker's disk"
+    with pytest.raises(StoreError) as full_error:  # a 507 will not: said at once
+        client.put_part(server + "/store/v1/signed", {}, 1, lambda: iter([b"x"]))
+    assert len(Scripted.seen) == 4
+    assert "the store is full" in full_error.value.message and full_error.value.hint == (
+        "free space")
+
+
+def test_an_s3_503_is_retried_then_named_as_the_stores_answer(server: str) -> None:
+    xml = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
+    Scripted.script = [(503, "application/xml", xml)] * 3
+    with pytest.raises(StoreError) as error:
+        BrokerClient(server, "t", retry=FAST).put_part(
+            server + "/bucket/key?X-Amz-Signature=deadbeef", {}, 1, lambda: iter([b"x"]))
+    assert len(Scripted.seen) == 3
+    text = error.value.diagnostics()
+    assert "kept failing a part upload: it answered HTTP 503 SlowDown" in text
+    assert "went away" not in text and "deadbeef" not in text
+
+
+# --- Idempotency-Key (issue 14) ---------------------------------------------------------------
+
+
+def test_every_state_changing_call_carries_a_fresh_idempotency_key(server: str) -> None:
+    Scripted.script = [(200, "application/json", b"{}")] * 5
+    client = BrokerClient(server, "t", retry=FAST)
+    client.post("/api/v1/a", {})
+    client.post("/api/v1/a", {})
+    client.put("/api/v1/b", {})
+    client.delete("/api/v1/c")
+    client.get("/api/v1/d")
+    keys = [headers.get("Idempotency-Key") for _m, _p, headers, _b in Scripted.seen]
+    assert all(str(uuid.UUID(k)) == k for k in keys[:4])
+    assert len(set(keys[:4])) == 4  # one per call
+    assert keys[4] is None  # a GET changes nothing
+
+
+def test_a_retry_reuses_the_same_idempotency_key(server: str) -> None:
+    Scripted.script = [(502, "text/plain", b"bad gateway"), (504, "text/plain", b""),
+                       (200, "application/json", b'{"released": 1}')]
+    assert BrokerClient(server, "t", retry=FAST).post("/api/v1/grants/g/keys", {}) == {
+        "released": 1}
+    keys = {headers["Idempotency-Key"] for _m, _p, headers, _b in Scripted.seen}
+    assert len(Scripted.seen) == 3 and len(keys) == 1
+
+
+def test_an_outcome_unknown_503_is_retried_with_the_same_key(server: str) -> None:
+    unknown = problem(503, "the change may or may not have been made", "retry with the same "
+                      "Idempotency-Key", title="outcome unknown",
+                      type_="https://escrow.example/problems/outcome-unknown")
+    Scripted.script = [unknown, (200, "application/json", b'{"state": "approved"}')]
+    assert BrokerClient(server, "t", retry=FAST).post("/api/v1/requests/r/approve", {}) == {
+        "state": "approved"}
+    keys = [headers["Idempotency-Key"] for _m, _p, headers, _b in Scripted.seen]
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def test_an_outcome_that_stays_unknown_is_said_in_the_brokers_words(server: str) -> None:
+    unknown = problem(503, "the commit's outcome is not known", "run it again with key K",
+                      title="outcome unknown", type_="urn:escrow:outcome-unknown")
+    Scripted.script = [unknown] * 3
+    with pytest.raises(BrokerError) as error:
+        BrokerClient(server, "t", retry=FAST).post("/api/v1/x", {})
+    assert error.value.message.startswith("the commit's outcome is not known")
+    assert error.value.hint == "run it again with key K"
+    assert len({h["Idempotency-Key"] for _m, _p, h, _b in Scripted.seen}) == 1

@@ -11,6 +11,7 @@ import pytest
 
 from broker.client import local
 from broker.client.journal import DoneEntry, FileEntry, Journal
+from broker.errors import EscrowError
 
 
 def entry(index: int = 0) -> FileEntry:
@@ -111,3 +112,39 @@ def test_a_second_run_on_the_same_deposit_is_refused_while_the_first_holds_it(tm
         Journal.open("dep1", "http://b", tmp_path)
     first.close()
     Journal.open("dep1", "http://b", tmp_path).close()  # released: a later run may resume
+
+
+def test_a_version_1_journal_keeps_finished_files_but_no_keys(tmp_path: Path) -> None:
+    """Version 1 journaled fingerprints only after a part was encrypted, so its keys may have
+    encrypted a part with no fingerprint: such files start over with new keys."""
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.finish_file(1, "done.bin", DoneEntry(10, 123, 7, "ef" * 32))
+    journal.close()
+    data = json.loads(journal.path.read_text())
+    data["version"] = 1
+    journal.path.write_text(json.dumps(data))
+    again = Journal.open("dep1", "http://b", tmp_path)
+    assert again.files == {}
+    assert again.done["done.bin"].sha256 == "ef" * 32
+
+
+def test_a_part_of_a_dropped_file_cannot_be_journaled(tmp_path: Path) -> None:
+    """Once a file's key is dropped (its plaintext changed mid-send), no part of it may be
+    recorded (and so sent) under that key any more."""
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.record_part(0, 1, "ab" * 32)
+    journal.forget_file(0, "w.bin")
+    with pytest.raises(EscrowError, match="its key was dropped"):
+        journal.record_part(0, 2, "cd" * 32)
+    journal.close()
+    assert Journal.open("dep1", "http://b", tmp_path).files == {}
+
+
+def test_the_upload_reference_round_trips(tmp_path: Path) -> None:
+    journal = Journal.open("dep1", "http://b", tmp_path)
+    journal.start_file(entry())
+    journal.set_upload(0, "0123456789abcdef")
+    journal.close()
+    assert Journal.open("dep1", "http://b", tmp_path).files[0].upload == "0123456789abcdef"
