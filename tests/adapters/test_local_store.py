@@ -488,3 +488,21 @@ def test_open_store_opens_s3_with_bucket_and_prefix(tmp_path: Path) -> None:
     )
     assert isinstance(store, S3Store)
     assert (store.bucket, store.prefix) == ("weights", "escrow/prod/")
+
+
+@pytest.mark.parametrize("planned", [True, False])
+def test_an_upload_aborted_while_a_part_arrives_answers_object_missing(
+    local_store: LocalStore, planned: bool
+) -> None:
+    """Not a 503 "No such file or directory": the client must learn the upload is gone."""
+    size = MIN_PART_SIZE
+    upload = local_store.create_multipart("k", [size] if planned else None)
+
+    class AbortingBody(io.BytesIO):
+        def readinto(self, buffer):  # noqa: ANN001, ANN202
+            local_store.abort_multipart("k", upload)
+            return super().readinto(buffer)
+
+    with pytest.raises(ObjectMissing) as ended:
+        local_store.write_part("k", upload, 1, AbortingBody(b"x" * size), size)
+    assert "ended while receiving part 1" in ended.value.message

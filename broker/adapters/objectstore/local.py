@@ -273,10 +273,31 @@ class LocalStore:
         if not 0 <= length <= MAX_PART_SIZE:
             raise InvalidInput(f"a part is 0..{MAX_PART_SIZE} bytes, this one is {length}")
         directory, sizes = self._upload(key, upload_id)
-        if sizes is not None:
-            return self._write_part_in_place(
-                key, upload_id, directory, sizes, part_number, body, length
-            )
+        try:
+            if sizes is not None:
+                return self._write_part_in_place(
+                    key, upload_id, directory, sizes, part_number, body, length
+                )
+            return self._write_part_file(key, upload_id, directory, part_number, body, length)
+        except StorageError:
+            if directory.exists():
+                raise
+            raise ObjectMissing(  # aborted or completed while the part was arriving
+                f"multipart upload {upload_id} of {key!r} ended while receiving part "
+                f"{part_number}",
+                hint="it was completed or aborted; start a new upload if the file is still needed",
+            ) from None
+
+    def _write_part_file(
+        self,
+        key: str,
+        upload_id: str,
+        directory: Path,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+    ) -> UploadedPart:
+        """An unplanned part (an upload made without part sizes) as a file of its own."""
         with _storage_errors(f"write part {part_number} of", key):
             self._reserve(length)
             try:
