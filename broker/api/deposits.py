@@ -156,5 +156,5 @@ def complete(deposit_id: str, index: int) -> Response:
 def finalize(deposit_id: str) -> tuple[Response, int]:
     actor = caller()  # authenticate before reading the body
     with escrow().uow() as uow:
-        deposit = service.finalize(uow, actor, deposit_id)
+        deposit = service.finalize(escrow(), uow, actor, deposit_id)
         return jsonify(service.describe(deposit)), 202

@@ -173,6 +173,8 @@ def _apply_plan(
         elif file.state == FAILED:
             _abort_upload(escrow, deposit, file)
             _reset(file)
+        elif file.state == "uploaded" and _objects_gone(escrow, deposit, file):
+            _forget_lost_upload(uow, actor, deposit, file)
     uow.session.flush()
     known = {f.path for f in deposit.files}
     next_index = max((f.idx for f in deposit.files), default=-1) + 1
@@ -284,6 +286,16 @@ def upload_reference(upload_id: str | None) -> str | None:
     if not upload_id:
         return None
     return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
+
+
+def _objects_gone(escrow: Escrow, deposit: Deposit, file: DepositFile) -> bool:
+    """Whether an uploaded file's header or payload is missing from the store (a store
+    restored from an older backup, a new bucket): its upload must be made again."""
+    prefix = deposit_prefix(deposit.id)
+    return any(
+        escrow.store.head(prefix + key) is None
+        for key in (header_key(file.idx), payload_key(file.idx))
+    )
 
 
 def _forget_lost_upload(
@@ -458,7 +470,7 @@ def complete_upload(
     return {"index": file.idx, "state": file.state}
 
 
-def finalize(uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
+def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
     """Queue the verification that decrypts, hashes and then seals the deposit."""
     deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
     if deposit.state in (VERIFYING, SEALED):
@@ -474,6 +486,17 @@ def finalize(uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
                 else "it has no files"
             ),
             hint="run the same `escrow deposit` command again to finish the uploads",
+        )
+    gone = [f for f in deposit.files if _objects_gone(escrow, deposit, f)]
+    if gone:
+        for file in gone:
+            _forget_lost_upload(uow, actor, deposit, file)
+        uow.commit()
+        raise UploadLost(
+            f"deposit {deposit.id} cannot be finalised: the object store no longer has "
+            f"{len(gone)} uploaded file(s) ({', '.join(f.path for f in gone[:5])}); the broker "
+            "reset them to be uploaded again",
+            hint="run the same `escrow deposit` command again: it uploads them anew",
         )
     deposit.state = VERIFYING
     uow.session.add(Job(kind="verify", deposit_id=deposit.id, state="queued"))

@@ -209,3 +209,28 @@ def test_starting_an_upload_the_store_lost_heals_it_at_once(escrow, lab):
     assert healed["parts"] == [] and healed["header_registered"] is False
     assert lab.post(base + "/parts", {"numbers": [1]}).status_code == 200
     assert actions(escrow).count("deposit.upload_lost") == 1
+
+
+def test_files_the_store_lost_before_finalising_are_reset_and_uploaded_again(escrow, lab):
+    """A store restored from an older backup: uploaded files whose objects are gone are not
+    sent to verification (which would fail the deposit for good) but reset, with a message."""
+    deposit = lab.open(FILES)
+    for path, data in FILES.items():
+        assert lab.upload(deposit, path, data).status_code == 200
+    index = next(f["index"] for f in deposit["files"] if f["path"] == "model.safetensors")
+    escrow.store.delete(f"deposits/{deposit['deposit_id']}/files/{index}.payload")
+
+    refused = lab.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize")
+    assert refused.status_code == 409
+    assert "no longer has 1 uploaded file(s) (model.safetensors)" in refused.json["detail"]
+    assert "run the same `escrow deposit` command again" in refused.json["hint"]
+    shown = {f["path"]: f["state"] for f in lab.get(
+        f"/api/v1/deposits/{deposit['deposit_id']}").json["files"]}
+    assert shown == {"config.json": "uploaded", "model.safetensors": "pending",
+                     "empty.bin": "uploaded"}
+    assert "deposit.upload_lost" in actions(escrow)
+
+    assert lab.upload(deposit, "model.safetensors", FILES["model.safetensors"]).status_code == 200
+    assert lab.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize").status_code == 202
+    assert run_pending(escrow) == 1
+    assert lab.get(f"/api/v1/deposits/{deposit['deposit_id']}").json["state"] == "sealed"
