@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from faults.proxy import TO_SERVER, FaultProxy
+from faultproxy import TO_SERVER, FaultProxy
 from live import ESCROW_BIN, BrokerProcess, start_broker
 
 from broker import age
