@@ -22,6 +22,7 @@ PROBLEM = "application/problem+json"
 # read. A route may allow more (`json_body(limit=…)`); a part upload is limited to its part.
 MAX_BODY_BYTES = 1024 * 1024
 LARGEST_INT = 2**63 - 1
+_PATH_INT_MOST = {"index": 2**31 - 1}  # a file's number is a 32-bit column
 
 
 def escrow() -> Escrow:
@@ -200,6 +201,13 @@ def check_request_values() -> None:
     in a path id or `?actor=`, a number past 64 bits in `<int:…>`), before any view runs."""
     for name, value in (request.view_args or {}).items():
         check_values(value, f"path parameter {name}")
+        most = _PATH_INT_MOST.get(name)
+        if most is not None and isinstance(value, int) and value > most:
+            raise InvalidInput(
+                f"'path parameter {name}' is {_abbreviated(str(value))}, past the largest "
+                f"there can be ({most})",
+                hint="check the number (a deposit lists its files with their index)",
+            )
     for name, value in request.args.items(multi=True):
         check_values(name, "query parameter name")
         check_values(value, f"query parameter {name}")

@@ -108,12 +108,14 @@ def check_layout(paths: Iterable[str]) -> None:
             if file is None:
                 continue
             directory = "/".join(parts[:depth])
-            case = "" if file == directory else f" (as {directory!r}: one name on macOS, Windows)"
-            raise InvalidInput(
-                f"{file!r} is a file and also a directory holding {path!r}{case}: no "
-                "filesystem can write both",
-                hint="rename the file or the directory",
-            )
+            if file == directory:
+                problem = f"{file!r} is a file and also a directory holding {path!r}: no "
+                problem += "filesystem can hold both"
+            else:
+                problem = f"{file!r} is a file and also a directory holding {path!r} (as "
+                problem += f"{directory!r}, the same name in another letter case on macOS and "
+                problem += "Windows, where weights are fetched too)"
+            raise InvalidInput(problem, hint="rename the file or the directory")
 
 
 def _folded(path: str) -> str:
