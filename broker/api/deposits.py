@@ -136,7 +136,7 @@ def presign_parts(deposit_id: str, index: int) -> Response:
 def register_header(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
     try:
-        header = base64.b64decode(text_field(json_body(), "header"), validate=True)
+        header = base64.b64decode(text_field(json_body(), "header", ""), validate=True)
     except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise InvalidInput(
             "'header' must be base64 (ASCII letters, digits, '+', '/', '=')",
@@ -149,7 +149,7 @@ def register_header(deposit_id: str, index: int) -> Response:
 @bp.post("/<deposit_id>/files/<int:index>/complete")
 def complete(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
-    sha256 = text_field(json_body(), "sha256")
+    sha256 = text_field(json_body(), "sha256", "")
     with escrow().uow() as uow:
         return jsonify(service.complete_upload(escrow(), uow, actor, deposit_id, index, sha256))
 
