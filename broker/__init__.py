@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store_urls,
     )
     from broker.api import models as api_models
-    from broker.api.common import register_error_handlers
+    from broker.api.common import MAX_BODY_BYTES, check_request_values, register_error_handlers
     from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
     from broker.web import auth as web_auth
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app.extensions["escrow"] = build_escrow(settings)
     app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # refused with 413 before read; parts: their size
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         SECRET_KEY=read_secret_file(settings.session_secret_file),
         SESSION_COOKIE_NAME="escrow_session",
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.secure_cookies,
     )
     register_error_handlers(app)
+    app.before_request(check_request_values)  # first: path and query values, before any view
     idempotency.init_app(app)
     csrf.init_app(app)
     web_common.init_app(app)

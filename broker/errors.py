@@ -38,6 +38,13 @@ class InvalidInput(EscrowError):
     title = "invalid input"
 
 
+class PayloadTooLarge(EscrowError):
+    """A request body past the route's limit (refused before it is read)."""
+
+    status = 413
+    title = "content too large"
+
+
 class Unauthorized(EscrowError):
     status = 401
     title = "unauthorized"

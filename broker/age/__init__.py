@@ -23,6 +23,7 @@ Headers (a grant is a new header for the same file key; the payload does not cha
     unwrap_file_key(header: bytes | Header, identities) -> bytes
     rewrap(header, identities, new_recipients, *, allow_classical_with_pq=False) -> bytes
     recipients_post_quantum(recipients) -> bool, header_post_quantum(header) -> bool
+    unexpected_stanzas(header, recipients) -> list[str]   stanzas no given recipient accounts for
     parse_header(data: bytes) -> Header, read_header(stream) -> Header (stream left at the
     payload nonce), Header.stanzas / .mac / .encode() / .verify_mac(file_key), Stanza
 
@@ -50,6 +51,7 @@ from broker.age.encryption import (
     new_header,
     recipients_post_quantum,
     rewrap,
+    unexpected_stanzas,
     unwrap_file_key,
 )
 from broker.age.errors import (
@@ -140,5 +142,6 @@ __all__ = [
     "read_header",
     "recipients_post_quantum",
     "rewrap",
+    "unexpected_stanzas",
     "unwrap_file_key",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import BinaryIO, cast
 
@@ -13,6 +14,7 @@ from broker.age.hybrid import STANZA_TYPE as HYBRID_STANZA_TYPE
 from broker.age.interfaces import Identity, Recipient
 from broker.age.primitives import FILE_KEY_SIZE, new_file_key
 from broker.age.scrypt import STANZA_TYPE as SCRYPT_STANZA_TYPE
+from broker.age.ssh import STANZA_TYPE as SSH_STANZA_TYPE
 from broker.age.stream import SupportsUpdate, decrypt_payload, encrypt_payload
 
 POST_QUANTUM_STANZA_TYPES = frozenset({HYBRID_STANZA_TYPE})
@@ -30,6 +32,30 @@ def header_post_quantum(header: bytes | Header) -> bool:
     if not isinstance(header, Header):
         header = parse_header(header)
     return all(t in POST_QUANTUM_STANZA_TYPES for t in header.stanza_types)
+
+
+def unexpected_stanzas(header: bytes | Header, recipients: Sequence[Recipient]) -> list[str]:
+    """The stanzas of `header` that `recipients` do not account for, described for a person.
+
+    Each recipient accounts for one stanza of its type; an ssh-ed25519 one only for a stanza
+    that carries its key's tag. age does not say to whom an X25519 or mlkem768x25519 stanza is
+    wrapped (by design), so for those types this bounds the count by the recipients of the type;
+    a stanza of any other type (another key type, scrypt, "grease") is always unexpected."""
+    if not isinstance(header, Header):
+        header = parse_header(header)
+    expected = Counter(_stanza_slot(r.stanza_type, getattr(r, "tag", None)) for r in recipients)
+    found = Counter(
+        _stanza_slot(s.type, s.args[0] if s.type == SSH_STANZA_TYPE and s.args else None)
+        for s in header.stanzas
+    )
+    return [
+        f"{count} {slot} stanza{'s' if count > 1 else ''}"
+        for slot, count in (found - expected).items()
+    ]
+
+
+def _stanza_slot(stanza_type: str, tag: str | None) -> str:
+    return f"{stanza_type} (key tag {tag})" if tag is not None else stanza_type
 
 
 def make_header(

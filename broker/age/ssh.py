@@ -109,7 +109,12 @@ class SSHEd25519Recipient(Recipient):
         share, body = wrap_with_share(
             file_key, self._x25519, SSH_ED25519_LABEL, tweak=_tweak(self._wire)
         )
-        return [Stanza(STANZA_TYPE, (_tag(self._wire), b64encode(share)), body)]
+        return [Stanza(STANZA_TYPE, (self.tag, b64encode(share)), body)]
+
+    @property
+    def tag(self) -> str:
+        """The first argument of every stanza wrapped to this key (public, 4 bytes)."""
+        return _tag(self._wire)
 
 
 class SSHEd25519Identity(Identity):

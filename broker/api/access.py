@@ -251,7 +251,7 @@ def deny(request_id: str) -> Response:
 
 def _decide(request_id: str, *, approve: bool) -> Response:
     actor = caller()
-    comment = json_body().get("comment") if request.data else None
+    comment = json_body(optional=True).get("comment")
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
         decided, _ = service.decide(uow, actor, policy_dir, request_id, approve, comment)
@@ -301,7 +301,7 @@ def revoke(grant_id: str) -> Response:
 @bp.post("/grants/<grant_id>/renew")
 def renew(grant_id: str) -> tuple[Response, int]:
     actor = caller()  # authenticate before reading the body
-    body = json_body() if request.data else {}
+    body = json_body(optional=True)
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
         try:

@@ -5,14 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from broker.api.common import caller, escrow, json_body
+from broker.api.common import (
+    body_limit,
+    caller,
+    escrow,
+    flag_field,
+    json_body,
+    text_field,
+    text_list_field,
+)
 from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.errors import InvalidInput
 from broker.services import deposits as service
 
 bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")
+# A deposit's file list: tens of thousands of {path, size} entries, more than other JSON bodies.
+OPEN_BODY_LIMIT = 8 * 1024 * 1024
 
 DEPOSIT = obj(
     deposit_id=STRING,
@@ -87,20 +97,20 @@ OPENAPI = {
 
 
 @bp.post("")
+@body_limit(OPEN_BODY_LIMIT)
 def open_deposit() -> tuple[Response, int]:
     actor = caller()  # authenticate before reading the body
     body = json_body()
-    plan = service.parse_plan(body.get("files"))
     with escrow().uow() as uow:
         deposit = service.open_deposit(
             escrow(),
             uow,
             actor,
-            str(body.get("model", "")),
-            str(body.get("version", "")),
-            plan,
-            classical=bool(body.get("classical", False)),
-            extra_recipients=list(body.get("extra_recipients") or []),
+            text_field(body, "model"),
+            text_field(body, "version"),
+            body.get("files"),  # checked after the caller's role (service.parse_plan)
+            classical=flag_field(body, "classical"),
+            extra_recipients=text_list_field(body, "extra_recipients"),
         )
         return jsonify(service.describe(deposit)), 200
 
@@ -117,7 +127,7 @@ def show(deposit_id: str) -> Response:
 @bp.post("/<deposit_id>/files/<int:index>/upload")
 def start_upload(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
-    restart = bool(json_body().get("restart", False)) if request.data else False
+    restart = bool(json_body(optional=True).get("restart", False))
     with escrow().uow() as uow:
         return jsonify(service.start_upload(escrow(), uow, actor, deposit_id, index, restart))
 
@@ -135,10 +145,11 @@ def presign_parts(deposit_id: str, index: int) -> Response:
 def register_header(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
     try:
-        header = base64.b64decode(str(json_body().get("header", "")), validate=True)
-    except binascii.Error:
+        header = base64.b64decode(text_field(json_body(), "header", ""), validate=True)
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise InvalidInput(
-            "'header' must be base64", hint="base64-encode the header bytes"
+            "'header' must be base64 (ASCII letters, digits, '+', '/', '=')",
+            hint="base64-encode the header bytes",
         ) from None
     with escrow().uow() as uow:
         return jsonify(service.register_header(escrow(), uow, actor, deposit_id, index, header))
@@ -147,7 +158,7 @@ def register_header(deposit_id: str, index: int) -> Response:
 @bp.post("/<deposit_id>/files/<int:index>/complete")
 def complete(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
-    sha256 = str(json_body().get("sha256", ""))
+    sha256 = text_field(json_body(), "sha256", "")
     with escrow().uow() as uow:
         return jsonify(service.complete_upload(escrow(), uow, actor, deposit_id, index, sha256))
 

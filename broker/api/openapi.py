@@ -47,7 +47,11 @@ def array(items: dict[str, Any]) -> dict[str, Any]:
 
 
 def path_params(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "path", "required": True, "schema": STRING} for n in names]
+    """Path parameters, strings but `index` (a file's number, `<int:index>` in the route)."""
+    return [
+        {"name": n, "in": "path", "required": True, "schema": INTEGER if n == "index" else STRING}
+        for n in names
+    ]
 
 
 def openapi_document() -> dict[str, Any]:

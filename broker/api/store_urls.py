@@ -18,7 +18,7 @@ from werkzeug.wsgi import FileWrapper
 
 from broker.adapters.objectstore.local import BLOCK_SIZE, OP_GET, OP_PUT_PART, LocalStore
 from broker.api.openapi import operation, path_params
-from broker.errors import NotFound
+from broker.errors import NotFound, PayloadTooLarge
 
 bp = Blueprint("store_urls", __name__, url_prefix="/store/v1")
 
@@ -48,6 +48,15 @@ def put_part(token: str) -> Response:
     grant = store.verify_url(token, OP_PUT_PART)
     if request.content_length is None:
         raise LengthRequired("send the part with a Content-Length header (not chunked)")
+    # This URL's part and no more: a longer body is refused (413) before a byte is read.
+    request.max_content_length = grant.max_size
+    if request.content_length > grant.max_size:
+        raise PayloadTooLarge(
+            f"part {grant.part_number} is {grant.max_size} bytes at most; this body is "
+            f"{request.content_length}, and was not read",
+            hint="send the part's own bytes (…/upload answers the part size); a client that "
+            "cuts parts otherwise is out of date",
+        )
     part = store.write_part(
         grant.key, grant.upload_id, grant.part_number, request.stream, request.content_length
     )

@@ -56,7 +56,7 @@ from broker.client import pins as pinning
 from broker.client.http import USER_AGENT, BrokerClient, BrokerUnreachable, StoreError, store_host
 from broker.client.local import write_private
 from broker.client.progress import Progress
-from broker.domain.names import check_file_path, check_version, split_model_name
+from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
 from broker.errors import (
     Conflict,
     EscrowError,
@@ -295,13 +295,11 @@ def manifest_files(manifest: dict[str, Any]) -> list[ManifestFile]:
         seen_index.add(index)
         seen_path.add(path)
         files.append(ManifestFile(index, path, size, sha256))
-    for f in files:  # "a" and "a/b" cannot both be files
-        parent = f.path.rsplit("/", 1)[0] if "/" in f.path else None
-        while parent:
-            if parent in seen_path:
-                raise TamperDetected(f"manifest names {parent} both as a file and a directory",
-                                     hint="tell the operator")
-            parent = parent.rsplit("/", 1)[0] if "/" in parent else None
+    try:  # the broker's own rule at open: files this client can write back on any system
+        check_layout(f.path for f in files)
+    except InvalidInput as error:
+        raise TamperDetected(f"the signed manifest names files that cannot all be written: "
+                             f"{error.message}", hint="tell the operator") from None
     return files
 
 

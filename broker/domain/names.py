@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from broker.errors import InvalidInput
 
@@ -61,6 +62,10 @@ def check_file_path(path: str) -> str:
 def _path_problem(path: str) -> str | None:
     if not path:
         return "is empty"
+    try:
+        encoded = path.encode()
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it has a lone surrogate)"
     if "\\" in path:
         return "contains a backslash"
     if path.startswith("/"):
@@ -72,6 +77,46 @@ def _path_problem(path: str) -> str | None:
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "has an empty, '.' or '..' part"
-    if len(path.encode()) > 1024:
+    if len(encoded) > 1024:
         return "is longer than 1024 bytes"
     return None
+
+
+def check_layout(paths: Iterable[str]) -> None:
+    """The one layout rule of a deposit's files (each already `check_file_path`-safe): the set
+    must be writable back as files on every filesystem weights are fetched onto. Refused: a
+    path twice; two paths that differ only in letter case (macOS and Windows keep one of them);
+    a path that is a file and also a directory of another (`a` and `a/b`), in any letter case.
+    The broker applies it when a deposit is opened, the client when it fetches."""
+    seen: dict[str, str] = {}  # case-folded path -> the path as given
+    for path in paths:
+        folded = _folded(path)
+        other = seen.get(folded)
+        if other == path:
+            raise InvalidInput(f"the file list names {path!r} twice", hint="list each file once")
+        if other is not None:
+            raise InvalidInput(
+                f"files {other!r} and {path!r} differ only in letter case: on macOS and Windows, "
+                "where weights are fetched too, they would be one file",
+                hint="rename one of them so that the names differ in more than case",
+            )
+        seen[folded] = path
+    for path in seen.values():
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            file = seen.get(_folded("/".join(parts[:depth])))
+            if file is None:
+                continue
+            directory = "/".join(parts[:depth])
+            if file == directory:
+                problem = f"{file!r} is a file and also a directory holding {path!r}: no "
+                problem += "filesystem can hold both"
+            else:
+                problem = f"{file!r} is a file and also a directory holding {path!r} (as "
+                problem += f"{directory!r}, the same name in another letter case on macOS and "
+                problem += "Windows, where weights are fetched too)"
+            raise InvalidInput(problem, hint="rename the file or the directory")
+
+
+def _folded(path: str) -> str:
+    return unicodedata.normalize("NFC", path.casefold())

@@ -14,6 +14,7 @@ TAG_SIZE = 16  # Poly1305 tag per chunk
 NONCE_SIZE = 16  # payload nonce before the first chunk
 CHUNKS_PER_PART = 1024  # 64 MiB plaintext: measured ~40% faster than 8 MiB on S3
 MAX_PARTS = 10_000  # S3's limit on parts per upload
+MAX_PAYLOAD_SIZE = 5 * 1024**4  # S3's largest object: a file's age payload must fit in one
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from broker import age
 from broker.adapters.db.models import Deposit, DepositFile, Job, Model
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain.access import authorize
-from broker.domain.names import check_file_path, check_version, split_model_name
-from broker.domain.parts import payload_size, plain_part_size, plan_parts
+from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
+from broker.domain.parts import MAX_PAYLOAD_SIZE, payload_size, plain_part_size, plan_parts
 from broker.domain.principals import Principal
-from broker.errors import Conflict, InvalidInput, NotFound, ObjectMissing, UploadLost
+from broker.errors import Conflict, EscrowError, InvalidInput, NotFound, ObjectMissing, UploadLost
 from broker.services.admin import get_org
 
+log = logging.getLogger(__name__)
 MAX_HEADER_SIZE = 64 * 1024
 OPEN, VERIFYING, SEALED, FAILED = "open", "verifying", "sealed", "failed"
 
@@ -57,21 +60,37 @@ def identity_object(deposit_id: str) -> str:
     return deposit_prefix(deposit_id) + "identity.wrapped"
 
 
-def parse_plan(raw_files: list[dict[str, Any]] | None) -> list[PlannedFile] | None:
+def parse_plan(raw_files: object) -> list[PlannedFile] | None:
+    """The file list of an open request (`[{path, size}, …]`, or None to keep the deposit's),
+    each value checked, and the set obeying the one layout rule (`names.check_layout`)."""
     if raw_files is None:
         return None
+    if not isinstance(raw_files, list):
+        raise InvalidInput(
+            f"'files' must be a list of {{path, size}} objects, not {type(raw_files).__name__}",
+            hint='send e.g. "files": [{"path": "model.safetensors", "size": 123}]',
+        )
     plan = []
-    for item in raw_files:
+    for number, item in enumerate(raw_files):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise InvalidInput(
+                f"files[{number}] must be an object with a string 'path' and a 'size'",
+                hint="send each file as {path, size}",
+            )
         size = item.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInput(
-                f"file {item.get('path')!r}: size must be a non-negative integer",
+                f"file {item['path']!r}: size must be a non-negative integer",
                 hint="send each file as {path, size}",
             )
-        plan.append(PlannedFile(check_file_path(str(item.get("path", ""))), size))
-    paths = [f.path for f in plan]
-    if len(set(paths)) != len(paths):
-        raise InvalidInput("the file list names a path twice", hint="list each file once")
+        if payload_size(size) > MAX_PAYLOAD_SIZE:
+            raise InvalidInput(
+                f"file {item['path']!r} is {size} bytes; encrypted, it would not fit in one "
+                f"object of the store ({MAX_PAYLOAD_SIZE} bytes at most)",
+                hint="split the file into shards (safetensors shards of a few GB are usual)",
+            )
+        plan.append(PlannedFile(check_file_path(item["path"]), size))
+    check_layout(f.path for f in plan)
     return sorted(plan, key=lambda f: f.path)
 
 
@@ -81,40 +100,66 @@ def open_deposit(
     actor: Principal,
     model_name: str,
     version: str,
-    plan: list[PlannedFile] | None,
+    files: object,
     classical: bool = False,
     extra_recipients: list[str] | None = None,
 ) -> Deposit:
-    """Create the deposit of a model version, or return the existing one to resume it."""
+    """Create the deposit of a model version, or return the existing one to resume it.
+    `files`: the request's file list, read (`parse_plan`) only once the caller may deposit;
+    None keeps the deposit's files."""
     org_name, short_name = split_model_name(model_name)
     check_version(version)
     authorize(actor, "deposit.create", org_name)
+    plan = parse_plan(files)
     org = get_org(uow, org_name)
     extras = [age.parse_recipient(r) for r in extra_recipients or []]
-    model = uow.session.scalar(
-        select(Model).where(Model.org_id == org.id, Model.name == short_name)
-    )
-    if model is None:
-        model = Model(org_id=org.id, name=short_name)
-        uow.session.add(model)
-        uow.session.flush()
-        uow.audit("model.created", actor, {"model": model_name})
-    deposit = uow.session.scalar(
-        select(Deposit).where(Deposit.model_id == model.id, Deposit.version == version)
-    )
-    if deposit is None:
-        deposit = _new_deposit(escrow, uow, actor, model, model_name, version, classical, extras)
-    elif deposit.state == SEALED:
-        if plan is not None and _plan_of(deposit) != plan:
-            raise Conflict(
-                f"{model_name}@{version} is sealed with different files",
-                hint="a sealed version is immutable; deposit the new content as a new --version",
+    written = None  # the identity object this call wrote: removed unless its row is committed
+    try:
+        model = uow.session.scalar(
+            select(Model).where(Model.org_id == org.id, Model.name == short_name)
+        )
+        if model is None:
+            model = Model(org_id=org.id, name=short_name)
+            uow.session.add(model)
+            uow.session.flush()
+            uow.audit("model.created", actor, {"model": model_name})
+        deposit = uow.session.scalar(
+            select(Deposit).where(Deposit.model_id == model.id, Deposit.version == version)
+        )
+        if deposit is None:
+            deposit = _new_deposit(
+                escrow, uow, actor, model, model_name, version, classical, extras
             )
-        return deposit
-    if plan is not None and deposit.state in (OPEN, FAILED):
-        _apply_plan(escrow, uow, actor, deposit, plan)
-    uow.commit()
+            written = identity_object(deposit.id)
+        elif deposit.state == SEALED:
+            if plan is not None and _plan_of(deposit) != plan:
+                raise Conflict(
+                    f"{model_name}@{version} is sealed with different files",
+                    hint="a sealed version is immutable; deposit the new content as a new "
+                    "--version",
+                )
+            return deposit
+        if plan is not None and deposit.state in (OPEN, FAILED):
+            _apply_plan(escrow, uow, actor, deposit, plan)
+        uow.commit()
+    except BaseException as error:
+        if written is not None:
+            _remove_quietly(escrow, written)
+        if isinstance(error, IntegrityError):  # a concurrent open of the same model or version
+            raise Conflict(
+                f"{model_name}@{version} was opened by another request at the same time",
+                hint="run the same command again: it resumes the deposit that request opened",
+            ) from None
+        raise
     return deposit
+
+
+def _remove_quietly(escrow: Escrow, key: str) -> None:
+    """Remove an object this request wrote for a change that was not committed."""
+    try:
+        escrow.store.delete(key)
+    except EscrowError as error:
+        log.warning("could not remove %s after a failed change: %s", key, error)
 
 
 def _new_deposit(
@@ -132,7 +177,6 @@ def _new_deposit(
     identity = age.generate_x25519_identity() if classical else age.generate_hybrid_identity()
     recipient = identity.to_recipient()
     wrapped = escrow.custody.wrap(identity.encode().encode(), identity_context(deposit_id))
-    escrow.store.put_bytes(identity_object(deposit_id), wrapped)
     weakened = not classical and any(not r.post_quantum for r in extras)
     deposit = Deposit(
         id=deposit_id,
@@ -154,6 +198,8 @@ def _new_deposit(
         {"deposit": deposit_id, "model": model_name, "version": version},
         {"recipient": str(recipient), "classical": deposit.classical},
     )
+    # Last, once the row is made: the caller removes it if the transaction then fails.
+    escrow.store.put_bytes(identity_object(deposit_id), wrapped)
     return deposit
 
 
@@ -348,10 +394,13 @@ def presign_parts(
         )
     key = deposit_prefix(deposit.id) + payload_key(index)
     ttl = escrow.settings.upload_url_ttl_s
+    sizes = {p.number: p.cipher_size for p in plan_parts(file.size)}
     urls = []
     for number in numbers:
         try:
-            signed = escrow.store.presign_upload_part(key, file.upload_id, number, ttl)
+            signed = escrow.store.presign_upload_part(
+                key, file.upload_id, number, ttl, sizes[number]
+            )
         except ObjectMissing:  # the local store checks the upload; S3 presigns blindly
             raise _upload_lost(uow, actor, deposit, file) from None
         urls.append(
@@ -388,6 +437,19 @@ def register_header(
             f"header of {file.path!r} does not open with this deposit's escrow identity: {error}",
             hint=f"encrypt the file to the deposit's recipient {deposit.recipient}",
         ) from None
+    declared = [identity.to_recipient()] + [
+        age.parse_recipient(r) for r in json.loads(deposit.extra_recipients or "[]")
+    ]
+    unexpected = age.unexpected_stanzas(header, declared)
+    if unexpected:
+        raise InvalidInput(
+            f"header of {file.path!r} wraps the file key for more than the deposit declared: "
+            f"{', '.join(unexpected)} beyond the escrow recipient and the "
+            f"{len(declared) - 1} extra recipient(s) given when the deposit was opened",
+            hint="encrypt to the deposit's recipient and the declared extra recipients only "
+            "(age with a grease stanza, as rage writes, is refused too); an extra recipient is "
+            "declared when the deposit is opened (extra_recipients)",
+        )
     if not deposit.classical and not age.header_post_quantum(header):
         deposit.classical = True
         uow.audit("deposit.marked_classical", actor, {"deposit": deposit.id, "path": file.path})

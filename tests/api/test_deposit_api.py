@@ -234,3 +234,17 @@ def test_files_the_store_lost_before_finalising_are_reset_and_uploaded_again(esc
     assert lab.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize").status_code == 202
     assert run_pending(escrow) == 1
     assert lab.get(f"/api/v1/deposits/{deposit['deposit_id']}").json["state"] == "sealed"
+
+
+def test_an_open_larger_than_the_default_body_limit_may_carry_an_idempotency_key(escrow, lab):
+    """The route's own limit (8 MiB) holds before the Idempotency-Key hook reads the body."""
+    files = [{"path": f"shards/model-{i:05}-of-30000.safetensors", "size": 1}
+             for i in range(30000)]
+    body = {"model": "acme-ai/gpt-small", "version": "1", "files": files}
+    headers = {**lab.auth, "Idempotency-Key": "open-acme-gpt-small-1"}
+    first = lab.client.post("/api/v1/deposits", json=body, headers=headers)
+    assert first.status_code == 200, first.json
+    assert first.request.content_length > 1024 * 1024
+    again = lab.client.post("/api/v1/deposits", json=body, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["deposit_id"] == first.json["deposit_id"]

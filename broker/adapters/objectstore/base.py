@@ -15,6 +15,9 @@ Semantics both adapters share (see `rules.py` for the limits, which are S3's):
   `delete`) is not an error for an unknown or already finished upload; a completion whose parts
   do not match what was received (ETag, order, a non-last part under 5 MiB) raises
   `InvalidInput`; `UploadedPart.size` is informative only and not checked on completion;
+- a part's presigned PUT is for at most `size` bytes: the local store's URL server refuses a
+  longer body (413) before reading it; S3 receives the bytes itself (its own 5 GiB limit) and
+  the broker checks every part's size at completion;
 - presigned URLs live 1..604800 s and need no headers beyond what the method implies
   (`PresignedRequest.headers` is empty for both adapters today);
 - `put_stream` writes exactly `size` bytes read from a stream, in constant memory (the mirror
@@ -27,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from broker.adapters.objectstore.rules import MAX_PART_SIZE
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,12 @@ class ObjectStore(Protocol):
     # store then completes without a second copy); S3 does not need it.
     def create_multipart(self, key: str, part_sizes: Sequence[int] | None = None) -> str: ...
     def presign_upload_part(
-        self, key: str, upload_id: str, part_number: int, expires_in: int
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        expires_in: int,
+        size: int = MAX_PART_SIZE,
     ) -> PresignedRequest: ...
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]: ...
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None: ...

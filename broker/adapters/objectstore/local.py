@@ -90,12 +90,16 @@ _OP_NAMES = {code: name for name, code in _OP_CODES.items()}
 _OP_METHODS = {OP_PUT_PART: "PUT", OP_GET: "GET"}
 
 # Token = base64url(payload || HMAC-SHA256(url_secret, TOKEN_DOMAIN || payload)), unpadded.
-# payload = version u8 | op u8 | expires u64 (unix s) | part u16 | len(upload_id) u8 | upload_id
+# payload = version u8 | op u8 | expires u64 (unix s) | part u16 | len(upload_id) u8
+#           | max_size u64 (version 2: the most bytes a PUT may send) | upload_id
 #           | key (UTF-8, the rest).
 # Why a domain string: the MAC can never be confused with another use of the same secret.
-TOKEN_VERSION = 1
+# Version 1 tokens (no max_size; issued before the limit) are still read, limited to a part's
+# largest size, until they expire.
+TOKEN_VERSION = 2
 TOKEN_DOMAIN = b"weights-escrow local store url v1\n"
-_TOKEN_HEAD = struct.Struct(">BBQHB")
+_TOKEN_HEADS = {1: struct.Struct(">BBQHB"), 2: struct.Struct(">BBQHBQ")}
+_TOKEN_HEAD = _TOKEN_HEADS[TOKEN_VERSION]
 _MAC_SIZE = hashlib.sha256().digest_size
 _MAX_TOKEN_CHARS = 2048
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -117,6 +121,7 @@ class UrlGrant:
     upload_id: str  # "" for OP_GET
     part_number: int  # 0 for OP_GET
     expires_at: int  # unix seconds
+    max_size: int = MAX_PART_SIZE  # the most bytes a PUT may send (its part's size)
 
 
 class LocalStore:
@@ -258,11 +263,20 @@ class LocalStore:
         return upload_id
 
     def presign_upload_part(
-        self, key: str, upload_id: str, part_number: int, expires_in: int
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        expires_in: int,
+        size: int = MAX_PART_SIZE,
     ) -> PresignedRequest:
+        """A signed PUT for one part of at most `size` bytes: the URL server refuses a longer
+        body (413) before reading it."""
         check_part_number(part_number)
+        if not 0 <= size <= MAX_PART_SIZE:
+            raise InvalidInput(f"a part is 0..{MAX_PART_SIZE} bytes, not {size}")
         self._upload_dir(key, upload_id)
-        return self._presign(OP_PUT_PART, key, upload_id, part_number, expires_in)
+        return self._presign(OP_PUT_PART, key, upload_id, part_number, expires_in, size)
 
     def write_part(
         self, key: str, upload_id: str, part_number: int, body: BinaryIO, length: int
@@ -590,7 +604,7 @@ class LocalStore:
     def presign_get(self, key: str, expires_in: int) -> PresignedRequest:
         # The key's form only: the URL server resolves the file (symlinks refused) when served.
         check_key(key)
-        return self._presign(OP_GET, key, "", 0, expires_in)
+        return self._presign(OP_GET, key, "", 0, expires_in, 0)
 
     def object_file(self, key: str) -> Path:
         """The file holding `key`, for the URL server to stream (ObjectMissing if absent)."""
@@ -712,14 +726,25 @@ class LocalStore:
             )
 
     def _presign(
-        self, operation: str, key: str, upload_id: str, part_number: int, expires_in: int
+        self,
+        operation: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        expires_in: int,
+        max_size: int,
     ) -> PresignedRequest:
         check_expires_in(expires_in)
         expires_at = int(self._clock()) + expires_in
         upload = upload_id.encode("ascii")
         payload = (
             _TOKEN_HEAD.pack(
-                TOKEN_VERSION, _OP_CODES[operation], expires_at, part_number, len(upload)
+                TOKEN_VERSION,
+                _OP_CODES[operation],
+                expires_at,
+                part_number,
+                len(upload),
+                max_size,
             )
             + upload
             + key.encode("utf-8")
@@ -739,16 +764,20 @@ class LocalStore:
 def _decode_payload(payload: bytes) -> UrlGrant:
     """Parse a payload whose MAC was already checked (so malformed means another version)."""
     try:
-        version, op, expires_at, part_number, id_len = _TOKEN_HEAD.unpack_from(payload)
-        rest = payload[_TOKEN_HEAD.size :]
-        if version != TOKEN_VERSION or op not in _OP_NAMES or len(rest) < id_len:
+        head = _TOKEN_HEADS.get(payload[0]) if payload else None
+        if head is None:
+            raise ValueError
+        version, op, expires_at, part_number, id_len, *more = head.unpack_from(payload)
+        max_size = more[0] if more else MAX_PART_SIZE
+        rest = payload[head.size :]
+        if op not in _OP_NAMES or len(rest) < id_len:
             raise ValueError
         upload_id, key = rest[:id_len].decode("ascii"), rest[id_len:].decode("utf-8")
     except (struct.error, ValueError):
         raise Forbidden(
             "store URL token has an unknown format", hint="ask the broker for a new URL"
         ) from None
-    return UrlGrant(_OP_NAMES[op], key, upload_id, part_number, expires_at)
+    return UrlGrant(_OP_NAMES[op], key, upload_id, part_number, expires_at, max_size)
 
 
 def _receive(body: BinaryIO, fd: int, length: int, *, offset: int | None = None) -> None:

@@ -24,6 +24,7 @@ from broker.adapters.objectstore.base import (
     UploadedPart,
 )
 from broker.adapters.objectstore.rules import (
+    MAX_PART_SIZE,
     check_expires_in,
     check_key,
     check_part_list,
@@ -230,8 +231,15 @@ class S3Store:
         return response["UploadId"]
 
     def presign_upload_part(
-        self, key: str, upload_id: str, part_number: int, expires_in: int
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        expires_in: int,
+        size: int = MAX_PART_SIZE,
     ) -> PresignedRequest:
+        # `size` is not signed in: the bytes go to S3, not through the broker, and completion
+        # checks each part's size.
         check_part_number(part_number)
         params = {
             "Bucket": self.bucket,
