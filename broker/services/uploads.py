@@ -88,8 +88,11 @@ def find_abandoned(escrow: Escrow, older_than: timedelta) -> list[AbandonedUploa
     at = now()
     found: list[AbandonedUpload] = []
     for copy, store in _stores(escrow):
-        idle = [u for u in store.list_multipart_uploads("") if at - u.last_activity >= older_than]
-        found += [_describe(escrow, copy, upload, at) for upload in idle]
+        candidates = [
+            u for u in store.list_multipart_uploads("") if at - u.last_activity >= older_than
+        ]
+        described = [_describe(escrow, copy, upload, at) for upload in candidates]
+        found += [u for u in described if u.age_s >= older_than.total_seconds()]
     return found
 
 
@@ -132,6 +135,7 @@ def _stores(escrow: Escrow) -> list[tuple[str, ObjectStore]]:
 
 def _describe(escrow: Escrow, copy: str, upload: PendingUpload, at: datetime) -> AbandonedUpload:
     deposit_id = path = state = None
+    last_activity = upload.last_activity
     m = _PAYLOAD_KEY.fullmatch(upload.key)
     if m:
         deposit_id = m[1]
@@ -139,6 +143,10 @@ def _describe(escrow: Escrow, copy: str, upload: PendingUpload, at: datetime) ->
             deposit = uow.session.get(Deposit, deposit_id)
             if deposit is not None:
                 state = deposit.state
+                # An upload cannot be older than its deposit: a store whose clock is off, or
+                # that reports no real initiation time (moto), must not make a new one look
+                # abandoned.
+                last_activity = max(last_activity, deposit.created_at)
                 path = uow.session.scalar(
                     select(DepositFile.path).where(
                         DepositFile.deposit_id == deposit_id, DepositFile.idx == int(m[2])
@@ -151,7 +159,7 @@ def _describe(escrow: Escrow, copy: str, upload: PendingUpload, at: datetime) ->
         deposit=deposit_id,
         path=path,
         deposit_state=state,
-        age_s=int((at - upload.last_activity).total_seconds()),
+        age_s=int((at - last_activity).total_seconds()),
         bytes=upload.size,
     )
 

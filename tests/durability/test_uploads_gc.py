@@ -67,6 +67,20 @@ def age_upload(escrow, upload_id: str, days: int) -> None:  # noqa: ANN001
     (directory / "upload.json").write_text(json.dumps(meta))
     for item in directory.iterdir():
         os.utime(item, (then, then))
+    age_deposit(escrow, meta["key"], days)
+
+
+def age_deposit(escrow, key: str, days: int) -> None:  # noqa: ANN001
+    """The deposit an upload's key names was opened `days` ago (an upload is never older than
+    its deposit, whatever the store's clock says)."""
+    from sqlalchemy import update
+
+    from broker.adapters.db.models import Deposit
+
+    with escrow.uow() as uow:
+        uow.session.execute(update(Deposit).where(Deposit.id == key.split("/")[1]).values(
+            created_at=datetime.now(UTC) - timedelta(days=days)))
+        uow.commit()
 
 
 def test_an_idle_upload_is_listed_then_aborted_and_a_recent_one_kept(escrow, client):  # noqa: ANN001
@@ -169,3 +183,21 @@ def test_s3_uploads_are_listed_and_aborted(moto_endpoint, escrow) -> None:  # no
         "audit/entries/1-2",
         "d0000000000000000000000000000001",
     ]
+
+
+def test_a_new_upload_of_an_open_deposit_is_kept_whatever_the_stores_clock_says(
+    moto_endpoint, escrow, client
+) -> None:  # noqa: ANN001
+    """moto reports every upload as initiated in 2010: the worker's gc, which runs as it
+    starts, must not abort a deposit's upload made a moment ago (it did, mid-deposit)."""
+    made, _auth = open_two_uploads(client, escrow)  # the deposit, opened just now
+    bucket = f"escrow-{secrets.token_hex(4)}"
+    moto_endpoint.client("s3").create_bucket(Bucket=bucket)
+    escrow.store = S3Store(
+        bucket, "escrow", endpoint_url=moto_endpoint.url, session=moto_endpoint.session()
+    )
+    escrow.store.create_multipart(f"deposits/{made['deposit_id']}/files/0.payload")
+    [listed] = escrow.store.list_multipart_uploads("")
+    assert datetime.now(UTC) - listed.last_activity > WEEK  # the store's word for it
+    assert gc_uploads(escrow, WEEK) == []
+    assert len(escrow.store.list_multipart_uploads("")) == 1
