@@ -2,6 +2,16 @@
 
 WEIGHTS = {"model.safetensors": b"\x00weights\x01" * 9000, "config.json": b'{"layers": 2}'}
 
+# the test policy: one approval by a reviewer of acme-ai, NDA v1, a proven key
+POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/*"]
+nda: {id: acme-research-nda, min_version: 1}
+eligibility: {verified_email: true, proven_key: true}
+approvals: {count: 1, role: reviewer}
+grant: {default_days: 14, max_days: 30, releases_per_file: 2}
+"""
+
 # renewal allowed: reviewed (acme-ai/renewable-*) and automatic (acme-ai/quick-*)
 RENEWABLE_POLICY = """\
 organisation: acme-ai

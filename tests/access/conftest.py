@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from access_support import QUICK_POLICY, RENEWABLE_POLICY, WEIGHTS
+from access_support import POLICY, QUICK_POLICY, RENEWABLE_POLICY, WEIGHTS
 from api_deposit import deposit, depositor_token
 
 from broker import age
@@ -19,15 +19,6 @@ from broker import age
 REPO_NDAS = Path(__file__).resolve().parents[2] / "policies" / "ndas"
 NDA_ID = "acme-research-nda"
 
-POLICY = """\
-# the test policy: one approval by a reviewer of acme-ai, NDA v1, a proven key
-organisation: acme-ai
-models: ["acme-ai/*"]
-nda: {id: acme-research-nda, min_version: 1}
-eligibility: {verified_email: true, proven_key: true}
-approvals: {count: 1, role: reviewer}
-grant: {default_days: 14, max_days: 30, releases_per_file: 2}
-"""
 
 AUTO_POLICY = """\
 organisation: acme-ai

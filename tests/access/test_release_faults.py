@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from access_support import POLICY as BASE_POLICY
 from faultproxy import TO_CLIENT, TO_SERVER, FaultProxy
 from live import postgres_url
 from sqlalchemy import func, select
@@ -24,14 +25,8 @@ from broker.adapters.db.models import KeyRelease
 from broker.services.audit import verify_deployment
 
 RELEASES = 24
-POLICY = """\
-organisation: acme-ai
-models: ["acme-ai/*"]
-nda: {id: acme-research-nda, min_version: 1}
-eligibility: {verified_email: true, proven_key: true}
-approvals: {count: 1, role: reviewer}
-grant: {default_days: 14, max_days: 30, releases_per_file: 1000}
-"""
+POLICY = BASE_POLICY.replace("releases_per_file: 2", "releases_per_file: 1000")
+assert "releases_per_file: 1000" in POLICY
 
 
 class CommitBreaker:

@@ -7,22 +7,13 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import select
+from web.seed import make_login_link
 
 from broker.adapters.db.models import AuditEvent, LoginSession
-from broker.domain.principals import OPERATOR
 from broker.errors import EscrowError
-from broker.services import people, sessions
+from broker.services import sessions
 
 RACERS = 8
-
-
-def make_link(escrow) -> str:
-    with escrow.uow() as uow:
-        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", "ada-sub",
-                                  people.Claims(email="ada@uni.example", name="Ada"))
-        secret = sessions.create_login_link(uow, OPERATOR, user)
-        uow.commit()
-    return secret
 
 
 def race(work) -> list[object]:  # noqa: ANN001
@@ -46,7 +37,7 @@ def race(work) -> list[object]:  # noqa: ANN001
 
 
 def test_a_login_link_presented_eight_times_at_once_logs_in_once(escrow):
-    secret = make_link(escrow)
+    secret = make_login_link(escrow)
 
     def redeem() -> str:
         with escrow.uow() as uow:

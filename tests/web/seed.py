@@ -101,3 +101,13 @@ def sign_nda(client, auth: dict[str, str], name: str = "Rosa Example") -> None: 
     signed = client.post(f"/api/v1/ndas/{NDA_ID}/signatures", headers=auth, json={
         "version": text["version"], "sha256": text["sha256"], "typed_name": name})
     assert signed.status_code == 201, signed.json
+
+
+def make_login_link(escrow) -> str:  # noqa: ANN001
+    """A single-use login link for Ada (made if need be), as `escrow admin login-link` makes."""
+    with escrow.uow() as uow:
+        user = people.upsert_user(uow, OPERATOR, ISSUER, "ada-sub",
+                                  people.Claims(email="ada@uni.example", name="Ada"))
+        secret = sessions.create_login_link(uow, OPERATOR, user)
+        uow.commit()
+    return secret

@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import func, select
+from web.seed import make_login_link as make_link
 
 from broker.adapters.db.models import AuditEvent, LoginLink, LoginSession, User
-from broker.domain.principals import OPERATOR
-from broker.services import people, sessions
 
 
 def query(url: str) -> dict[str, str]:
@@ -268,15 +267,6 @@ def test_max_age_is_asked_of_the_provider_and_its_auth_time_recorded(login_app, 
 
 
 # --- single-use login links -------------------------------------------------------------------
-
-
-def make_link(escrow) -> str:
-    with escrow.uow() as uow:
-        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", "ada-sub",
-                                  people.Claims(email="ada@uni.example", name="Ada"))
-        secret = sessions.create_login_link(uow, OPERATOR, user)
-        uow.commit()
-    return secret
 
 
 def test_a_login_link_works_once(escrow, login_app, browser, new_browser):
