@@ -39,7 +39,8 @@ RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to ve
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """host:pid:thread, within the 64 characters a job's `locked_by` holds."""
+    return f"{socket.gethostname()[:36]}:{os.getpid()}:{threading.get_ident()}"[:64]
 
 
 @dataclass
