@@ -62,9 +62,23 @@ def wait_for(what: str, check, timeout_s: float = 60.0):  # noqa: ANN001, ANN201
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def start_worker(broker, log: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([ESCROW_BIN, "worker"], env={**broker.env, **env},
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+@pytest.fixture
+def start_worker():  # noqa: ANN201
+    """start_worker(broker, log) -> an `escrow worker` process, killed at the end whatever
+    happened (a failed test must not leave workers running)."""
+    started: list[subprocess.Popen] = []
+
+    def start(broker, log: Path) -> subprocess.Popen:  # noqa: ANN001
+        process = subprocess.Popen([ESCROW_BIN, "worker"], env=broker.env,
+                                   stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def submitted_deposit(broker, tmp_path: Path) -> str:
@@ -77,7 +91,7 @@ def submitted_deposit(broker, tmp_path: Path) -> str:
 
 
 def test_a_worker_killed_mid_verification_is_replaced_within_its_lease(
-    broker, store_proxy, tmp_path
+    broker, store_proxy, tmp_path, start_worker
 ):
     deposit_id = submitted_deposit(broker, tmp_path)
     store_proxy.set_mode(HANG)  # the verification starts, then waits on the store
