@@ -10,7 +10,7 @@ export ESCROW_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: demo run test install test-peers lint bench clean
 
-$(BIN)/escrow: setup.cfg pyproject.toml
+$(BIN)/escrow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
