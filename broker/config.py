@@ -89,6 +89,15 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+def _policy_dir(env: Mapping[str, str]) -> Path:
+    """ESCROW_POLICY_DIR, or the policies shipped in the package (not a folder of the cwd)."""
+    if env.get("ESCROW_POLICY_DIR"):
+        return Path(env["ESCROW_POLICY_DIR"])
+    from broker.shipped import default_policy_dir
+
+    return default_policy_dir()
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name, "")
     if not value:
@@ -196,7 +205,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         key_file=Path(env.get("ESCROW_KEY_FILE", str(data_dir / "keys" / "master.key"))),
         kms_key_id=env.get("ESCROW_KMS_KEY_ID") or None,
         aws_region=env.get("ESCROW_AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        policy_dir=Path(env.get("ESCROW_POLICY_DIR", "policies")),
+        policy_dir=_policy_dir(env),
         public_url=public_url,
         origin=env.get("ESCROW_ORIGIN", "weights-escrow/" + public_url.split("://", 1)[-1]),
         checkpoint_interval_s=_positive_int(env, "ESCROW_CHECKPOINT_INTERVAL_S", 60),

@@ -14,7 +14,7 @@ import click
 from broker.cli.output import emit
 
 POLICY_HELP = """Access policies: YAML files in the policy directory ($ESCROW_POLICY_DIR, default
-policies/). Commented examples are in policies/examples/.
+the policies shipped in the package). Commented examples are in policies/examples/.
 
 \b
   escrow policy check                 # the configured directory

@@ -249,3 +249,22 @@ def test_a_broken_file_fails_closed_then_recovers_when_fixed(write, policy_dir):
     path.write_text(GOOD)
     _touch_later(path)
     assert library.match("acme-ai/gpt-small").approvals.count == 1
+
+
+def test_without_escrow_policy_dir_the_shipped_policies_are_read_from_any_folder(
+    tmp_path, monkeypatch
+):
+    """The default policy folder is the package's own (importlib.resources), not ./policies:
+    a broker started in another folder still has the demo's policy and NDA."""
+    from broker.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    shipped = load_settings({"ESCROW_DATA_DIR": str(tmp_path / "data")}).policy_dir
+    assert shipped.is_absolute() and shipped.samefile(REPO_POLICIES)
+    assert [p.id for p in load_policies(shipped)] == ["acme-ai"]
+    assert (shipped / "ndas" / "acme-research-nda-v1.md").is_file()
+    override = tmp_path / "mine"
+    settings = load_settings(
+        {"ESCROW_DATA_DIR": str(tmp_path / "data"), "ESCROW_POLICY_DIR": str(override)}
+    )
+    assert settings.policy_dir == override

@@ -15,13 +15,12 @@ import psycopg
 from sqlalchemy import Engine, create_engine, event, exc
 
 from broker.errors import ConfigError
+from broker.shipped import migrations_dir
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def alembic_config(database_url: str) -> Config:
     from alembic.config import Config  # imported on use: it costs ~0.6 s at every CLI start
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
