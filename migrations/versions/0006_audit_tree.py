@@ -5,13 +5,11 @@ Revises: 0005
 Create Date: 2026-11-26 14:10:00.000000
 """
 
+import hashlib
 import json
 
 from alembic import op
 import sqlalchemy as sa
-
-from broker.auditlog import merkle
-from broker.auditlog.index import index_of
 
 
 revision = '0006'
@@ -74,15 +72,15 @@ def _backfill(bind: sa.Connection) -> None:
         event = json.loads(bytes(leaf))
         subject = dict(event.get("subject") or {})
         subject.setdefault("model", models.get(subject.get("deposit")))
-        index = index_of(event["actor"], {k: v for k, v in subject.items() if v is not None})
+        index = _index_of(event["actor"], {k: v for k, v in subject.items() if v is not None})
         bind.execute(
             sa.text(
                 "UPDATE audit_events SET org = :org, model = :model, user_id = :user_id, "
                 "actor = :actor WHERE seq = :seq"
             ),
-            {**index.__dict__, "seq": seq},
+            {**index, "seq": seq},
         )
-        nodes, frontier = merkle.append(size, frontier, bytes(leaf_hash))
+        nodes, frontier = _append(size, frontier, bytes(leaf_hash))
         bind.execute(
             sa.text("INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)"),
             [{"level": level, "idx": idx, "hash": digest} for (level, idx), digest in nodes],
@@ -92,6 +90,46 @@ def _backfill(bind: sa.Connection) -> None:
         sa.text("UPDATE audit_head SET frontier = :frontier WHERE id = 1"),
         {"frontier": b"".join(frontier)},
     )
+
+
+# Frozen copies of the live code this revision was written with (broker.auditlog.index.index_of
+# and broker.auditlog.merkle.append of 65b802b), so that this migration never changes when the
+# app does.
+
+
+def _index_of(actor: dict, subject: dict) -> dict:
+    """Organisation, model (`org/model`), subject user and actor (`kind:id`) of one event."""
+    model = subject.get("model")
+    org = subject.get("org") or (model.split("/", 1)[0] if isinstance(model, str) else None)
+    user = subject.get("user")
+    return {
+        "org": org if isinstance(org, str) else None,
+        "model": model if isinstance(model, str) else None,
+        "user_id": str(user) if user is not None else None,
+        "actor": f"{actor.get('kind')}:{actor.get('id')}",
+    }
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 section 2.1.1: HASH(0x01 || left || right)."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _append(size: int, frontier: list, leaf_hash: bytes) -> tuple[list, list]:
+    """Add leaf number `size` to the RFC 9162 tree whose frontier (the hashes of the maximal
+    complete subtrees, largest first) is `frontier`: the new complete nodes ((level, index),
+    hash), bottom up, and the new frontier."""
+    if len(frontier) != size.bit_count() or len(leaf_hash) != 32:
+        raise ValueError(f"audit log tree at size {size}: frontier or leaf hash malformed")
+    new_frontier = list(frontier)
+    level, index, value = 0, size, leaf_hash
+    created = [((level, index), value)]
+    while index & 1:  # a right child completes its parent
+        value = _node_hash(new_frontier.pop(), value)
+        level, index = level + 1, index >> 1
+        created.append(((level, index), value))
+    new_frontier.append(value)
+    return created, new_frontier
 
 
 def downgrade() -> None:

@@ -95,3 +95,81 @@ def test_0008_moves_the_tree_nodes_onto_their_events_and_back(private_database_u
     assert {(level, idx): bytes(value) for level, idx, value in back} == nodes
     command.upgrade(config, "head")
     engine.dispose()
+
+
+def test_0006_indexes_and_hashes_the_events_written_before_it(private_database_url):
+    """0006 fills the index columns and the RFC 9162 tree of an older log with its own frozen
+    copies of index_of and merkle.append: the same nodes and frontier as the live code."""
+    import json
+
+    from sqlalchemy import text
+
+    from broker.auditlog import merkle
+    from broker.auditlog.leaf import leaf_hash
+
+    engine = make_engine(private_database_url)
+    config = alembic_config(private_database_url)
+    command.downgrade(config, "0005")
+    events = [
+        {"actor": {"kind": "user", "id": "7"}, "subject": {"model": "acme-ai/gpt", "user": 12}},
+        {"actor": {"kind": "operator", "id": "cli"}, "subject": {"org": "acme-ai"}},
+        {"actor": {"kind": "token", "id": "3"}, "subject": {}},
+    ] * 4
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_events"))
+        for seq, event in enumerate(events):
+            leaf = json.dumps({"seq": seq, **event}).encode()
+            connection.execute(text(
+                "INSERT INTO audit_events (seq, leaf, leaf_hash, action, created_at) "
+                "VALUES (:seq, :leaf, :hash, 'test.event', :now)"
+            ), {"seq": seq, "leaf": leaf, "hash": leaf_hash(leaf), "now": datetime.now(UTC)})
+    command.upgrade(config, "0006")
+
+    frontier, nodes = [], {}
+    for seq, event in enumerate(events):
+        leaf = json.dumps({"seq": seq, **event}).encode()
+        created, frontier = merkle.append(seq, frontier, leaf_hash(leaf))
+        nodes.update(created)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT level, idx, hash FROM audit_nodes")).all()
+        head = connection.execute(text("SELECT frontier FROM audit_head")).scalar_one()
+        index = connection.execute(
+            text("SELECT org, model, user_id, actor FROM audit_events WHERE seq < 3 ORDER BY seq")
+        ).all()
+    assert {(level, idx): bytes(value) for level, idx, value in stored} == nodes
+    assert bytes(head) == b"".join(frontier)
+    assert [tuple(row) for row in index] == [
+        ("acme-ai", "acme-ai/gpt", "12", "user:7"),
+        ("acme-ai", None, None, "operator:cli"),
+        (None, None, None, "token:3"),
+    ]
+    command.upgrade(config, "head")
+    engine.dispose()
+
+
+def test_no_migration_imports_the_broker():
+    """A migration is frozen when written: importing live code (broker.*) would let it change
+    when the app changes. The new-revision template must not bring such an import either."""
+    import ast
+
+    from broker.shipped import migrations_dir
+
+    folder = migrations_dir()
+    versions = sorted((folder / "versions").glob("*.py"))
+    assert len(versions) >= 11
+    offenders = []
+    for path in versions:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["(relative import)"]
+            else:
+                continue
+            offenders += [
+                f"{path.name}:{node.lineno} imports {name}"
+                for name in names
+                if name == "broker" or name.startswith(("broker.", "(relative"))
+            ]
+    assert offenders == []
+    assert "broker" not in (folder / "script.py.mako").read_text()
