@@ -145,4 +145,12 @@ def test_from_the_wheel_in_an_empty_folder_init_demo_and_audit_verify_work(
     assert summary["byte_identical"] and summary["revoked"] and summary["refused"]
     verified = run([escrow, "audit", "verify", "--json"], cwd=work, env=env)
     assert json.loads(verified.stdout.strip().splitlines()[-1])["ok"] is True
+    # the web pages render from the wheel's templates (the demo's model is on the home page)
+    page = run(
+        [str(python), "-c", "from broker import create_app; "
+         "r = create_app().test_client().get('/'); print(r.status_code, r.get_data(True))"],
+        cwd=work,
+        env=env,
+    )  # fmt: skip
+    assert page.stdout.startswith("200 ") and "acme-ai/demo-gpt" in page.stdout, page.stdout[:500]
     assert sorted(p.name for p in work.iterdir()) == ["escrow-data"]
