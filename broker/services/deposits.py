@@ -258,9 +258,13 @@ def _reset(file: DepositFile) -> None:
 
 def _abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
     if file.upload_id:
-        escrow.store.abort_multipart(
-            deposit_prefix(deposit.id) + payload_key(file.idx), file.upload_id
-        )
+        key = deposit_prefix(deposit.id) + payload_key(file.idx)
+        try:
+            escrow.store.abort_multipart(key, file.upload_id)
+        except NotSupported as error:
+            # A store without AbortMultipartUpload (s3rver): the file starts over on a new
+            # upload all the same; the old one's parts stay until the store discards them.
+            log.warning("upload of %s left in the store: %s", key, error)
 
 
 def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: str) -> Deposit:

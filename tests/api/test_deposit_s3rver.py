@@ -112,3 +112,21 @@ def test_malformed_reported_parts_are_refused_with_the_expected_shape(s3rver_lab
                        {"sha256": hashlib.sha256(data).hexdigest(), "parts": parts})
     assert refused.status_code == 422, refused.json
     assert "parts" in refused.json["detail"] and "number" in refused.json["hint"]
+
+
+def test_a_restart_works_where_the_store_cannot_abort_the_old_upload(s3rver_lab):
+    """s3rver has no AbortMultipartUpload: a file that changed still starts over on a new
+    upload (the old one's parts stay in the store), and that upload completes."""
+    _escrow, lab = s3rver_lab
+    data = b"weights, first version"
+    deposit = lab.open({"model.safetensors": data})
+    base, _reported = send_parts(lab, deposit, data)
+    first = lab.post(base + "/upload").json["upload"]
+    restarted = lab.post(base + "/upload", {"restart": True})
+    assert restarted.status_code == 200, restarted.json
+    assert restarted.json["upload"] not in (None, first)
+    assert restarted.json["header_registered"] is False
+    base, reported = send_parts(lab, deposit, data)
+    done = lab.post(base + "/complete",
+                    {"sha256": hashlib.sha256(data).hexdigest(), "parts": reported})
+    assert done.status_code == 200, done.json
