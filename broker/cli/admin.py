@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import click
 from sqlalchemy import select
@@ -80,11 +81,42 @@ def token() -> None:
 @click.option("--role", required=True, help="depositor, reviewer or admin")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--label", default="", help="what the token is for")
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the token to this new file, mode 0600, instead of printing it",
+)
 @click.option("--json", "as_json", is_flag=True)
-def token_create(org_name: str, role: str, days: int, label: str, as_json: bool) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
-    with server_escrow().uow() as uow:
-        issued = service.create_token(uow, OPERATOR, org_name, role, days, label)
+def token_create(
+    org_name: str, role: str, days: int, label: str, output: Path | None, as_json: bool
+) -> None:
+    """Create a token; it is shown once (or written to --output) and stored only as a hash."""
+    handle = _new_private_file(output) if output is not None else None
+    try:
+        with server_escrow().uow() as uow:
+            issued = service.create_token(uow, OPERATOR, org_name, role, days, label)
+        if handle is not None:
+            handle.write(issued.token + "\n")
+            handle.close()
+    except BaseException:
+        if handle is not None and output is not None:
+            handle.close()
+            output.unlink(missing_ok=True)
+        raise
+    if output is not None:
+        shown = {"id": issued.id, "org": issued.org, "role": issued.role}
+        emit(
+            {**shown, "token_file": str(output), "expires_at": issued.expires_at.isoformat()},
+            as_json,
+            [
+                f"token {issued.id} for {issued.org} ({issued.role}) written to {output} "
+                f"(mode 0600), expires {issued.expires_at:%Y-%m-%d}"
+            ],
+        )
+        return
     emit(
         {
             "token": issued.token,
@@ -102,6 +134,24 @@ def token_create(org_name: str, role: str, days: int, label: str, as_json: bool)
             f"{issued.expires_at:%Y-%m-%d}; it is shown only this once",
             err=True,
         )
+
+
+def _new_private_file(path: Path) -> TextIO:
+    """`path` created for writing, mode 0600 from the start; an existing file is refused (it
+    may be another token), before any token is made."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise Conflict(
+            f"--output {path} already exists",
+            hint="choose a new file name, or remove the old token file first",
+        ) from None
+    except OSError as error:
+        raise InvalidInput(
+            f"cannot create --output {path}: {error.strerror}",
+            hint="choose a file in a folder you can write to",
+        ) from None
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 @token.command("list")
