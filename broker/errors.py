@@ -127,3 +127,12 @@ class UploadLost(Conflict):
     or the store was restored): the broker has started the file over on a new upload."""
 
     title = "upload lost"
+
+
+class NotSupported(StorageError):
+    """The object store does not implement an operation (an S3-compatible server that answers
+    NotImplemented or MethodNotAllowed). Retrying will not help; the README's "S3 compatibility"
+    table says which operations are optional and what the broker does without them."""
+
+    status = 501
+    title = "not supported by the object store"

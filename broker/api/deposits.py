@@ -83,7 +83,13 @@ OPENAPI = {
     },
     "/api/v1/deposits/{deposit_id}/files/{index}/complete": {
         "post": operation(
-            "assemble the parts, check sizes, record the plaintext SHA-256", body=obj(sha256=STRING)
+            "assemble the parts, check sizes, record the plaintext SHA-256; `parts` (each "
+            "part's number, size and the ETag its PUT answered) is used where the store cannot "
+            "list parts",
+            body=obj(
+                sha256=STRING,
+                parts=array(obj(number=INTEGER, size=INTEGER, etag=STRING)),
+            ),
         ),
         "parameters": FILE,
     },
@@ -156,11 +162,17 @@ def register_header(deposit_id: str, index: int) -> Response:
 
 
 @bp.post("/<deposit_id>/files/<int:index>/complete")
+@body_limit(OPEN_BODY_LIMIT)  # up to 10,000 parts listed
 def complete(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
-    sha256 = text_field(json_body(), "sha256", "")
+    body = json_body()
+    sha256 = text_field(body, "sha256", "")
     with escrow().uow() as uow:
-        return jsonify(service.complete_upload(escrow(), uow, actor, deposit_id, index, sha256))
+        return jsonify(
+            service.complete_upload(
+                escrow(), uow, actor, deposit_id, index, sha256, body.get("parts")
+            )
+        )
 
 
 @bp.post("/<deposit_id>/finalize")

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import click
 from sqlalchemy import select
@@ -30,7 +31,7 @@ def admin() -> None:
 
 
 @admin.command("health")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def health(as_json: bool) -> None:
     """Check each part the broker depends on: database, object store, mirror, key custody.
 
@@ -55,16 +56,18 @@ def org() -> None:
 
 @org.command("create")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def org_create(name: str, as_json: bool) -> None:
+    """Create the organisation NAME (a lab: its models, roles and tokens)."""
     with server_escrow().uow() as uow:
         created = service.create_org(uow, OPERATOR, name)
         emit({"org": created.name}, as_json, [f"organisation {created.name} created"])
 
 
 @org.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def org_list(as_json: bool) -> None:
+    """List the organisations."""
     with server_escrow().uow() as uow:
         names = [o.name for o in service.list_orgs(uow)]
         emit({"orgs": names}, as_json, names)
@@ -76,15 +79,52 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--org", "org_name", required=True)
+@click.option("--org", "org_name", required=True, help="the organisation the token acts for")
 @click.option("--role", required=True, help="depositor, reviewer or admin")
-@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
+@click.option(
+    "--days",
+    default=90,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="days until the token expires",
+)
 @click.option("--label", default="", help="what the token is for")
-@click.option("--json", "as_json", is_flag=True)
-def token_create(org_name: str, role: str, days: int, label: str, as_json: bool) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
-    with server_escrow().uow() as uow:
-        issued = service.create_token(uow, OPERATOR, org_name, role, days, label)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the token to this new file, mode 0600, instead of printing it",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def token_create(
+    org_name: str, role: str, days: int, label: str, output: Path | None, as_json: bool
+) -> None:
+    """Create a token; it is shown once (or written to --output) and stored only as a hash."""
+    handle = _new_private_file(output) if output is not None else None
+    try:
+        with server_escrow().uow() as uow:
+            issued = service.create_token(uow, OPERATOR, org_name, role, days, label)
+        if handle is not None:
+            handle.write(issued.token + "\n")
+            handle.close()
+    except BaseException:
+        if handle is not None and output is not None:
+            handle.close()
+            output.unlink(missing_ok=True)
+        raise
+    if output is not None:
+        shown = {"id": issued.id, "org": issued.org, "role": issued.role}
+        emit(
+            {**shown, "token_file": str(output), "expires_at": issued.expires_at.isoformat()},
+            as_json,
+            [
+                f"token {issued.id} for {issued.org} ({issued.role}) written to {output} "
+                f"(mode 0600), expires {issued.expires_at:%Y-%m-%d}"
+            ],
+        )
+        return
     emit(
         {
             "token": issued.token,
@@ -104,9 +144,28 @@ def token_create(org_name: str, role: str, days: int, label: str, as_json: bool)
         )
 
 
+def _new_private_file(path: Path) -> TextIO:
+    """`path` created for writing, mode 0600 from the start; an existing file is refused (it
+    may be another token), before any token is made."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise Conflict(
+            f"--output {path} already exists",
+            hint="choose a new file name, or remove the old token file first",
+        ) from None
+    except OSError as error:
+        raise InvalidInput(
+            f"cannot create --output {path}: {error.strerror}",
+            hint="choose a file in a folder you can write to",
+        ) from None
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 @token.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def token_list(as_json: bool) -> None:
+    """List the service tokens (never their secrets): id, org, role, expiry, label."""
     with server_escrow().uow() as uow:
         rows = [
             {
@@ -133,6 +192,7 @@ def token_list(as_json: bool) -> None:
 @token.command("revoke")
 @click.argument("token_id")
 def token_revoke(token_id: str) -> None:
+    """Revoke a service token at once."""
     with server_escrow().uow() as uow:
         service.revoke_token(uow, OPERATOR, token_id)
     click.echo(f"token {token_id} revoked")
@@ -147,7 +207,7 @@ def user() -> None:
 
 
 @user.command("create")
-@click.option("--email", required=True)
+@click.option("--email", required=True, help="their email address")
 @click.option("--name", default="", help="full name")
 @click.option(
     "--issuer",
@@ -156,7 +216,7 @@ def user() -> None:
     help="the OIDC issuer this person will log in with",
 )
 @click.option("--subject", default=None, help="their subject at that issuer (default: email)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def user_create(email: str, name: str, issuer: str, subject: str | None, as_json: bool) -> None:
     """Create a user, e.g. to grant roles before their first login."""
     with server_escrow().uow() as uow:
@@ -181,8 +241,9 @@ def user_create(email: str, name: str, issuer: str, subject: str | None, as_json
 
 
 @user.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def user_list(as_json: bool) -> None:
+    """List the people and their roles."""
     with server_escrow().uow() as uow:
         rows = []
         for found in uow.session.scalars(select(User).order_by(User.id)):
@@ -221,7 +282,7 @@ def role_grant(user_ref: str, role_name: str, org: str | None) -> None:
 @role.command("revoke")
 @click.argument("user_ref", metavar="USER")
 @click.argument("role_name", metavar="ROLE")
-@click.option("--org", default=None)
+@click.option("--org", default=None, help="the organisation (for depositor, reviewer, admin)")
 def role_revoke(user_ref: str, role_name: str, org: str | None) -> None:
     """Take ROLE away from USER."""
     _set_role(user_ref, role_name, org, grant=False)
@@ -243,7 +304,7 @@ def _set_role(user_ref: str, role_name: str, org: str | None, grant: bool) -> No
 
 @admin.command("login-link")
 @click.argument("user_ref", metavar="USER")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def login_link(user_ref: str, as_json: bool) -> None:
     """A single-use login URL for USER, valid for 10 minutes and on the audit log."""
     escrow = server_escrow()
@@ -276,7 +337,7 @@ def uploads() -> None:
     help="abort uploads idle this long (no part received): e.g. 7d, 12h, 30m",
 )
 @click.option("--dry-run", is_flag=True, help="list what would be aborted; abort nothing")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def uploads_gc(older_than: str, dry_run: bool, as_json: bool) -> None:
     """List the uploads idle longer than --older-than in every copy, then abort them."""
     age = uploads_service.parse_age(older_than)
@@ -334,7 +395,7 @@ def key() -> None:
     help="after switching the key file, keep sweeping this long for deposits that a running "
     "broker began with the old key",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def key_rotate(
     to: str | None, kms_key_id: str | None, settle_seconds: float, as_json: bool
 ) -> None:

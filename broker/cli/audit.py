@@ -13,7 +13,14 @@ from urllib.parse import urlencode
 
 import click
 
-from broker.cli.client import client_options, json_option, open_client, reporting, token_options
+from broker.cli.client import (
+    BROKER_HELP,
+    client_options,
+    json_option,
+    open_client,
+    reporting,
+    token_options,
+)
 from broker.cli.output import emit
 from broker.client import audit as auditing
 
@@ -123,7 +130,8 @@ def _verify_local(saved: str | None) -> dict[str, Any]:
 
 @audit.command("show")
 @filter_options
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="show at most this many events, newest first")
 @client_options
 @reporting
 def show(
@@ -181,9 +189,9 @@ def check_proof(bundle_file: Path, verifier_key: str | None, as_json: bool) -> N
 
 @audit.command("export")
 @click.option("--format", "kind", type=click.Choice(["jsonl", "csv"]), default="jsonl",
-              show_default=True)
+              show_default=True, help="JSON lines (the exact leaves) or CSV")
 @filter_options
-@click.option("--broker", "broker_url", default=None, envvar="ESCROW_BROKER")
+@click.option("--broker", "broker_url", default=None, envvar="ESCROW_BROKER", help=BROKER_HELP)
 @token_options
 @reporting
 def export(

@@ -84,6 +84,7 @@ def resolve_token(token: str | None, token_file: Path | None, broker: str | None
             hint="--token-file keeps the token out of the process list",
         )
     if token_file is not None:
+        warn_if_readable_by_others(token_file)
         try:
             token = token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
@@ -99,9 +100,24 @@ def resolve_token(token: str | None, token_file: Path | None, broker: str | None
         raise InvalidInput(
             f"{where} holds more than one token (spaces or several lines)",
             hint="keep only the token in it, e.g. "
-            "`escrow admin token create --org ORG --role depositor > tok`",
+            "`escrow admin token create --org ORG --role depositor --output tok`",
         )
     return token or (token_for(broker) if broker else None)
+
+
+def warn_if_readable_by_others(path: Path) -> None:
+    """Say so (stderr) when a token file can be read by its group or by anyone: a warning, not
+    a refusal, because secrets mounted by orchestrators (Kubernetes: 0644) often are."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it says what is wrong
+    if mode & 0o044:
+        _to_stderr(
+            f"warning: --token-file {path} is readable by "
+            f"{'anyone' if mode & 0o004 else 'its group'} (mode {mode & 0o777:04o}); "
+            f"anyone who reads it can act as you: chmod 600 {path}"
+        )
 
 
 def _to_stderr(message: str) -> None:

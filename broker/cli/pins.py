@@ -14,8 +14,9 @@ def pins() -> None:
 
 
 @pins.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def pins_list(as_json: bool) -> None:
+    """List the pinned brokers and their keys."""
     pinned = pinning.load_pins()
     lines = [
         f"{name}  manifest {keys['manifest']['key_id']}  checkpoint {keys['checkpoint']['key_id']}"

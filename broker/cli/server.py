@@ -42,7 +42,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="head", show_default=True, help="the alembic revision")
 def db_upgrade(revision: str) -> None:
     """Apply alembic migrations (the only way the schema changes)."""
     upgrade(load_settings().database_url, revision)
@@ -50,8 +50,8 @@ def db_upgrade(revision: str) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8080, show_default=True, type=int, help="port to listen on")
 @click.option(
     "--workers",
     default=4,
@@ -140,7 +140,7 @@ def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
 
 @click.command()
 @click.argument("deposit_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def verify(deposit_id: str, as_json: bool) -> None:
     """Decrypt and hash every file of a deposit against its manifest (operator)."""
     from broker.cli.output import emit

@@ -338,8 +338,9 @@ class Depositor:
             with self._count_lock:
                 self.result.parts_kept += len(keep)
             self.progress.add_kept(sum(parts[n - 1].cipher_size for n in keep))
+            sent: dict[int, dict[str, Any]] = {}
             try:
-                self._send_parts(base, index, source, todo, entry)
+                self._send_parts(base, index, source, todo, entry, sent)
             except BaseException as error:
                 refused = header.exception() if header is not None else None
                 # A header refused explains the rest, unless the upload itself is gone (then
@@ -353,7 +354,10 @@ class Depositor:
             hasher = None
             if stat_identity(item.source) != item.identity:
                 raise file_changed(item.path, "changed")
-            self.client.post(base + "/complete", {"sha256": digest})
+            # The parts sent and their ETags: the broker needs them only where the store
+            # cannot list parts (then it listed none, and this run sent every part).
+            self.client.post(base + "/complete",
+                             {"sha256": digest, "parts": [sent[n] for n in sorted(sent)]})
             journal.finish_file(index, item.path, DoneEntry(*item.identity, digest))
         finally:
             if hasher is not None:
@@ -418,7 +422,9 @@ class Depositor:
         return {n for n in stored if stored[n] == parts[n - 1].cipher_size}, ""
 
     def _send_parts(self, base: str, index: int, source: PlainSource | CipherSource,
-                    todo: list[Part], entry: FileEntry) -> None:
+                    todo: list[Part], entry: FileEntry, sent_parts: dict[int, dict[str, Any]],
+                    ) -> None:
+        """PUT each part of `todo`; `sent_parts` gets each one's number, size and ETag."""
         if not todo:
             return
         journal = self.journal
@@ -459,8 +465,11 @@ class Depositor:
             for attempt in range(3):
                 signed = urls.get(part.number)
                 try:
-                    self.client.put_part(signed["url"], signed.get("headers") or {},
-                                         part.cipher_size, body)
+                    etag = self.client.put_part(signed["url"], signed.get("headers") or {},
+                                                part.cipher_size, body)
+                    if etag:
+                        sent_parts[part.number] = {"number": part.number,
+                                                   "size": part.cipher_size, "etag": etag}
                     break
                 except StoreError as error:
                     if not error.url_expired or attempt == 2:

@@ -19,8 +19,10 @@ files, whatever their size. A file is renamed into place only when its SHA-256 m
 Resume: `<file>.part` always holds whole 64 KiB plaintext chunks in order. A re-run re-hashes
 that prefix from disk (SHA-256 is sequential) and continues at the matching ciphertext offset,
 nonce + n x (65536 + 16), with HTTP Range: nothing on disk is downloaded again. A small 0600
-state file in --out (`.escrow-fetch.json`) says which deposit the .part files belong to and
-which finished files were verified (by size, mtime and inode), so a re-run skips them.
+state file, kept in the client's config directory (`fetch/<hash of --out>.json`, never in --out,
+so a finished --out holds exactly the deposit's files), says which deposit the .part files
+belong to and which finished files were verified (by size, mtime and inode), so a re-run skips
+them.
 
 `--age-files` writes `NAME.age` = released header + payload for the plain `age -d` tool; with an
 identity it still decrypts in memory to check the SHA-256 (plaintext is never written).
@@ -54,7 +56,7 @@ from broker import age
 from broker.age.stream import ENCRYPTED_CHUNK_SIZE, chunk_count
 from broker.client import pins as pinning
 from broker.client.http import USER_AGENT, BrokerClient, BrokerUnreachable, StoreError, store_host
-from broker.client.local import write_private
+from broker.client.local import config_dir, private_dir, write_private
 from broker.client.progress import Progress
 from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
 from broker.errors import (
@@ -318,19 +320,28 @@ def output_path(out: Path, path: str, suffix: str = "") -> Path:
 # --- the resume state file --------------------------------------------------------------------
 
 
+def state_path(out: Path, directory: Path | None = None) -> Path:
+    """The state file of fetches into `out`: `<config>/fetch/<hash of out's real path>.json`."""
+    name = hashlib.sha256(os.fsencode(out.resolve())).hexdigest()[:32]
+    return (directory or config_dir()) / "fetch" / f"{name}.json"
+
+
 class FetchState:
-    """`<out>/.escrow-fetch.json` (0600): the deposit of the .part files, and the files verified.
+    """The fetch state of one --out (0600, in the config directory, see `state_path`): the
+    deposit of the .part files, and the files verified.
 
     Locked for the life of the fetch: two fetches into one directory would write one .part twice.
     """
 
-    def __init__(self, out: Path, deposit_id: str, age_files: bool) -> None:
-        self.path = out / STATE_FILE
+    def __init__(self, out: Path, deposit_id: str, age_files: bool,
+                 directory: Path | None = None) -> None:
+        self.path = state_path(out, directory)
+        private_dir(self.path.parent)
         self.deposit_id, self.age_files = deposit_id, age_files
         self.done: dict[str, dict[str, Any]] = {}
         self.partial: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._fd = os.open(out / (STATE_FILE + ".lock"),
+        self._fd = os.open(self.path.with_suffix(".lock"),
                            os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -338,14 +349,21 @@ class FetchState:
             os.close(self._fd)
             raise Conflict(f"another `escrow fetch` is writing into {out}",
                            hint="wait for it to finish (or stop it), then run again") from None
+        legacy = out / STATE_FILE  # where clients before issue 15 kept it
+        source = self.path if self.path.exists() else legacy
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(source.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             data = {}
         if (isinstance(data, dict) and data.get("version") == STATE_VERSION
                 and data.get("deposit_id") == deposit_id):
             self.done = dict(data.get("done", {}))
             self.partial = dict(data.get("partial", {}))
+            if source == legacy:
+                self._save()
+        for old in (legacy, out / (STATE_FILE + ".lock")):
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
 
     def _save(self) -> None:
         write_private(self.path, json.dumps({
@@ -629,7 +647,7 @@ class Fetcher:
         targets = {f.path: output_path(out, f.path, suffix) for f in files}
         result = FetchResult(model, version, grant_id, str(manifest.get("deposit_id")),
                              out, options.age_files)
-        state = FetchState(out, result.deposit_id, options.age_files)
+        state = FetchState(out, result.deposit_id, options.age_files, options.config_dir)
         try:
             self._fetch_all(grant_id, files, targets, state, result)
         finally:

@@ -20,12 +20,21 @@ from sqlalchemy.exc import IntegrityError
 from broker import age
 from broker.adapters.db.models import Deposit, DepositFile, Job, Model
 from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.objectstore.base import UploadedPart
 from broker.container import Escrow
 from broker.domain.access import authorize
 from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
 from broker.domain.parts import MAX_PAYLOAD_SIZE, payload_size, plain_part_size, plan_parts
 from broker.domain.principals import Principal
-from broker.errors import Conflict, EscrowError, InvalidInput, NotFound, ObjectMissing, UploadLost
+from broker.errors import (
+    Conflict,
+    EscrowError,
+    InvalidInput,
+    NotFound,
+    NotSupported,
+    ObjectMissing,
+    UploadLost,
+)
 from broker.services.admin import get_org
 
 log = logging.getLogger(__name__)
@@ -249,9 +258,13 @@ def _reset(file: DepositFile) -> None:
 
 def _abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
     if file.upload_id:
-        escrow.store.abort_multipart(
-            deposit_prefix(deposit.id) + payload_key(file.idx), file.upload_id
-        )
+        key = deposit_prefix(deposit.id) + payload_key(file.idx)
+        try:
+            escrow.store.abort_multipart(key, file.upload_id)
+        except NotSupported as error:
+            # A store without AbortMultipartUpload (s3rver): the file starts over on a new
+            # upload all the same; the old one's parts stay until the store discards them.
+            log.warning("upload of %s left in the store: %s", key, error)
 
 
 def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: str) -> Deposit:
@@ -308,6 +321,11 @@ def start_upload(
         except ObjectMissing:
             _forget_lost_upload(uow, actor, deposit, file)
             lost = True
+        except NotSupported:
+            # A store without ListParts (README, "S3 compatibility"): no part is known, so the
+            # client sends every part again (under the same key only if its journal proves the
+            # plaintext unchanged) and reports them all at completion.
+            log.info("the store cannot list parts of %s: the client re-sends them", key)
     if file.state == "pending":
         file.upload_id = escrow.store.create_multipart(
             key, [part.cipher_size for part in plan_parts(file.size)]
@@ -468,10 +486,73 @@ def unwrap_identity(escrow: Escrow, deposit_id: str, wrapped: bytes) -> age.Iden
     return age.parse_identities(secret.decode())[0]
 
 
+def parse_reported_parts(raw: object) -> dict[int, UploadedPart] | None:
+    """The parts a client says it uploaded (`[{number, size, etag}, …]`: each PUT's ETag), or
+    None if it sent none. Used only where the store cannot list an upload's parts; then S3
+    still checks every ETag at completion (s3rver does not), the broker checks the assembled
+    size, and the verification decrypts every byte before the deposit is sealed."""
+    if raw is None:
+        return None
+    hint = 'send "parts": [{"number": 1, "size": 123, "etag": "…"}, …], one per part uploaded'
+    if not isinstance(raw, list):
+        raise InvalidInput(f"'parts' must be a list, not {type(raw).__name__}", hint=hint)
+    parts: dict[int, UploadedPart] = {}
+    for item in raw:
+        number = item.get("number") if isinstance(item, dict) else None
+        size = item.get("size") if isinstance(item, dict) else None
+        etag = item.get("etag") if isinstance(item, dict) else None
+        if (
+            not isinstance(number, int)
+            or isinstance(number, bool)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(etag, str)
+            or not 0 < len(etag.strip('"')) <= 128
+            or not etag.strip('"').isprintable()
+            or '"' in etag.strip('"')
+        ):
+            raise InvalidInput(
+                "each of 'parts' must be {number, size, etag}: integers and the ETag the "
+                "store answered to the part's PUT",
+                hint=hint,
+            )
+        if number in parts:
+            raise InvalidInput(f"part {number} is listed twice in 'parts'", hint=hint)
+        parts[number] = UploadedPart(number=number, size=size, etag=etag.strip('"'))
+    return parts
+
+
+def _uploaded_parts(
+    escrow: Escrow, key: str, upload_id: str, reported: dict[int, UploadedPart] | None
+) -> dict[int, UploadedPart]:
+    """The upload's parts as the store lists them; where it cannot (no ListParts), as the
+    client reported them."""
+    try:
+        return {p.number: p for p in escrow.store.list_parts(key, upload_id)}
+    except NotSupported as error:
+        if reported is None:
+            raise NotSupported(
+                f"{error.message}; and the client did not report the parts it uploaded",
+                hint="update the escrow client (current clients report their parts at "
+                'completion), or use a store with ListParts (README, "S3 compatibility")',
+            ) from None
+        return reported
+
+
 def complete_upload(
-    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, sha256: str
+    escrow: Escrow,
+    uow: UnitOfWork,
+    actor: Principal,
+    deposit_id: str,
+    index: int,
+    sha256: str,
+    reported_parts: object = None,
 ) -> dict[str, Any]:
-    """Assemble the uploaded parts once each has exactly the expected size."""
+    """Assemble the uploaded parts once each has exactly the expected size.
+
+    `reported_parts`: what the client uploaded (`parse_reported_parts`), used only where the
+    store cannot list parts."""
     deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
     _require_open(deposit)
     file = _file(deposit, index)
@@ -485,10 +566,11 @@ def complete_upload(
         )
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise InvalidInput("sha256 must be 64 lowercase hex digits", hint="send the plaintext hash")
+    reported = parse_reported_parts(reported_parts)
     prefix = deposit_prefix(deposit.id)
     key = prefix + payload_key(index)
     try:
-        uploaded = {p.number: p for p in escrow.store.list_parts(key, file.upload_id)}
+        uploaded = _uploaded_parts(escrow, key, file.upload_id, reported)
     except ObjectMissing:
         raise _upload_lost(uow, actor, deposit, file) from None
     problems = []

@@ -19,6 +19,17 @@ def test_an_auditor_filters_the_log_and_verifies_it(tab, escrow, app):
     page.wait_for_url(re.compile(r".*/audit$"))
     saved = page.locator("#checkpoint-note").inner_text()
     auditor.shot("audit")
+    # At 1280 px the table stays inside its column (long ids wrap instead of overflowing).
+    page.set_viewport_size({"width": 1280, "height": 900})
+    table, column = page.evaluate("""() => {
+        const table = document.querySelector("main table");
+        const main = document.querySelector("main");
+        const style = getComputedStyle(main);
+        return [table.getBoundingClientRect().right,
+                main.getBoundingClientRect().right - parseFloat(style.paddingRight)];
+    }""")
+    assert table <= column + 0.5, f"the audit table ends at {table} px, its column at {column}"
+    page.set_viewport_size({"width": 1200, "height": 900})
 
     page.get_by_label("Action").fill("deposit.sealed")
     page.get_by_role("button", name="Filter").click()

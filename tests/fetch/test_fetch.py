@@ -22,6 +22,7 @@ from broker.client.fetch import (
     WrongIdentity,
     manifest_files,
     output_path,
+    state_path,
 )
 from broker.client.http import BrokerClient, RetryPolicy
 from broker.errors import TamperDetected
@@ -79,9 +80,32 @@ def test_fetch_writes_every_file_byte_identical(granted, broker_url, researcher,
     assert {f["path"]: f["state"] for f in summary["files"]} == dict.fromkeys(FILES, "fetched")
     for path, data in FILES.items():
         assert (out / path).read_bytes() == data
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".part")]
-    assert leftovers == []
-    assert (out / STATE_FILE).stat().st_mode & 0o777 == 0o600
+    # Exactly the deposit's files, nothing of the fetch's own (`diff -r` against the original
+    # finds no difference): the resume state lives in the config directory, 0600.
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(FILES)
+    assert state_path(out).stat().st_mode & 0o777 == 0o600
+    assert state_path(out).is_relative_to(Path(os.environ["ESCROW_CONFIG_DIR"]))
+    original = out.parent / "original"
+    for path, data in FILES.items():
+        (original / path).parent.mkdir(parents=True, exist_ok=True)
+        (original / path).write_bytes(data)
+    assert subprocess.run(["diff", "-r", str(original), str(out)]).returncode == 0
+
+
+def test_an_older_clients_state_in_out_is_moved_out_and_still_skips(granted, broker_url,
+                                                                   researcher, tmp_path, served):
+    out = tmp_path / "model"
+    assert run_cli(broker_url, researcher, out).exit_code == 0
+    state_path(out).rename(out / STATE_FILE)  # where clients before issue 15 kept it
+    (out / (STATE_FILE + ".lock")).touch()
+    served.reset()
+    result = run_cli(broker_url, researcher, out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {f["state"] for f in summary["files"]} == {"skipped"}
+    assert served.total == 0
+    assert not (out / STATE_FILE).exists() and not (out / (STATE_FILE + ".lock")).exists()
+    assert state_path(out).exists()
 
 
 def test_a_second_run_skips_verified_files_without_downloading(granted, broker_url, researcher,

@@ -65,3 +65,15 @@ def test_a_code_answered_once_cannot_be_answered_again(terminal, browser):
     )
     assert again.status_code == 404
     assert "already answered" in again.get_data(as_text=True)
+
+
+def test_approve_and_deny_look_different_deny_is_the_secondary_button(terminal, browser):
+    import re
+
+    started = terminal.start().json
+    text = browser.page(started["user_code"]).get_data(as_text=True)
+    buttons = dict(re.findall(r'<button type="submit" name="action" value="(\w+)"([^>]*)>', text))
+    assert set(buttons) == {"approve", "deny"}
+    assert 'class="secondary"' in buttons["deny"]
+    assert "class=" not in buttons["approve"]  # the primary, filled button
+    assert "button.secondary { background: var(--surface)" in text  # base.html's inline style

@@ -36,6 +36,7 @@ from broker.errors import (
     ConfigError,
     EscrowError,
     InvalidInput,
+    NotSupported,
     ObjectMissing,
     StorageError,
     StoreFull,
@@ -55,6 +56,9 @@ _FULL_CODES = {
     "StorageFull",
 }
 _NO_LOCK_CONFIGURATION = "ObjectLockConfigurationNotFoundError"
+# What a server answers for an S3 operation it does not implement (s3rver 3.7 answers
+# ListParts and ListMultipartUploads with 405 MethodNotAllowed).
+_UNSUPPORTED_CODES = {"NotImplemented", "MethodNotAllowed"}
 
 
 class S3Store:
@@ -393,6 +397,14 @@ class S3Store:
                     "check the credentials' permissions on the bucket; without s3:ListBucket, "
                     "S3 answers 403 for a missing key"
                 )
+            if code in _UNSUPPORTED_CODES or status in (405, 501):
+                raise NotSupported(
+                    f"{where}: the object store does not support this operation "
+                    f"({code}: {message})".rstrip(),
+                    hint=hint
+                    or 'README, "S3 compatibility", lists the operations the broker uses and '
+                    "which are optional; use a store that implements this one",
+                ) from None
             raise StorageError(f"{where} failed: {code} {message}".rstrip(), hint=hint) from None
         except BotoCoreError as e:
             # BotoCoreError texts name the endpoint or the problem, never secret values.
