@@ -264,8 +264,10 @@ def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> N
             raise RecoveryFailed(
                 f"checkpoint {key} does not verify as {origin!r} with the checkpoint key "
                 f"({error})",
-                hint="if the deployment's origin was different, set ESCROW_ORIGIN to it; "
-                + _LOG_HINT,
+                hint="if the bucket's checkpoints name another origin (their first line) than "
+                "the one recorded in deployment.json, run `escrow init` in a new "
+                "ESCROW_DATA_DIR against this store (it takes the origin from the checkpoints) "
+                "and recover there; " + _LOG_HINT,
             ) from None
         bucket.checkpoints[checkpoint.size] = note
         bucket.roots[checkpoint.size] = checkpoint.root

@@ -154,3 +154,27 @@ def test_version() -> None:
                             timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("escrow ") and result.stdout.split()[1][0].isdigit()
+
+
+def test_init_against_a_store_with_a_log_takes_the_logs_origin(escrow, tmp_path: Path) -> None:
+    """A deployment rebuilt from its bucket into a new data directory keeps its log's name,
+    whatever its public URL is now."""
+    from broker.config import load_settings
+    from broker.services import audit
+    from broker.services.setup import initialise
+
+    with escrow.uow() as uow:
+        audit.sign_checkpoint(escrow, uow)
+    objects = escrow.settings.data_dir / "objects"
+    env = {"ESCROW_DATA_DIR": str(tmp_path / "rebuilt"),
+           "ESCROW_STORAGE_URL": objects.as_uri(),
+           "ESCROW_KEY_FILE": str(escrow.settings.key_file),
+           "ESCROW_PUBLIC_URL": "https://somewhere-else.example"}
+    rebuilt, created = initialise(load_settings(env))
+    try:
+        assert rebuilt.settings.origin == escrow.settings.origin == (
+            "weights-escrow/127.0.0.1:8080")
+        assert any("run `escrow recover`" in line for line in created)
+        assert load_settings(env).origin == escrow.settings.origin  # recorded
+    finally:
+        rebuilt.engine.dispose()
