@@ -22,17 +22,28 @@ def bare_env(**settings: str) -> dict[str, str]:
 
 
 def escrow(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ESCROW_BIN, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [ESCROW_BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ["verify", "0123"], ["worker", "--once"], ["admin", "org", "list"], ["fixity", "run"],
-    ["recover"], ["serve", "--port", "1"], ["db", "upgrade"], ["audit", "verify"],
-    ["admin", "login-link", "ada@uni.example"],
-])
-def test_operator_commands_refuse_a_folder_that_is_not_a_deployment(tmp_path: Path,
-                                                                    command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify", "0123"],
+        ["worker", "--once"],
+        ["admin", "org", "list"],
+        ["fixity", "run"],
+        ["recover"],
+        ["serve", "--port", "1"],
+        ["db", "upgrade"],
+        ["audit", "verify"],
+        ["admin", "login-link", "ada@uni.example"],
+    ],
+)
+def test_operator_commands_refuse_a_folder_that_is_not_a_deployment(
+    tmp_path: Path, command: list[str]
+) -> None:
     result = escrow(tmp_path, bare_env(), *command)
     assert result.returncode == 1, result.stderr
     default = tmp_path / "escrow-data"
@@ -51,19 +62,22 @@ def test_init_records_the_deployment_and_its_origin_stays(tmp_path: Path) -> Non
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     recorded = json.loads(record.read_text())
     assert recorded["origin"] == "weights-escrow/escrow.example.org"
-    assert recorded["public_url_at_init"] == recorded["public_url"] == (
-        "https://escrow.example.org")
+    assert (
+        recorded["public_url_at_init"] == recorded["public_url"] == ("https://escrow.example.org")
+    )
     assert recorded["data_dir"] == str(data)
 
     again = escrow(tmp_path, {**env, "ESCROW_PUBLIC_URL": "https://other.example"}, "init")
     assert again.returncode == 0, again.stderr
     assert json.loads(record.read_text()) == recorded  # init again changes nothing
 
-    other = escrow(tmp_path, {**env, "ESCROW_ORIGIN": "weights-escrow/other"}, "admin", "org",
-                   "list")
+    other = escrow(
+        tmp_path, {**env, "ESCROW_ORIGIN": "weights-escrow/other"}, "admin", "org", "list"
+    )
     assert other.returncode == 1
     assert "differs from this deployment's origin 'weights-escrow/escrow.example.org'" in (
-        other.stderr)
+        other.stderr
+    )
     assert "unset ESCROW_ORIGIN" in other.stderr
     same = escrow(tmp_path, {**env, "ESCROW_ORIGIN": recorded["origin"]}, "admin", "org", "list")
     assert same.returncode == 0, same.stderr
@@ -95,12 +109,16 @@ def test_the_origin_is_fixed_at_init_when_the_port_changes(tmp_path: Path) -> No
 
 
 def test_serve_on_a_port_takes_a_deposit_with_no_other_setting(tmp_path: Path) -> None:
-    env = bare_env(ESCROW_DATA_DIR=str(tmp_path / "data"),
-                   ESCROW_CONFIG_DIR=str(tmp_path / "client-config"))
+    env = bare_env(
+        ESCROW_DATA_DIR=str(tmp_path / "data"), ESCROW_CONFIG_DIR=str(tmp_path / "client-config")
+    )
     assert escrow(tmp_path, env, "init").returncode == 0
     assert escrow(tmp_path, env, "admin", "org", "create", "acme-ai").returncode == 0
-    token = escrow(tmp_path, env, "admin", "token", "create", "--org", "acme-ai", "--role",
-                   "depositor").stdout.strip().splitlines()[-1]
+    token = (
+        escrow(tmp_path, env, "admin", "token", "create", "--org", "acme-ai", "--role", "depositor")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     (tmp_path / "tok").write_text(token + "\n")
     model = tmp_path / "gpt-small"
     model.mkdir()
@@ -108,19 +126,40 @@ def test_serve_on_a_port_takes_a_deposit_with_no_other_setting(tmp_path: Path) -
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "broker.log"
-    server = subprocess.Popen([ESCROW_BIN, "serve", "--port", str(port), "--workers", "2"],
-                              cwd=tmp_path, env=env, stdout=log.open("ab"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [ESCROW_BIN, "serve", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         assert wait_until_serving(url, server, timeout_s=30), log.read_text()
-        deposited = escrow(tmp_path, env, "deposit", str(model), "--model", "acme-ai/gpt-small",
-                           "--version", "1", "--broker", url, "--token-file",
-                           str(tmp_path / "tok"), "--json")
+        deposited = escrow(
+            tmp_path,
+            env,
+            "deposit",
+            str(model),
+            "--model",
+            "acme-ai/gpt-small",
+            "--version",
+            "1",
+            "--broker",
+            url,
+            "--token-file",
+            str(tmp_path / "tok"),
+            "--json",
+        )
         assert deposited.returncode == 0, deposited.stderr
         assert json.loads(deposited.stdout.strip().splitlines()[-1])["state"] == "sealed"
         # operator commands run without ESCROW_PUBLIC_URL name the broker where it is served
-        assert escrow(tmp_path, env, "admin", "user", "create", "--email",
-                      "ada@uni.example").returncode == 0
+        assert (
+            escrow(
+                tmp_path, env, "admin", "user", "create", "--email", "ada@uni.example"
+            ).returncode
+            == 0
+        )
         link = escrow(tmp_path, env, "admin", "login-link", "ada@uni.example")
         assert link.returncode == 0, link.stderr
         assert link.stdout.startswith(f"{url}/auth/link/")
@@ -131,8 +170,9 @@ def test_serve_on_a_port_takes_a_deposit_with_no_other_setting(tmp_path: Path) -
     assert recorded["origin"] == "weights-escrow/127.0.0.1:8080"  # fixed at init
 
 
-def test_recover_on_a_database_without_a_schema_says_what_to_run_first(tmp_path: Path,
-                                                                       postgres_template) -> None:
+def test_recover_on_a_database_without_a_schema_says_what_to_run_first(
+    tmp_path: Path, postgres_template
+) -> None:
     env = bare_env(ESCROW_DATA_DIR=str(tmp_path / "data"))
     assert escrow(tmp_path, env, "init").returncode == 0
     (tmp_path / "data" / "escrow.db").unlink()
@@ -142,16 +182,16 @@ def test_recover_on_a_database_without_a_schema_says_what_to_run_first(tmp_path:
     assert "run `escrow init` with the same settings" in lost.stderr
     assert "Traceback" not in lost.stderr
 
-    missing = escrow(tmp_path, {**env, "ESCROW_DATABASE_URL": postgres_url(
-        "escrow_never_created")}, "recover")
+    missing = escrow(
+        tmp_path, {**env, "ESCROW_DATABASE_URL": postgres_url("escrow_never_created")}, "recover"
+    )
     assert missing.returncode == 1
     assert 'database "escrow_never_created" does not exist' in missing.stderr
     assert "createdb" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_version() -> None:
-    result = subprocess.run([ESCROW_BIN, "--version"], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run([ESCROW_BIN, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("escrow ") and result.stdout.split()[1][0].isdigit()
 
@@ -166,14 +206,17 @@ def test_init_against_a_store_with_a_log_takes_the_logs_origin(escrow, tmp_path:
     with escrow.uow() as uow:
         audit.sign_checkpoint(escrow, uow)
     objects = escrow.settings.data_dir / "objects"
-    env = {"ESCROW_DATA_DIR": str(tmp_path / "rebuilt"),
-           "ESCROW_STORAGE_URL": objects.as_uri(),
-           "ESCROW_KEY_FILE": str(escrow.settings.key_file),
-           "ESCROW_PUBLIC_URL": "https://somewhere-else.example"}
+    env = {
+        "ESCROW_DATA_DIR": str(tmp_path / "rebuilt"),
+        "ESCROW_STORAGE_URL": objects.as_uri(),
+        "ESCROW_KEY_FILE": str(escrow.settings.key_file),
+        "ESCROW_PUBLIC_URL": "https://somewhere-else.example",
+    }
     rebuilt, created = initialise(load_settings(env))
     try:
-        assert rebuilt.settings.origin == escrow.settings.origin == (
-            "weights-escrow/127.0.0.1:8080")
+        assert (
+            rebuilt.settings.origin == escrow.settings.origin == ("weights-escrow/127.0.0.1:8080")
+        )
         assert any("run `escrow recover`" in line for line in created)
         assert load_settings(env).origin == escrow.settings.origin  # recorded
     finally:
