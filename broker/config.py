@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from broker.deployment import Deployment, read_deployment
 from broker.errors import ConfigError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Settings:
     kms_endpoint_url: str | None = None  # a KMS other than AWS's own (LocalStack, a VPC endpoint)
     local_store_quota_bytes: int = 0  # 0: none; else the local store refuses past it, as full
     config_file: Path | None = None
+    # `$ESCROW_DATA_DIR/deployment.json` (broker.deployment), None before `escrow init`
+    deployment: Deployment | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -194,7 +198,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"ESCROW_STORAGE_URL: unsupported scheme in {storage_url!r}",
             hint="use s3://bucket/prefix, file:///path, or leave it unset for the local store",
         )
-    public_url = env.get("ESCROW_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
+    deployment = read_deployment(data_dir)
+    public_url = (
+        env.get("ESCROW_PUBLIC_URL")
+        or (deployment.public_url if deployment else DEFAULT_PUBLIC_URL)
+    ).rstrip("/")
     config_file = Path(env["ESCROW_CONFIG_FILE"]) if env.get("ESCROW_CONFIG_FILE") else None
     return Settings(
         data_dir=data_dir,
@@ -207,7 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         aws_region=env.get("ESCROW_AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         policy_dir=_policy_dir(env),
         public_url=public_url,
-        origin=env.get("ESCROW_ORIGIN", "weights-escrow/" + public_url.split("://", 1)[-1]),
+        origin=_origin(env, deployment, public_url),
         checkpoint_interval_s=_positive_int(env, "ESCROW_CHECKPOINT_INTERVAL_S", 60),
         **_durability(env, storage_url),
         **_jobs_and_database(env),
@@ -215,8 +223,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kms_endpoint_url=env.get("ESCROW_KMS_ENDPOINT_URL") or None,
         local_store_quota_bytes=_whole_number(env, "ESCROW_LOCAL_STORE_QUOTA_BYTES", 0, 2**62),
         config_file=config_file,
+        deployment=deployment,
         oidc_issuers=_oidc_issuers(env, config_file),
     )
+
+
+def _origin(env: Mapping[str, str], deployment: Deployment | None, public_url: str) -> str:
+    """The checkpoint origin: the one recorded at init; before init, ESCROW_ORIGIN or one made
+    from the public URL. A later ESCROW_ORIGIN that differs is refused: the origin names the
+    audit log, and a log signed under two names verifies under neither."""
+    wanted = env.get("ESCROW_ORIGIN", "")
+    if deployment is None:
+        return wanted or "weights-escrow/" + public_url.split("://", 1)[-1]
+    if wanted and wanted != deployment.origin:
+        raise ConfigError(
+            f"ESCROW_ORIGIN={wanted!r} differs from this deployment's origin "
+            f"{deployment.origin!r}, fixed at `escrow init` (in {deployment.data_dir}): "
+            "the origin names the audit log and never changes",
+            hint="unset ESCROW_ORIGIN (the recorded origin is always used); to start a "
+            "deployment with another origin, run `escrow init` with it in a new ESCROW_DATA_DIR",
+        )
+    return deployment.origin
 
 
 # --- OpenID Providers: one from ESCROW_OIDC_*, any number from the config file's `oidc:` list --

@@ -67,5 +67,8 @@ class EscrowGroup(click.Group):
 
 
 @click.group(cls=EscrowGroup)
+@click.version_option(
+    package_name="weights-escrow", prog_name="escrow", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """weights-escrow: hold AI model weights encrypted, grant researchers time-limited access."""

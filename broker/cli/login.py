@@ -31,6 +31,9 @@ from broker.client import pins as pinning
 from broker.client.http import BrokerClient
 from broker.errors import EscrowError, InvalidInput, Unauthorized
 
+# `escrow login` does not resume: a login the broker's outage cut off is started again.
+LOGIN_GONE_HINT = "you are not logged in: run `escrow login` again once the broker answers"
+
 
 def _broker_option(command: Any) -> Any:
     """[BROKER] and --broker: login, whoami and logout also default to the only login."""
@@ -107,7 +110,9 @@ def login(broker_argument: str | None, broker_option: str | None, as_json: bool)
     """
     try:
         url = _which_broker(broker_argument, broker_option)
-        client = pinned(BrokerClient(url))
+        client = BrokerClient(url)
+        client.gone_hint = LOGIN_GONE_HINT
+        client = pinned(client)
         started = oauth.device_authorization(client)
         _instruct(started, as_json)
         answer = oauth.wait_for_approval(client, started)

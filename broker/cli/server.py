@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from broker.adapters.db.engine import upgrade
-from broker.config import load_settings
+from broker.config import Settings, load_settings
 from broker.container import Escrow, build_escrow
+from broker.deployment import record_public_url, require_deployment
 from broker.domain.principals import OPERATOR
 from broker.services import worker as jobs
 from broker.services.setup import initialise
@@ -22,8 +23,18 @@ from broker.services.verification import run_verification
 PARENT_PID = "ESCROW_WORKER_PARENT_PID"  # set by `escrow serve` for the worker it starts
 
 
+def operator_settings(env: dict[str, str] | None = None) -> Settings:
+    """The settings of the deployment in ESCROW_DATA_DIR, refused (with how to point at the
+    right one) when that folder is not one `escrow init` set up: an operator command never
+    makes a second, empty deployment where it happens to run."""
+    settings = load_settings(env)
+    require_deployment(settings.data_dir)
+    return settings
+
+
 def server_escrow() -> Escrow:
-    return build_escrow(load_settings())
+    """The escrow of the deployment operator commands act on (see `operator_settings`)."""
+    return build_escrow(operator_settings())
 
 
 @click.command()
@@ -45,13 +56,24 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="the alembic revision")
 def db_upgrade(revision: str) -> None:
     """Apply alembic migrations (the only way the schema changes)."""
-    upgrade(load_settings().database_url, revision)
+    upgrade(operator_settings().database_url, revision)
     click.echo(f"database upgraded to {revision}")
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", default=8080, show_default=True, type=int, help="port to listen on")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; the public URL follows it unless ESCROW_PUBLIC_URL is set",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=int,
+    help="port to listen on; the public URL follows it unless ESCROW_PUBLIC_URL is set",
+)
 @click.option(
     "--workers",
     default=4,
@@ -70,7 +92,11 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
 
     from broker import create_app
 
-    settings = load_settings()
+    env = dict(os.environ)
+    if not env.get("ESCROW_PUBLIC_URL"):
+        # Store URLs, login links and the demo name the broker where it is served.
+        env["ESCROW_PUBLIC_URL"] = served_url(host, port)
+    settings = operator_settings(env)
     run_worker = settings.run_worker_in_process if in_process_worker is None else in_process_worker
 
     class Broker(BaseApplication):  # type: ignore[misc]
@@ -91,13 +117,24 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
             return create_app(settings)
 
     create_app(settings)  # fail here, with a clear message, before forking
-    click.echo(f"broker on http://{host}:{port} (data: {settings.data_dir})", err=True)
+    record_public_url(settings.data_dir, settings.public_url)  # for `escrow admin login-link`
+    click.echo(
+        f"broker on {served_url(host, port)} (public URL {settings.public_url}; "
+        f"data: {settings.data_dir})",
+        err=True,
+    )
+    if host in WILDCARD_HOSTS and not os.environ.get("ESCROW_PUBLIC_URL"):
+        click.echo(
+            f"note: serving on every interface, but links and store URLs name "
+            f"{settings.public_url}: set ESCROW_PUBLIC_URL to the URL clients use",
+            err=True,
+        )
     # The verification worker is a process of its own, never a thread of the forking arbiter:
     # SQLite (and most drivers) must not carry an open connection across fork().
     job_runner = (
         subprocess.Popen(
             [sys.executable, "-m", "broker.cli", "worker"],
-            env={**os.environ, PARENT_PID: str(os.getpid())},
+            env={**env, PARENT_PID: str(os.getpid())},
         )
         if run_worker
         else None
@@ -108,6 +145,16 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
         if job_runner is not None:
             job_runner.terminate()
             job_runner.wait(timeout=30)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names compared, nothing bound here
+
+
+def served_url(host: str, port: int) -> str:
+    """The URL a broker bound to `host`:`port` is reached at from this machine."""
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @click.command()

@@ -16,6 +16,10 @@ what the store answered, with the local store's own hint.
 When the retries run out, the error says what happened: `BrokerUnreachable` ("went away")
 only when nothing answered; otherwise what answered, and how.
 
+No answer is retried only from a broker that answered before in this run: a connection
+refused, or a host name that does not resolve, on first contact is a wrong `--broker` (or a
+broker not started), said at once with the URL, never waited out.
+
 Every state-changing call (POST/PUT/PATCH/DELETE under /api/v1) carries an
 `Idempotency-Key: <uuid4>`, one per call, the same on each of its retries.
 
@@ -29,6 +33,7 @@ import json
 import os
 import random
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -140,8 +145,13 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
+RESUMES_HINT = ("nothing finished is lost: run the same command again when it is back, and it "
+                "resumes where it stopped")
+
+
 def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], Any],
-              on_retry: Callable[[str, float], None] | None = None) -> Any:
+              on_retry: Callable[[str, float], None] | None = None,
+              gone_hint: str | Callable[[], str] = RESUMES_HINT) -> Any:
     delays = iter(policy.delays())
     tries = 0
     while True:
@@ -158,8 +168,7 @@ def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], Any],
                 raise BrokerUnreachable(
                     f"{what} went away: {transient.reason} (gave up after {tries} attempt"
                     f"{'s' if tries != 1 else ''})",
-                    hint="nothing finished is lost: run the same command again when it is "
-                    "back, and it resumes where it stopped",
+                    hint=gone_hint if isinstance(gone_hint, str) else gone_hint(),
                 ) from None
             if transient.retry_after is not None:
                 wait = max(wait, min(transient.retry_after, policy.max_backoff_s))
@@ -241,6 +250,32 @@ def _describe(error: BaseException) -> str:
     return text
 
 
+def never_reached(error: BaseException) -> str | None:
+    """Why a connection could not even be opened (refused, or an unknown host name), or None
+    when it may have been opened (a timeout, a reset: the request may have arrived)."""
+    seen: set[int] = set()
+    inner: BaseException | None = error
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(inner, socket.gaierror) or type(inner).__name__ == "NameResolutionError":
+            return "the host name is not known"
+        reason = getattr(inner, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else (
+            inner.__cause__ or inner.__context__)
+    return None
+
+
+def not_a_broker(base_url: str, why: str) -> BrokerUnreachable:
+    """The error for a broker URL where nothing could be reached on first contact."""
+    return BrokerUnreachable(
+        f"cannot reach a broker at {base_url}: {why}",
+        hint="check --broker (or ESCROW_BROKER): is it the broker's URL, and is the broker "
+        "running there? (`escrow serve` prints the URL it listens on)",
+    )
+
+
 def store_host(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc.rsplit("@", 1)[-1] or "the object store"
@@ -268,6 +303,12 @@ class BrokerClient:
             )
         self.base_url = base_url
         self._token = token
+        # Whether the broker answered anything in this run: until it has, a refused connection
+        # is a wrong URL (said at once); after, an outage worth waiting out.
+        self.answered = False
+        # What to do when the broker stops answering for good (a command that does not
+        # resume, e.g. `escrow login`, says its own).
+        self.gone_hint = RESUMES_HINT
         # The broker's newest audit checkpoint, once a log check on contact has verified it
         # (broker.client.checkpoints): commands that need it again do not fetch it twice.
         self.checkpoint: Checkpoint | None = None
@@ -302,10 +343,19 @@ class BrokerClient:
 
     def stream(self, path: str, chunk_size: int = 65536) -> Iterator[bytes]:
         """A GET whose answer is not JSON (an export), in chunks as they arrive."""
-        response = self.pool.request(
-            "GET", self.base_url + path, headers=self._headers(True),
-            timeout=self.api_timeout, redirect=False, preload_content=False,
-        )
+        try:
+            response = self.pool.request(
+                "GET", self.base_url + path, headers=self._headers(True),
+                timeout=self.api_timeout, redirect=False, preload_content=False,
+            )
+        except (Urllib3Error, OSError) as error:
+            why = never_reached(error) if not self.answered else None
+            if why is not None:
+                raise not_a_broker(self.base_url, why) from None
+            raise BrokerUnreachable(
+                f"the broker at {self.base_url} went away: no answer: {_describe(error)}",
+                hint=self.hint_when_gone()) from None
+        self.answered = True
         try:
             if response.status != 200:
                 response.read()
@@ -341,14 +391,31 @@ class BrokerClient:
                 response = self.pool.request(method, url, body=data, headers=headers,
                                              timeout=self.api_timeout, redirect=False)
             except (Urllib3Error, OSError) as error:
+                self.refused_on_first_contact(error)
                 raise _Transient(f"no answer: {_describe(error)}") from None
+            self.answered = True
             transient = broker_transient(response, self.base_url)
             if transient is not None:
                 raise transient
             return response
 
-        response = _retrying(self.retry, f"the broker at {self.base_url}", attempt, self.on_retry)
+        response = _retrying(self.retry, f"the broker at {self.base_url}", attempt, self.on_retry,
+                             self.hint_when_gone)
         return self._decode(method, path, response)
+
+    def hint_when_gone(self) -> str:
+        """What to do when the broker stopped answering: `gone_hint` if it answered before in
+        this run; if it never did, nothing was done, and the URL is what to check."""
+        if self.answered:
+            return self.gone_hint
+        return (f"nothing was done: check --broker (or ESCROW_BROKER) names the broker "
+                f"({self.base_url} never answered), and that it is running")
+
+    def refused_on_first_contact(self, error: BaseException) -> None:
+        """Raise `not_a_broker` when nothing could be reached and nothing answered before."""
+        why = None if self.answered else never_reached(error)
+        if why is not None:
+            raise not_a_broker(self.base_url, why) from None
 
     def _decode(self, method: str, path: str, response: urllib3.BaseHTTPResponse) -> Any:
         content_type = response.headers.get("Content-Type", "")

@@ -159,6 +159,7 @@ def _post_form(
                 "POST", url, body=body, headers=headers, timeout=client.api_timeout, redirect=False
             )
         except (NewConnectionError, ConnectTimeoutError) as error:
+            client.refused_on_first_contact(error)
             raise _Transient(f"no answer: {_describe(error)}") from None  # never sent: safe again
         except (Urllib3Error, OSError) as error:
             if replayable:
@@ -168,12 +169,19 @@ def _post_form(
                 hint="run the same command again (a login that was cut off needs "
                 "`escrow login` again)",
             ) from None
+        client.answered = True
         transient = broker_transient(response, client.base_url)
         if transient is not None:
             raise transient
         return response
 
-    response = _retrying(client.retry, f"the broker at {client.base_url}", attempt, client.on_retry)
+    response = _retrying(
+        client.retry,
+        f"the broker at {client.base_url}",
+        attempt,
+        client.on_retry,
+        client.hint_when_gone,
+    )
     return _decode(client, path, response)
 
 

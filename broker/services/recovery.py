@@ -20,7 +20,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, inspect, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from broker.adapters.db.models import (
     AuditCheckpoint,
@@ -106,6 +108,7 @@ class Recovered:
 
 def recover(escrow: Escrow, manifest_key: bytes | None = None) -> Recovered:
     """Read the configured store's bucket into an empty database, then verify every deposit."""
+    _require_schema(escrow)
     bucket = read_bucket(escrow, manifest_key)
     if bucket.problems:
         raise RecoveryFailed(
@@ -131,6 +134,29 @@ def recover(escrow: Escrow, manifest_key: bytes | None = None) -> Recovered:
         unsealed=bucket.unsealed,
         dropped_entries=bucket.dropped_entries,
     )
+
+
+def _require_schema(escrow: Escrow) -> None:
+    """The database answers and has its schema (`escrow init` makes it), before anything is
+    read: else say what to run first, not the driver's traceback."""
+    url = make_url(escrow.settings.database_url).render_as_string(hide_password=True)
+    first = (
+        "run `escrow init` with the same settings (it makes the schema and the keys, and "
+        "sees the store's deployment), then `escrow recover`"
+    )
+    try:
+        with escrow.engine.connect() as connection:
+            has_schema = inspect(connection).has_table("alembic_version")
+    except OperationalError as error:  # the driver's own words (no statement, no password)
+        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+        raise RecoveryFailed(
+            f"cannot open the database {url}: {reason or type(error.orig).__name__}; "
+            "nothing was done",
+            hint="create the database (PostgreSQL: `createdb NAME`) or fix "
+            f"ESCROW_DATABASE_URL; then {first}",
+        ) from None
+    if not has_schema:
+        raise RecoveryFailed(f"the database {url} has no schema yet; nothing was done", hint=first)
 
 
 # --- phase 1: read and check -------------------------------------------------------------------
@@ -238,8 +264,10 @@ def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> N
             raise RecoveryFailed(
                 f"checkpoint {key} does not verify as {origin!r} with the checkpoint key "
                 f"({error})",
-                hint="if the deployment's origin was different, set ESCROW_ORIGIN to it; "
-                + _LOG_HINT,
+                hint="if the bucket's checkpoints name another origin (their first line) than "
+                "the one recorded in deployment.json, run `escrow init` in a new "
+                "ESCROW_DATA_DIR against this store (it takes the origin from the checkpoints) "
+                "and recover there; " + _LOG_HINT,
             ) from None
         bucket.checkpoints[checkpoint.size] = note
         bucket.roots[checkpoint.size] = checkpoint.root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,13 +97,46 @@ def test_the_broker_500_is_not_retried(server: str) -> None:
     assert len(Scripted.seen) == 1
 
 
-def test_a_dead_broker_is_retried_a_bounded_number_of_times_then_explained() -> None:
+def test_a_refused_connection_on_first_contact_fails_at_once_naming_broker() -> None:
     url = f"http://127.0.0.1:{free_port()}"
+    reasons: list[str] = []
+    slow = RetryPolicy(attempts=6, backoff_s=5, max_backoff_s=30, max_total_s=300)
+    started = time.monotonic()
     with pytest.raises(BrokerUnreachable) as error:
-        BrokerClient(url, "esk_id_supersecret", retry=FAST).get("/api/v1/x")
+        BrokerClient(url, "esk_id_supersecret", retry=slow,
+                     on_retry=lambda reason, wait: reasons.append(reason)).get("/api/v1/x")
+    assert time.monotonic() - started < 2 and reasons == []  # no retries, no waiting
     text = error.value.diagnostics()
-    assert "went away" in text and "gave up after 3 attempts" in text
+    assert f"cannot reach a broker at {url}: connection refused" in text
+    assert "check --broker (or ESCROW_BROKER)" in text
+    assert "nothing finished is lost" not in text and "supersecret" not in text
+
+
+def test_an_unknown_host_on_first_contact_fails_at_once() -> None:
+    with pytest.raises(BrokerUnreachable) as error:
+        BrokerClient("http://no-such-broker.invalid", "t", retry=FAST).get("/api/v1/x")
+    assert "the host name is not known" in error.value.message
+    assert "--broker" in error.value.hint
+
+
+def test_a_broker_that_answered_and_then_went_away_is_retried_then_explained() -> None:
+    Scripted.script, Scripted.seen = [(200, "application/json", b"{}")], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    client = BrokerClient(url, "esk_id_supersecret", retry=FAST)
+    assert client.get("/api/v1/x") == {}
+    httpd.shutdown()
+    httpd.server_close()  # now the port refuses: the broker went away
+    reasons: list[str] = []
+    client.on_retry = lambda reason, wait: reasons.append(reason)
+    with pytest.raises(BrokerUnreachable) as error:
+        client.post("/api/v1/x", {})
+    text = error.value.diagnostics()
+    assert "went away: no answer" in text and "gave up after 3 attempts" in text
     assert "run the same command again" in text and "supersecret" not in text
+    assert len(reasons) == 2 and all(r.startswith("no answer: ") for r in reasons)
 
 
 def test_retry_settings_come_from_the_environment() -> None:
@@ -189,16 +223,6 @@ def test_429_is_retried_after_the_wait_asked_for(server: str) -> None:
     client = BrokerClient(server, "t", retry=FAST, on_retry=lambda r, wait: waits.append(wait))
     assert client.get("/api/v1/x") == {"ok": True}
     assert len(Scripted.seen) == 2
-
-
-def test_went_away_only_when_nothing_answered() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    reasons: list[str] = []
-    with pytest.raises(BrokerUnreachable) as error:
-        BrokerClient(url, "t", retry=FAST,
-                     on_retry=lambda reason, wait: reasons.append(reason)).get("/api/v1/x")
-    assert "went away: no answer" in error.value.message
-    assert reasons and all(r.startswith("no answer: ") for r in reasons)
 
 
 def test_a_store_problem_from_the_local_store_ends_in_its_words_and_hint(server: str) -> None:
