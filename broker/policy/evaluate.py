@@ -179,13 +179,14 @@ def _check_key(policy: Policy, facts: Facts, found: _Findings) -> None:
             found.unmet(
                 "a proven post-quantum key",
                 f"Policy {policy.id} requires a post-quantum hybrid key "
-                f"(mlkem768x25519); generate one and register it: escrow keys generate "
-                f"--post-quantum, then escrow keys add",
+                f"(mlkem768x25519); make one and register it: escrow keys generate "
+                f"--post-quantum, then escrow keys add --identity ~/.config/escrow/key.txt",
             )
     elif policy.eligibility.proven_key and not facts.keys:
         found.unmet(
             "a proven key",
-            "Register a key and prove you hold it: escrow keys generate, then escrow keys add",
+            "Make a key and prove you hold it: escrow keys generate, then "
+            "escrow keys add --identity ~/.config/escrow/key.txt",
         )
 
 
