@@ -18,6 +18,8 @@ from broker.errors import ConfigError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+DEFAULT_OIDC_SCOPES = "openid email profile"
+AFFILIATION_SCOPE = "eduperson_scoped_affiliation"  # requested too when affiliations count
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class OidcIssuer:
     client_secret: str = field(repr=False)
     email_domains: tuple[str, ...] = ()
     affiliation_scopes: tuple[str, ...] = ()
-    scopes: str = "openid email profile"
+    scopes: str = DEFAULT_OIDC_SCOPES  # + eduperson_scoped_affiliation with affiliation_scopes
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,11 @@ def _oidc_issuer(where: str, entry: object) -> OidcIssuer:
             hint="use lowercase letters, digits, '-', '_' or '.' (it appears in login URLs)",
         )
     check_provider_url(f"{where}: issuer", entry["issuer"])
-    scopes = entry.get("scopes", "openid email profile")
+    affiliation_scopes = _domains(where, "affiliation_scopes", entry.get("affiliation_scopes"))
+    # Providers (SATOSA, Shibboleth, Keycloak's eduGAIN set-ups) release the affiliation claim
+    # under its own scope: ask for it wherever affiliations are to count. `scopes` overrides.
+    default = DEFAULT_OIDC_SCOPES + (f" {AFFILIATION_SCOPE}" if affiliation_scopes else "")
+    scopes = entry.get("scopes", default)
     scopes = " ".join(scopes) if isinstance(scopes, list) else str(scopes)
     if "openid" not in scopes.split():
         raise ConfigError(f"{where}: scopes {scopes!r} lack 'openid'", hint="add openid")
@@ -328,7 +334,7 @@ def _oidc_issuer(where: str, entry: object) -> OidcIssuer:
         client_id=entry["client_id"],
         client_secret=entry["client_secret"],
         email_domains=_domains(where, "email_domains", entry.get("email_domains")),
-        affiliation_scopes=_domains(where, "affiliation_scopes", entry.get("affiliation_scopes")),
+        affiliation_scopes=affiliation_scopes,
         scopes=scopes,
     )
 

@@ -67,10 +67,23 @@ def client_options(command: F) -> F:
 
 
 def broker_url(url: str | None) -> str:
-    """The --broker / ESCROW_BROKER URL; there is no default broker."""
-    if not url:
-        raise InvalidInput("no broker given", hint=f"pass --broker URL or set {BROKER_ENV}")
-    return url
+    """The --broker / ESCROW_BROKER URL, else the broker of the one stored `escrow login`."""
+    if url:
+        return url
+    from broker.client import credentials
+
+    logins = sorted(credentials.load())
+    if len(logins) == 1:
+        return logins[0]
+    if logins:
+        raise InvalidInput(
+            f"no broker given, and you are logged in to several: {', '.join(logins)}",
+            hint=f"pass --broker URL or set {BROKER_ENV}",
+        )
+    raise InvalidInput(
+        "no broker given",
+        hint=f"pass --broker URL or set {BROKER_ENV}, or log in once: escrow login URL",
+    )
 
 
 def resolve_token(token: str | None, token_file: Path | None, broker: str | None) -> str | None:

@@ -35,6 +35,8 @@ already fetched and verified are skipped.
 \b
 --age-files writes NAME.age (header + payload) instead, for the plain age tool:
   age -d -i KEY -o NAME NAME.age
+For a post-quantum key (age1pq1…) that needs age 1.3 or later; without --age-files
+`escrow fetch` decrypts them itself.
 With --identity the files are still checked against the manifest (decrypted in memory).
 
 \b
@@ -42,6 +44,13 @@ Exit status: 0 fetched; 1 error (no grant, grant expired or revoked, wrong ident
 4 integrity or signature failure (a pinned key changed, a payload or manifest was altered).
 With --json the last line of stdout is one JSON object.
 """
+
+
+AGE_FILES_POST_QUANTUM = (
+    "note: your grant is to a post-quantum key (mlkem768x25519): the plain age tool reads "
+    "these .age files from version 1.3 on (older ones, e.g. Debian's age 1.1, say 'unknown "
+    "identity type'); `escrow fetch` without --age-files decrypts them itself"
+)
 
 
 @click.command("fetch", help=FETCH_HELP)
@@ -87,8 +96,13 @@ def fetch(target: str, identity_file: Path | None, out: Path, grant_id: str | No
     lines.append(f"{len(result.files)} file(s) verified against the signed manifest; "
                  f"downloaded {human_bytes(result.bytes_downloaded)} in {result.seconds:.1f} s "
                  f"({rate:.0f} MB/s)")
+    if age_files and result.post_quantum:
+        lines.append(AGE_FILES_POST_QUANTUM)
     if age_files and not identity_file:
         lines.append("not checked: without --identity the .age files were not decrypted; "
                      "after `age -d`, compare with the sha256 above")
         lines[-2] = lines[-2].replace("verified against the signed manifest", "written")
-    emit(result.to_json(), as_json, lines)
+    answer = result.to_json()
+    if age_files and result.post_quantum:
+        answer["note"] = AGE_FILES_POST_QUANTUM
+    emit(answer, as_json, lines)

@@ -26,6 +26,11 @@ KEYS_HELP = """The keys grants are issued to: age X25519 (age1…), post-quantum
 or ssh-ed25519. A key counts only once you proved that you hold its private key.
 
 \b
+Make a key (post-quantum hybrid by default, what the shipped policy asks for):
+  escrow keys generate                        writes ~/.config/escrow/key.txt (0600)
+  escrow keys generate --x25519 -o key.txt    classical X25519, read by any age version
+  escrow keys generate --ssh -o id_escrow     an OpenSSH ed25519 key (and id_escrow.pub)
+\b
 Registering a key needs a login made in the last 5 minutes: run `escrow login BROKER` first.
   escrow keys add --identity key.txt          register and prove in one go
   escrow keys add age1… --label laptop        register a public key, then:
@@ -197,6 +202,65 @@ def retire(
     client = open_client(broker_url, token, token_file)
     key = client.delete(f"{KEYS_PATH}/{key_id}")
     emit(key, as_json, [f"{key['id']}: retired"])
+
+
+@keys.command("generate")
+@click.option(
+    "--post-quantum",
+    "kind",
+    flag_value="post-quantum",
+    default=True,
+    help="a post-quantum hybrid key, mlkem768x25519 (AGE-SECRET-KEY-PQ-1…, age1pq1…); "
+    "the default, and what a policy that requires a post-quantum key accepts",
+)
+@click.option(
+    "--x25519",
+    "kind",
+    flag_value="x25519",
+    help="a classical X25519 age key (AGE-SECRET-KEY-1…, age1…), as age-keygen makes",
+)
+@click.option(
+    "--ssh", "kind", flag_value="ssh-ed25519", help="an OpenSSH ed25519 key (FILE and FILE.pub)"
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write the private key (created 0600, never replaced) "
+    "[default: ~/.config/escrow/key.txt]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@reporting
+def generate(kind: str, output: Path | None, as_json: bool) -> None:
+    """Make a new private key here and print its public key (the recipient grants go to).
+
+    The key never leaves this machine; register it with `escrow keys add --identity FILE`."""
+    from broker.client import keygen
+
+    path = output if output is not None else keygen.default_identity_path()
+    new = keygen.generate(kind)
+    written = keygen.write_new(path, new)
+    lines = [
+        new.recipient,
+        f"wrote {kind} private key to {path} (mode 0600; keep it, and a backup: "
+        "grants are issued to it)",
+    ]
+    if kind == "post-quantum":
+        lines.append(
+            "escrow fetch decrypts with it; of the plain age tools only age 1.3 or later reads it"
+        )
+    lines.append(f"next: escrow keys add --identity {path}")
+    emit(
+        {
+            "type": kind,
+            "recipient": new.recipient,
+            "path": str(path),
+            "files": [str(p) for p in written],
+        },
+        as_json,
+        lines,
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -155,6 +155,7 @@ class FetchResult:
     age_files: bool
     files: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    post_quantum: bool = False  # the grant's key is mlkem768x25519: age >= 1.3 reads .age files
 
     @property
     def bytes_downloaded(self) -> int:
@@ -169,6 +170,7 @@ class FetchResult:
             "deposit_id": self.deposit_id,
             "out": str(self.out),
             "age_files": self.age_files,
+            "post_quantum": self.post_quantum,
             "files": [f.__dict__ for f in self.files],
             "bytes_downloaded": self.bytes_downloaded,
             "seconds": round(self.seconds, 3),
@@ -196,6 +198,14 @@ def load_identities(path: Path) -> list[age.Identity]:
             "registered with `escrow keys add`",
         ) from None
     return age.parse_identities(text)
+
+
+def _post_quantum(grant: dict[str, Any]) -> bool:
+    """Whether the grant's recipient is a post-quantum one (its headers need age >= 1.3)."""
+    try:
+        return bool(age.parse_recipient(str(grant.get("recipient") or "")).post_quantum)
+    except age.AgeError:
+        return False
 
 
 def choose_grant(grants: list[dict[str, Any]], model: str, version: str,
@@ -646,7 +656,7 @@ class Fetcher:
         suffix = ".age" if options.age_files else ""
         targets = {f.path: output_path(out, f.path, suffix) for f in files}
         result = FetchResult(model, version, grant_id, str(manifest.get("deposit_id")),
-                             out, options.age_files)
+                             out, options.age_files, post_quantum=_post_quantum(grant))
         state = FetchState(out, result.deposit_id, options.age_files, options.config_dir)
         try:
             self._fetch_all(grant_id, files, targets, state, result)

@@ -6,11 +6,26 @@ granted to them), an operator at the server console, or the system itself (the w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 ORG_ROLES = ("depositor", "reviewer", "admin")
 GLOBAL_ROLES = ("auditor", "operator")
+# A role that includes another: an admin of an organisation may review its requests (see
+# domain/access.py), so a policy asking for approvals from reviewers counts an admin's review
+# too. The inclusion goes one way: a policy that asks for admins does not count reviewers.
+ROLE_INCLUDES: dict[str, frozenset[str]] = {"admin": frozenset({"reviewer"})}
+
+
+def counts_as(held: Iterable[str], role: str) -> bool:
+    """Whether someone holding the roles `held` (in one organisation) acts as `role` there."""
+    return any(r == role or role in ROLE_INCLUDES.get(r, frozenset()) for r in held)
+
+
+def roles_counting_as(role: str) -> tuple[str, ...]:
+    """The organisation roles whose holders count as `role`: `role` and those that include it."""
+    return tuple(r for r in ORG_ROLES if counts_as((r,), role))
 
 
 @dataclass(frozen=True)

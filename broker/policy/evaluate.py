@@ -5,7 +5,8 @@ and a reason (a sentence saying what to do). `eligible` is every requirement but
 what lets reviewers approve); `allowed` is eligible and either auto-approval or enough approvals
 from qualified reviewers, with no denial from a qualified reviewer.
 
-A qualified reviewer holds the policy's role in the owning organisation, is not the requester,
+A qualified reviewer holds the policy's role in the owning organisation (or a role that includes
+it: an admin counts as a reviewer, domain.principals.ROLE_INCLUDES), is not the requester,
 and (unless the policy allows it) belongs to none of the requester's organisations: colleagues
 must not wave each other through. Approvals from anyone else do not count, and the reasons say
 why, so that `--explain` shows it. Each reviewer counts once. A qualified denial refuses the
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from broker.domain.nda import version_key
+from broker.domain.principals import counts_as, roles_counting_as
 from broker.errors import EscrowError, InvalidInput
 from broker.policy.facts import ApprovalFact, Decision, Facts
 from broker.policy.schema import Policy
@@ -179,13 +181,14 @@ def _check_key(policy: Policy, facts: Facts, found: _Findings) -> None:
             found.unmet(
                 "a proven post-quantum key",
                 f"Policy {policy.id} requires a post-quantum hybrid key "
-                f"(mlkem768x25519); generate one and register it: escrow keys generate "
-                f"--post-quantum, then escrow keys add",
+                f"(mlkem768x25519); make one and register it: escrow keys generate "
+                f"--post-quantum, then escrow keys add --identity ~/.config/escrow/key.txt",
             )
     elif policy.eligibility.proven_key and not facts.keys:
         found.unmet(
             "a proven key",
-            "Register a key and prove you hold it: escrow keys generate, then escrow keys add",
+            "Make a key and prove you hold it: escrow keys generate, then "
+            "escrow keys add --identity ~/.config/escrow/key.txt",
         )
 
 
@@ -198,7 +201,7 @@ def _check_approvals(policy: Policy, facts: Facts, found: _Findings) -> bool:
     approvers: set[str] = set()
     deniers: set[str] = set()
     for approval in facts.approvals:
-        why_not = _disqualified(policy, facts, approval)
+        why_not = review_disqualified(policy, facts, approval)
         if why_not:
             verb = "approval" if approval.approve else "denial"
             found.reasons.append(f"The {verb} by {approval.reviewer_id} does not count: {why_not}")
@@ -224,23 +227,27 @@ def _check_approvals(policy: Policy, facts: Facts, found: _Findings) -> bool:
         )
         return True
     needed = rule.count - len(approvers)
+    who = a(describe_role(rule.role))
     found.unmet(
-        f"{needed} more approval{'s' if needed > 1 else ''} from a {rule.role} of "
+        f"{needed} more approval{'s' if needed > 1 else ''} from {who} of "
         f"{policy.organisation}",
         f"Policy {policy.id} needs {rule.count} approval{'s' if rule.count > 1 else ''} "
-        f"from {rule.role}s of {policy.organisation}"
+        f"from {who} of {policy.organisation}"
         + ("" if rule.allow_requester_org else " outside your own organisations")
-        + f"; it has {len(approvers)}: wait for a {rule.role} to review the request",
+        + f"; it has {len(approvers)}: wait for {who} to review the request",
     )
     return False
 
 
-def _disqualified(policy: Policy, facts: Facts, approval: ApprovalFact) -> str | None:
+def review_disqualified(policy: Policy, facts: Facts, approval: ApprovalFact) -> str | None:
+    """Why this review cannot count under the policy (None: it counts). A review counts under
+    the role the policy asks for when the reviewer holds it or a role that includes it (an
+    admin counts as a reviewer: domain.principals.ROLE_INCLUDES)."""
     rule = policy.approvals
     if approval.reviewer_id == facts.requester_id:
         return "nobody may review their own request"
-    if rule.role not in approval.reviewer_roles:
-        return f"they are not a {rule.role} of {policy.organisation}"
+    if not counts_as(approval.reviewer_roles, rule.role):
+        return f"they are not {a(describe_role(rule.role))} of {policy.organisation}"
     if not rule.allow_requester_org and approval.reviewer_orgs & facts.requester_orgs:
         shared = ", ".join(sorted(approval.reviewer_orgs & facts.requester_orgs))
         return (
@@ -248,6 +255,17 @@ def _disqualified(policy: Policy, facts: Facts, approval: ApprovalFact) -> str |
             f"{policy.id} asks for reviewers from outside it"
         )
     return None
+
+
+def a(noun: str) -> str:
+    """'a reviewer', 'an admin'."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def describe_role(role: str) -> str:
+    """'reviewer (or admin)': the policy's role and the roles that count as it."""
+    others = [r for r in roles_counting_as(role) if r != role]
+    return f"{role} (or {' or '.join(others)})" if others else role
 
 
 # --- duration ------------------------------------------------------------------------------------

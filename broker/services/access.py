@@ -38,6 +38,7 @@ from broker.adapters.db.models import (
     AccessRequest,
     Deposit,
     Grant,
+    Membership,
     Model,
     NdaSignature,
     Organisation,
@@ -49,9 +50,9 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.names import check_version, split_model_name
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, roles_counting_as
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
-from broker.policy.evaluate import evaluate
+from broker.policy.evaluate import a, describe_role, evaluate, review_disqualified
 from broker.policy.facts import ApprovalFact, Decision, Facts, KeyFact
 from broker.policy.loader import PolicyLibrary
 from broker.policy.schema import Policy
@@ -578,7 +579,11 @@ def decide(
     """Add the actor's approval or denial and evaluate again; a satisfied policy makes the grant.
 
     A denial closes the request. Refused: reviewing one's own request, reviewing a closed request
-    or the same request twice (409), a reviewer of another organisation (403).
+    (409), a reviewer of another organisation (403), and a review that could not count under the
+    policy (403, naming who can give one), so that a review never "succeeds" without effect.
+    A reviewer may change their review while the request is pending (approval to denial, or the
+    reverse): the newest counts, and the change is on the audit log; the same review twice is
+    refused (409).
     """
     reviewer = _person(uow, actor, "review.decide")
     request = _request(uow, request_id, lock=True)  # two reviewers at once: one after the other
@@ -599,30 +604,51 @@ def decide(
             f"request {request.id} is {request.state} already: decisions are final",
             hint="a researcher whose request was denied may make a new request",
         )
+    verb = "approval" if approve else "denial"
     reviews = _reviews(uow, request.id)
-    if any(r.reviewer_id == reviewer.id for r in reviews):
+    mine = next((r for r in reviews if r.reviewer_id == reviewer.id), None)
+    if mine is not None and mine.approve == approve:
         raise Conflict(
-            f"you have reviewed request {request.id} already",
-            hint="it waits for the approvals of other reviewers",
+            f"you have {'approved' if approve else 'denied'} request {request.id} already",
+            hint="it waits for the reviews of others"
+            if approve
+            else "nothing to do: the request is closed by your denial",
         )
-    text = _comment(comment)
-    review = Review(
-        request_id=request.id,
-        reviewer_id=reviewer.id,
-        approve=approve,
-        comment=text,
-        created_at=now(),
-    )
-    uow.session.add(review)
-    uow.session.flush()
     requester = uow.session.get(User, request.user_id)
     assert requester is not None  # a foreign key
     key = uow.session.get(ResearcherKey, request.key_id) if request.key_id else None
     if key is not None and (key.retired_at is not None or key.proven_at is None):
         key = None  # the key named is no longer usable; the policy will say a key is missing
     policy = _policy_for(policy_dir, request.deposit)
+    others = [r for r in reviews if r.reviewer_id != reviewer.id]
     facts = gather_facts(
-        uow, policy_dir, requester, request.deposit, request.days_requested, key, [*reviews, review]
+        uow, policy_dir, requester, request.deposit, request.days_requested, key, others
+    )
+    why_not = review_disqualified(policy, facts, _approval_fact(uow, org, reviewer.id, approve))
+    if why_not is not None:
+        raise Forbidden(
+            f"your {verb} of request {request.id} would not count under policy {policy.id}: "
+            f"{why_not.replace('they are', 'you are')}",
+            hint=_who_can_review(uow, policy, facts, org, exclude=reviewer.id),
+        )
+    text = _comment(comment)
+    changed_from = None
+    if mine is not None:  # a change of mind while pending: the newest review counts
+        changed_from = "approved" if mine.approve else "denied"
+        mine.approve, mine.comment, mine.created_at = approve, text, now()
+        review = mine
+    else:
+        review = Review(
+            request_id=request.id,
+            reviewer_id=reviewer.id,
+            approve=approve,
+            comment=text,
+            created_at=now(),
+        )
+        uow.session.add(review)
+    uow.session.flush()
+    facts = gather_facts(
+        uow, policy_dir, requester, request.deposit, request.days_requested, key, [*others, review]
     )
     if request.key_id and key is None:
         facts = replace(facts, keys=())
@@ -635,16 +661,63 @@ def decide(
         request.state, request.decided_at = APPROVED, facts.now
     request.policy_id, request.policy_sha256 = decision.policy_id, decision.policy_sha256
     request.decision = json.dumps(describe_decision(decision), sort_keys=True)
+    details: dict[str, Any] = {"state": request.state, **_decision_log(decision, facts)}
+    if changed_from is not None:
+        details["changed_from"] = changed_from
     uow.audit(
         "review.approved" if approve else "review.denied",
         actor,
         {**audit_subject(reviewer), **_request_subject(request)},
-        {"state": request.state, **_decision_log(decision, facts)},
+        details,
     )
     if grant is not None:
         grant_service.audit_grant(uow, actor, requester, grant, decision)
     uow.commit()
     return request, decision
+
+
+def _approval_fact(uow: UnitOfWork, org: str, user_id: int, approve: bool) -> ApprovalFact:
+    """A review as the policy sees it: the reviewer's roles in `org`, and their organisations."""
+    org_roles, _ = roles_of(uow, user_id)
+    return ApprovalFact(
+        reviewer_id=str(user_id),
+        reviewer_roles=frozenset(r for o, r in org_roles if o == org),
+        reviewer_orgs=frozenset(o for o, _ in org_roles),
+        approve=approve,
+    )
+
+
+def _who_can_review(
+    uow: UnitOfWork, policy: Policy, facts: Facts, org: str, *, exclude: int
+) -> str:
+    """Who could give a review that counts: the people of `org` whose review would qualify."""
+    rule = policy.approvals
+    roles = roles_counting_as(rule.role)
+    where = f"{describe_role(rule.role)} of {org}"
+    if not rule.allow_requester_org:
+        where += " outside the researcher's organisations"
+    candidates = uow.session.scalars(
+        select(Membership.user_id)
+        .join(Organisation, Organisation.id == Membership.org_id)
+        .where(Organisation.name == org, Membership.role.in_(roles))
+        .distinct()
+    ).all()
+    names = []
+    for user_id in sorted(set(candidates)):
+        if user_id == exclude:
+            continue
+        if review_disqualified(policy, facts, _approval_fact(uow, org, user_id, True)):
+            continue
+        user = uow.session.get(User, user_id)
+        profile = user.profile if user is not None else None
+        names.append((profile.email or profile.name) if profile else f"user {user_id}")
+    if names:
+        return f"policy {policy.id} counts reviews by {a(where)}: ask {', '.join(names)}"
+    return (
+        f"policy {policy.id} counts reviews by {a(where)}, and nobody holds that role yet: an "
+        f"admin of {org} or an operator grants it: "
+        f"escrow admin role grant USER {rule.role} --org {org}"
+    )
 
 
 def _comment(comment: object) -> str:

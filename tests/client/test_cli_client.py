@@ -48,6 +48,24 @@ def test_the_token_comes_from_the_option_the_file_or_the_environment(
         broker_url(None)
 
 
+def test_without_broker_the_one_stored_login_is_the_broker(tmp_path, monkeypatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from broker.client import credentials
+
+    monkeypatch.setenv("ESCROW_CONFIG_DIR", str(tmp_path))
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    logins = {"https://escrow.acme.example": {"access_token": "a", "refresh_token": "r",
+                                              "expires_at": later}}
+    credentials.credentials_path(tmp_path).write_text(json.dumps(logins))
+    assert broker_url(None) == "https://escrow.acme.example"
+    assert broker_url("https://other.example") == "https://other.example"
+    logins["http://127.0.0.1:8080"] = logins["https://escrow.acme.example"]
+    credentials.credentials_path(tmp_path).write_text(json.dumps(logins))
+    with pytest.raises(InvalidInput, match="logged in to several: http://127.0.0.1:8080, https"):
+        broker_url(None)
+
+
 def test_reporting_prints_the_error_and_a_json_object_and_exits_with_its_status() -> None:
     @click.command()
     @client_options

@@ -143,6 +143,45 @@ def test_age_files_decrypt_with_the_age_tool(granted, broker_url, researcher, tm
         assert not (out / path).exists()
 
 
+def test_age_files_under_a_post_quantum_grant_say_which_age_reads_them(
+        escrow, lab, broker_url, researcher, env, tmp_path):
+    from dataclasses import replace
+
+    from broker import age
+    from broker.cli.fetch import AGE_FILES_POST_QUANTUM
+
+    hybrid = age.generate_hybrid_identity()
+    researcher.identity_file.write_text(hybrid.encode() + "\n")
+    pq = replace(researcher, identity=hybrid)
+    deposit = seal(escrow, lab, {"config.json": b"{}"})
+    grant(escrow, pq, deposit["deposit_id"])
+
+    result = run_cli(broker_url, pq, tmp_path / "enc", "--age-files")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["post_quantum"] is True and summary["note"] == AGE_FILES_POST_QUANTUM
+
+    text = CliRunner().invoke(fetch_command, [
+        "acme-ai/gpt-small@2024-05", "--broker", broker_url, "--token", pq.token,
+        "--identity", str(pq.identity_file), "--out", str(tmp_path / "enc2"), "--age-files",
+        "--quiet"])
+    assert text.exit_code == 0, text.output
+    assert text.output.count("age tool reads these .age files from version 1.3 on") == 1
+    assert "escrow fetch` without --age-files decrypts them itself" in text.output
+    # and escrow fetch itself decrypts them
+    plain = run_cli(broker_url, pq, tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    assert (tmp_path / "plain" / "config.json").read_bytes() == b"{}"
+    assert "note" not in json.loads(plain.stdout.strip().splitlines()[-1])
+
+
+def test_age_files_under_a_classical_grant_carry_no_note(granted, broker_url, researcher,
+                                                        tmp_path):
+    result = run_cli(broker_url, researcher, tmp_path / "enc", "--age-files")
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["post_quantum"] is False and "note" not in summary
+
+
 def test_a_tampered_payload_stops_with_an_integrity_error_and_no_output(
         escrow, granted, broker_url, researcher, tmp_path):
     deposit, _ = granted

@@ -96,3 +96,66 @@ def test_nda_show_and_sign_with_an_ssh_signature(broker, tmp_path, require_part)
 
     again = run(broker, "nda", "sign", "acme-research-nda", "--name", "Ada Lovelace")
     assert again.returncode == 0 and b"had already signed" in again.stdout
+
+
+# --- escrow keys generate -----------------------------------------------------------------------
+
+
+def test_keys_generate_makes_a_post_quantum_key_by_default_that_registers(broker, tmp_path):
+    from broker import age
+
+    env = {**broker.env, "ESCROW_CONFIG_DIR": str(tmp_path / "config")}
+    made = subprocess.run([ESCROW_BIN, "keys", "generate", "--json"], env=env,
+                          capture_output=True, timeout=60, check=False)
+    key = last_json(made)
+    path = tmp_path / "config" / "key.txt"  # the README's ~/.config/escrow/key.txt
+    assert (key["type"], key["path"]) == ("post-quantum", str(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    text = path.read_text()
+    assert f"# public key: {key['recipient']}\n" in text
+    identity = age.parse_identities(text)[0]
+    assert isinstance(identity, age.HybridIdentity)
+    assert identity.to_recipient().encode() == key["recipient"].strip()
+    assert key["recipient"].startswith("age1pq1")
+    assert identity.encode() not in made.stdout.decode() + made.stderr.decode()
+
+    # never replaces a key: the second run fails and leaves the file as it was
+    again = subprocess.run([ESCROW_BIN, "keys", "generate"], env=env, capture_output=True,
+                           timeout=60, check=False)
+    assert again.returncode != 0 and b"exists already" in again.stderr
+    assert path.read_text() == text
+
+    # the policy's post-quantum requirement is met by it, once registered and proven
+    added = last_json(run(broker, "keys", "add", "--identity", str(path), "--json"))
+    assert added["state"] == "proven"
+    assert added["type"] == "mlkem768x25519"
+
+
+def test_keys_generate_x25519_and_ssh_keys_work_with_the_plain_tools(broker, tmp_path,
+                                                                       require_part):
+    require_part(shutil.which("age") is not None, "the Debian age tool")
+    require_part(shutil.which("ssh-keygen") is not None, "ssh-keygen (OpenSSH)")
+    classical = tmp_path / "x25519.txt"
+    made = last_json(run(broker, "keys", "generate", "--x25519", "-o", str(classical), "--json"))
+    assert made["recipient"].startswith("age1") and classical.stat().st_mode & 0o777 == 0o600
+    assert subprocess.run(["age-keygen", "-y", str(classical)], check=True, capture_output=True,
+                          text=True).stdout.strip() == made["recipient"]
+    sealed = subprocess.run(["age", "-r", made["recipient"]], input=b"weights", check=True,
+                            capture_output=True).stdout
+    assert subprocess.run(["age", "-d", "-i", str(classical)], input=sealed, check=True,
+                          capture_output=True).stdout == b"weights"
+
+    ssh = tmp_path / "id_escrow"
+    made = last_json(run(broker, "keys", "generate", "--ssh", "-o", str(ssh), "--json"))
+    assert made["files"] == [str(ssh), f"{ssh}.pub"]
+    assert ssh.stat().st_mode & 0o777 == 0o600
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(ssh)], check=True, capture_output=True,
+                            text=True).stdout.split()[:2]
+    assert (tmp_path / "id_escrow.pub").read_text().split()[:2] == public == \
+        made["recipient"].split()[:2]
+    sealed = subprocess.run(["age", "-R", f"{ssh}.pub"], input=b"weights", check=True,
+                            capture_output=True).stdout
+    assert subprocess.run(["age", "-d", "-i", str(ssh)], input=sealed, check=True,
+                          capture_output=True).stdout == b"weights"
+    added = last_json(run(broker, "keys", "add", "--identity", str(ssh), "--json"))
+    assert (added["state"], added["type"]) == ("proven", "ssh-ed25519")

@@ -187,8 +187,8 @@ def test_every_unmet_requirement_is_listed_not_only_the_first():
 def test_without_approvals_an_eligible_request_waits_for_a_reviewer():
     decision = evaluate(make_policy(), make_facts(approvals=()))
     assert decision.eligible and not decision.allowed
-    assert decision.missing == ("1 more approval from a reviewer of acme-ai",)
-    assert "wait for a reviewer to review the request" in decision.reasons[0]
+    assert decision.missing == ("1 more approval from a reviewer (or admin) of acme-ai",)
+    assert "wait for a reviewer (or admin) to review the request" in decision.reasons[0]
 
 
 def test_approvals_count_distinct_qualified_reviewers():
@@ -202,10 +202,20 @@ def test_an_approval_from_the_wrong_role_does_not_count():
     facts = make_facts(approvals=(reviewer(roles=("depositor",)),))
     decision = evaluate(make_policy(), facts)
     assert not decision.allowed
-    assert "The approval by rev does not count: they are not a reviewer of acme-ai" in (
-        decision.reasons)
+    assert ("The approval by rev does not count: they are not a reviewer (or admin) of "
+            "acme-ai") in decision.reasons
     admins = make_policy(approvals=approvals(role="admin"))
     assert evaluate(admins, make_facts(approvals=(reviewer(roles=("admin",)),))).allowed
+
+
+def test_an_admin_counts_as_a_reviewer_but_a_reviewer_not_as_an_admin():
+    # issue 15: the README's bootstrap grants `admin`; that admin's approval must count
+    assert evaluate(make_policy(), make_facts(approvals=(reviewer(roles=("admin",)),))).allowed
+    admins = make_policy(approvals=approvals(role="admin"))
+    decision = evaluate(admins, make_facts(approvals=(reviewer(roles=("reviewer",)),)))
+    assert not decision.allowed
+    assert "The approval by rev does not count: they are not an admin of acme-ai" in (
+        decision.reasons)
 
 
 def test_the_requester_cannot_approve_their_own_request():
@@ -239,8 +249,8 @@ def test_a_denial_by_someone_unqualified_is_ignored_and_said_so():
     facts = make_facts(approvals=(reviewer("r1"), reviewer("x", roles=(), approve=False)))
     decision = evaluate(make_policy(), facts)
     assert decision.allowed
-    assert "The denial by x does not count: they are not a reviewer of acme-ai" in (
-        decision.reasons)
+    assert ("The denial by x does not count: they are not a reviewer (or admin) of "
+            "acme-ai") in decision.reasons
 
 
 def test_auto_approval_allows_an_eligible_request_without_reviewers():

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 from werkzeug.serving import make_server
 
-from broker.config import OidcIssuer
-
-SCOPES = "openid email profile eduperson_scoped_affiliation"
+from broker.config import OidcIssuer, _oidc_issuers
 
 
 @dataclass
@@ -44,13 +42,19 @@ def serve(listener: socket.socket) -> Iterator[WebBroker]:
 
 
 def issuer_config(provider, name: str = "uni") -> OidcIssuer:  # noqa: ANN001
-    """How an operator would configure the test provider: authoritative for uni.example."""
-    return OidcIssuer(
-        name=name,
-        issuer=provider.issuer,
-        client_id=provider.client.client_id,
-        client_secret=provider.client.client_secret,
-        email_domains=("uni.example",),
-        affiliation_scopes=("uni.example",),
-        scopes=SCOPES,
+    """How an operator would configure the test provider, with the documented ESCROW_OIDC_*
+    variables: authoritative for uni.example. No ESCROW_OIDC_SCOPES: the broker asks for the
+    affiliation scope itself because affiliation scopes are set (the provider releases
+    eduperson_scoped_affiliation only under that scope)."""
+    (issuer,) = _oidc_issuers(
+        {
+            "ESCROW_OIDC_NAME": name,
+            "ESCROW_OIDC_ISSUER": provider.issuer,
+            "ESCROW_OIDC_CLIENT_ID": provider.client.client_id,
+            "ESCROW_OIDC_CLIENT_SECRET": provider.client.client_secret,
+            "ESCROW_OIDC_EMAIL_DOMAINS": "uni.example",
+            "ESCROW_OIDC_AFFILIATION_SCOPES": "uni.example",
+        },
+        None,
     )
+    return issuer

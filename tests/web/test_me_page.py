@@ -38,3 +38,11 @@ def test_the_page_without_a_login_sends_you_to_log_in(client):
     response = client.get("/me")
     assert response.status_code == 302
     assert "/auth/login" in response.headers["Location"]
+
+
+def test_a_researcher_without_keys_is_told_to_make_one_with_escrow(client, escrow):
+    logged_in(client, escrow)
+    page = client.get("/me").get_data(as_text=True)
+    assert "No keys yet" in page
+    assert "escrow keys generate" in page  # a command that exists, whatever age is installed
+    assert "escrow keys add --identity ~/.config/escrow/key.txt" in page

@@ -117,7 +117,8 @@ def test_one_provider_comes_from_the_environment(tmp_path):
                           ESCROW_OIDC_EMAIL_DOMAINS="Uni.Example, @med.uni.example").oidc_issuers
     assert configured == (OidcIssuer(
         name="uni", issuer="https://idp.uni.example", client_id="broker", client_secret="s3cret",
-        email_domains=("med.uni.example", "uni.example"), affiliation_scopes=("uni.example",)),)
+        email_domains=("med.uni.example", "uni.example"), affiliation_scopes=("uni.example",),
+        scopes="openid email profile eduperson_scoped_affiliation"),)
     assert "s3cret" not in repr(configured)
     assert settings(tmp_path).oidc_issuers == ()
 
@@ -157,9 +158,23 @@ def test_several_providers_come_from_the_config_file(tmp_path):
     )
     configured = settings(tmp_path, ESCROW_CONFIG_FILE=str(config)).oidc_issuers
     assert [(i.name, i.email_domains, i.scopes) for i in configured] == [
-        ("uni", ("uni.example",), "openid email profile"),
+        ("uni", ("uni.example",), "openid email profile eduperson_scoped_affiliation"),
         ("lab", (), "openid email"),
     ]
+
+
+def test_the_affiliation_scope_is_requested_where_affiliations_count(tmp_path):
+    # issue 15: providers release eduperson_scoped_affiliation under its own scope only
+    provider = {"ESCROW_OIDC_ISSUER": "https://idp.uni.example", "ESCROW_OIDC_CLIENT_ID": "a",
+                "ESCROW_OIDC_CLIENT_SECRET": "b"}
+    (plain,) = settings(tmp_path, **provider).oidc_issuers
+    assert plain.scopes == "openid email profile"
+    (affiliations,) = settings(tmp_path, **provider,
+                               ESCROW_OIDC_AFFILIATION_SCOPES="uni.example").oidc_issuers
+    assert affiliations.scopes == "openid email profile eduperson_scoped_affiliation"
+    (chosen,) = settings(tmp_path, **provider, ESCROW_OIDC_AFFILIATION_SCOPES="uni.example",
+                         ESCROW_OIDC_SCOPES="openid email affiliation").oidc_issuers
+    assert chosen.scopes == "openid email affiliation"
 
 
 @pytest.mark.parametrize(
