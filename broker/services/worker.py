@@ -306,7 +306,8 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
     timer), housekeeping and one step of fixity, each on its own: a store or database that
     fails one of them holds up none of the others. The checkpoint once more on the way out."""
     name = worker_name()
-    timers = {"checkpoint": 0.0, "housekeeping": 0.0}
+    # Housekeeping waits one interval: a worker that restarts must not sweep the store each time.
+    timers = {"checkpoint": 0.0, "housekeeping": time.monotonic() + HOUSEKEEPING_INTERVAL_S}
     mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
 

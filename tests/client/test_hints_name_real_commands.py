@@ -19,8 +19,9 @@ from broker.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 # "escrow" used as a noun, followed by an ordinary word: not a command.
 PROSE = {
-    "agent", "and", "broker", "client", "command", "container", "for", "header", "identity",
-    "idempotency", "initialised", "is", "local", "master", "over", "proof", "recipient", "yet",
+    "agent", "and", "as", "broker", "client", "command", "container", "deployment", "for",
+    "header", "identity", "idempotency", "initialised", "is", "local", "master", "of", "over",
+    "proof", "recipient", "with", "yet",
 }
 # "escrow" not preceded by a word character, a hyphen, a slash, a dot or an underscore
 # (weights-escrow, /opt/escrow, escrow.example), followed by up to three lowercase words.
