@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from broker.adapters.db.models import User
-from broker.api.common import caller, escrow
-from broker.api.openapi import obj, openapi_document, operation
+from broker.http.common import caller, escrow
+from broker.http.openapi import obj, operation
 from broker.services import health
 from broker.services.people import describe_user
 from broker.services.signing import published_keys
@@ -57,4 +57,4 @@ def me() -> Response:
 
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(current_app.extensions["openapi"])

@@ -16,9 +16,9 @@ from flask import Blueprint, Response, g, redirect, render_template, request, se
 
 from broker.adapters.db.models import User
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
-from broker.api.common import escrow, optional_caller
-from broker.api.openapi import INTEGER, STRING, operation, path_params
 from broker.errors import BadRequest, EscrowError, Forbidden
+from broker.http.common import escrow, optional_caller
+from broker.http.openapi import INTEGER, STRING, operation, path_params
 from broker.services import keys, ndas
 from broker.services.people import Claims, describe_user, upsert_user
 from broker.services.sessions import end_session, redeem_login_link, start_session

@@ -15,8 +15,8 @@ from flask import Blueprint, Response, make_response, redirect, render_template,
 
 from broker.adapters.db.models import LoginSession
 from broker.adapters.db.uow import UnitOfWork
-from broker.api.common import escrow
 from broker.errors import BadRequest, EscrowError
+from broker.http.common import escrow
 from broker.services import device as service
 from broker.services.sessions import live_session, now
 from broker.web import csrf

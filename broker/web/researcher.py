@@ -13,9 +13,9 @@ from flask import Response, redirect, render_template, request
 
 from broker.adapters.db.models import AccessRequest
 from broker.adapters.db.uow import UnitOfWork
-from broker.api.common import escrow, optional_caller
 from broker.domain.principals import Principal
 from broker.errors import ConfigError, Conflict, InvalidInput
+from broker.http.common import escrow, optional_caller
 from broker.services import access, catalog, grants, keys, ndas
 from broker.web.auth import safe_next
 from broker.web.common import page_blueprint, page_doc, person
