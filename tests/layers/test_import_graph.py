@@ -124,3 +124,20 @@ def test_the_core_imports_no_edge_or_adapter():
     outer = {"api", "web", "http", "cli", "client", "services", "adapters", "broker"}
     for package in ("domain", "age", "auditlog", "policy"):
         assert not outer & set(graph[package]), (package, dict(graph[package]))
+
+
+EDGES = ("api", "web", "cli", "http")
+
+
+def test_the_edges_reach_rows_only_through_services():
+    """API routes, pages and CLI commands translate and call a service, which authorizes: none
+    imports the ORM models or sqlalchemy's query builder."""
+    offenders = []
+    for package in EDGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for module in _imports(path):
+                if module.startswith("broker.adapters.db.models") or module in (
+                    "sqlalchemy", "sqlalchemy.orm", "sqlalchemy.sql",
+                ):  # fmt: skip
+                    offenders.append(f"{path.relative_to(ROOT.parent)}: {module}")
+    assert not offenders, offenders
