@@ -27,9 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         store_urls,
     )
     from broker.api import models as api_models
-    from broker.api.common import MAX_BODY_BYTES, check_request_values, register_error_handlers
     from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
+    from broker.http.common import MAX_BODY_BYTES, check_request_values, register_error_handlers
+    from broker.http.openapi import openapi_document
     from broker.web import auth as web_auth
     from broker.web import common as web_common
     from broker.web import csrf, page_modules
@@ -53,18 +54,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     web_common.init_app(app)
     init_oidc(app, settings.oidc_issuers)
-    app.register_blueprint(web_auth.bp)
-    app.register_blueprint(meta.bp)
-    app.register_blueprint(deposits.bp)
-    app.register_blueprint(store_urls.bp)
-    app.register_blueprint(keys.bp)
-    app.register_blueprint(ndas.bp)
-    app.register_blueprint(orgs.bp)
-    app.register_blueprint(access.bp)
-    app.register_blueprint(audit.bp)
-    app.register_blueprint(oauth.bp)
-    app.register_blueprint(web_device.bp)
-    app.register_blueprint(api_models.bp)
-    for module in page_modules():
+    modules = (
+        web_auth,
+        meta,
+        deposits,
+        store_urls,
+        keys,
+        ndas,
+        orgs,
+        access,
+        audit,
+        oauth,
+        web_device,
+        api_models,
+        *page_modules(),
+    )
+    for module in modules:
         app.register_blueprint(module.bp)
+    # One document, from the routes each registered blueprint declares (served by api/meta.py)
+    app.extensions["openapi"] = openapi_document(modules)
     return app

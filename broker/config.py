@@ -49,7 +49,6 @@ class Settings:
     policy_dir: Path
     public_url: str
     origin: str
-    token_ttl_days: int = 90
     upload_url_ttl_s: int = 3600
     download_url_ttl_s: int = 900
     checkpoint_interval_s: int = 60
@@ -76,7 +75,6 @@ class Settings:
     # `$ESCROW_DATA_DIR/deployment.json` (broker.deployment), None before `escrow init`
     deployment: Deployment | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def url_secret_file(self) -> Path:

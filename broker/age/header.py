@@ -28,7 +28,6 @@ STANZA_PREFIX = b"->"
 MAC_PREFIX = b"---"
 COLUMNS_PER_LINE = 64  # body lines are wrapped at 64 base64 columns
 BYTES_PER_LINE = COLUMNS_PER_LINE // 4 * 3  # 48 bytes fill one full body line
-MAC_SIZE = 32
 MAC_B64_LEN = 43  # ABNF: end = "--- " 43base64char LF
 HEADER_KEY_INFO = b"header"
 # Not in the spec: a bound so that a hostile "header" cannot make us buffer without limit.

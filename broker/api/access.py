@@ -19,8 +19,8 @@ import json
 
 from flask import Blueprint, Response, jsonify, request
 
-from broker.api.common import caller, escrow, json_body, problem
-from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.http.common import caller, escrow, json_body, problem
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.services import access as service
 from broker.services import grants
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
 
-from broker.api.common import caller, escrow
-from broker.api.openapi import INTEGER, STRING, array, obj, operation
 from broker.errors import BadRequest
+from broker.http.common import caller, escrow
+from broker.http.openapi import INTEGER, STRING, array, obj, operation
 from broker.services import audit as service
 from broker.services.audit_export import EXPORT_FORMATS, export_lines, parse_filter
 

@@ -7,7 +7,8 @@ import binascii
 
 from flask import Blueprint, Response, jsonify
 
-from broker.api.common import (
+from broker.errors import InvalidInput
+from broker.http.common import (
     body_limit,
     caller,
     escrow,
@@ -16,8 +17,7 @@ from broker.api.common import (
     text_field,
     text_list_field,
 )
-from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
-from broker.errors import InvalidInput
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.services import deposits as service
 
 bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")

@@ -14,8 +14,8 @@ from flask import Flask, Response, g, request
 from sqlalchemy.exc import IntegrityError
 
 from broker.adapters.db.uow import CommitHold, commit_hold
-from broker.api.common import caller, escrow, problem_response
 from broker.errors import Conflict, EscrowError, Unauthorized
+from broker.http.common import caller, escrow, problem_response
 from broker.services import idempotency
 from broker.services.idempotency import HEADER, Answer, Call
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from broker.api.common import caller, escrow, json_body
-from broker.api.openapi import STRING, array, obj, operation, path_params
+from broker.http.common import caller, escrow, json_body
+from broker.http.openapi import STRING, array, obj, operation, path_params
 from broker.services import keys as service
 
 bp = Blueprint("researcher_keys", __name__, url_prefix="/api/v1/me/keys")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
-from broker.adapters.db.models import User
-from broker.api.common import caller, escrow
-from broker.api.openapi import obj, openapi_document, operation
+from broker.http.common import caller, escrow
+from broker.http.openapi import obj, operation
 from broker.services import health
-from broker.services.people import describe_user
+from broker.services.people import describe_caller
 from broker.services.signing import published_keys
 
 bp = Blueprint("meta", __name__)
@@ -46,15 +45,10 @@ def keys() -> Response:
 @bp.get("/api/v1/me")
 def me() -> Response:
     principal = caller()
-    if principal.kind != "user":
-        return jsonify(
-            {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
-        )
     with escrow().uow() as uow:
-        user = uow.session.get(User, int(principal.id))
-        return jsonify(describe_user(user, principal))
+        return jsonify(describe_caller(uow, principal))
 
 
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(current_app.extensions["openapi"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from broker.api.common import escrow
-from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation
+from broker.http.common import escrow
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation
 from broker.services import catalog
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1")

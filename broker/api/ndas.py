@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from broker.api.common import caller, escrow, json_body
-from broker.api.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.http.common import caller, escrow, json_body
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.services import ndas as service
 
 bp = Blueprint("ndas", __name__)

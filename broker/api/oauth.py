@@ -21,8 +21,8 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
 from flask import Blueprint, Response, jsonify, request
 
-from broker.api.common import escrow
-from broker.api.openapi import INTEGER, STRING, obj
+from broker.http.common import escrow
+from broker.http.openapi import INTEGER, STRING, obj
 from broker.services import device as service
 from broker.services.sessions import TokenPair
 

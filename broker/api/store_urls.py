@@ -4,7 +4,7 @@
     GET /store/v1/<token>   download an object, with Range requests to resume
 
 A token is signed and expiring (see `LocalStore.verify_url`); errors are problem+json through
-the app's error handlers (`broker.api.common.register_error_handlers`).
+the app's error handlers (`broker.http.common.register_error_handlers`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from werkzeug.exceptions import LengthRequired, RequestedRangeNotSatisfiable
 from werkzeug.wsgi import FileWrapper
 
 from broker.adapters.objectstore.local import BLOCK_SIZE, OP_GET, OP_PUT_PART, LocalStore
-from broker.api.openapi import operation, path_params
 from broker.errors import NotFound, PayloadTooLarge
+from broker.http.openapi import operation, path_params
 
 bp = Blueprint("store_urls", __name__, url_prefix="/store/v1")
 

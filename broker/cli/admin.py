@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import TextIO
 
 import click
-from sqlalchemy import select
 
 from broker.adapters.custody.shares import parse_share_file, parse_share_lines
-from broker.adapters.db.models import User
 from broker.cli.output import emit
 from broker.cli.server import server_escrow
 from broker.config import load_settings
@@ -245,18 +243,7 @@ def user_create(email: str, name: str, issuer: str, subject: str | None, as_json
 def user_list(as_json: bool) -> None:
     """List the people and their roles."""
     with server_escrow().uow() as uow:
-        rows = []
-        for found in uow.session.scalars(select(User).order_by(User.id)):
-            org_roles, global_roles = people.roles_of(uow, found.id)
-            rows.append(
-                {
-                    "user": str(found.id),
-                    "email": found.profile.email if found.profile else None,
-                    "issuer": found.issuer,
-                    "roles": sorted(f"{role}@{org}" for org, role in org_roles)
-                    + sorted(global_roles),
-                }
-            )
+        rows = members.list_users(uow, OPERATOR)
     emit(
         {"users": rows},
         as_json,

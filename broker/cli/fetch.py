@@ -20,7 +20,8 @@ from broker.cli.client import (
 )
 from broker.cli.output import emit
 from broker.client.fetch import DEFAULT_JOBS, Fetcher, FetchOptions
-from broker.client.progress import Progress, human_bytes
+from broker.client.progress import Progress
+from broker.domain.units import human_bytes
 from broker.errors import EscrowError
 
 FETCH_HELP = """Download a model version you were granted, decrypt it and check it.

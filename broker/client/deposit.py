@@ -30,9 +30,10 @@ from broker.client.encrypt import (
 from broker.client.http import BrokerClient, BrokerError, StoreError
 from broker.client.journal import DoneEntry, FileEntry, Journal
 from broker.client.preencrypted import scan_pre_encrypted
-from broker.client.progress import Progress, human_bytes
+from broker.client.progress import Progress
 from broker.client.scan import scan_model_dir, stat_identity
 from broker.domain.parts import Part, payload_size, plan_parts
+from broker.domain.units import human_bytes
 from broker.errors import Conflict, EscrowError, InvalidInput
 
 SEALED, FAILED, VERIFYING = "sealed", "failed", "verifying"

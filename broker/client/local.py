@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from broker.durable import fsync_directory
 from broker.errors import EscrowError
 
 
@@ -49,7 +50,7 @@ def write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def read_json(path: Path, what: str, lose: str) -> dict[str, Any]:
@@ -70,12 +71,6 @@ def read_json(path: Path, what: str, lose: str) -> dict[str, Any]:
 def remove_private(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,9 +30,6 @@ class LocalFile:
     mtime_ns: int
     inode: int
 
-    def changed_since(self, size: int, mtime_ns: int, inode: int) -> bool:
-        return (self.size, self.mtime_ns, self.inode) != (size, mtime_ns, inode)
-
 
 def stat_identity(source: str) -> tuple[int, int, int]:
     """(size, mtime_ns, inode) of what `source` points at now."""

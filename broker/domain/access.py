@@ -48,6 +48,7 @@ RULES: dict[str, Rule] = {
     "org.members.read": OrgRole(("admin",), operators_too=True),
     "org.members.write": OrgRole(("admin",), operators_too=True),
     "roles.global.write": GlobalRole(("operator",)),
+    "users.read": GlobalRole(("operator",)),  # every user and their roles (the console's list)
     "keys.manage": Person(),
     "nda.sign": Person(),
     "request.create": Person(),

@@ -6,11 +6,11 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from broker.domain.principals import ORG_ROLES
 from broker.errors import InvalidInput
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,126}[A-Za-z0-9])?$")
-ROLES = ("depositor", "reviewer", "admin")
 
 
 def check_org_name(name: str) -> str:
@@ -43,8 +43,8 @@ def check_version(version: str) -> str:
 
 
 def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise InvalidInput(f"role {role!r} is unknown", hint=f"use one of: {', '.join(ROLES)}")
+    if role not in ORG_ROLES:
+        raise InvalidInput(f"role {role!r} is unknown", hint=f"use one of: {', '.join(ORG_ROLES)}")
     return role
 
 

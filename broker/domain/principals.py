@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-ORG_ROLES = ("depositor", "reviewer", "admin")
+ORG_ROLES = ("depositor", "reviewer", "admin")  # the one list (names.check_role, policies)
 GLOBAL_ROLES = ("auditor", "operator")
 # A role that includes another: an admin of an organisation may review its requests (see
 # domain/access.py), so a policy asking for approvals from reviewers counts an admin's review

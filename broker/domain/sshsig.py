@@ -82,13 +82,6 @@ class SshSignature:
         return f"{SSH_ED25519} {base64.b64encode(self.public_key).decode()}"
 
 
-def wire_public_key(raw: bytes) -> bytes:
-    """The SSH wire form of an Ed25519 public key (RFC 8709)."""
-    if len(raw) != ED25519_KEY_SIZE:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
-    return _string(SSH_ED25519.encode()) + _string(raw)
-
-
 def ssh_fingerprint(wire: bytes) -> str:
     """The key's fingerprint as `ssh-keygen -l` prints it: SHA256:<base64, no padding>."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode().rstrip("=")

@@ -40,7 +40,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from broker.domain.names import ROLES
+from broker.domain.principals import ORG_ROLES
 from broker.errors import ConfigError
 
 MAX_POLICY_BYTES = 64 * 1024  # a policy, not a data file; keeps a bad file from filling memory
@@ -406,7 +406,7 @@ class _Reader:
             fields, "count", lambda n, what: self.integer(n, what, 0, 100), None, "approvals"
         )
         role = self.optional(
-            fields, "role", lambda n, what: self.choice(n, what, ROLES), "reviewer", "approvals"
+            fields, "role", lambda n, what: self.choice(n, what, ORG_ROLES), "reviewer", "approvals"
         )
         allow_org = self.optional(fields, "allow_requester_org", self.boolean, False, "approvals")
         if auto is True and count not in (None, 0):

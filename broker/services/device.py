@@ -247,6 +247,19 @@ def waiting(uow: UnitOfWork, user_code: str) -> DeviceAuthorization:
     return grant
 
 
+def browser_login(uow: UnitOfWork, session_id: object) -> LoginSession | None:
+    """The live login of a browser from its cookie's session id: a web or login-link session,
+    the only kinds that may answer a code (not a CLI's device session); None without one."""
+    live = live_session(uow, session_id) if isinstance(session_id, str) else None
+    return live if live is not None and live.kind in ("web", "link") else None
+
+
+def who(browser: LoginSession) -> str:
+    """How the page names the person answering: email, else name, else subject."""
+    profile = browser.user.profile
+    return (profile and (profile.email or profile.name)) or browser.user.subject
+
+
 def approve(uow: UnitOfWork, user_code: str, browser: LoginSession) -> LoginSession:
     """Start a device login for the browser's person: same issuer and auth_time, since the
     person proved who they are only once, in the browser."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker.adapters.db.models import Membership
+from broker.adapters.db.models import Membership, User
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import authorize
 from broker.domain.principals import Principal
@@ -57,3 +57,21 @@ def set_global_role(
     else:
         people.revoke_global_role(uow, actor, user, role)
     uow.commit()
+
+
+def list_users(uow: UnitOfWork, actor: Principal) -> list[dict[str, Any]]:
+    """Every user with their roles ("role@org" first, then global roles), by id: the
+    operator's view of who is known (`escrow admin user list`)."""
+    authorize(actor, "users.read")
+    result = []
+    for user in uow.session.scalars(select(User).order_by(User.id)):
+        org_roles, global_roles = people.roles_of(uow, user.id)
+        result.append(
+            {
+                "user": str(user.id),
+                "email": user.profile.email if user.profile else None,
+                "issuer": user.issuer,
+                "roles": sorted(f"{role}@{org}" for org, role in org_roles) + sorted(global_roles),
+            }
+        )
+    return result

@@ -189,3 +189,15 @@ def describe_user(user: User, principal: Principal) -> dict[str, Any]:
         "roles": principal.describe_roles(),
         "auth_time": principal.auth_time.isoformat() if principal.auth_time else None,
     }
+
+
+def describe_caller(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+    """Who the caller is (`GET /api/v1/me`, the profile page): anyone authenticated may read
+    this about themselves, and only about themselves. A service token or the console is
+    described by its kind, id and roles; a person by their user row too."""
+    if principal.kind != "user":
+        return {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
+    user = uow.session.get(User, int(principal.id))
+    if user is None:  # the principal was just authenticated from this user: gone since
+        raise NotFound(f"user {principal.id} no longer exists", hint="log in again (/auth/login)")
+    return describe_user(user, principal)

@@ -27,9 +27,9 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
-from broker.errors import Unauthorized
+from broker.errors import Forbidden, Unauthorized
 from broker.services import admin
-from broker.services.people import audit_subject, roles_of
+from broker.services.people import Claims, audit_subject, roles_of, upsert_user
 
 SESSION_TTL = {
     "web": timedelta(hours=12),
@@ -43,7 +43,6 @@ INVALID_TOKEN = Unauthorized(
     "the token is invalid, expired or revoked",
     hint="log in again (`escrow login BROKER`), or pass a current token with --token",
 )
-
 
 
 def start_session(
@@ -82,6 +81,35 @@ def end_session(uow: UnitOfWork, session_id: str) -> None:
     )
 
 
+def web_login(
+    uow: UnitOfWork, issuer: str, subject: str, claims: Claims, auth_time: datetime | None
+) -> str:
+    """A person's web login, after their identity provider vouched for (issuer, subject): the
+    user (created on first login) with these claims, and a new web session, committed with
+    their audit events. Returns the session id. A disabled account is refused."""
+    moment = now()
+    user = upsert_user(uow, None, issuer, subject, claims)
+    if user.disabled_at is not None:
+        raise Forbidden("this account is disabled", hint="ask an operator of this broker")
+    user.last_login_at = moment
+    login_session = start_session(uow, user, "web", issuer, auth_time or moment)
+    uow.commit()
+    return login_session.id
+
+
+def link_login(uow: UnitOfWork, presented: str) -> str:
+    """Use up a single-use login link (`redeem_login_link`) and commit: the new session's id."""
+    login_session = redeem_login_link(uow, presented)
+    uow.commit()
+    return login_session.id
+
+
+def logout(uow: UnitOfWork, session_id: str) -> None:
+    """End a login session (`end_session`) and commit; an unknown or ended one: nothing."""
+    end_session(uow, session_id)
+    uow.commit()
+
+
 def live_session(uow: UnitOfWork, session_id: str) -> LoginSession | None:
     session = uow.session.get(LoginSession, session_id)
     if session is None or not _alive(
@@ -91,9 +119,7 @@ def live_session(uow: UnitOfWork, session_id: str) -> LoginSession | None:
     return session
 
 
-def _alive(
-    revoked_at: datetime | None, expires_at: datetime, disabled_at: datetime | None
-) -> bool:
+def _alive(revoked_at: datetime | None, expires_at: datetime, disabled_at: datetime | None) -> bool:
     """A session (or token) neither revoked nor expired, of a person whose account is enabled."""
     return revoked_at is None and expires_at > now() and disabled_at is None
 

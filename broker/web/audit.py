@@ -14,10 +14,10 @@ from urllib.parse import urlencode
 
 from flask import render_template, request
 
-from broker.api.common import escrow
 from broker.domain.access import audit_scope
 from broker.domain.principals import Principal
 from broker.errors import EscrowError, TamperDetected
+from broker.http.common import escrow
 from broker.services import audit as service
 from broker.services.audit_export import parse_filter
 from broker.web.common import RoleRequired, page_blueprint, page_doc, person

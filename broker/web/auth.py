@@ -9,19 +9,16 @@ JSON); a failed login writes nothing and starts no session.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
-from broker.adapters.db.models import User
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
-from broker.api.common import escrow, optional_caller
-from broker.api.openapi import INTEGER, STRING, operation, path_params
-from broker.errors import BadRequest, EscrowError, Forbidden
-from broker.services import keys, ndas
-from broker.services.people import Claims, describe_user, upsert_user
-from broker.services.sessions import end_session, redeem_login_link, start_session
+from broker.errors import BadRequest, EscrowError
+from broker.http.common import escrow, optional_caller
+from broker.http.openapi import INTEGER, STRING, operation, path_params
+from broker.services import keys, ndas, sessions
+from broker.services.people import Claims, describe_caller
 from broker.web import csrf
 from broker.web.common import identify_viewer, page_headers, render_error
 
@@ -122,8 +119,7 @@ def logout() -> str:
     login_session = session.get("login_session")
     if isinstance(login_session, str):
         with escrow().uow() as uow:
-            end_session(uow, login_session)
-            uow.commit()
+            sessions.logout(uow, login_session)
     session.clear()
     g.viewer = None  # the page says "logged out": no navigation of the ended login
     return render_template("auth/logged_out.html")
@@ -138,9 +134,7 @@ def link_page(secret: str) -> str:
 @bp.post("/auth/link/<secret>")
 def link_login(secret: str) -> Response:
     with escrow().uow() as uow:
-        login_session = redeem_login_link(uow, secret)
-        uow.commit()
-        session_id = login_session.id
+        session_id = sessions.link_login(uow, secret)
     return _signed_in(session_id, DEFAULT_NEXT)
 
 
@@ -150,10 +144,9 @@ def me() -> Response | str:
     if principal is None or principal.kind != "user":
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
-        user = uow.session.get(User, int(principal.id))
         return render_template(
             "auth/me.html",
-            me=describe_user(user, principal),
+            me=describe_caller(uow, principal),
             keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
             signatures=[ndas.describe_signature(uow, s)
                         for s in ndas.my_signatures(uow, principal)],
@@ -203,15 +196,10 @@ def _record_login(verified: VerifiedLogin) -> str:
         affiliations=trusted.affiliations,
         raw=verified.raw,
     )
-    now = datetime.now(UTC)
     with escrow().uow() as uow:
-        user = upsert_user(uow, None, verified.issuer, verified.subject, claims)
-        if user.disabled_at is not None:
-            raise Forbidden("this account is disabled", hint="ask an operator of this broker")
-        user.last_login_at = now
-        login_session = start_session(uow, user, "web", verified.issuer, verified.auth_time or now)
-        uow.commit()
-        return login_session.id
+        return sessions.web_login(
+            uow, verified.issuer, verified.subject, claims, verified.auth_time
+        )
 
 
 def _signed_in(login_session_id: str, next_path: str) -> Response:

@@ -22,13 +22,13 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from broker.adapters.db.uow import database_unavailable
-from broker.api.common import optional_caller, problem
-from broker.api.openapi import operation, path_params
-from broker.client.progress import human_bytes
 from broker.domain.access import RULES, GlobalRole, OrgRole, audit_scope, authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
+from broker.domain.units import human_bytes
 from broker.errors import EscrowError, Forbidden, Unauthorized
+from broker.http.common import optional_caller, problem
+from broker.http.openapi import operation, path_params
 from broker.web import csrf
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,10 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request, session
 
-from broker.adapters.db.models import LoginSession
-from broker.adapters.db.uow import UnitOfWork
-from broker.api.common import escrow
 from broker.errors import BadRequest, EscrowError
+from broker.http.common import escrow
 from broker.services import device as service
-from broker.services.sessions import live_session, now
+from broker.services.sessions import now
 from broker.web import csrf
 from broker.web.common import identify_viewer
 
@@ -77,7 +75,7 @@ OPENAPI = {
 def enter_code() -> Response:
     typed = request.args.get("user_code", "").strip()
     with escrow().uow() as uow:
-        browser = _browser(uow)
+        browser = service.browser_login(uow, session.get("login_session"))
         if browser is None:
             return _to_login(typed)
         if not typed:
@@ -88,7 +86,7 @@ def enter_code() -> Response:
             return _page("device.html", error.status, typed=typed, error=error)
         age_s = max(0, int((now() - grant.created_at).total_seconds()))
         return _page(
-            "device_confirm.html", 200, grant=grant, asked_s_ago=age_s, who=_person(browser)
+            "device_confirm.html", 200, grant=grant, asked_s_ago=age_s, who=service.who(browser)
         )
 
 
@@ -97,10 +95,10 @@ def answer() -> Response:
     typed = request.form.get("user_code", "")
     action = request.form.get("action", "")
     with escrow().uow() as uow:
-        browser = _browser(uow)
+        browser = service.browser_login(uow, session.get("login_session"))
         if browser is None:
             return _to_login(typed)
-        who = _person(browser)
+        who = service.who(browser)
         try:
             if action == "approve":
                 service.approve(uow, typed, browser)
@@ -114,18 +112,6 @@ def answer() -> Response:
         except EscrowError as error:
             return _page("device.html", error.status, typed=typed, error=error)
     return _page("device_done.html", 200, approved=action == "approve", who=who)
-
-
-def _browser(uow: UnitOfWork) -> LoginSession | None:
-    """The live login of this browser (a web or login-link session from its cookie)."""
-    session_id = session.get("login_session")
-    live = live_session(uow, session_id) if isinstance(session_id, str) else None
-    return live if live is not None and live.kind in ("web", "link") else None
-
-
-def _person(browser: LoginSession) -> str:
-    profile = browser.user.profile
-    return (profile and (profile.email or profile.name)) or browser.user.subject
 
 
 def _to_login(typed: str) -> Response:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request
 
-from broker.api.common import escrow
 from broker.errors import BadRequest
+from broker.http.common import escrow
 from broker.services import access, catalog, grants, members
 from broker.web.common import (
     allowed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from broker.api.common import escrow
+from broker.http.common import escrow
 from broker.services import health
 from broker.web.common import page_blueprint, page_doc, person, require
 

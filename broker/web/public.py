@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from broker.api.common import escrow
+from broker.http.common import escrow
 from broker.services import catalog
 from broker.web.common import page_blueprint, page_doc
 

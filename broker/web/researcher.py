@@ -11,11 +11,10 @@ from typing import Any
 
 from flask import Response, redirect, render_template, request
 
-from broker.adapters.db.models import AccessRequest
 from broker.adapters.db.uow import UnitOfWork
-from broker.api.common import escrow, optional_caller
 from broker.domain.principals import Principal
 from broker.errors import ConfigError, Conflict, InvalidInput
+from broker.http.common import escrow, optional_caller
 from broker.services import access, catalog, grants, keys, ndas
 from broker.web.auth import safe_next
 from broker.web.common import page_blueprint, page_doc, person
@@ -169,7 +168,9 @@ def my_access() -> str:
     actor = person()
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
-        made = sorted(access.my_requests(uow, actor), key=_newest_first)
+        made = sorted(
+            access.my_requests(uow, actor), key=lambda r: (-r.created_at.timestamp(), r.id)
+        )  # newest first
         held = [grants.describe(uow, g) for g in reversed(grants.my_grants(uow, actor))]
         renewable = {g["model"]: _renewable(policy_dir, g["model"]) for g in held}
         return render_template(
@@ -201,10 +202,6 @@ def renew(grant_id: str) -> Response:
     except access.RequestRefused as refused:
         made_id = refused.request.id  # on the record as denied, with what is missing
     return redirect(f"/requests?made={made_id}#{made_id}", code=303)
-
-
-def _newest_first(made: AccessRequest) -> tuple[float, str]:
-    return (-made.created_at.timestamp(), made.id)
 
 
 def _renewable(policy_dir: Path, model: str) -> bool:

@@ -33,7 +33,7 @@ def make_local_store(base: Path, url_base: str, clock: Clock) -> LocalStore:
 def make_store_app(store: object) -> Flask:
     """The smallest app serving store URLs: the blueprint, the error handlers, the store."""
     from broker.api import store_urls
-    from broker.api.common import register_error_handlers
+    from broker.http.common import register_error_handlers
 
     app = Flask("store-urls-test")
     app.config["TESTING"] = True

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from sqlalchemy import select
 
 from broker.adapters.db.models import AuditEvent
@@ -65,3 +66,27 @@ def test_me_describes_a_person(client, make_person):
 
 def test_me_without_an_identity_is_401(client):
     assert client.get("/api/v1/me").status_code == 401
+
+
+def test_only_an_operator_lists_every_user_and_their_roles(escrow, make_person):
+    """`escrow admin user list` goes through `members.list_users`, which asks `authorize`."""
+    from broker.domain.principals import OPERATOR, Principal
+    from broker.errors import Forbidden
+    from broker.services import members
+
+    admin = make_person("ada@acme.example", org_roles=(("acme-ai", "admin"),))
+    operator = make_person("op@escrow.example", global_roles=("operator",))
+    with escrow.uow() as uow:
+        as_admin = Principal(kind="user", id=str(admin.user_id),
+                             org_roles=frozenset({("acme-ai", "admin")}))
+        with pytest.raises(Forbidden) as refused:
+            members.list_users(uow, as_admin)
+        assert "users.read needs the global role operator" in refused.value.message
+        as_operator = Principal(kind="user", id=str(operator.user_id),
+                                global_roles=frozenset({"operator"}))
+        listed = members.list_users(uow, as_operator)
+        assert listed == members.list_users(uow, OPERATOR)
+    assert [(u["email"], u["roles"]) for u in listed] == [
+        ("ada@acme.example", ["admin@acme-ai"]),
+        ("op@escrow.example", ["operator"]),
+    ]

@@ -38,6 +38,7 @@ from broker.adapters.custody.blob import (
     require_backend,
 )
 from broker.auditlog.leaf import canonical_json
+from broker.durable import fsync_directory
 from broker.errors import CustodyError
 
 BACKEND = "local"
@@ -103,7 +104,7 @@ def write_key_file(path: Path, key: bytes) -> None:
         os.unlink(path)
         raise
     os.close(fd)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def replace_key_file(path: Path, key: bytes) -> None:
@@ -115,16 +116,7 @@ def replace_key_file(path: Path, key: bytes) -> None:
     staging.unlink(missing_ok=True)  # left by a rotation killed before its switch: unused
     write_key_file(staging, key)
     os.replace(staging, path)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a created or renamed key file survive a crash (the directory entry is data too)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(path.parent)
 
 
 class LocalCustody:

@@ -70,6 +70,7 @@ from broker.adapters.objectstore.rules import (
     check_part_number,
     normalise_etag,
 )
+from broker.durable import fsync_directory
 from broker.errors import (
     BadRequest,
     ConfigError,
@@ -333,7 +334,7 @@ class LocalStore:
             for other in directory.glob(f"{part_number}.*"):
                 if other.name != name:
                     _unlink_quietly(other)  # the part was re-sent with other bytes
-            _fsync_dir(directory)
+            fsync_directory(directory)
         return UploadedPart(number=part_number, size=length, etag=etag)
 
     def _write_part_in_place(
@@ -387,7 +388,7 @@ class LocalStore:
                     for marker in old:
                         _unlink_quietly(marker)
                     if old:
-                        _fsync_dir(directory)
+                        fsync_directory(directory)
                     _receive(body, data_fd, length, offset=offset)
                     os.fdatasync(data_fd)
                     etag = secrets.token_hex(16)
@@ -400,7 +401,7 @@ class LocalStore:
                         os.ftruncate(marker_fd, length)  # its size is the part's; no blocks
                     finally:
                         os.close(marker_fd)
-                    _fsync_dir(directory)
+                    fsync_directory(directory)
                 finally:
                     os.close(lock_fd)
             finally:
@@ -525,7 +526,7 @@ class LocalStore:
                     self._reserve(sum(sizes))
                     _write_atomically(path, lambda out_fd: _copy_fd(data_fd, out_fd, sum(sizes)))
                     _unlink_quietly(data)
-                _fsync_dir(path.parent)
+                fsync_directory(path.parent)
             finally:
                 os.close(data_fd)
             shutil.rmtree(directory, ignore_errors=True)
@@ -909,15 +910,7 @@ def _write_atomically(dest: Path, write: Callable[[int], None]) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(dest.parent)
 
 
 def _unlink_quietly(path: str | Path) -> None:

@@ -1,8 +1,11 @@
-"""The OpenAPI 3.1 document. Each blueprint module describes its own routes in `OPENAPI`;
-this module only merges them (a test checks that every served route is described)."""
+"""The OpenAPI 3.1 document. Each blueprint module (API and pages) describes its own routes in
+`OPENAPI`; the app factory (`broker.create_app`) merges those of the blueprints it registers with
+`openapi_document` (a test checks that every served route is described)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -54,18 +57,10 @@ def path_params(*names: str) -> list[dict[str, Any]]:
     ]
 
 
-def openapi_document() -> dict[str, Any]:
-    from broker.api import access, audit, deposits, keys, meta, ndas, oauth, orgs, store_urls
-    from broker.api import models as api_models
-    from broker.web import auth as web_auth
-    from broker.web import device as web_device
-    from broker.web import page_modules
-
+def openapi_document(modules: Iterable[ModuleType]) -> dict[str, Any]:
+    """The document describing the routes of `modules`, each with its `OPENAPI` path items."""
     paths: dict[str, Any] = {}
-    for module in (
-        meta, deposits, store_urls, orgs, keys, ndas, access, audit, oauth, web_device, web_auth,
-        api_models, *page_modules(),
-    ):
+    for module in modules:
         paths.update(module.OPENAPI)
     return {
         "openapi": "3.1.0",
