@@ -404,7 +404,12 @@ class Fetcher:
         return self._put_in_place(mf, part, target, state, bool(known), downloaded)
 
     def _reopen_age_part(
-        self, handle: BinaryIO, mf: ManifestFile, header_len: int, start_chunk: int, hasher: Any
+        self,
+        handle: BinaryIO,
+        mf: ManifestFile,
+        header_len: int,
+        start_chunk: int,
+        hasher: Any,
     ) -> bytes | None:
         """Keep the whole chunks of an .age.part and re-hash their plaintext (with an identity:
         its file key, from the kept header, is returned); the handle is left at their end."""

@@ -4,9 +4,10 @@ putting a verified file in place."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from broker import age
 from broker.age.stream import ENCRYPTED_CHUNK_SIZE
@@ -42,7 +43,7 @@ def hash_prefix(handle: BinaryIO, size: int, hasher: Any) -> None:
     buf = bytearray(min(HASH_READ, max(size, 1)))
     view, left = memoryview(buf), size
     while left:
-        n = handle.readinto(view[: min(left, len(buf))])
+        n = _readinto(handle, view[: min(left, len(buf))])
         if not n:
             raise EscrowError(
                 "a .part file shrank while it was being read", hint="run the same command again"
@@ -65,7 +66,7 @@ def decrypt_prefix(
         n = min(batch, chunks - done)
         final = done + n == total_chunks
         size = n * ENCRYPTED_CHUNK_SIZE
-        got = handle.readinto(memoryview(cipher)[:size])
+        got = _readinto(handle, memoryview(cipher)[:size])
         view = memoryview(cipher)[:got]
         written = decryptor.decrypt_chunks(view, plain, done, final=final)
         hasher.update(memoryview(plain)[:written])
@@ -84,3 +85,9 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _readinto(handle: BinaryIO, view: memoryview) -> int:
+    """`readinto` of a file opened in binary mode (a buffered file: typeshed's BinaryIO omits
+    the method, the object has it)."""
+    return cast(io.BufferedIOBase, handle).readinto(view)

@@ -43,19 +43,20 @@ class FetchState:
         self.done: dict[str, dict[str, Any]] = {}
         self.partial: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._fd = os.open(
+        fd = os.open(
             self.path.with_suffix(".lock"),
             os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
             0o600,
         )
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._fd)
+            os.close(fd)
             raise Conflict(
                 f"another `escrow fetch` is writing into {out}",
                 hint="wait for it to finish (or stop it), then run again",
             ) from None
+        self._fd: int | None = fd
         legacy = out / STATE_FILE  # where clients before issue 15 kept it
         source = self.path if self.path.exists() else legacy
         try:

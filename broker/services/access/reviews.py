@@ -233,7 +233,8 @@ def _who_can_review(
             continue
         user = uow.session.get(User, user_id)
         profile = user.profile if user is not None else None
-        names.append((profile.email or profile.name) if profile else f"user {user_id}")
+        name = (profile.email or profile.name) if profile else None
+        names.append(name or f"user {user_id}")
     if names:
         return f"policy {policy.id} counts reviews by {a(where)}: ask {', '.join(names)}"
     return (

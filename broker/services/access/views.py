@@ -55,6 +55,7 @@ def outcome(
     result: dict[str, Any] = {"request": described}
     if described["grant_id"] is not None:  # loaded by describe_request: no second query
         grant = uow.session.get(Grant, described["grant_id"])
+        assert grant is not None  # it was just found by describe_request
         result["grant"] = grant_service.describe(uow, grant)
     return result
 
@@ -109,7 +110,9 @@ def _renewed_summary(uow: UnitOfWork, request: AccessRequest) -> dict[str, Any] 
     return {k: described[k] for k in ("id", "state", "not_before", "expires_at", "key_id")}
 
 
-def researcher_facts(uow: UnitOfWork, request: AccessRequest, policy_dir: Path) -> dict[str, Any]:
+def researcher_facts(
+    uow: UnitOfWork, request: AccessRequest, policy_dir: Path | None
+) -> dict[str, Any]:
     """What reviewers see of the requester: verified claims, NDA signatures, proven keys."""
     user = request.user
     profile = user.profile
