@@ -51,7 +51,7 @@ def me() -> Response:
             {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
         )
     with escrow().uow() as uow:
-        user = uow.session.get(User, int(principal.id))
+        user = uow.session.get_one(User, int(principal.id))
         return jsonify(describe_user(user, principal))
 
 

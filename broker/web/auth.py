@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
 
 from broker.adapters.db.models import User
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
@@ -150,7 +151,7 @@ def me() -> Response | str:
     if principal is None or principal.kind != "user":
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
-        user = uow.session.get(User, int(principal.id))
+        user = uow.session.get_one(User, int(principal.id))
         return render_template(
             "auth/me.html",
             me=describe_user(user, principal),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request, session
+from flask import Blueprint, make_response, redirect, render_template, request, session
+from werkzeug.wrappers import Response
 
 from broker.adapters.db.models import LoginSession
 from broker.adapters.db.uow import UnitOfWork
