@@ -12,7 +12,18 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
 
-from sqlalchemy import Executable, Result, Row, Select, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Result,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -263,6 +274,11 @@ def database_unavailable(error: OperationalError) -> Unavailable:
         "nothing was changed",
         hint="retry in a moment; if it persists, check the database with `escrow admin health`",
     )
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run by session.execute matched (typed as any Result)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def with_audit_head(statement: Select[*tuple[Any, ...]], locked: Any) -> Select[*tuple[Any, ...]]:
