@@ -8,7 +8,7 @@ PORT ?= 8080
 # The broker's address as clients see it (signed store URLs point there): follows HOST/PORT.
 export ESCROW_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: demo run test install test-peers lint bench clean
+.PHONY: demo run test install test-peers lint typecheck bench clean
 
 $(BIN)/escrow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ test-peers: tests/node/node_modules/.package-lock.json
 test: install test-peers
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: install
+lint: install typecheck
 	$(BIN)/ruff check broker tests bench
+
+# mypy on broker/ (its settings: [tool.mypy] in pyproject.toml); .ci/run runs it before the tests
+typecheck: install
+	$(BIN)/mypy
 
 bench: install test-peers
 	$(BIN)/python bench/deposit.py

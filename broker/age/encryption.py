@@ -193,7 +193,8 @@ class _PrefixedReader(io.RawIOBase):
             return n
         readinto = getattr(self._src, "readinto", None)
         if readinto is not None:
-            return readinto(dst)
+            read: int = readinto(dst)
+            return read
         data = self._src.read(len(dst))
         dst[: len(data)] = data
         return len(data)

@@ -43,6 +43,12 @@ class SupportsUpdate(Protocol):
     def update(self, data: ReadableBuffer, /) -> None: ...
 
 
+class SupportsWrite(Protocol):
+    """Where plaintext goes: a binary file, or anything with its write (a counting sink)."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
 def payload_key(file_key: bytes, nonce: bytes) -> bytes:
     # Why the nonce as HKDF salt: each file gets its own payload key even if a file key were
     # ever reused, and the chunk nonces can then be a plain counter starting at zero.
@@ -223,7 +229,7 @@ def encrypt_payload(
 
 def decrypt_payload(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: SupportsWrite,
     file_key: bytes,
     *,
     plaintext_hash: SupportsUpdate | None = None,

@@ -37,7 +37,7 @@ FILTERS = [
 ]
 
 
-def _query(names: tuple[str, ...], summary: str, ok: dict, auth: bool = False) -> dict:  # type: ignore[type-arg]
+def _query(names: tuple[str, ...], summary: str, ok: dict, auth: bool = False) -> dict:
     spec = operation(summary, ok, auth=auth)
     spec["parameters"] = [
         {"name": n, "in": "query", "required": False, "schema": STRING} for n in names
@@ -45,7 +45,7 @@ def _query(names: tuple[str, ...], summary: str, ok: dict, auth: bool = False) -
     return spec
 
 
-def _filtered(summary: str, ok: dict, content_type: str = "application/json") -> dict:  # type: ignore[type-arg]
+def _filtered(summary: str, ok: dict, content_type: str = "application/json") -> dict:
     spec = operation(summary, ok, content_type=content_type)
     spec["parameters"] = FILTERS
     return spec

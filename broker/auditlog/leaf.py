@@ -47,7 +47,7 @@ def _stdlib_is_canonical(value: Any) -> bool:
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+        return bool(-_SAFE_INTEGER <= value <= _SAFE_INTEGER)
     if kind is dict:
         return all(
             type(key) is str and key.isascii() and _stdlib_is_canonical(item)

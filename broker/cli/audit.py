@@ -23,6 +23,7 @@ from broker.cli.client import (
 )
 from broker.cli.output import emit
 from broker.client import audit as auditing
+from broker.client.checkpoints import pinned_verifier_key
 
 FILTER_NAMES = ("model", "org", "actor", "action", "since", "until")
 
@@ -117,7 +118,7 @@ def _verify_remote(client: Any, saved: str | None) -> dict[str, Any]:
         "size": verified.checkpoint.size,
         "root": verified.checkpoint.root.hex(),
         "since": verified.since.size if verified.since else None,
-        "verifier_key": auditing.pinned_verifier_key(client.base_url),
+        "verifier_key": pinned_verifier_key(client.base_url),
     }
 
 

@@ -99,7 +99,7 @@ def serve(host: str, port: int, workers: int, in_process_worker: bool | None) ->
     settings = operator_settings(env)
     run_worker = settings.run_worker_in_process if in_process_worker is None else in_process_worker
 
-    class Broker(BaseApplication):  # type: ignore[misc]
+    class Broker(BaseApplication):
         def load_config(self) -> None:
             options: dict[str, Any] = {
                 "bind": f"{host}:{port}",

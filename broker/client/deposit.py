@@ -153,7 +153,8 @@ def open_recipient_only(client: BrokerClient, options: DepositOptions,
     extras = [age.parse_recipient(r) for r in options.recipients]
     for warning in classical_warnings(options, extras):
         progress.warn(warning)
-    return client.post("/api/v1/deposits", open_request(options, None))
+    opened: dict[str, Any] = client.post("/api/v1/deposits", open_request(options, None))
+    return opened
 
 
 class Depositor:
@@ -505,7 +506,7 @@ class Depositor:
         delay = 0.05
         said = ""
         while True:
-            deposit = self.client.get(f"/api/v1/deposits/{deposit_id}")
+            deposit: dict[str, Any] = self.client.get(f"/api/v1/deposits/{deposit_id}")
             if deposit["state"] in (SEALED, FAILED):
                 return deposit
             news = _verification_news(deposit.get("verification"))

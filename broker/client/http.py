@@ -38,13 +38,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from broker.errors import EscrowError, Unauthorized
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from broker.auditlog.checkpoint import Checkpoint
@@ -149,9 +151,9 @@ RESUMES_HINT = ("nothing finished is lost: run the same command again when it is
                 "resumes where it stopped")
 
 
-def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], Any],
+def _retrying(policy: RetryPolicy, what: str, attempt: Callable[[], T],
               on_retry: Callable[[str, float], None] | None = None,
-              gone_hint: str | Callable[[], str] = RESUMES_HINT) -> Any:
+              gone_hint: str | Callable[[], str] = RESUMES_HINT) -> T:
     delays = iter(policy.delays())
     tries = 0
     while True:
@@ -239,8 +241,8 @@ def broker_transient(response: urllib3.BaseHTTPResponse, base_url: str) -> _Tran
 def _describe(error: BaseException) -> str:
     """A short reason for a connection failure, without URLs (which may carry signatures)."""
     inner = error
-    while getattr(inner, "reason", None) is not None and isinstance(inner.reason, BaseException):
-        inner = inner.reason
+    while isinstance(reason := getattr(inner, "reason", None), BaseException):
+        inner = reason
     text = type(inner).__name__
     message = str(inner)
     for marker in ("Connection refused", "timed out", "reset by peer", "Broken pipe",
@@ -461,14 +463,17 @@ class BrokerClient:
 
         def attempt() -> str:
             try:
+                # urllib3 hands each chunk to sendall, which takes memoryviews as well
+                chunks = cast("Iterable[bytes]", body()) if size else b""
                 response = self.pool.request(
-                    "PUT", url, body=body() if size else b"", headers=sent_headers,
+                    "PUT", url, body=chunks, headers=sent_headers,
                     timeout=self.upload_timeout, redirect=False, preload_content=True,
                 )
             except (Urllib3Error, OSError) as error:
                 raise _Transient(f"no answer: {_describe(error)}") from None
             if 200 <= response.status < 300:
-                return (response.headers.get("ETag") or "").strip().strip('"')
+                etag: str = response.headers.get("ETag") or ""
+                return etag.strip().strip('"')
             code, message, hint = _store_problem(response)
             said = f"HTTP {response.status}" + (f" {code}" if code else "") + (
                 f": {message}" if message else "")

@@ -86,11 +86,11 @@ def parse_nda(raw: bytes, path: Path) -> NdaText:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise NdaTextError(path, line, "is not valid UTF-8") from None
+        at = raw[: error.start].count(b"\n") + 1
+        raise NdaTextError(path, at, "is not valid UTF-8") from None
     if "\r" in text:
-        line = text[: text.index("\r")].count("\n") + 1
-        raise NdaTextError(path, line, "has a carriage return; NDA texts use LF line endings only")
+        at = text[: text.index("\r")].count("\n") + 1
+        raise NdaTextError(path, at, "has a carriage return; NDA texts use LF line endings only")
     front, body = _split(text, path)
     fields: dict[str, str] = {}
     for number, line in front:

@@ -13,7 +13,7 @@ Pure: the clock and the sleep are given, so tests assert on the pauses, not on w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 DEFAULT_BURST_S = 1.0
 
@@ -55,8 +55,9 @@ class Throttle:
             self.slept_s += pause
             self._sleep(pause)
 
-    def reader(self, source: Any) -> ThrottledReader:
-        return ThrottledReader(source, self)
+    def reader(self, source: BinaryIO) -> BinaryIO:
+        # Duck-typed: its read and readinto are all that the stream's consumers call.
+        return cast(BinaryIO, ThrottledReader(source, self))
 
 
 class ThrottledReader:
@@ -67,7 +68,7 @@ class ThrottledReader:
         self._throttle = throttle
 
     def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
+        data: bytes = self._source.read(size)
         self._throttle.consume(len(data))
         return data
 

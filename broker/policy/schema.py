@@ -349,10 +349,11 @@ class _Reader:
             ),
         )
         version_node = fields.get("min_version")
+        version: str | None
         if version_node is None:
             version = None
         elif _is(version_node, "int"):
-            version: str | None = str(self.scalar(version_node))
+            version = str(self.scalar(version_node))
         elif _is(version_node, "float"):
             self.error(
                 version_node,
@@ -457,7 +458,7 @@ class _Reader:
             return None
         if None in (default_days, max_days, releases, renewal):
             return None
-        return GrantLimits(default_days, max_days, releases, bool(renewal))  # type: ignore[arg-type]
+        return GrantLimits(default_days, max_days, releases, bool(renewal))
 
     # values
 
@@ -505,7 +506,7 @@ class _Reader:
         if not (isinstance(node, ScalarNode) and _is(node, "str")):
             self.error(node, f"{what} must be a string, found {_kind(node)}")
             return None
-        value = node.value
+        value: str = node.value
         if pattern is not None and not pattern.match(value):
             self.error(node, f"{what} {value[:60]!r} is not valid: use {expected}")
             return None
@@ -535,7 +536,7 @@ class _Reader:
         return value
 
     def date(self, node: Node) -> date | None:
-        value: Any = None
+        value: date | None = None
         if isinstance(node, ScalarNode) and (_is(node, "timestamp") or _is(node, "str")):
             try:
                 value = date.fromisoformat(node.value)

@@ -74,7 +74,7 @@ def _leaves(escrow: Escrow, actor: Principal, filters: audit.EventFilter) -> Ite
         cursor = rows[-1].seq
 
 
-def _csv_values(event: dict) -> tuple[object, ...]:  # type: ignore[type-arg]
+def _csv_values(event: dict) -> tuple[object, ...]:
     actor = event.get("actor", {})
     subject = event.get("subject", {})
     model = subject.get("model")

@@ -391,7 +391,7 @@ def presign_parts(
     actor: Principal,
     deposit_id: str,
     index: int,
-    numbers: list[int],
+    numbers: object,  # the request's JSON, checked here
 ) -> list[dict[str, Any]]:
     deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
     _require_open(deposit)

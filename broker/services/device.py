@@ -29,7 +29,7 @@ from authlib.oauth2.rfc8628.endpoint import create_string_user_code
 from sqlalchemy import select, update
 
 from broker.adapters.db.models import DeviceAuthorization, LoginSession, UserToken
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.domain.principals import Principal
 from broker.domain.secrets import hash_secret, new_secret, prefix_of, secret_matches, split_secret
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
@@ -185,11 +185,13 @@ def _by_device_code(uow: UnitOfWork, device_code: str) -> DeviceAuthorization | 
 
 def _exchange(uow: UnitOfWork, grant: DeviceAuthorization) -> TokenPair:
     # Claim the code with a conditional update: of two polls racing, only one gets tokens.
-    claimed = uow.session.execute(
-        update(DeviceAuthorization)
-        .where(DeviceAuthorization.id == grant.id, DeviceAuthorization.state == APPROVED)
-        .values(state=USED, last_polled_at=now())
-    ).rowcount
+    claimed = rowcount(
+        uow.session.execute(
+            update(DeviceAuthorization)
+            .where(DeviceAuthorization.id == grant.id, DeviceAuthorization.state == APPROVED)
+            .values(state=USED, last_polled_at=now())
+        )
+    )
     if claimed != 1:
         raise InvalidGrantError("this device code was already exchanged for tokens")
     session = live_session(uow, grant.approved_session_id or "")
@@ -292,11 +294,13 @@ def _answer(
 ) -> DeviceAuthorization:
     grant = waiting(uow, user_code)
     # Conditional update: two answers racing (two tabs, two people) cannot both win.
-    answered = uow.session.execute(
-        update(DeviceAuthorization)
-        .where(DeviceAuthorization.id == grant.id, DeviceAuthorization.state == PENDING)
-        .values(state=state, user_id=browser.user_id)
-    ).rowcount
+    answered = rowcount(
+        uow.session.execute(
+            update(DeviceAuthorization)
+            .where(DeviceAuthorization.id == grant.id, DeviceAuthorization.state == PENDING)
+            .values(state=state, user_id=browser.user_id)
+        )
+    )
     if answered != 1:
         raise Conflict(
             f"code {grant.user_code} was already answered",

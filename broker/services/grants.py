@@ -29,9 +29,9 @@ import json
 import math
 import secrets
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Integer, Row, String, and_, bindparam, func, insert, select
+from sqlalchemy import Integer, Row, String, Table, and_, bindparam, func, insert, select
 
 from broker import age
 from broker.adapters.db.models import (
@@ -573,7 +573,7 @@ _EARLIER = (
     .subquery("earlier")
 )
 _INSERT_RELEASE = (
-    insert(KeyRelease.__table__)
+    insert(cast(Table, KeyRelease.__table__))  # a mapped class's __table__ is a Table
     .from_select(
         ["grant_id", "file_idx", "header_sha256", "created_at", "number"],
         select(

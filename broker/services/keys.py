@@ -77,7 +77,7 @@ def require_recent_login(
 # --- recipients -------------------------------------------------------------------------------
 
 
-def parse_key(text: str) -> tuple[age.Recipient, str]:
+def parse_key(text: object) -> tuple[age.Recipient, str]:
     """A researcher's recipient and its key type; anything else is a clear 422."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput(
@@ -134,7 +134,7 @@ def _label(label: object) -> str:
 
 
 def register_key(
-    uow: UnitOfWork, actor: Principal, recipient_text: str, label: object, origin: str
+    uow: UnitOfWork, actor: Principal, recipient_text: object, label: object, origin: str
 ) -> ResearcherKey:
     """A new pending key of the actor, with a fresh challenge encrypted to it."""
     require_recent_login(actor, "keys.manage")

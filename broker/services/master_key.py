@@ -52,7 +52,7 @@ from broker.adapters.custody.shares import (
     split_secret,
 )
 from broker.adapters.db.models import AuditEvent, Deposit, SigningKey
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.config import Settings
 from broker.container import Escrow
 from broker.domain.principals import OPERATOR
@@ -374,6 +374,7 @@ def _rewrap(escrow: Escrow, plan: _Plan, secret: WrappedSecret) -> int:
         )
     if plan.target.unwrap(blob, secret.context) != plain:  # never replace a blob by a worse one
         raise CustodyError(f"key rotation: the re-wrapped {secret.label} does not open")
+    table: type[Deposit | SigningKey]
     if secret.kind == DEPOSIT:
         # The bucket copy first: it is never behind the row (recovery reads only the bucket).
         _put_identity(escrow, secret.id, blob)
@@ -387,7 +388,7 @@ def _rewrap(escrow: Escrow, plan: _Plan, secret: WrappedSecret) -> int:
             .values({column.key: blob})
         )
         uow.commit()
-    return result.rowcount
+    return rowcount(result)
 
 
 def _sync_bucket(escrow: Escrow) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, null, select, union_all
 
 from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.auditlog.leaf import canonical_json
 from broker.domain.clock import now
 from broker.domain.names import check_role
@@ -128,13 +128,15 @@ def grant_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role
 
 def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
     organisation = get_org(uow, org)
-    removed = uow.session.execute(
-        delete(Membership).where(
-            Membership.user_id == user.id,
-            Membership.org_id == organisation.id,
-            Membership.role == role,
+    removed = rowcount(
+        uow.session.execute(
+            delete(Membership).where(
+                Membership.user_id == user.id,
+                Membership.org_id == organisation.id,
+                Membership.role == role,
+            )
         )
-    ).rowcount
+    )
     if removed:
         uow.audit("role.revoked", actor, {**audit_subject(user), "org": org}, {"role": role})
 
@@ -153,9 +155,11 @@ def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) 
 
 
 def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
-    removed = uow.session.execute(
-        delete(GlobalRole).where(GlobalRole.user_id == user.id, GlobalRole.role == role)
-    ).rowcount
+    removed = rowcount(
+        uow.session.execute(
+            delete(GlobalRole).where(GlobalRole.user_id == user.id, GlobalRole.role == role)
+        )
+    )
     if removed:
         uow.audit("role.revoked", actor, audit_subject(user), {"role": role})
 

@@ -8,6 +8,7 @@ of its tokens at once.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -195,7 +196,7 @@ _LIVE_TOKEN = (
 )
 
 
-def _token(uow: UnitOfWork, presented: str, prefix: str) -> list[Row[Any]]:
+def _token(uow: UnitOfWork, presented: str, prefix: str) -> Sequence[Row[*tuple[Any, ...]]]:
     """The live token a secret stands for, with its session's and user's state: one row per
     role pair of the person (at least one; the token's columns are the same in each)."""
     parts = split_secret(presented, prefix)

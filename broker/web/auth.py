@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
 
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
 from broker.errors import BadRequest, EscrowError

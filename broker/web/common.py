@@ -20,6 +20,7 @@ from flask import Blueprint, Flask, Response, g, redirect, render_template, requ
 from markupsafe import Markup
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from broker.adapters.db.uow import database_unavailable
 from broker.domain.access import RULES, GlobalRole, OrgRole, audit_scope, authorize
@@ -160,7 +161,7 @@ def page_doc(
 # --- errors as pages ---------------------------------------------------------------------------
 
 
-def error_page(error: Exception) -> Response:
+def error_page(error: Exception) -> WerkzeugResponse:
     """Every error of a page blueprint: the login page, or a page saying what happened."""
     if isinstance(error, HTTPException):
         code, name = error.code or 400, (error.name or "error").lower()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request, session
+from flask import Blueprint, make_response, redirect, render_template, request, session
+from werkzeug.wrappers import Response
 
 from broker.errors import BadRequest, EscrowError
 from broker.http.common import escrow

@@ -8,7 +8,8 @@ organisation concerned; views only parse, call a service and render.
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request
+from flask import redirect, render_template, request
+from werkzeug.wrappers import Response
 
 from broker.errors import BadRequest
 from broker.http.common import escrow

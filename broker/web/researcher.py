@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Response, redirect, render_template, request
+from flask import redirect, render_template, request
+from werkzeug.wrappers import Response
 
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.principals import Principal

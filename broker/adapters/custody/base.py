@@ -11,8 +11,11 @@ from typing import Protocol
 
 
 class KeyCustody(Protocol):
-    name: str  # the backend, as written in blobs: "local", "aws-kms"
-    key_id: str  # the key new blobs are wrapped with; compare with a blob's to plan rotation
+    # Read-only: an implementation may expose them as plain attributes or as properties.
+    @property
+    def name(self) -> str: ...  # the backend, as written in blobs: "local", "aws-kms"
+    @property
+    def key_id(self) -> str: ...  # the key new blobs are wrapped with; compare to plan rotation
 
     def wrap(self, secret: bytes, context: dict[str, str]) -> bytes: ...
     def unwrap(self, blob: bytes, context: dict[str, str]) -> bytes: ...

@@ -103,7 +103,7 @@ def answer_within(seconds: float) -> Iterator[None]:
         _answer_override.reset(token)
 
 
-class _BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+class _BoundedConnection(psycopg.Connection):
     """A psycopg connection whose every round trip waits a bounded time for the server.
 
     psycopg waits on the socket without end by default; a server that stopped answering (but
@@ -127,7 +127,9 @@ class _BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
 
 
 def _answer_within(engine: Engine, answer_s: float) -> None:
-    connection_class = type("BoundedConnection", (_BoundedConnection,), {"answer_s": answer_s})
+    connection_class: type[_BoundedConnection] = type(
+        "BoundedConnection", (_BoundedConnection,), {"answer_s": answer_s}
+    )
 
     @event.listens_for(engine, "do_connect")
     def connect(_dialect: object, _record: object, cargs: Any, cparams: Any) -> Any:

@@ -10,9 +10,20 @@ from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Executable, Result, Row, Select, bindparam, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Result,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -121,14 +132,16 @@ class UnitOfWork:
                 ) from error
             raise _not_made(error) from error
 
-    def rows(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Result[Any]:
+    def rows(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result[*tuple[Any, ...]]:
         """Run `statement` as plain SQL in this transaction (after writing pending ORM changes):
         rows, none of the ORM's per-row work. For the calls every request makes."""
         self.session.flush()
         return self.session.connection().execute(statement, parameters)
 
     def locked_with_audit_head(
-        self, statement: Select[Any], parameters: dict[str, Any]
+        self, statement: Select[*tuple[Any, ...]], parameters: dict[str, Any]
     ) -> Row[Any] | None:
         """The first row of `statement`, made by `with_audit_head`: the caller's row and the
         audit log's head locked in one round trip. The next `audit()` in this transaction
@@ -263,7 +276,12 @@ def database_unavailable(error: OperationalError) -> Unavailable:
     )
 
 
-def with_audit_head(statement: Select[Any], locked: Any) -> Select[Any]:
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run by session.execute matched (typed as any Result)."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def with_audit_head(statement: Select[*tuple[Any, ...]], locked: Any) -> Select[*tuple[Any, ...]]:
     """`statement` (one row) also reading the audit head, `locked`'s row and the head locked
     FOR UPDATE in that order, the order of every change that appends (its rows, then the
     head): for `UnitOfWork.locked_with_audit_head`."""
@@ -277,17 +295,20 @@ def with_audit_head(statement: Select[Any], locked: Any) -> Select[Any]:
 
 
 _LOCK_HEAD = select(AuditHead.size, AuditHead.frontier).where(AuditHead.id == 1).with_for_update()
-_INSERT_EVENT = insert(AuditEvent.__table__)
+# A mapped class's __table__ is a Table (typed as any FromClause).
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+_INSERT_EVENT = insert(_EVENTS)
 _UPDATE_HEAD = (
-    update(AuditHead.__table__)
-    .where(AuditHead.__table__.c.id == 1)
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
     .values(size=bindparam("new_size"), frontier=bindparam("new_frontier"))
 )
 
 
 _APPEND_EVENT = _UPDATE_HEAD.add_cte(
-    insert(AuditEvent.__table__)
-    .values({column.name: bindparam(column.name) for column in AuditEvent.__table__.c})
+    insert(_EVENTS)
+    .values({column.name: bindparam(column.name) for column in _EVENTS.c})
     .cte("event")
 )
 

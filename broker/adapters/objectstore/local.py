@@ -52,7 +52,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from broker.adapters.objectstore.base import (
     ObjectInfo,
@@ -280,7 +280,7 @@ class LocalStore:
         return self._presign(OP_PUT_PART, key, upload_id, part_number, expires_in, size)
 
     def write_part(
-        self, key: str, upload_id: str, part_number: int, body: BinaryIO, length: int
+        self, key: str, upload_id: str, part_number: int, body: IO[bytes], length: int
     ) -> UploadedPart:
         """Receive exactly `length` bytes from `body` as part `part_number`, replacing any
         earlier copy of that part. Memory stays at one block."""
@@ -309,7 +309,7 @@ class LocalStore:
         upload_id: str,
         directory: Path,
         part_number: int,
-        body: BinaryIO,
+        body: IO[bytes],
         length: int,
     ) -> UploadedPart:
         """An unplanned part (an upload made without part sizes) as a file of its own."""
@@ -344,7 +344,7 @@ class LocalStore:
         directory: Path,
         sizes: list[int],
         number: int,
-        body: BinaryIO,
+        body: IO[bytes],
         length: int,
     ) -> UploadedPart:
         """Write a planned part at its offset in the upload's data file.
@@ -781,7 +781,7 @@ def _decode_payload(payload: bytes) -> UrlGrant:
     return UrlGrant(_OP_NAMES[op], key, upload_id, part_number, expires_at, max_size)
 
 
-def _receive(body: BinaryIO, fd: int, length: int, *, offset: int | None = None) -> None:
+def _receive(body: IO[bytes], fd: int, length: int, *, offset: int | None = None) -> None:
     """Copy exactly `length` bytes from `body` to `fd` (at `offset` if given, else at the file's
     position), a block at a time (constant memory)."""
     readinto = getattr(body, "readinto", None)
@@ -789,7 +789,7 @@ def _receive(body: BinaryIO, fd: int, length: int, *, offset: int | None = None)
     received = 0
     while received < length:
         want = min(BLOCK_SIZE, length - received)
-        if buffer is None:
+        if buffer is None or readinto is None:
             # A WSGI server's own input (gunicorn): read() already returns new bytes.
             data = body.read(want)
             n = len(data)
@@ -816,7 +816,9 @@ def _copy_stream(source: BinaryIO, fd: int, size: int, key: str) -> None:
     copied = 0
     with memoryview(buffer) as view:
         while copied < size:
-            n = _read_fully(source.readinto, view[: min(BLOCK_SIZE, size - copied)])
+            # typeshed's BinaryIO has no readinto; every source here is a file or a store's stream
+            readinto = source.readinto  # type: ignore[attr-defined]
+            n = _read_fully(readinto, view[: min(BLOCK_SIZE, size - copied)])
             if not n:
                 raise StorageError(
                     f"local store could not put {key!r}: the source ended after {copied} of "
