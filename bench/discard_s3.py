@@ -69,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
             left -= n
         return b"", length
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         bucket, key, query = self._target()
         if not key:
             STATE.buckets.add(bucket)
@@ -84,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
             STATE.objects[(bucket, key)] = data if size <= SMALL else size
         return self._reply(200, headers={"ETag": '"0"'})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         bucket, key, query = self._target()
         self._body(keep=True)
         if "uploads" in query:
@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
             f'<ETag>"0-{len(parts)}"</ETag></CompleteMultipartUploadResult>'
         ).encode())
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         bucket, key, query = self._target()
         if not key:  # ListObjectsV2 (`escrow init` lists the signing keys), in one page
             return self._list(bucket, query.get("prefix", [""])[0])
@@ -144,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
             "</ListBucketResult>"
         ).encode())
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         bucket, key, _ = self._target()
         if not key:
             return self._reply(200 if bucket in STATE.buckets else 404)
@@ -158,7 +158,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", '"0"')
         self.end_headers()
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         bucket, key, query = self._target()
         with STATE.lock:
             if "uploadId" in query:

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fetch"))
 
-from deposit import (  # noqa: E402  (bench/deposit.py)
+from deposit import (
     BUCKET,
     ESCROW,
     MIB,

@@ -50,7 +50,7 @@ from broker.cli.serving import wait_until_serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deposit import (  # noqa: E402  (bench/deposit.py)
+from deposit import (
     ESCROW,
     ROOT,
     free_port,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deposit import (  # noqa: E402  (bench/deposit.py)
+from deposit import (
     ESCROW,
     MIB,
     broker,

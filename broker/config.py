@@ -157,7 +157,7 @@ def _durability(env: Mapping[str, str], storage_url: str) -> dict[str, Any]:
     }
 
 
-def _jobs_and_database(env: Mapping[str, str]) -> dict[str, int]:
+def _jobs_and_database(env: Mapping[str, str]) -> dict[str, Any]:
     """The job queue's lease and retry settings and the database's time limits."""
     lease = _whole_number(env, "ESCROW_JOB_LEASE_S", 30, 3600)
     if lease < 3:

@@ -61,17 +61,20 @@ def read_deployment(data_dir: Path) -> Deployment | None:
         document = json.loads(text)
         if document.get("format") != FORMAT:
             raise ValueError(f"format {document.get('format')!r}")
-        fields = {
-            name: str(document[name])
-            for name in ("data_dir", "origin", "public_url_at_init", "public_url", "initialised_at")
-        }
+        deployment = Deployment(
+            data_dir=str(document["data_dir"]),
+            origin=str(document["origin"]),
+            public_url_at_init=str(document["public_url_at_init"]),
+            public_url=str(document["public_url"]),
+            initialised_at=str(document["initialised_at"]),
+        )
     except (ValueError, KeyError, AttributeError) as error:
         raise ConfigError(
             f"the deployment record {path} is damaged ({error})",
             hint="restore it from a backup: its `origin` names the audit log and must not "
             "change (the first line of any checkpoint in audit/checkpoints/ of the store shows it)",
         ) from None
-    return Deployment(**fields)
+    return deployment
 
 
 def write_deployment(data_dir: Path, deployment: Deployment) -> None:

@@ -24,7 +24,7 @@ from broker.services.worker import run_pending
 WEIGHTS = {"model.safetensors": b"\x00weights\x01" * 9000, "config.json": b'{"layers": 2}'}
 
 
-def depositor_token(escrow, org: str = "acme-ai") -> str:  # noqa: ANN001
+def depositor_token(escrow, org: str = "acme-ai") -> str:
     """The organisation (created if need be) and a depositor token of it."""
     with escrow.uow() as uow:
         if admin.find_org(uow, org) is None:
@@ -34,7 +34,7 @@ def depositor_token(escrow, org: str = "acme-ai") -> str:  # noqa: ANN001
         return admin.create_token(uow, OPERATOR, org, "depositor", days=1).token
 
 
-def deposit(client, escrow, token: str, files: dict[str, bytes] | None = None,  # noqa: ANN001
+def deposit(client, escrow, token: str, files: dict[str, bytes] | None = None,
             model: str = "acme-ai/gpt-small", version: str = "2024-05",
             seal: bool = True) -> dict:
     """Open, upload every file, finalise, and (by default) run the worker, which seals."""
@@ -54,7 +54,7 @@ def deposit(client, escrow, token: str, files: dict[str, bytes] | None = None,  
     return made
 
 
-def upload(client, escrow, auth: dict, made: dict, index: int, data: bytes) -> None:  # noqa: ANN001
+def upload(client, escrow, auth: dict, made: dict, index: int, data: bytes) -> None:
     base = f"/api/v1/deposits/{made['deposit_id']}/files/{index}"
     out = io.BytesIO()
     age.encrypt(io.BytesIO(data), out, [age.parse_recipient(made["recipient"])])

@@ -29,7 +29,7 @@ def require_part() -> Callable[[bool, str], None]:
 
 
 
-def _postgres_admin():  # noqa: ANN202
+def _postgres_admin():
     import psycopg
 
     url = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
@@ -37,11 +37,11 @@ def _postgres_admin():  # noqa: ANN202
 
 
 @pytest.fixture(scope="session")
-def postgres_template():  # noqa: ANN201
+def postgres_template():
     """A database migrated to head, used as the template of each test's own database."""
     try:
         admin = _postgres_admin()
-    except Exception as error:  # noqa: BLE001 - any failure means "PostgreSQL is not there"
+    except Exception as error:
         _require_part(False, f"PostgreSQL at {POSTGRES_ADMIN_URL} ({error})")
     name = f"escrow_tpl_{secrets.token_hex(4)}"
     admin.execute(f'CREATE DATABASE "{name}"')
@@ -118,7 +118,7 @@ def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str):  # noqa: ANN201
+def settings(tmp_path: Path, database_url: str):
     from broker.config import load_settings
 
     return load_settings(
@@ -127,7 +127,7 @@ def settings(tmp_path: Path, database_url: str):  # noqa: ANN201
 
 
 @pytest.fixture
-def escrow(settings):  # noqa: ANN001, ANN201
+def escrow(settings):
     """An initialised escrow: local store and key, on each kind of database."""
     from broker.services.setup import initialise
 
@@ -137,7 +137,7 @@ def escrow(settings):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def app(escrow):  # noqa: ANN001, ANN201
+def app(escrow):
     from broker import create_app
 
     application = create_app(escrow.settings)
@@ -147,12 +147,12 @@ def app(escrow):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def broker_server(tmp_path: Path):  # noqa: ANN201
+def broker_server(tmp_path: Path):
     """A broker on embedded defaults (SQLite, local store, local key) in a real process."""
     broker = start_broker(tmp_path)
     yield broker
@@ -194,7 +194,7 @@ def web_listener() -> Iterator[socket.socket]:
         yield listener
 
 
-def _start_oidc_provider(tmp_path_factory, web_listener, name: str):  # noqa: ANN001, ANN202
+def _start_oidc_provider(tmp_path_factory, web_listener, name: str):
     command = servers.oidc_provider_command()
     _require_part(command is not None,
                   f"node and oidc-provider ({servers.OIDC_PROVIDER_PACKAGE}; run make test-peers)")
@@ -204,14 +204,14 @@ def _start_oidc_provider(tmp_path_factory, web_listener, name: str):  # noqa: AN
 
 
 @pytest.fixture(scope="session")
-def oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:  # noqa: ANN001
+def oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:
     """A real OpenID Provider on loopback, for the whole session (tests reset `tamper`)."""
     with _start_oidc_provider(tmp_path_factory, web_listener, "oidc") as provider:
         yield provider
 
 
 @pytest.fixture(scope="session")
-def second_oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:  # noqa: ANN001
+def second_oidc_provider(tmp_path_factory, web_listener) -> Iterator[servers.OidcProvider]:
     """Another OpenID Provider (its own keys and accounts), for mix-up tests."""
     with _start_oidc_provider(tmp_path_factory, web_listener, "oidc2") as provider:
         yield provider

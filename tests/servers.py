@@ -72,7 +72,7 @@ class Endpoint:
             region_name=self.region,
         )
 
-    @functools.cache  # noqa: B019 - endpoints live for the whole session anyway
+    @functools.cache
     def client(self, service: str) -> Any:
         from botocore.config import Config
 

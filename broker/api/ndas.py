@@ -71,7 +71,7 @@ OPENAPI = {
 }
 
 
-def _library():  # noqa: ANN202 - an NdaLibrary
+def _library():
     return service.library(escrow().settings.policy_dir)
 
 

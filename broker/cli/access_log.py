@@ -4,6 +4,7 @@ secrets in their path, the OIDC callback an authorization code in its query."""
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -25,8 +26,10 @@ def redact_uri(uri: str) -> str:
 
 
 class RedactingLogger(Logger):
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict:
-        atoms = super().atoms(resp, req, environ, request_time)
+    def atoms(
+        self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: Any
+    ) -> Any:  # gunicorn's own TypedDict, with our header keys added: a plain dict of it
+        atoms: dict[str, Any] = dict(super().atoms(resp, req, environ, request_time))
         path = environ.get("PATH_INFO", "")
         query = environ.get("QUERY_STRING", "")
         shown = redact_uri(path + (f"?{query}" if query else ""))
@@ -37,7 +40,7 @@ class RedactingLogger(Logger):
                 atoms[header] = "[redacted]"
         return atoms
 
-    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         # gunicorn names the failing request's URI here ("Error handling request %s").
         super().exception(msg, *(redact_uri(a) if isinstance(a, str) else a for a in args),
                           **kwargs)

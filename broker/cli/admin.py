@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -165,7 +165,7 @@ def _new_private_file(path: Path) -> TextIO:
 def token_list(as_json: bool) -> None:
     """List the service tokens (never their secrets): id, org, role, expiry, label."""
     with server_escrow().uow() as uow:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": t.id,
                 "org": t.organisation.name,

@@ -113,7 +113,7 @@ def ensure_broker(url: str, data_dir: Path, story: Story) -> Served:
     story.say(f"no broker answers at {url}: starting `escrow serve --host {host} --port {port}` "
               f"(log: {log})")
     with log.open("ab") as sink:
-        process = subprocess.Popen(  # noqa: S603 - our own command, no shell
+        process = subprocess.Popen(
             [sys.executable, "-m", "broker.cli", "serve", "--host", host, "--port", port,
              "--workers", "2"],
             stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -188,7 +188,7 @@ def ssh_sign(key: Path, data: bytes) -> str:
         message = Path(scratch) / "nda.md"
         message.write_bytes(data)
         try:
-            result = subprocess.run(  # noqa: S603 - fixed program, no shell
+            result = subprocess.run(
                 [program, "-Y", "sign", "-n", SSH_NAMESPACE, "-f", str(key), str(message)],
                 capture_output=True,
                 timeout=300,

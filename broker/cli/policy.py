@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,7 +53,7 @@ def check(directory: Path | None, as_json: bool) -> None:
         )
         emit(result, as_json, lines)
         sys.exit(1)
-    listed = [
+    listed: list[dict[str, Any]] = [
         {
             "id": p.id,
             "file": str(p.path),

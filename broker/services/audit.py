@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from broker.adapters.db.models import AuditCheckpoint, AuditEvent, AuditHead
@@ -261,7 +261,7 @@ def event(uow: UnitOfWork, actor: Principal, seq: int) -> AuditEvent:
 def _visible(query: Any, scope: AuditScope) -> Any:
     if scope.everything:
         return query
-    mine = []
+    mine: list[ColumnElement[bool]] = []
     if scope.orgs:
         mine.append(AuditEvent.org.in_(sorted(scope.orgs)))
     if scope.user_id is not None:

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, null, select, union_all
+from sqlalchemy import CompoundSelect, bindparam, delete, null, select, union_all
 
 from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork, rowcount
@@ -165,7 +165,7 @@ def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str)
 
 
 # One round trip, built once: every authenticated call asks it. A global role has no organisation.
-_ROLES = union_all(
+_ROLES: CompoundSelect[tuple[str | None, str]] = union_all(
     select(Organisation.name, Membership.role)
     .join(Organisation, Organisation.id == Membership.org_id)
     .where(Membership.user_id == bindparam("user_id")),

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -171,9 +172,10 @@ def read_bucket(escrow: Escrow, manifest_key: bytes | None) -> Bucket:
             "the bucket's manifest key is not the pinned one you gave: the bucket was tampered "
             "with or belongs to another deployment"
         )
+    manifest_key = public.get("manifest")
     for deposit_id in _deposit_ids(store):
         _attempt(bucket, f"deposit {deposit_id}",
-                 lambda d=deposit_id: _read_deposit(escrow, bucket, d, public.get("manifest")))
+                 partial(_read_deposit, escrow, bucket, deposit_id, manifest_key))
     _attempt(bucket, "audit log", lambda: _read_log(escrow, bucket, public.get("checkpoint")))
     return bucket
 

@@ -263,7 +263,9 @@ def redeem_login_link(uow: UnitOfWork, presented: str) -> LoginSession:
         hint="ask the operator for a new one: escrow admin login-link USER",
     )
     parts = split_secret(presented, "ell")
-    link = uow.session.get(LoginLink, parts[0]) if parts else None
+    if parts is None:
+        raise refused
+    link = uow.session.get(LoginLink, parts[0])
     if link is None or not secret_matches(parts[1], link.secret_sha256):
         raise refused
     moment = now()

@@ -12,7 +12,7 @@ from broker.services.recovery import RecoveryFailed, recover
 
 
 @pytest.fixture
-def fresh(escrow, tmp_path):  # noqa: ANN001, ANN201
+def fresh(escrow, tmp_path):
     """The same data directory, store and master key, with a new empty database."""
     from broker.services.setup import initialise
 
@@ -26,7 +26,7 @@ def test_fixity_restores_the_signing_keys_and_recovery_accepts_the_bucket(
     escrow,
     sealed,
     events,
-    fresh,  # noqa: ANN001
+    fresh,
 ) -> None:
     intact = run_fixity(escrow, SYSTEM, max_bytes_per_s=0)
     assert intact.ok and intact.keys_repaired == []  # nothing to repair: nothing rewritten

@@ -41,21 +41,21 @@ def own_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stoppabl
 
 
 @pytest.fixture
-def settings(settings, own_s3: StoppableS3):  # noqa: ANN001, ANN201
+def settings(settings, own_s3: StoppableS3):
     return settings.with_overrides(
         storage_url=f"s3://{BUCKET}/escrow", s3_endpoint_url=own_s3.endpoint.url
     )
 
 
 @pytest.fixture
-def granted(sealed, researcher, reviewer) -> dict:  # noqa: ANN001
+def granted(sealed, researcher, reviewer) -> dict:
     request_id = researcher.ask().json["request"]["id"]
     decided = reviewer.post(f"/api/v1/requests/{request_id}/approve")
     assert decided.status_code == 200, decided.json
     return decided.json["grant"]
 
 
-def releases(escrow) -> int:  # noqa: ANN001
+def releases(escrow) -> int:
     with escrow.uow() as uow:
         return uow.session.scalar(select(func.count()).select_from(KeyRelease))
 
@@ -65,7 +65,7 @@ def test_a_release_during_a_store_outage_counts_nothing(
     granted,
     researcher,
     own_s3,
-    events,  # noqa: ANN001
+    events,
 ) -> None:
     url = f"/api/v1/grants/{granted['id']}/files/0/release"
     first = researcher.post(url)
@@ -85,7 +85,7 @@ def test_a_release_during_a_store_outage_counts_nothing(
     assert len(events("key.released")) == 1
 
 
-def test_a_release_of_a_missing_payload_counts_nothing(escrow, granted, researcher, events):  # noqa: ANN001
+def test_a_release_of_a_missing_payload_counts_nothing(escrow, granted, researcher, events):
     from broker.services.deposits import deposit_prefix, payload_key
 
     escrow.store.delete(deposit_prefix(granted["deposit_id"]) + payload_key(0))

@@ -102,7 +102,7 @@ def test_a_blob_that_is_not_an_envelope_is_refused(custody: LocalCustody, blob: 
 
 
 @pytest.mark.parametrize("context", [{}, {"deposit": 1}, None])
-def test_a_context_must_name_what_it_protects(custody: LocalCustody, context) -> None:  # noqa: ANN001
+def test_a_context_must_name_what_it_protects(custody: LocalCustody, context) -> None:
     with pytest.raises(CustodyError, match="context"):
         custody.wrap(SECRET, context)
 
@@ -198,7 +198,7 @@ def test_open_custody_refuses_what_it_cannot_open(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def kms(moto_endpoint) -> AwsKmsCustody:  # noqa: ANN001
+def kms(moto_endpoint) -> AwsKmsCustody:
     key = moto_endpoint.client("kms").create_key(Description="escrow test")["KeyMetadata"]
     session = moto_endpoint.session()
     return AwsKmsCustody(key["KeyId"], endpoint_url=moto_endpoint.url, session=session)
@@ -234,7 +234,7 @@ def test_kms_refuses_a_local_blob_naming_the_backend_it_needs(
 
 
 @pytest.mark.s3
-def test_kms_errors_become_custody_errors(moto_endpoint) -> None:  # noqa: ANN001
+def test_kms_errors_become_custody_errors(moto_endpoint) -> None:
     missing = AwsKmsCustody(
         "alias/no-such-key", endpoint_url=moto_endpoint.url, session=moto_endpoint.session()
     )
@@ -250,7 +250,7 @@ def test_kms_check_describes_the_key(kms: AwsKmsCustody) -> None:
 
 
 @pytest.mark.s3
-def test_open_custody_opens_aws_kms(moto_endpoint, tmp_path: Path) -> None:  # noqa: ANN001
+def test_open_custody_opens_aws_kms(moto_endpoint, tmp_path: Path) -> None:
     opened = open_custody(
         "aws-kms", data_dir=tmp_path, kms_key_id="alias/x", endpoint_url=moto_endpoint.url
     )

@@ -499,7 +499,7 @@ def test_an_upload_aborted_while_a_part_arrives_answers_object_missing(
     upload = local_store.create_multipart("k", [size] if planned else None)
 
     class AbortingBody(io.BytesIO):
-        def readinto(self, buffer):  # noqa: ANN001, ANN202
+        def readinto(self, buffer):
             local_store.abort_multipart("k", upload)
             return super().readinto(buffer)
 

@@ -21,7 +21,7 @@ def path_of(url: str) -> str:
     return urlsplit(url).path
 
 
-def assert_problem(response, status: int, detail: str) -> None:  # noqa: ANN001
+def assert_problem(response, status: int, detail: str) -> None:
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
     body = response.get_json()

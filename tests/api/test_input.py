@@ -50,7 +50,7 @@ class CountingBody(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001
+    def readinto(self, buffer) -> int:
         n = max(0, min(len(buffer), self.size - self.position))
         buffer[:n] = b"[" * n
         self.position += n
@@ -58,14 +58,14 @@ class CountingBody(io.RawIOBase):
         return n
 
 
-def post_unread(client, path: str, size: int, headers: dict | None = None):  # noqa: ANN001, ANN201
+def post_unread(client, path: str, size: int, headers: dict | None = None):
     body = CountingBody(size)
     response = client.post(path, input_stream=body, content_length=size,
                            content_type="application/json", headers=headers or {})
     return response, body.read_bytes
 
 
-def problem(response, status: int, *words: str) -> dict:  # noqa: ANN001
+def problem(response, status: int, *words: str) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     for word in words:
@@ -260,7 +260,7 @@ def test_fetch_applies_the_same_rule() -> None:
     assert len(manifest_files({"files": [entry(0, "a/b"), entry(1, "a/c")]})) == 2
 
 
-def _register(lab, recipients_extra: list[str], encrypt_to: list,  # noqa: ANN001
+def _register(lab, recipients_extra: list[str], encrypt_to: list,
               version: str = "1") -> object:
     data = b"weights"
     made = lab.open({"model.bin": data}, version=version, extra_recipients=recipients_extra)

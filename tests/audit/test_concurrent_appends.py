@@ -31,7 +31,7 @@ def test_sixteen_concurrent_writers_leave_a_gapless_consistent_log(escrow):
                     uow.audit("test.concurrent", OPERATOR, {"org": "acme-ai"},
                               {"writer": writer, "n": number})
                     uow.commit()
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]

@@ -76,7 +76,7 @@ class Tab:
         return response.json()
 
 
-def login_link(escrow, email: str, name: str, **roles: tuple) -> str:  # noqa: ANN001
+def login_link(escrow, email: str, name: str, **roles: tuple) -> str:
     """A person with roles, and a single-use login link for them (as `escrow admin
     login-link` makes): the path to open."""
     login = make_login(escrow, email, name, roles.get("org_roles", ()),

@@ -62,7 +62,7 @@ def browser_listener() -> Iterator[socket.socket]:
 
 
 @pytest.fixture(scope="session")
-def browser_provider(tmp_path_factory, browser_listener) -> Iterator[servers.OidcProvider]:  # noqa: ANN001
+def browser_provider(tmp_path_factory, browser_listener) -> Iterator[servers.OidcProvider]:
     """A real OpenID Provider that knows this socket's /auth/callback."""
     command = servers.oidc_provider_command()
     require_part(command is not None,
@@ -74,13 +74,13 @@ def browser_provider(tmp_path_factory, browser_listener) -> Iterator[servers.Oid
 
 
 @pytest.fixture(scope="session")
-def served(browser_listener) -> Iterator[WebBroker]:  # noqa: ANN001
+def served(browser_listener) -> Iterator[WebBroker]:
     with serve(browser_listener) as broker:
         yield broker
 
 
 @pytest.fixture
-def settings(settings, tmp_path, served, browser_provider):  # noqa: ANN001, ANN201
+def settings(settings, tmp_path, served, browser_provider):
     return settings.with_overrides(
         policy_dir=make_policy_dir(tmp_path / "policies"),
         public_url=served.url,
@@ -89,7 +89,7 @@ def settings(settings, tmp_path, served, browser_provider):  # noqa: ANN001, ANN
 
 
 @pytest.fixture
-def site(app, served) -> Iterator[str]:  # noqa: ANN001
+def site(app, served) -> Iterator[str]:
     """The app of this test, served; its URL."""
     served.app = app
     yield served.url
@@ -100,7 +100,7 @@ def site(app, served) -> Iterator[str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def tab(chromium, site) -> Iterator[Callable[[], Tab]]:  # noqa: ANN001
+def tab(chromium, site) -> Iterator[Callable[[], Tab]]:
     """tab() -> a new tab with its own cookies (a person of its own), in Paris time."""
     contexts = []
 

@@ -15,11 +15,11 @@ PROVIDER_ACCOUNT = "ada"  # Ada Lovelace, ada@uni.example (tests/node/oidc_provi
 
 
 @pytest.fixture
-def lab(escrow, app) -> dict:  # noqa: ANN001
+def lab(escrow, app) -> dict:
     return deposit(app.test_client(), escrow, depositor_token(escrow))
 
 
-def log_in_at_the_provider(tab, account: str) -> None:  # noqa: ANN001
+def log_in_at_the_provider(tab, account: str) -> None:
     """From the broker's Log in link through the provider's login and consent pages, back."""
     page = tab.page
     page.get_by_role("link", name="Log in").click()
@@ -31,14 +31,14 @@ def log_in_at_the_provider(tab, account: str) -> None:  # noqa: ANN001
         page.wait_for_load_state()
 
 
-def register_a_key(tab) -> tuple[age.Identity, dict]:  # noqa: ANN001
+def register_a_key(tab) -> tuple[age.Identity, dict]:
     """What `escrow keys add age1…` does from the terminal, with this browser's login."""
     identity = age.generate_x25519_identity()
     return identity, tab.api("POST", "/api/v1/me/keys",
                              {"recipient": identity.to_recipient().encode()})
 
 
-def prove_the_key(tab, identity: age.Identity, made: dict) -> None:  # noqa: ANN001
+def prove_the_key(tab, identity: age.Identity, made: dict) -> None:
     """What `escrow keys prove KEY_ID --identity key.txt` does."""
     out = io.BytesIO()
     age.decrypt(io.BytesIO(made["challenge"].encode()), out, [identity])

@@ -12,7 +12,7 @@ from web.seed import add_proven_key, deposit, depositor_token, make_login, sign_
 
 
 @pytest.fixture
-def pending(escrow, app) -> str:  # noqa: ANN001
+def pending(escrow, app) -> str:
     """A sealed deposit and Rosa's pending request for it (made from her terminal)."""
     client = app.test_client()
     deposit(client, escrow, depositor_token(escrow))

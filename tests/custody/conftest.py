@@ -8,5 +8,5 @@ from .support import make_deposits
 
 
 @pytest.fixture
-def deposits(escrow) -> list[str]:  # noqa: ANN001
+def deposits(escrow) -> list[str]:
     return make_deposits(escrow, 4)

@@ -149,7 +149,7 @@ def test_two_rotations_at_once_never_drop_a_new_key(escrow, deposits, monkeypatc
     def run_a() -> None:
         try:
             other["report"] = rotate(escrow, settle_s=0)
-        except Exception as error:  # noqa: BLE001  (what A ends with is the point)
+        except Exception as error:
             other["error"] = error
 
     def b_switches_late(*args: object) -> None:

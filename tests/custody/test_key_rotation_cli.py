@@ -45,7 +45,7 @@ def local_key(settings: Settings) -> str:
     return f"local:{key_id_of(read_key_file(settings.key_file))}"
 
 
-def wait_for(stream, text: str) -> list[str]:  # noqa: ANN001
+def wait_for(stream, text: str) -> list[str]:
     seen = []
     for line in iter(stream.readline, ""):
         seen.append(line)
@@ -113,7 +113,7 @@ def test_the_wrong_key_file_changes_nothing_and_says_why(escrow, deposits, tmp_p
 
 
 @pytest.mark.s3
-def test_moving_to_kms_from_the_command_line(escrow, deposits, moto_endpoint):  # noqa: ANN001
+def test_moving_to_kms_from_the_command_line(escrow, deposits, moto_endpoint):
     key_id = moto_endpoint.client("kms").create_key()["KeyMetadata"]["KeyId"]
     aws = {
         "AWS_ENDPOINT_URL_KMS": moto_endpoint.url,

@@ -22,14 +22,14 @@ pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
-def kms_key_id(moto_endpoint) -> str:  # noqa: ANN001
+def kms_key_id(moto_endpoint) -> str:
     return moto_endpoint.client("kms").create_key(Description="escrow rotation")["KeyMetadata"][
         "KeyId"
     ]
 
 
 @pytest.fixture
-def open_kms(moto_endpoint):  # noqa: ANN001, ANN201
+def open_kms(moto_endpoint):
     def opened(key_id: str) -> AwsKmsCustody:
         session = moto_endpoint.session()
         return AwsKmsCustody(key_id, endpoint_url=moto_endpoint.url, session=session)
@@ -37,11 +37,11 @@ def open_kms(moto_endpoint):  # noqa: ANN001, ANN201
     return opened
 
 
-def broker(escrow: Escrow, current, open_kms) -> Escrow:  # noqa: ANN001
+def broker(escrow: Escrow, current, open_kms) -> Escrow:
     """A broker process with `current` custody and a keyring reading both backends (what
     `open_custody` builds, with moto's credentials)."""
 
-    def reader(info):  # noqa: ANN001, ANN202
+    def reader(info):
         if info.backend == "local":
             return LocalCustody(escrow.settings.key_file)
         return open_kms(info.key_id)
@@ -53,7 +53,7 @@ def broker(escrow: Escrow, current, open_kms) -> Escrow:  # noqa: ANN001
 
 
 @pytest.fixture
-def local_broker(escrow, open_kms) -> Escrow:  # noqa: ANN001
+def local_broker(escrow, open_kms) -> Escrow:
     return broker(escrow, LocalCustody(escrow.settings.key_file), open_kms)
 
 

@@ -119,7 +119,7 @@ def test_a_share_file_keeps_its_key_id_and_words() -> None:
 # --- split and join the master key file -------------------------------------------------------
 
 
-def split_files(escrow, tmp_path: Path, n: int = 5, m: int = 3) -> list[Path]:  # noqa: ANN001
+def split_files(escrow, tmp_path: Path, n: int = 5, m: int = 3) -> list[Path]:
     with escrow.uow() as uow:
         split = split_master_key(uow, escrow.settings, n, m)
     return write_share_files(tmp_path / "shares", split)

@@ -91,7 +91,7 @@ def test_the_keyring_refuses_a_backend_it_does_not_know(key_file: Path, tmp_path
 
 
 @pytest.fixture
-def aws_env(moto_endpoint, monkeypatch) -> None:  # noqa: ANN001
+def aws_env(moto_endpoint, monkeypatch) -> None:
     """open_custody builds its KMS clients from the environment, as in production."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_endpoint.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_endpoint.secret_access_key)
@@ -104,7 +104,7 @@ def test_a_local_keyring_reads_kms_blobs_and_a_kms_keyring_reads_local_ones(
     key_file: Path,
     tmp_path: Path,
     moto_endpoint,
-    aws_env,  # noqa: ANN001
+    aws_env,
 ):
     key_id = moto_endpoint.client("kms").create_key()["KeyMetadata"]["KeyId"]
     kms = AwsKmsCustody(key_id, endpoint_url=moto_endpoint.url, session=moto_endpoint.session())

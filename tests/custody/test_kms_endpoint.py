@@ -10,7 +10,7 @@ from broker.container import build_escrow
 
 
 @pytest.mark.s3
-def test_the_kms_endpoint_setting_is_used(moto_endpoint, tmp_path, monkeypatch):  # noqa: ANN001
+def test_the_kms_endpoint_setting_is_used(moto_endpoint, tmp_path, monkeypatch):
     key_id = moto_endpoint.client("kms").create_key()["KeyMetadata"]["KeyId"]
     monkeypatch.delenv("AWS_ENDPOINT_URL_KMS", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

@@ -70,7 +70,7 @@ def _head_and_leaves(sessions) -> tuple[int, bytes, list[int], list[bytes]]:
         return head.size, head.frontier, list(seqs), list(digests)
 
 
-def _org_locking_the_head(sessions, events: int):  # noqa: ANN202
+def _org_locking_the_head(sessions, events: int):
     """Organisation acme-ai after `events` appends, and the statement that locks its row and
     the audit head (locked_with_audit_head)."""
     from broker.adapters.db.uow import with_audit_head

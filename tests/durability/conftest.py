@@ -16,24 +16,24 @@ def mirror_url() -> str:
 
 
 @pytest.fixture
-def settings(settings, mirror_url: str):  # noqa: ANN001, ANN201
+def settings(settings, mirror_url: str):
     # No budget by default: tests that check the pacing give their own (and a fake clock).
     return settings.with_overrides(mirror_url=mirror_url, fixity_max_bytes_per_s=0)
 
 
 @pytest.fixture
-def sealed(escrow, client) -> dict:  # noqa: ANN001
+def sealed(escrow, client) -> dict:
     """acme-ai/gpt-small@2024-05, deposited through the API and sealed by the worker."""
     return seal(client, escrow)
 
 
 @pytest.fixture
-def primary_root(escrow) -> Path:  # noqa: ANN001
+def primary_root(escrow) -> Path:
     return escrow.store.objects_root
 
 
 @pytest.fixture
-def operator_page(app, escrow):  # noqa: ANN001, ANN201
+def operator_page(app, escrow):
     """operator_page() -> the HTML of /operator, seen by a logged-in operator."""
     from web.seed import make_login
 

@@ -15,7 +15,7 @@ __all__ = ["WEIGHTS", "depositor_token", "seal"]
 MODEL = "acme-ai/gpt-small"
 
 
-def seal(client, escrow, files: dict[str, bytes] | None = None,  # noqa: ANN001
+def seal(client, escrow, files: dict[str, bytes] | None = None,
          version: str = "2024-05", token: str | None = None) -> dict:
     """Deposit `files` (default WEIGHTS) as acme-ai/gpt-small@version and let the worker seal."""
     return deposit(client, escrow, token or depositor_token(escrow), files, MODEL, version)
@@ -26,7 +26,7 @@ def payload_key(deposit: dict, path: str = "model.safetensors") -> str:
     return f"deposits/{deposit['deposit_id']}/files/{index}.payload"
 
 
-def flip_byte(store, key: str, offset: int = 100) -> None:  # noqa: ANN001
+def flip_byte(store, key: str, offset: int = 100) -> None:
     """Rot one bit of a stored object in place, as a disk would (the file is rewritten)."""
     data = bytearray(store.get_bytes(key))
     data[offset] ^= 0x01
@@ -47,7 +47,7 @@ def rot_on_disk(root: Path, key: str, offset: int = 100) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def audit_events(escrow, action: str) -> list[dict]:  # noqa: ANN001
+def audit_events(escrow, action: str) -> list[dict]:
     from sqlalchemy import select
 
     from broker.adapters.db.models import AuditEvent

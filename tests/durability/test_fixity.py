@@ -15,15 +15,15 @@ from broker.domain.principals import OPERATOR, SYSTEM
 from broker.services.fixity import FixitySchedule, plan, run_fixity
 
 
-def stored(escrow, deposit_id: str) -> Deposit:  # noqa: ANN001
+def stored(escrow, deposit_id: str) -> Deposit:
     with escrow.uow() as uow:
         deposit = uow.session.get(Deposit, deposit_id)
-        deposit.files  # noqa: B018 - load them before the session closes
+        deposit.files
         uow.session.expunge_all()
         return deposit
 
 
-def set_verified(escrow, deposit_id: str, when: datetime | None) -> None:  # noqa: ANN001
+def set_verified(escrow, deposit_id: str, when: datetime | None) -> None:
     with escrow.uow() as uow:
         uow.session.get(Deposit, deposit_id).last_verified_at = when
         uow.commit()

@@ -25,7 +25,7 @@ def mirror_url(mirror_root: Path) -> str:
     return mirror_root.as_uri()
 
 
-def deposit_keys(store, deposit: dict) -> list[str]:  # noqa: ANN001
+def deposit_keys(store, deposit: dict) -> list[str]:
     return store.list_keys(f"deposits/{deposit['deposit_id']}/")
 
 

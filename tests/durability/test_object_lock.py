@@ -24,21 +24,21 @@ from broker.services.worker import run_pending
 PREFIX = "escrow"
 
 
-def new_bucket(moto_endpoint, locked: bool) -> str:  # noqa: ANN001
+def new_bucket(moto_endpoint, locked: bool) -> str:
     bucket = f"escrow-{secrets.token_hex(4)}"
     moto_endpoint.client("s3").create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=locked)
     return bucket
 
 
 @pytest.fixture
-def s3_env(moto_endpoint, monkeypatch):  # noqa: ANN001, ANN201
+def s3_env(moto_endpoint, monkeypatch):
     for name, value in moto_endpoint.env().items():
         monkeypatch.setenv(name, value)
     return moto_endpoint
 
 
 @pytest.fixture
-def s3_escrow(settings, s3_env):  # noqa: ANN001, ANN201
+def s3_escrow(settings, s3_env):
     """s3_escrow(locked=True) -> (escrow, its app's client, bucket): an escrow on a new bucket
     of moto (with Object Lock enabled, or not) and ESCROW_OBJECT_LOCK_DAYS=1."""
     from broker import create_app
@@ -46,7 +46,7 @@ def s3_escrow(settings, s3_env):  # noqa: ANN001, ANN201
 
     made = []
 
-    def make(locked: bool = True):  # noqa: ANN202
+    def make(locked: bool = True):
         bucket = new_bucket(s3_env, locked=locked)
         configured = settings.with_overrides(
             storage_url=f"s3://{bucket}/{PREFIX}", s3_endpoint_url=s3_env.url,

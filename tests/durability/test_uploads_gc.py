@@ -24,7 +24,7 @@ from broker.services.uploads import gc_uploads, parse_age
 WEEK = timedelta(days=7)
 
 
-def open_two_uploads(client, escrow) -> tuple[dict, dict]:  # noqa: ANN001
+def open_two_uploads(client, escrow) -> tuple[dict, dict]:
     """A deposit with two files, each upload started and one part (or none) received."""
     auth = {"Authorization": f"Bearer {depositor_token(escrow)}"}
     opened = client.post(
@@ -48,7 +48,7 @@ def open_two_uploads(client, escrow) -> tuple[dict, dict]:  # noqa: ANN001
     return made, auth
 
 
-def staged(escrow) -> dict[str, str]:  # noqa: ANN001
+def staged(escrow) -> dict[str, str]:
     """upload id -> key of every upload the local store holds."""
     root = Path(escrow.settings.data_dir) / "staging"
     return {
@@ -58,7 +58,7 @@ def staged(escrow) -> dict[str, str]:  # noqa: ANN001
     }
 
 
-def age_upload(escrow, upload_id: str, days: int) -> None:  # noqa: ANN001
+def age_upload(escrow, upload_id: str, days: int) -> None:
     """Make a staged upload look idle for `days` (its creation and its parts' times)."""
     directory = Path(escrow.settings.data_dir) / "staging" / upload_id
     meta = json.loads((directory / "upload.json").read_text())
@@ -70,7 +70,7 @@ def age_upload(escrow, upload_id: str, days: int) -> None:  # noqa: ANN001
     age_deposit(escrow, meta["key"], days)
 
 
-def age_deposit(escrow, key: str, days: int) -> None:  # noqa: ANN001
+def age_deposit(escrow, key: str, days: int) -> None:
     """The deposit an upload's key names was opened `days` ago (an upload is never older than
     its deposit, whatever the store's clock says)."""
     from sqlalchemy import update
@@ -83,7 +83,7 @@ def age_deposit(escrow, key: str, days: int) -> None:  # noqa: ANN001
         uow.commit()
 
 
-def test_an_idle_upload_is_listed_then_aborted_and_a_recent_one_kept(escrow, client):  # noqa: ANN001
+def test_an_idle_upload_is_listed_then_aborted_and_a_recent_one_kept(escrow, client):
     made, _auth = open_two_uploads(client, escrow)
     uploads = staged(escrow)
     old_index = next(f["index"] for f in made["files"] if f["path"] == "old.bin")
@@ -113,7 +113,7 @@ def test_an_idle_upload_is_listed_then_aborted_and_a_recent_one_kept(escrow, cli
     assert gc_uploads(escrow, WEEK) == []  # nothing left to abort
 
 
-def test_the_cli_lists_what_it_aborts(escrow, client, monkeypatch):  # noqa: ANN001
+def test_the_cli_lists_what_it_aborts(escrow, client, monkeypatch):
     made, _auth = open_two_uploads(client, escrow)
     for upload_id in staged(escrow):
         age_upload(escrow, upload_id, days=3)
@@ -152,7 +152,7 @@ def test_ages_are_a_number_and_a_unit(text: str, expected: timedelta) -> None:
     assert parse_age(text) == expected
 
 
-def test_s3_uploads_are_listed_and_aborted(moto_endpoint, escrow) -> None:  # noqa: ANN001
+def test_s3_uploads_are_listed_and_aborted(moto_endpoint, escrow) -> None:
     """ListMultipartUploads on a real S3 server: an idle upload goes, with its bytes counted."""
     bucket = f"escrow-{secrets.token_hex(4)}"
     raw = moto_endpoint.client("s3")
@@ -187,7 +187,7 @@ def test_s3_uploads_are_listed_and_aborted(moto_endpoint, escrow) -> None:  # no
 
 def test_a_new_upload_of_an_open_deposit_is_kept_whatever_the_stores_clock_says(
     moto_endpoint, escrow, client
-) -> None:  # noqa: ANN001
+) -> None:
     """moto reports every upload as initiated in 2010: the worker's gc, which runs as it
     starts, must not abort a deposit's upload made a moment ago (it did, mid-deposit)."""
     made, _auth = open_two_uploads(client, escrow)  # the deposit, opened just now

@@ -16,7 +16,7 @@ from broker.services import sessions
 RACERS = 8
 
 
-def race(work) -> list[object]:  # noqa: ANN001
+def race(work) -> list[object]:
     """Run `work()` on RACERS threads released together; each one's result or error."""
     start = threading.Barrier(RACERS)
     results: list[object] = [None] * RACERS

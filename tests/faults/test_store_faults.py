@@ -58,7 +58,7 @@ class ResetAfter:
         return False
 
 
-def start_s3(tmp_path: Path, name: str):  # noqa: ANN201
+def start_s3(tmp_path: Path, name: str):
     command = servers.moto_server_command()
     require_part(command is not None, "moto_server (pip install 'moto[server]')")
     return servers.moto_server(tmp_path / name, command)
@@ -128,7 +128,7 @@ def test_a_store_that_stops_then_comes_back_empty(tmp_path: Path):
 
 
 @pytest.fixture(autouse=True)
-def _no_aws_leak(monkeypatch):  # noqa: ANN001, ANN202
+def _no_aws_leak(monkeypatch):
     """The broker gets the test server's credentials only, never the developer's."""
     for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)

@@ -53,7 +53,7 @@ def deposit_state(broker, deposit_id: str) -> dict:
         return json.load(response)
 
 
-def wait_for(what: str, check, timeout_s: float = 60.0):  # noqa: ANN001, ANN201
+def wait_for(what: str, check, timeout_s: float = 60.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if found := check():
@@ -63,12 +63,12 @@ def wait_for(what: str, check, timeout_s: float = 60.0):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def start_worker():  # noqa: ANN201
+def start_worker():
     """start_worker(broker, log) -> an `escrow worker` process, killed at the end whatever
     happened (a failed test must not leave workers running)."""
     started: list[subprocess.Popen] = []
 
-    def start(broker, log: Path) -> subprocess.Popen:  # noqa: ANN001
+    def start(broker, log: Path) -> subprocess.Popen:
         process = subprocess.Popen([ESCROW_BIN, "worker"], env=broker.env,
                                    stdout=log.open("ab"), stderr=subprocess.STDOUT)
         started.append(process)

@@ -28,7 +28,7 @@ from fetch_support import Researcher
 from werkzeug.serving import make_server
 
 
-def _api_support():  # noqa: ANN202
+def _api_support():
     """tests/api/conftest.py as a module of its own name (every conftest is "conftest")."""
     path = Path(__file__).resolve().parents[1] / "api" / "conftest.py"
     spec = importlib.util.spec_from_file_location("fetch_api_support", path)
@@ -60,7 +60,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, listener: socket.socket):  # noqa: ANN201
+def settings(tmp_path: Path, database_url: str, listener: socket.socket):
     from broker.config import load_settings
 
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -93,17 +93,17 @@ class Served:
 
 
 class CountingApp:
-    def __init__(self, app, served: Served) -> None:  # noqa: ANN001
+    def __init__(self, app, served: Served) -> None:
         self.app, self.served = app, served
 
-    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+    def __call__(self, environ, start_response):
         body = self.app(environ, start_response)
         if not environ.get("PATH_INFO", "").startswith("/store/v1/") \
                 or environ.get("REQUEST_METHOD") != "GET":
             return body
         return self._count(body)
 
-    def _count(self, body):  # noqa: ANN001, ANN202
+    def _count(self, body):
         sent = 0
         try:
             for piece in body:

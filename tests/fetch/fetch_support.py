@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
-def seal(escrow, lab, files: dict[str, bytes], version: str = "2024-05",  # noqa: ANN001
+def seal(escrow, lab, files: dict[str, bytes], version: str = "2024-05",
          classical: bool = True) -> dict:
     """A sealed deposit of `files` (classical by default: faster, and `age` opens it)."""
     from broker.services import worker
@@ -33,7 +33,7 @@ class Researcher:
     user_id: int
 
 
-def grant(escrow, researcher: Researcher, deposit_id: str, *,  # noqa: ANN001
+def grant(escrow, researcher: Researcher, deposit_id: str, *,
           releases_per_file: int = 10, expires_in: timedelta = timedelta(days=1)) -> str:
     """An approved request and an active grant for the researcher's key (seeded)."""
     from broker.adapters.db.models import AccessRequest, ResearcherKey

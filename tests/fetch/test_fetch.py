@@ -45,20 +45,20 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def granted(escrow, lab, researcher, broker_url, env):  # noqa: ANN001, ANN201
+def granted(escrow, lab, researcher, broker_url, env):
     deposit = seal(escrow, lab, FILES)
     grant_id = grant(escrow, researcher, deposit["deposit_id"])
     return deposit, grant_id
 
 
-def run_cli(broker_url: str, researcher, out: Path, *extra: str):  # noqa: ANN001, ANN201
+def run_cli(broker_url: str, researcher, out: Path, *extra: str):
     result = CliRunner().invoke(fetch_command, [
         "acme-ai/gpt-small@2024-05", "--broker", broker_url, "--token", researcher.token,
         "--identity", str(researcher.identity_file), "--out", str(out), "--json", *extra])
     return result
 
 
-def fetcher(broker_url: str, researcher, out: Path, **options) -> Fetcher:  # noqa: ANN001
+def fetcher(broker_url: str, researcher, out: Path, **options) -> Fetcher:
     from broker.client import pins
 
     client = BrokerClient(broker_url, researcher.token, retry=RetryPolicy(attempts=1))
@@ -67,7 +67,7 @@ def fetcher(broker_url: str, researcher, out: Path, **options) -> Fetcher:  # no
     return Fetcher(client, FetchOptions("acme-ai/gpt-small@2024-05", out, **opts))
 
 
-def objects(escrow, deposit_id: str) -> Path:  # noqa: ANN001
+def objects(escrow, deposit_id: str) -> Path:
     return Path(escrow.settings.data_dir) / "objects" / "deposits" / deposit_id
 
 

@@ -27,20 +27,20 @@ TIMEOUT_S = 10
 
 
 @pytest.fixture(scope="session")
-def web_broker(web_listener) -> Iterator[WebBroker]:  # noqa: ANN001
+def web_broker(web_listener) -> Iterator[WebBroker]:
     with serve(web_listener) as broker:
         yield broker
 
 
 @pytest.fixture
-def mount(escrow, web_broker, oidc_provider) -> Iterator[Callable[..., object]]:  # noqa: ANN001
+def mount(escrow, web_broker, oidc_provider) -> Iterator[Callable[..., object]]:
     """`mount(uni=provider, ...)` serves a broker app configured with these providers, each
     under its name."""
     from broker import create_app
 
     apps = []
 
-    def _mount(**providers):  # noqa: ANN003, ANN202
+    def _mount(**providers):
         issuers = tuple(issuer_config(p, name) for name, p in providers.items())
         settings = escrow.settings.with_overrides(public_url=web_broker.url, oidc_issuers=issuers)
         app = create_app(settings)
@@ -56,7 +56,7 @@ def mount(escrow, web_broker, oidc_provider) -> Iterator[Callable[..., object]]:
 
 
 @pytest.fixture
-def login_app(mount, oidc_provider):  # noqa: ANN001, ANN201
+def login_app(mount, oidc_provider):
     """The broker with one provider: the test provider, named "uni"."""
     return mount(uni=oidc_provider)
 
@@ -69,11 +69,11 @@ class Browser:
     broker: str
     http: requests.Session = field(default_factory=requests.Session)
 
-    def get(self, url: str, **kwargs) -> requests.Response:  # noqa: ANN003
+    def get(self, url: str, **kwargs) -> requests.Response:
         return self.http.get(urljoin(self.broker, url), allow_redirects=False,
                              timeout=TIMEOUT_S, **kwargs)
 
-    def post(self, url: str, **kwargs) -> requests.Response:  # noqa: ANN003
+    def post(self, url: str, **kwargs) -> requests.Response:
         return self.http.post(urljoin(self.broker, url), allow_redirects=False,
                               timeout=TIMEOUT_S, **kwargs)
 
@@ -127,12 +127,12 @@ class Browser:
 
 
 @pytest.fixture
-def browser(web_broker) -> Browser:  # noqa: ANN001
+def browser(web_broker) -> Browser:
     return Browser(web_broker.url)
 
 
 @pytest.fixture
-def new_browser(web_broker) -> Callable[[], Browser]:  # noqa: ANN001
+def new_browser(web_broker) -> Callable[[], Browser]:
     return lambda: Browser(web_broker.url)
 
 
@@ -142,13 +142,13 @@ CSRF = "test-csrf-token"
 
 
 @pytest.fixture
-def settings(settings, tmp_path):  # noqa: ANN001, ANN201
+def settings(settings, tmp_path):
     """The page tests' policy directory (one reviewer's approval, the NDA, a proven key)."""
     return settings.with_overrides(policy_dir=make_policy_dir(tmp_path / "policies"))
 
 
 @pytest.fixture
-def sealed(escrow, client) -> dict:  # noqa: ANN001
+def sealed(escrow, client) -> dict:
     """acme-ai/gpt-small@2024-05, deposited through the API and sealed by the worker."""
     return deposit(client, escrow, depositor_token(escrow))
 
@@ -160,10 +160,10 @@ class Visitor:
     client: object
     login: Login | None = None
 
-    def get(self, path: str, **kwargs):  # noqa: ANN003, ANN201
+    def get(self, path: str, **kwargs):
         return self.client.get(path, headers={"Accept": "text/html"}, **kwargs)
 
-    def post(self, path: str, data: dict | None = None, *, csrf: bool = True):  # noqa: ANN201
+    def post(self, path: str, data: dict | None = None, *, csrf: bool = True):
         form = {**(data or {}), **({"csrf_token": CSRF} if csrf else {})}
         return self.client.post(path, data=form, headers={"Accept": "text/html"})
 
@@ -174,7 +174,7 @@ class Visitor:
 
 
 @pytest.fixture
-def visitor(app, escrow) -> Callable[..., Visitor]:  # noqa: ANN001
+def visitor(app, escrow) -> Callable[..., Visitor]:
     """visitor(email=None, name=..., org_roles=(), global_roles=()) -> a Visitor logged in as
     that person (anonymous without an email)."""
 
@@ -196,7 +196,7 @@ def visitor(app, escrow) -> Callable[..., Visitor]:  # noqa: ANN001
 
 
 @pytest.fixture
-def researcher(visitor, client) -> Visitor:  # noqa: ANN001
+def researcher(visitor, client) -> Visitor:
     """Rosa: eligible under the policy (a proven key, the NDA signed)."""
     rosa = visitor("rosa@uni.example", "Rosa Franklin")
     add_proven_key(client, rosa.login.auth)
@@ -205,5 +205,5 @@ def researcher(visitor, client) -> Visitor:  # noqa: ANN001
 
 
 @pytest.fixture
-def reviewer(visitor) -> Visitor:  # noqa: ANN001
+def reviewer(visitor) -> Visitor:
     return visitor("rita@acme.example", "Rita Reviewer", (("acme-ai", "reviewer"),))

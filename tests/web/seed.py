@@ -63,7 +63,7 @@ class Login:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def make_login(escrow, email: str, name: str, org_roles: tuple[tuple[str, str], ...] = (),  # noqa: ANN001
+def make_login(escrow, email: str, name: str, org_roles: tuple[tuple[str, str], ...] = (),
                global_roles: tuple[str, ...] = ()) -> Login:
     """A person (created if need be) with these roles, logged in just now."""
     with escrow.uow() as uow:
@@ -81,7 +81,7 @@ def make_login(escrow, email: str, name: str, org_roles: tuple[tuple[str, str], 
         return Login(user.id, session.id, token)
 
 
-def add_proven_key(client, auth: dict[str, str]) -> str:  # noqa: ANN001
+def add_proven_key(client, auth: dict[str, str]) -> str:
     """Register a fresh age key and prove it by decrypting the challenge; the key id."""
     identity = age.generate_x25519_identity()
     made = client.post("/api/v1/me/keys", headers=auth,
@@ -96,14 +96,14 @@ def add_proven_key(client, auth: dict[str, str]) -> str:  # noqa: ANN001
     return made.json["id"]
 
 
-def sign_nda(client, auth: dict[str, str], name: str = "Rosa Example") -> None:  # noqa: ANN001
+def sign_nda(client, auth: dict[str, str], name: str = "Rosa Example") -> None:
     text = client.get(f"/api/v1/ndas/{NDA_ID}").json
     signed = client.post(f"/api/v1/ndas/{NDA_ID}/signatures", headers=auth, json={
         "version": text["version"], "sha256": text["sha256"], "typed_name": name})
     assert signed.status_code == 201, signed.json
 
 
-def make_login_link(escrow) -> str:  # noqa: ANN001
+def make_login_link(escrow) -> str:
     """A single-use login link for Ada (made if need be), as `escrow admin login-link` makes."""
     with escrow.uow() as uow:
         user = people.upsert_user(uow, OPERATOR, ISSUER, "ada-sub",

@@ -23,7 +23,7 @@ class WebBroker:
     url: str
     app: object | None = None
 
-    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+    def __call__(self, environ, start_response):
         return self.app(environ, start_response)
 
 
@@ -41,7 +41,7 @@ def serve(listener: socket.socket) -> Iterator[WebBroker]:
         server.server_close()
 
 
-def issuer_config(provider, name: str = "uni") -> OidcIssuer:  # noqa: ANN001
+def issuer_config(provider, name: str = "uni") -> OidcIssuer:
     """How an operator would configure the test provider, with the documented ESCROW_OIDC_*
     variables: authoritative for uni.example. No ESCROW_OIDC_SCOPES: the broker asks for the
     affiliation scope itself because affiliation scopes are set (the provider releases

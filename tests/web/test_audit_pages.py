@@ -15,7 +15,7 @@ from broker.web import audit as audit_pages
 
 
 @pytest.fixture
-def auditor(visitor):  # noqa: ANN001, ANN201
+def auditor(visitor):
     return visitor("audrey@audit.example", "Audrey Auditor", global_roles=("auditor",))
 
 

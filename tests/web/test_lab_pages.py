@@ -11,7 +11,7 @@ from broker.adapters.db.models import AccessRequest, Grant, Membership
 REQUEST_PAGE = "/request/acme-ai/gpt-small/2024-05"
 
 
-def rows(escrow, model) -> list:  # noqa: ANN001
+def rows(escrow, model) -> list:
     """The table's rows, loaded and detached (readable after the transaction ends)."""
     with escrow.uow() as uow:
         found = list(uow.session.scalars(select(model)))
@@ -20,7 +20,7 @@ def rows(escrow, model) -> list:  # noqa: ANN001
 
 
 @pytest.fixture
-def pending(researcher, escrow, sealed) -> str:  # noqa: ANN001
+def pending(researcher, escrow, sealed) -> str:
     """Rosa's pending request for acme-ai/gpt-small@2024-05."""
     made = researcher.post(REQUEST_PAGE, {"purpose": "sycophancy interpretability study"})
     assert made.status_code == 303
@@ -29,7 +29,7 @@ def pending(researcher, escrow, sealed) -> str:  # noqa: ANN001
 
 
 @pytest.fixture
-def granted(pending, reviewer, escrow) -> str:  # noqa: ANN001
+def granted(pending, reviewer, escrow) -> str:
     reviewer.post(f"/lab/requests/{pending}/decide", {"decision": "approve"})
     (grant,) = rows(escrow, Grant)
     return grant.id

@@ -100,7 +100,7 @@ def test_next_keeps_local_paths(target):
 # --- configuration --------------------------------------------------------------------------
 
 
-def settings(tmp_path, **env):  # noqa: ANN001, ANN003, ANN201
+def settings(tmp_path, **env):
     return load_settings({"ESCROW_DATA_DIR": str(tmp_path), **env})
 
 

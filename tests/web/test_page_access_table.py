@@ -47,7 +47,7 @@ TABLE = {
 NOT_PAGES = ("/api/", "/auth/", "/oauth/", "/store/", "/static/", "/healthz")
 
 
-def page_routes(app) -> set[str]:  # noqa: ANN001
+def page_routes(app) -> set[str]:
     routes = set()
     for rule in app.url_map.iter_rules():
         if "GET" in rule.methods and not rule.rule.startswith(NOT_PAGES):
@@ -60,7 +60,7 @@ def test_the_table_names_every_page(app):
 
 
 @pytest.fixture
-def people(visitor) -> dict:  # noqa: ANN001
+def people(visitor) -> dict:
     return {
         "anonymous": visitor(),
         "researcher": visitor("rosa@uni.example"),

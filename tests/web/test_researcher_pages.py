@@ -14,7 +14,7 @@ from broker.adapters.db.models import AccessRequest, Grant, NdaSignature
 REQUEST_PAGE = "/request/acme-ai/gpt-small/2024-05"
 
 
-def rows(escrow, model) -> list:  # noqa: ANN001
+def rows(escrow, model) -> list:
     """The table's rows, loaded and detached (readable after the transaction ends)."""
     with escrow.uow() as uow:
         found = list(uow.session.scalars(select(model)))
@@ -22,7 +22,7 @@ def rows(escrow, model) -> list:  # noqa: ANN001
         return found
 
 
-def approve(reviewer, request_id: str) -> None:  # noqa: ANN001
+def approve(reviewer, request_id: str) -> None:
     decided = reviewer.post(f"/lab/requests/{request_id}/decide", {"decision": "approve"})
     assert decided.status_code == 303, decided.get_data(as_text=True)
 

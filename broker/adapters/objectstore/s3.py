@@ -11,11 +11,14 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:  # boto3-stubs: a development dependency, for mypy only
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 from broker.adapters.objectstore.base import (
     ObjectInfo,
@@ -183,11 +186,12 @@ class S3Store:
         with self._errors("lock", self.bucket):
             try:
                 found = self._client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = found.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") != _NO_LOCK_CONFIGURATION:
                     raise
-                found = {}
-        if found.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+                enabled = None
+        if enabled != "Enabled":
             raise StorageError(
                 f"s3 bucket {self.bucket!r} has no Object Lock, so sealing a deposit would "
                 "fail when it locks the objects",
@@ -270,7 +274,9 @@ class S3Store:
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
         check_part_list([p.number for p in parts])
-        listed = [{"PartNumber": p.number, "ETag": f'"{normalise_etag(p.etag)}"'} for p in parts]
+        listed: list[CompletedPartTypeDef] = [
+            {"PartNumber": p.number, "ETag": f'"{normalise_etag(p.etag)}"'} for p in parts
+        ]
         with self._errors(f"complete upload {upload_id} of", key):
             self._client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -303,10 +309,10 @@ class S3Store:
             newest, size = started, 0
             try:
                 with self._errors(f"list parts of upload {upload['UploadId']} of", key):
-                    pages = self._client.get_paginator("list_parts").paginate(
+                    part_pages = self._client.get_paginator("list_parts").paginate(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
-                    for page in pages:
+                    for page in part_pages:
                         for part in page.get("Parts", []):
                             size += part["Size"]
                             newest = max(newest, part["LastModified"])
