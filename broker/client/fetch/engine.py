@@ -342,12 +342,9 @@ class Fetcher:
                 self.progress.add_kept(mf.payload_size)
             handle.flush()
             os.fsync(handle.fileno())
-        digest = hasher.hexdigest()
-        if digest != mf.sha256:
-            raise FileIntegrityError(
-                mf.path, f"SHA-256 is {digest}, the signed manifest says {mf.sha256}"
-            )
-        return self._put_in_place(mf, part, target, state, bool(have), downloaded)
+        return self._checked_in_place(
+            mf, hasher.hexdigest(), part, target, state, bool(have), downloaded
+        )
 
     def _fetch_age_file(
         self,
@@ -397,11 +394,25 @@ class Fetcher:
                 )
             handle.flush()
             os.fsync(handle.fileno())
-        if key is not None and hasher.hexdigest() != mf.sha256:
+        digest = hasher.hexdigest() if key is not None else None  # no identity: not checked
+        return self._checked_in_place(mf, digest, part, target, state, bool(known), downloaded)
+
+    def _checked_in_place(
+        self,
+        mf: ManifestFile,
+        digest: str | None,
+        part: Path,
+        target: Path,
+        state: FetchState,
+        resumed: bool,
+        downloaded: int,
+    ) -> FileOutcome:
+        """Refuse a file whose plaintext SHA-256 is not the manifest's, else put it in place."""
+        if digest is not None and digest != mf.sha256:
             raise FileIntegrityError(
-                mf.path, f"SHA-256 is {hasher.hexdigest()}, the signed manifest says {mf.sha256}"
+                mf.path, f"SHA-256 is {digest}, the signed manifest says {mf.sha256}"
             )
-        return self._put_in_place(mf, part, target, state, bool(known), downloaded)
+        return self._put_in_place(mf, part, target, state, resumed, downloaded)
 
     def _reopen_age_part(
         self,
