@@ -56,6 +56,12 @@ def obj(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null (a member that is present with no value yet, e.g. a file's sha256
+    before it is uploaded)."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
 def array(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
 
