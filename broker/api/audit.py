@@ -47,8 +47,10 @@ def _query(
     return spec
 
 
-def _filtered(summary: str, ok: dict, content_type: str = "application/json") -> dict:
-    spec = operation(summary, ok, content_type=content_type)
+def _filtered(
+    summary: str, ok: dict, content_type: str = "application/json", also: dict | None = None
+) -> dict:
+    spec = operation(summary, ok, content_type=content_type, also=also)
     spec["parameters"] = FILTERS
     return spec
 
@@ -101,6 +103,7 @@ OPENAPI = {
             "the events you may see as ?format=jsonl (one leaf per line) or csv",
             STRING,
             content_type="application/x-ndjson",
+            also={"text/csv": STRING},
         )
     },
 }
