@@ -41,8 +41,30 @@ DEPOSIT = obj(
     recipient=STRING,
     recipient_type=STRING,
     classical=BOOLEAN,
+    created_at=STRING,
+    sealed_at=nullable(STRING),
+    last_verified_at=nullable(STRING),
+    failure=nullable(STRING),
+    failure_hint=nullable(STRING),
+    verification=nullable(
+        obj(
+            state=STRING,
+            attempts=INTEGER,
+            error=nullable(STRING),
+            next_attempt_at=nullable(STRING),
+            worker=nullable(STRING),
+            heartbeat_at=nullable(STRING),
+        )
+    ),
     files=array(
-        obj(index=INTEGER, path=STRING, size=INTEGER, state=STRING, sha256=nullable(STRING))
+        obj(
+            index=INTEGER,
+            path=STRING,
+            size=INTEGER,
+            state=STRING,
+            sha256=nullable(STRING),
+            error=nullable(STRING),
+        )
     ),
 )
 FILE = path_params("deposit_id", "index")
