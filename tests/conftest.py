@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import servers
+from contract import watch
 from live import POSTGRES_ADMIN_URL, postgres_url, start_broker
 from live import require_part as _require_part
 
@@ -25,8 +26,6 @@ def require_part() -> Callable[[bool, str], None]:
 # --- databases -------------------------------------------------------------------------------
 # Every database test runs on SQLite and on PostgreSQL. The schema always comes from
 # `alembic upgrade head`: once per run into a template, then copied per test (fast, isolated).
-
-
 
 
 def _postgres_admin():
@@ -142,8 +141,10 @@ def app(escrow):
 
     application = create_app(escrow.settings)
     application.config["TESTING"] = True
+    violations = watch(application)  # every /api/v1 answer against the OpenAPI document
     yield application
     application.extensions["escrow"].engine.dispose()
+    assert not violations, "answers not as the OpenAPI document says:\n" + "\n".join(violations)
 
 
 @pytest.fixture
@@ -175,8 +176,9 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.
 def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Endpoint]:
     """s3rver (node; enforces presigned-URL expiry) in a subprocess, for the whole session."""
     command = servers.s3rver_command()
-    _require_part(command is not None,
-                  f"node and s3rver ({servers.S3RVER_JS}; run make test-peers)")
+    _require_part(
+        command is not None, f"node and s3rver ({servers.S3RVER_JS}; run make test-peers)"
+    )
     with servers.s3rver(tmp_path_factory.mktemp("s3rver"), command) as endpoint:
         yield endpoint
 
@@ -196,8 +198,10 @@ def web_listener() -> Iterator[socket.socket]:
 
 def _start_oidc_provider(tmp_path_factory, web_listener, name: str):
     command = servers.oidc_provider_command()
-    _require_part(command is not None,
-                  f"node and oidc-provider ({servers.OIDC_PROVIDER_PACKAGE}; run make test-peers)")
+    _require_part(
+        command is not None,
+        f"node and oidc-provider ({servers.OIDC_PROVIDER_PACKAGE}; run make test-peers)",
+    )
     callback = f"http://127.0.0.1:{web_listener.getsockname()[1]}/auth/callback"
     client = servers.OidcClient("escrow-broker", secrets.token_urlsafe(24), (callback,))
     return servers.oidc_provider(tmp_path_factory.mktemp(name), command, client)
@@ -251,9 +255,11 @@ def make_person(escrow):
     ) -> Person:
         with escrow.uow() as uow:
             user = people.upsert_user(
-                uow, OPERATOR, PERSON_ISSUER, email,
-                people.Claims(email=email, email_verified=True,
-                              name=name or email.split("@")[0]),
+                uow,
+                OPERATOR,
+                PERSON_ISSUER,
+                email,
+                people.Claims(email=email, email_verified=True, name=name or email.split("@")[0]),
             )
             for org, role in org_roles:
                 if admin.find_org(uow, org) is None:

@@ -20,7 +20,16 @@ import json
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import caller, escrow, json_body, problem
-from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.http.openapi import (
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    array,
+    nullable,
+    obj,
+    operation,
+    path_params,
+)
 from broker.services import access as service
 from broker.services import grants
 
@@ -42,20 +51,22 @@ REQUEST = obj(
     deposit_id=STRING,
     state={"enum": ["pending", "approved", "denied", "withdrawn"]},
     purpose=STRING,
-    days_requested=INTEGER,
-    key_id=STRING,
+    days_requested=nullable(INTEGER),
+    key_id=nullable(STRING),
     decision=DECISION,
-    grant_id=STRING,
-    renews_grant_id=STRING,
+    grant_id=nullable(STRING),
+    renews_grant_id=nullable(STRING),
     reviews=array(obj(reviewer=STRING, approve=BOOLEAN, comment=STRING, created_at=STRING)),
     researcher=obj(),
-    renews_grant=obj(id=STRING, state=STRING, not_before=STRING, expires_at=STRING, key_id=STRING),
+    renews_grant=nullable(
+        obj(id=STRING, state=STRING, not_before=STRING, expires_at=STRING, key_id=STRING)
+    ),
 )
 ASK = obj(model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING)
 GRANT = obj(
     id=STRING,
     request_id=STRING,
-    renews_grant_id=STRING,
+    renews_grant_id=nullable(STRING),
     model=STRING,
     version=STRING,
     deposit_id=STRING,
@@ -64,7 +75,7 @@ GRANT = obj(
     state={"enum": ["active", "not-yet-valid", "expired", "revoked"]},
     not_before=STRING,
     expires_at=STRING,
-    revoked_at=STRING,
+    revoked_at=nullable(STRING),
     releases_per_file=INTEGER,
     files=array(obj(index=INTEGER, path=STRING, size=INTEGER, sha256=STRING, releases=INTEGER)),
 )

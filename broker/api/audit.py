@@ -37,16 +37,20 @@ FILTERS = [
 ]
 
 
-def _query(names: tuple[str, ...], summary: str, ok: dict, auth: bool = False) -> dict:
-    spec = operation(summary, ok, auth=auth)
+def _query(
+    names: tuple[str, ...], summary: str, ok: dict, auth: bool = False, also: dict | None = None
+) -> dict:
+    spec = operation(summary, ok, auth=auth, also=also)
     spec["parameters"] = [
         {"name": n, "in": "query", "required": False, "schema": STRING} for n in names
     ]
     return spec
 
 
-def _filtered(summary: str, ok: dict, content_type: str = "application/json") -> dict:
-    spec = operation(summary, ok, content_type=content_type)
+def _filtered(
+    summary: str, ok: dict, content_type: str = "application/json", also: dict | None = None
+) -> dict:
+    spec = operation(summary, ok, content_type=content_type, also=also)
     spec["parameters"] = FILTERS
     return spec
 
@@ -58,6 +62,7 @@ OPENAPI = {
             "the newest signed checkpoint (C2SP tlog-checkpoint note as text/plain, or "
             "{size, note} for Accept: application/json), or the one signed at ?size=",
             obj(size=INTEGER, note=STRING),
+            also={"text/plain": STRING},
         )
     },
     "/api/v1/audit/consistency": {
@@ -78,8 +83,7 @@ OPENAPI = {
     "/api/v1/audit/entries": {
         "get": _query(
             ("start", "end"),
-            "raw entries [start, end), at most 1000: base64 of exactly the bytes hashed "
-            "(auditors)",
+            "raw entries [start, end), at most 1000: base64 of exactly the bytes hashed (auditors)",
             obj(entries=array(obj(seq=INTEGER, leaf=STRING, leaf_hash=STRING))),
             auth=True,
         )
@@ -99,6 +103,7 @@ OPENAPI = {
             "the events you may see as ?format=jsonl (one leaf per line) or csv",
             STRING,
             content_type="application/x-ndjson",
+            also={"text/csv": STRING},
         )
     },
 }

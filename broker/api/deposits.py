@@ -17,7 +17,16 @@ from broker.http.common import (
     text_field,
     text_list_field,
 )
-from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.http.openapi import (
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    array,
+    nullable,
+    obj,
+    operation,
+    path_params,
+)
 from broker.services import deposits as service
 
 bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")
@@ -32,7 +41,31 @@ DEPOSIT = obj(
     recipient=STRING,
     recipient_type=STRING,
     classical=BOOLEAN,
-    files=array(obj(index=INTEGER, path=STRING, size=INTEGER, state=STRING, sha256=STRING)),
+    created_at=STRING,
+    sealed_at=nullable(STRING),
+    last_verified_at=nullable(STRING),
+    failure=nullable(STRING),
+    failure_hint=nullable(STRING),
+    verification=nullable(
+        obj(
+            state=STRING,
+            attempts=INTEGER,
+            error=nullable(STRING),
+            next_attempt_at=nullable(STRING),
+            worker=nullable(STRING),
+            heartbeat_at=nullable(STRING),
+        )
+    ),
+    files=array(
+        obj(
+            index=INTEGER,
+            path=STRING,
+            size=INTEGER,
+            state=STRING,
+            sha256=nullable(STRING),
+            error=nullable(STRING),
+        )
+    ),
 )
 FILE = path_params("deposit_id", "index")
 OPENAPI = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from broker.http.common import caller, escrow, json_body
-from broker.http.openapi import STRING, array, obj, operation, path_params
+from broker.http.openapi import STRING, array, nullable, obj, operation, path_params
 from broker.services import keys as service
 
 bp = Blueprint("researcher_keys", __name__, url_prefix="/api/v1/me/keys")
@@ -21,9 +21,9 @@ KEY = obj(
     label=STRING,
     state={"enum": ["pending", "proven", "retired"]},
     created_at=STRING,
-    proven_at=STRING,
-    retired_at=STRING,
-    challenge_expires_at=STRING,
+    proven_at=nullable(STRING),
+    retired_at=nullable(STRING),
+    challenge_expires_at=nullable(STRING),
     challenge={"type": ["string", "null"], "description": "armored age file (pending keys)"},
 )
 KEY_ID = path_params("key_id")

@@ -47,6 +47,16 @@ SIGNATURE = obj(
 )
 SHOW = operation("one NDA text, exactly; the latest version unless ?version=", TEXT, auth=False)
 SHOW["parameters"] = [{"name": "version", "in": "query", "required": False, "schema": STRING}]
+SIGN = operation(
+    "sign one version of an NDA: send its sha256 and your typed full name, optionally "
+    "an SSH signature of the text (ssh-keygen -Y sign -n escrow-nda); 201 when new, "
+    "200 when you had signed this text already",
+    SIGNATURE,
+    obj(version=STRING, sha256=STRING, typed_name=STRING, ssh_signature=STRING),
+    status="201",
+)
+SIGN["responses"]["200"] = SIGN["responses"]["201"]  # when you had signed this text already
+
 OPENAPI = {
     "/api/v1/ndas": {
         "get": operation(
@@ -55,14 +65,7 @@ OPENAPI = {
     },
     "/api/v1/ndas/{nda_id}": {"get": SHOW, "parameters": path_params("nda_id")},
     "/api/v1/ndas/{nda_id}/signatures": {
-        "post": operation(
-            "sign one version of an NDA: send its sha256 and your typed full name, optionally "
-            "an SSH signature of the text (ssh-keygen -Y sign -n escrow-nda); 201 when new, "
-            "200 when you had signed this text already",
-            SIGNATURE,
-            obj(version=STRING, sha256=STRING, typed_name=STRING, ssh_signature=STRING),
-            status="201",
-        ),
+        "post": SIGN,
         "parameters": path_params("nda_id"),
     },
     "/api/v1/me/nda-signatures": {

@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 
 from broker.errors import BadRequest, EscrowError
 from broker.http.common import escrow
+from broker.http.openapi import PAGE_PROBLEM
 from broker.services import device as service
 from broker.services.sessions import now
 from broker.web import csrf
@@ -43,6 +44,7 @@ OPENAPI = {
             "responses": {
                 "200": {"description": "HTML", **HTML},
                 "302": {"description": "to /auth/login"},
+                "default": PAGE_PROBLEM,
             },
         },
         "post": {
@@ -66,6 +68,7 @@ OPENAPI = {
             "responses": {
                 "200": {"description": "HTML", **HTML},
                 "302": {"description": "to /auth/login"},
+                "default": PAGE_PROBLEM,
             },
         },
     }

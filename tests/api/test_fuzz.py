@@ -1,5 +1,7 @@
 """Schema-based fuzzing of the broker (schemathesis): every operation of `/api/v1/openapi.json`,
-anonymous and with each role's token, answers bad input with a 4xx problem, never a 5xx.
+anonymous and with each role's token, answers bad input with a 4xx problem, never a 5xx, and
+every answer is one the document describes: a declared status and content type, a body valid by
+the declared schema (schemathesis's conformance checks).
 
 Bounded so that the whole file takes well under a minute: a few examples of each operation,
 valid by the schema (positive) and violating it (negative), each sent by every caller,
@@ -18,8 +20,17 @@ from api_deposit import deposit, depositor_token
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup
 
 EXAMPLES = int(os.environ.get("ESCROW_FUZZ_EXAMPLES", "5"))
+# Every answer must be one the document describes: a declared status, a declared content type,
+# a body valid by the declared schema.
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 # A person's role: (org roles, global roles). The researcher has none.
 ROLES = {
     "reviewer": ((("acme-ai", "reviewer"),), ()),
@@ -42,13 +53,19 @@ def callers(escrow, client, make_person) -> dict[str, dict[str, str]]:
     return headers
 
 
-def _fuzz(operation, callers: dict[str, dict[str, str]], mode: GenerationMode,
-          failures: list[str]) -> Callable[[], None]:
+def _fuzz(
+    operation, callers: dict[str, dict[str, str]], mode: GenerationMode, failures: list[str]
+) -> Callable[[], None]:
     """Each example of `operation` (by `mode`), sent once by every caller."""
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
         for name, headers in callers.items():
@@ -59,11 +76,24 @@ def _fuzz(operation, callers: dict[str, dict[str, str]], mode: GenerationMode,
                     f"{response.status_code} {response.text[:300]}\n"
                     f"    {case.as_curl_command()[:600]}"
                 )
-            elif response.status_code >= 400 and case.path.startswith("/api/"):
+                continue
+            if response.status_code >= 400 and case.path.startswith("/api/"):
                 kind = (response.headers.get("content-type") or [""])[0]
                 assert kind.startswith("application/problem+json"), (
                     f"as {name}: {case.method} {case.formatted_path}: "
-                    f"{response.status_code} is {kind!r}")
+                    f"{response.status_code} is {kind!r}"
+                )
+            try:
+                case.validate_response(response, checks=CONFORMANCE)
+            except FailureGroup as group:  # each check that failed, explained
+                for failure in group.exceptions:  # one line per operation, status and kind
+                    line = (
+                        f"{case.method} {case.path}: {response.status_code} not as "
+                        f"documented: {failure.title}"
+                    )
+                    if line not in failures:
+                        failures.append(line)
+                        failures.append(f"    as {name}, e.g. {failure.message[:300]!r}")
 
     return run
 
@@ -85,7 +115,8 @@ def _aimed(document: dict) -> dict:
 
 def test_no_5xx_for_any_caller(app, callers) -> None:
     schema = schemathesis.openapi.from_dict(
-        _aimed(app.test_client().get("/api/v1/openapi.json").json))
+        _aimed(app.test_client().get("/api/v1/openapi.json").json)
+    )
     schema.app = app  # called through WSGI, in this process
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 50, "the OpenAPI document lost its operations"
@@ -96,4 +127,4 @@ def test_no_5xx_for_any_caller(app, callers) -> None:
                 _fuzz(operation, callers, mode, failures)()
             except Unsatisfiable:  # nothing in it can violate the schema (no parameters)
                 assert mode is GenerationMode.NEGATIVE, operation.label
-    assert not failures, f"{len(failures)} answers were 5xx:\n" + "\n".join(failures)
+    assert not failures, "answers were 5xx or not as documented:\n" + "\n".join(failures)
