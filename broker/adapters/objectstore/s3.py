@@ -414,7 +414,11 @@ class S3Store:
             raise StorageError(f"{where} failed: {code} {message}".rstrip(), hint=hint) from None
         except BotoCoreError as e:
             # BotoCoreError texts name the endpoint or the problem, never secret values.
-            raise StorageError(f"{where} failed: {e}") from None
+            raise StorageError(
+                f"the object store did not answer: {where} failed: {e}",
+                hint="nothing was changed; retry when the store is back (the operator: "
+                "`escrow admin health`)",
+            ) from None
 
 
 def _part_lengths(size: int, part_size: int) -> Iterator[tuple[int, int]]:
