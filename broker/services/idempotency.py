@@ -23,7 +23,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from broker.adapters.db.models import IdempotencyRecord
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import BadRequest, Conflict, InvalidInput
@@ -137,4 +137,4 @@ def forget_old(uow: UnitOfWork) -> int:
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now() - KEPT_FOR)
     )
     uow.commit()
-    return int(dropped.rowcount)  # type: ignore[attr-defined]
+    return rowcount(dropped)

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 from broker import age
 from broker.adapters.db.models import ResearcherKey, User
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
@@ -224,7 +224,7 @@ def prove_key(uow: UnitOfWork, actor: Principal, key_id: str, response: object) 
         .execution_options(synchronize_session=False)
     )
     uow.session.refresh(key)
-    if consumed.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(consumed) != 1:
         return key
     uow.audit(
         "key.proven",

@@ -24,7 +24,7 @@ from broker.adapters.db.models import (
     User,
     UserToken,
 )
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
@@ -281,7 +281,7 @@ def redeem_login_link(uow: UnitOfWork, presented: str) -> LoginSession:
         .values(used_at=moment)
         .execution_options(synchronize_session=False)
     )
-    if consumed.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(consumed) != 1:
         raise refused
     user = uow.session.get(User, link.user_id)
     assert user is not None

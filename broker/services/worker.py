@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Update, delete, or_, select, update
 
 from broker.adapters.db.models import Deposit, Job, Worker
-from broker.adapters.db.uow import UnitOfWork
+from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
@@ -52,6 +52,14 @@ class Lease:
     worker: str
     lost: threading.Event = field(default_factory=threading.Event)
 
+    def update_if_ours(self) -> Update:
+        """An UPDATE of the job that changes it only while this lease still holds it."""
+        return (
+            update(Job)
+            .where(Job.id == self.job_id, Job.locked_by == self.worker, Job.state == "running")
+            .execution_options(synchronize_session=False)
+        )
+
     def settle(self, uow: UnitOfWork, error: str | None, attempts_left: bool) -> bool:
         """End the job in `uow` (the transaction of its result), only if it is still ours."""
         retry = bool(error) and attempts_left
@@ -62,13 +70,7 @@ class Lease:
             "lease_until": None,
             "finished_at": None if retry else now(),
         }
-        ended = uow.session.execute(
-            update(Job)
-            .where(Job.id == self.job_id, Job.locked_by == self.worker, Job.state == "running")
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        return ended.rowcount == 1  # type: ignore[attr-defined]
+        return rowcount(uow.session.execute(self.update_if_ours().values(**values))) == 1
 
 
 def claim_job(escrow: Escrow, name: str) -> Lease | None:
@@ -171,17 +173,14 @@ def renew(escrow: Escrow, lease: Lease) -> bool:
     with escrow.uow() as uow:
         moment = now()
         renewed = uow.session.execute(
-            update(Job)
-            .where(Job.id == lease.job_id, Job.locked_by == lease.worker, Job.state == "running")
-            .values(
+            lease.update_if_ours().values(
                 lease_until=moment + timedelta(seconds=escrow.settings.job_lease_s),
                 heartbeat_at=moment,
             )
-            .execution_options(synchronize_session=False)
         )
         record_worker(uow, lease.worker, lease.job_id, moment)
         uow.commit()
-        return renewed.rowcount == 1  # type: ignore[attr-defined]
+        return rowcount(renewed) == 1
 
 
 def record_worker(uow: UnitOfWork, name: str, job_id: int | None, moment: datetime) -> None:
@@ -199,7 +198,7 @@ def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -
         assert job is not None
         deposit_id, kind, attempts = job.deposit_id, job.kind, job.attempts
     attempts_left = attempts < escrow.settings.job_max_attempts
-    error, hint = None, ""
+    error, hint = "", ""
     with Heartbeat(escrow, lease):
         try:
             if kind != "verify":
@@ -220,7 +219,7 @@ def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -
         except EscrowError as failure:
             error, hint = failure.message, failure.hint
             log.warning("job %s (%s of %s) failed: %s", lease.job_id, kind, deposit_id, error)
-    _record_failure(escrow, lease, f"{error}", hint, attempts, attempts_left)
+    _record_failure(escrow, lease, error, hint, attempts, attempts_left)
 
 
 def _settled(ours: bool) -> None:
@@ -247,16 +246,13 @@ def release(escrow: Escrow, lease: Lease) -> None:
     """Hand a job back at shutdown: queued again at once, this attempt not counted."""
     with escrow.uow() as uow:
         uow.session.execute(
-            update(Job)
-            .where(Job.id == lease.job_id, Job.locked_by == lease.worker, Job.state == "running")
-            .values(
+            lease.update_if_ours().values(
                 state="queued",
                 locked_by=None,
                 lease_until=None,
                 run_after=None,
                 attempts=Job.attempts - 1,
             )
-            .execution_options(synchronize_session=False)
         )
         uow.commit()
 
@@ -307,7 +303,11 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
     fails one of them holds up none of the others. The checkpoint once more on the way out."""
     name = worker_name()
     # Housekeeping waits one interval: a worker that restarts must not sweep the store each time.
-    timers = {"checkpoint": 0.0, "housekeeping": time.monotonic() + HOUSEKEEPING_INTERVAL_S}
+    timers = {
+        "alive": 0.0,
+        "checkpoint": 0.0,
+        "housekeeping": time.monotonic() + HOUSEKEEPING_INTERVAL_S,
+    }
     mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
 
@@ -316,7 +316,8 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
         mirrored = copies.mirror_checkpoint(escrow, mirrored)
 
     while not stop.is_set():
-        _guarded("heartbeat", lambda: _say_alive(escrow, name))
+        if _due(timers, "alive", escrow.settings.job_lease_s / 3):  # as often as a heartbeat
+            _guarded("heartbeat", lambda: _say_alive(escrow, name))
         busy = _guarded("jobs", lambda: run_pending(escrow, name, stop) > 0)
         if _due(timers, "checkpoint", escrow.settings.checkpoint_interval_s):
             _guarded("checkpoint", checkpoint)
