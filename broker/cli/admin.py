@@ -218,19 +218,13 @@ def user() -> None:
 def user_create(email: str, name: str, issuer: str, subject: str | None, as_json: bool) -> None:
     """Create a user, e.g. to grant roles before their first login."""
     with server_escrow().uow() as uow:
-        if people.find_user(uow, issuer, subject or email) is not None:
-            raise Conflict(
-                f"user {email!r} at {issuer} already exists",
-                hint="list users with: escrow admin user list",
-            )
-        created = people.upsert_user(
+        created = people.create_user(
             uow,
             OPERATOR,
             issuer,
             subject or email,
             people.Claims(email=email, email_verified=issuer == LOCAL_ISSUER, name=name or None),
         )
-        uow.commit()
         emit(
             {"user": str(created.id), "email": email, "issuer": issuer},
             as_json,
@@ -296,9 +290,7 @@ def login_link(user_ref: str, as_json: bool) -> None:
     """A single-use login URL for USER, valid for 10 minutes and on the audit log."""
     escrow = server_escrow()
     with escrow.uow() as uow:
-        target = people.get_user(uow, user_ref)
-        secret = sessions.create_login_link(uow, OPERATOR, target)
-        uow.commit()
+        secret = sessions.issue_login_link(uow, OPERATOR, user_ref)
     url = f"{escrow.settings.public_url}/auth/link/{secret}"
     emit(
         {"url": url, "expires_in": int(sessions.LOGIN_LINK_TTL.total_seconds())},

@@ -15,11 +15,10 @@ def ensure_user(escrow: Any, email: str, name: str) -> Any:
     with escrow.uow() as uow:
         user = people.find_user(uow, LOCAL_ISSUER, email)
         if user is None:
-            user = people.upsert_user(
+            user = people.create_user(
                 uow, OPERATOR, LOCAL_ISSUER, email,
                 people.Claims(email=email, email_verified=True, name=name),
             )
-            uow.commit()
         return user.id
 
 
@@ -38,12 +37,10 @@ def grant_role(escrow: Any, email: str, role: str, org: str | None) -> None:
 def login_link(escrow: Any, email: str) -> str:
     """`escrow admin login-link`: the single-use secret of `/auth/link/<secret>`."""
     from broker.domain.principals import OPERATOR
-    from broker.services import people, sessions
+    from broker.services import sessions
 
     with escrow.uow() as uow:
-        secret = sessions.create_login_link(uow, OPERATOR, people.get_user(uow, email))
-        uow.commit()
-    return secret
+        return sessions.issue_login_link(uow, OPERATOR, email)
 
 
 def user_token(escrow: Any, email: str) -> str:
@@ -54,7 +51,4 @@ def user_token(escrow: Any, email: str) -> str:
 
     secret = login_link(escrow, email)
     with escrow.uow() as uow:
-        session = sessions.redeem_login_link(uow, secret)
-        pair = sessions.issue_tokens(uow, session)
-        uow.commit()
-    return pair.access_token
+        return sessions.link_login_tokens(uow, secret).access_token

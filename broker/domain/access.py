@@ -49,6 +49,7 @@ RULES: dict[str, Rule] = {
     "org.members.write": OrgRole(("admin",), operators_too=True),
     "roles.global.write": GlobalRole(("operator",)),
     "users.read": GlobalRole(("operator",)),  # every user and their roles (the console's list)
+    "users.write": GlobalRole(("operator",)),  # make a user or a login link for them
     "keys.manage": Person(),
     "nda.sign": Person(),
     "request.create": Person(),

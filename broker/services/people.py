@@ -13,10 +13,11 @@ from sqlalchemy import CompoundSelect, bindparam, delete, null, select, union_al
 from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.auditlog.leaf import canonical_json
+from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.names import check_role
 from broker.domain.principals import GLOBAL_ROLES, Principal
-from broker.errors import InvalidInput, NotFound
+from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.admin import get_org
 
 
@@ -77,6 +78,22 @@ def get_user(uow: UnitOfWork, reference: str) -> User:
             f"user {reference!r} does not exist",
             hint="name the user by id or email; create one with `escrow admin user create`",
         )
+    return user
+
+
+def create_user(
+    uow: UnitOfWork, actor: Principal, issuer: str, subject: str, claims: Claims
+) -> User:
+    """A user made ahead of their first login (an operator), committed; an existing one is a
+    conflict."""
+    authorize(actor, "users.write")
+    if find_user(uow, issuer, subject) is not None:
+        raise Conflict(
+            f"user {claims.email or subject!r} at {issuer} already exists",
+            hint="list users with: escrow admin user list",
+        )
+    user = upsert_user(uow, actor, issuer, subject, claims)
+    uow.commit()
     return user
 
 

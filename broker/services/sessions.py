@@ -25,12 +25,13 @@ from broker.adapters.db.models import (
     UserToken,
 )
 from broker.adapters.db.uow import UnitOfWork, rowcount
+from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
 from broker.errors import Forbidden, Unauthorized
 from broker.services import admin
-from broker.services.people import Claims, audit_subject, roles_of, upsert_user
+from broker.services.people import Claims, audit_subject, get_user, roles_of, upsert_user
 
 SESSION_TTL = {
     "web": timedelta(hours=12),
@@ -255,6 +256,22 @@ def create_login_link(uow: UnitOfWork, actor: Principal, user: User) -> str:
     )
     uow.audit("login_link.created", actor, audit_subject(user), {"link": link.id})
     return link.plaintext
+
+
+def issue_login_link(uow: UnitOfWork, actor: Principal, user_reference: str) -> str:
+    """A login link for the user named by id or email (an operator), committed: its secret."""
+    authorize(actor, "users.write")
+    secret = create_login_link(uow, actor, get_user(uow, user_reference))
+    uow.commit()
+    return secret
+
+
+def link_login_tokens(uow: UnitOfWork, presented: str) -> TokenPair:
+    """Use up a login link and issue the new session's tokens, committed (a client that logs
+    in with a link it was handed, as the demo's people do)."""
+    pair = issue_tokens(uow, redeem_login_link(uow, presented))
+    uow.commit()
+    return pair
 
 
 def redeem_login_link(uow: UnitOfWork, presented: str) -> LoginSession:

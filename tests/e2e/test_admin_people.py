@@ -27,3 +27,13 @@ def test_the_token_alone_goes_to_stdout_so_it_can_be_redirected_to_a_token_file(
     assert result.stdout.strip().startswith("esk_")
     assert len(result.stdout.strip().splitlines()) == 1
     assert "shown only this once" in result.stderr
+
+
+def test_a_user_made_twice_is_a_conflict_that_names_the_list_command(broker_server):
+    broker_server.escrow("admin", "user", "create", "--email", "eve@uni.example")
+    again = broker_server.escrow("admin", "user", "create", "--email", "eve@uni.example",
+                                 check=False)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "escrow admin user list" in again.stderr
+    listed = broker_server.last_json(broker_server.escrow("admin", "user", "list", "--json"))
+    assert [u["email"] for u in listed["users"]].count("eve@uni.example") == 1

@@ -141,3 +141,27 @@ def test_the_edges_reach_rows_only_through_services():
                 ):  # fmt: skip
                     offenders.append(f"{path.relative_to(ROOT.parent)}: {module}")
     assert not offenders, offenders
+
+
+def _commits(path: Path) -> list[int]:
+    """The lines of `path` that call `.commit()` or `.commit_now()` on anything."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("commit", "commit_now")
+    ]
+
+
+def test_only_services_commit():
+    """One rule for who commits: the service, through its unit of work. An edge opens the unit
+    of work and calls one service; it never commits (a change it made itself would bypass the
+    service's authorization and audit event)."""
+    offenders = [
+        f"{path.relative_to(ROOT.parent)}:{line}"
+        for package in EDGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line in _commits(path)
+    ]
+    assert not offenders, offenders

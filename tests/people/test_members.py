@@ -90,3 +90,30 @@ def test_only_an_operator_lists_every_user_and_their_roles(escrow, make_person):
         ("ada@acme.example", ["admin@acme-ai"]),
         ("op@escrow.example", ["operator"]),
     ]
+
+
+def test_only_an_operator_makes_users_and_login_links(escrow, make_person):
+    """`escrow admin user create` and `login-link` go through services that ask `authorize`
+    and commit; a refused call leaves no user, link or audit event behind."""
+    from broker.domain.principals import OPERATOR, Principal
+    from broker.errors import Forbidden
+    from broker.services import people, sessions
+
+    admin = make_person("ada@acme.example", org_roles=(("acme-ai", "admin"),))
+    as_admin = Principal(kind="user", id=str(admin.user_id),
+                         org_roles=frozenset({("acme-ai", "admin")}))
+    claims = people.Claims(email="new@uni.example", email_verified=True, name=None)
+    with escrow.uow() as uow:
+        events = len(uow.session.scalars(select(AuditEvent)).all())
+        with pytest.raises(Forbidden, match="users.write needs the global role operator"):
+            people.create_user(uow, as_admin, "local", "new@uni.example", claims)
+        with pytest.raises(Forbidden, match="users.write"):
+            sessions.issue_login_link(uow, as_admin, "ada@acme.example")
+    with escrow.uow() as uow:
+        assert people.find_user(uow, "local", "new@uni.example") is None
+        assert len(uow.session.scalars(select(AuditEvent)).all()) == events
+        made = people.create_user(uow, OPERATOR, "local", "new@uni.example", claims)
+        assert sessions.issue_login_link(uow, OPERATOR, str(made.id)).startswith("ell_")
+    with escrow.uow() as uow:
+        actions = [e.action for e in uow.session.scalars(select(AuditEvent)).all()][events:]
+        assert actions == ["user.created", "login_link.created"]
