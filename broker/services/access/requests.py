@@ -106,8 +106,6 @@ def create_request(
     purpose: object,
     days: object = None,
     key_id: object = None,
-    *,
-    download_url_ttl_s: int = 900,
 ) -> AccessRequest:
     """Record a request and its decision; raise RequestRefused (after committing) when the
     requester is not eligible."""
