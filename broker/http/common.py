@@ -305,7 +305,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        return problem(error.code or 500, (error.name or "error").lower(), error.description or "")
+        response = problem(
+            error.code or 500, (error.name or "error").lower(), error.description or ""
+        )
+        for name, value in error.get_headers():  # e.g. a 405's Allow, which HTTP requires
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
