@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from broker.age import bech32
 from broker.age.errors import IdentityError, RecipientError
 from broker.age.header import Stanza
-from broker.age.interfaces import Identity, Recipient, check_wrapped_body, stanza_error
+from broker.age.interfaces import (
+    Identity,
+    Recipient,
+    check_wrapped_body,
+    decode_identity,
+    decode_recipient,
+    stanza_error,
+)
 from broker.age.primitives import b64decode, b64encode
 from broker.age.x25519 import is_low_order
 
@@ -78,19 +85,7 @@ class HybridRecipient(Recipient):
 
     @classmethod
     def parse(cls, text: str) -> HybridRecipient:
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as e:
-            raise RecipientError(
-                f"age hybrid recipient: not valid Bech32 ({e})",
-                hint="copy the whole age1pq1… recipient again",
-            ) from None
-        if hrp != RECIPIENT_HRP or text != text.lower():
-            raise RecipientError(
-                "age hybrid recipient: expected a lowercase string starting with 'age1pq1'",
-                hint="copy the whole age1pq1… recipient again",
-            )
-        return cls(data)
+        return cls(decode_recipient(text, RECIPIENT_HRP, "age hybrid recipient"))
 
     def encode(self) -> str:
         return bech32.encode(RECIPIENT_HRP, self.public_key)
@@ -127,20 +122,7 @@ class HybridIdentity(Identity):
 
     @classmethod
     def parse(cls, text: str) -> HybridIdentity:
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as e:
-            raise IdentityError(
-                f"age hybrid identity: not valid Bech32 ({e})",
-                hint="copy the identity again; it starts with AGE-SECRET-KEY-PQ-1",
-            ) from None
-        if hrp != IDENTITY_HRP.lower() or text != text.upper():
-            raise IdentityError(
-                "age hybrid identity: expected an uppercase string starting with "
-                "'AGE-SECRET-KEY-PQ-1'",
-                hint="copy the identity again from the identity file",
-            )
-        return cls(data)
+        return cls(decode_identity(text, IDENTITY_HRP, "age hybrid identity"))
 
     def encode(self) -> str:
         return bech32.encode(IDENTITY_HRP, self._seed, upper=True)

@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
-from broker.age.errors import HeaderError
+from broker.age import bech32
+from broker.age.errors import AgeError, HeaderError, IdentityError, RecipientError
 from broker.age.header import Stanza
 from broker.age.primitives import FILE_KEY_SIZE, WRAPPED_FILE_KEY_SIZE
 
@@ -97,3 +98,29 @@ def stanza_error(stanza_type: str, what: str) -> HeaderError:
         f"age {stanza_type} stanza: {what}",
         hint="the file is malformed or was made by an incompatible tool",
     )
+
+
+def decode_recipient(text: str, hrp: str, label: str) -> bytes:
+    """The key bytes of a Bech32 recipient string (lowercase, starting with `hrp` + "1"), or a
+    RecipientError naming `label` (e.g. "age X25519 recipient")."""
+    return _decode_key(text, hrp, label, RecipientError, upper=False)
+
+
+def decode_identity(text: str, hrp: str, label: str) -> bytes:
+    """The secret bytes of a Bech32 identity string (uppercase, starting with `hrp` + "1"), or
+    an IdentityError naming `label`. Its messages never contain the string itself."""
+    return _decode_key(text, hrp, label, IdentityError, upper=True)
+
+
+def _decode_key(text: str, hrp: str, label: str, error: type[AgeError], *, upper: bool) -> bytes:
+    prefix = hrp.upper() + "1" if upper else hrp + "1"
+    hint = f"copy the whole {prefix}… string again" + (" from the identity file" if upper else "")
+    try:
+        found, data = bech32.decode(text)
+    except ValueError as e:
+        raise error(f"{label}: not valid Bech32 ({e})", hint=hint) from None
+    cased = text.upper() if upper else text.lower()
+    if found != hrp.lower() or text != cased:
+        case = "an uppercase" if upper else "a lowercase"
+        raise error(f"{label}: expected {case} string starting with '{prefix}'", hint=hint)
+    return data

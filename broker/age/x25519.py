@@ -9,7 +9,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from broker.age import bech32
 from broker.age.errors import IdentityError, RecipientError
 from broker.age.header import Stanza
-from broker.age.interfaces import Identity, Recipient, check_wrapped_body, stanza_error
+from broker.age.interfaces import (
+    Identity,
+    Recipient,
+    check_wrapped_body,
+    decode_identity,
+    decode_recipient,
+    stanza_error,
+)
 from broker.age.primitives import aead_unwrap, aead_wrap, b64decode, b64encode, hkdf_sha256
 
 STANZA_TYPE = "X25519"
@@ -79,19 +86,7 @@ class X25519Recipient(Recipient):
 
     @classmethod
     def parse(cls, text: str) -> X25519Recipient:
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as e:
-            raise RecipientError(
-                f"age X25519 recipient: not valid Bech32 ({e})",
-                hint="copy the recipient again; it looks like age1 followed by 58 characters",
-            ) from None
-        if hrp != RECIPIENT_HRP or text != text.lower():
-            raise RecipientError(
-                "age X25519 recipient: expected a lowercase string starting with 'age1'",
-                hint="an X25519 recipient looks like age1 followed by 58 characters",
-            )
-        return cls(data)
+        return cls(decode_recipient(text, RECIPIENT_HRP, "age X25519 recipient"))
 
     def encode(self) -> str:
         return bech32.encode(RECIPIENT_HRP, self.public_key)
@@ -120,20 +115,7 @@ class X25519Identity(Identity):
 
     @classmethod
     def parse(cls, text: str) -> X25519Identity:
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as e:
-            raise IdentityError(
-                f"age X25519 identity: not valid Bech32 ({e})",
-                hint="copy the identity again; it starts with AGE-SECRET-KEY-1",
-            ) from None
-        if hrp != IDENTITY_HRP.lower() or text != text.upper():
-            raise IdentityError(
-                "age X25519 identity: expected an uppercase string starting with "
-                "'AGE-SECRET-KEY-1'",
-                hint="copy the identity again from the identity file",
-            )
-        return cls(data)
+        return cls(decode_identity(text, IDENTITY_HRP, "age X25519 identity"))
 
     def encode(self) -> str:
         return bech32.encode(IDENTITY_HRP, self._secret, upper=True)
