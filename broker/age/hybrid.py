@@ -27,12 +27,14 @@ from broker.age.header import Stanza
 from broker.age.interfaces import (
     Identity,
     Recipient,
+    arg_bytes,
+    check_arg_count,
     check_wrapped_body,
     decode_identity,
     decode_recipient,
     stanza_error,
 )
-from broker.age.primitives import b64decode, b64encode
+from broker.age.primitives import b64encode
 from broker.age.x25519 import is_low_order
 
 STANZA_TYPE = "mlkem768x25519"
@@ -137,14 +139,8 @@ class HybridIdentity(Identity):
     def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
         if stanza.type != STANZA_TYPE:
             return None
-        if len(stanza.args) != 1:
-            raise stanza_error(STANZA_TYPE, f"expected 1 argument, found {len(stanza.args)}")
-        try:
-            enc = b64decode(stanza.args[0])
-        except ValueError as e:
-            raise stanza_error(STANZA_TYPE, f"enc is not canonical base64 ({e})") from None
-        if len(enc) != ENC_SIZE:
-            raise stanza_error(STANZA_TYPE, f"enc is {len(enc)} bytes, expected {ENC_SIZE}")
+        check_arg_count(stanza, 1)
+        enc = arg_bytes(stanza, 0, "enc", ENC_SIZE)
         check_wrapped_body(stanza)
         # The X25519 half must not give the all-zero shared secret (identity or low-order
         # point). HPKE would only fail the tag; the spec wants such a stanza refused outright.

@@ -15,7 +15,7 @@ from typing import ClassVar
 from broker.age import bech32
 from broker.age.errors import AgeError, HeaderError, IdentityError, RecipientError
 from broker.age.header import Stanza
-from broker.age.primitives import FILE_KEY_SIZE, WRAPPED_FILE_KEY_SIZE
+from broker.age.primitives import FILE_KEY_SIZE, WRAPPED_FILE_KEY_SIZE, b64decode
 
 
 class Recipient(ABC):
@@ -98,6 +98,24 @@ def stanza_error(stanza_type: str, what: str) -> HeaderError:
         f"age {stanza_type} stanza: {what}",
         hint="the file is malformed or was made by an incompatible tool",
     )
+
+
+def check_arg_count(stanza: Stanza, count: int) -> None:
+    if len(stanza.args) != count:
+        plural = "argument" if count == 1 else "arguments"
+        raise stanza_error(stanza.type, f"expected {count} {plural}, found {len(stanza.args)}")
+
+
+def arg_bytes(stanza: Stanza, index: int, name: str, size: int) -> bytes:
+    """Argument `index` of `stanza`, canonical base64 of exactly `size` bytes (its `name` is
+    what an error calls it)."""
+    try:
+        value = b64decode(stanza.args[index])
+    except ValueError as e:
+        raise stanza_error(stanza.type, f"{name} is not canonical base64 ({e})") from None
+    if len(value) != size:
+        raise stanza_error(stanza.type, f"{name} is {len(value)} bytes, expected {size}")
+    return value
 
 
 def decode_recipient(text: str, hrp: str, label: str) -> bytes:

@@ -14,8 +14,15 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from broker.age.errors import RecipientError
 from broker.age.header import Stanza
-from broker.age.interfaces import Identity, Recipient, check_wrapped_body, stanza_error
-from broker.age.primitives import KEY_SIZE, aead_unwrap, aead_wrap, b64decode, b64encode
+from broker.age.interfaces import (
+    Identity,
+    Recipient,
+    arg_bytes,
+    check_arg_count,
+    check_wrapped_body,
+    stanza_error,
+)
+from broker.age.primitives import KEY_SIZE, aead_unwrap, aead_wrap, b64encode
 
 STANZA_TYPE = "scrypt"
 SCRYPT_SALT_LABEL = b"age-encryption.org/v1/scrypt"
@@ -96,14 +103,8 @@ class ScryptIdentity(Identity):
     def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
         if stanza.type != STANZA_TYPE:
             return None
-        if len(stanza.args) != 2:
-            raise stanza_error(STANZA_TYPE, f"expected 2 arguments, found {len(stanza.args)}")
-        try:
-            salt = b64decode(stanza.args[0])
-        except ValueError as e:
-            raise stanza_error(STANZA_TYPE, f"salt is not canonical base64 ({e})") from None
-        if len(salt) != SALT_SIZE:
-            raise stanza_error(STANZA_TYPE, f"salt is {len(salt)} bytes, expected {SALT_SIZE}")
+        check_arg_count(stanza, 2)
+        salt = arg_bytes(stanza, 0, "salt", SALT_SIZE)
         text = stanza.args[1]
         if not _WORK_FACTOR.fullmatch(text):
             raise stanza_error(STANZA_TYPE, "work factor is not a positive decimal number")

@@ -27,8 +27,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.age.errors import IdentityError, RecipientError, UnsupportedIdentity
 from broker.age.header import Stanza
-from broker.age.interfaces import Identity, Recipient, check_wrapped_body, stanza_error
-from broker.age.primitives import aead_unwrap, b64decode, b64encode, hkdf_sha256
+from broker.age.interfaces import (
+    Identity,
+    Recipient,
+    arg_bytes,
+    check_arg_count,
+    check_wrapped_body,
+    stanza_error,
+)
+from broker.age.primitives import aead_unwrap, b64encode, hkdf_sha256
 from broker.age.x25519 import POINT_SIZE, wrap_with_share, x25519
 
 STANZA_TYPE = "ssh-ed25519"
@@ -175,14 +182,8 @@ class SSHEd25519Identity(Identity):
     def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
         if stanza.type != STANZA_TYPE:
             return None
-        if len(stanza.args) != 2:
-            raise stanza_error(STANZA_TYPE, f"expected 2 arguments, found {len(stanza.args)}")
-        try:
-            share = b64decode(stanza.args[1])
-        except ValueError as e:
-            raise stanza_error(STANZA_TYPE, f"share is not canonical base64 ({e})") from None
-        if len(share) != POINT_SIZE:
-            raise stanza_error(STANZA_TYPE, f"share is {len(share)} bytes, expected 32")
+        check_arg_count(stanza, 2)
+        share = arg_bytes(stanza, 1, "share", POINT_SIZE)
         wire = self._recipient._wire
         if not hmac.compare_digest(stanza.args[0].encode(), _tag(wire).encode()):
             return None  # addressed to another SSH key

@@ -12,12 +12,14 @@ from broker.age.header import Stanza
 from broker.age.interfaces import (
     Identity,
     Recipient,
+    arg_bytes,
+    check_arg_count,
     check_wrapped_body,
     decode_identity,
     decode_recipient,
     stanza_error,
 )
-from broker.age.primitives import aead_unwrap, aead_wrap, b64decode, b64encode, hkdf_sha256
+from broker.age.primitives import aead_unwrap, aead_wrap, b64encode, hkdf_sha256
 
 STANZA_TYPE = "X25519"
 RECIPIENT_HRP = "age"
@@ -126,14 +128,8 @@ class X25519Identity(Identity):
     def unwrap_stanza(self, stanza: Stanza) -> bytes | None:
         if stanza.type != STANZA_TYPE:
             return None
-        if len(stanza.args) != 1:
-            raise stanza_error(STANZA_TYPE, f"expected 1 argument, found {len(stanza.args)}")
-        try:
-            share = b64decode(stanza.args[0])
-        except ValueError as e:
-            raise stanza_error(STANZA_TYPE, f"share is not canonical base64 ({e})") from None
-        if len(share) != POINT_SIZE:
-            raise stanza_error(STANZA_TYPE, f"share is {len(share)} bytes, expected 32")
+        check_arg_count(stanza, 1)
+        share = arg_bytes(stanza, 0, "share", POINT_SIZE)
         check_wrapped_body(stanza)
         try:
             shared = self._private.exchange(X25519PublicKey.from_public_bytes(share))
