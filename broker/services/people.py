@@ -14,8 +14,9 @@ from broker.adapters.db.models import GlobalRole, Membership, Organisation, User
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.auditlog.leaf import canonical_json
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.names import check_role
-from broker.domain.principals import GLOBAL_ROLES, Principal
+from broker.domain.principals import GLOBAL_ROLES, Principal, PrincipalKind
 from broker.errors import InvalidInput, NotFound
 from broker.services.admin import get_org
 
@@ -103,8 +104,8 @@ def upsert_user(
     uow.session.flush()
     if created:
         uow.audit(
-            "user.created",
-            actor or Principal(kind="user", id=str(user.id)),
+            AuditAction.USER_CREATED,
+            actor or Principal(kind=PrincipalKind.USER, id=str(user.id)),
             audit_subject(user),
             {"issuer": issuer},
         )
@@ -123,7 +124,8 @@ def grant_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role
     )
     if exists is None:
         uow.session.add(Membership(user_id=user.id, org_id=organisation.id, role=role))
-        uow.audit("role.granted", actor, {**audit_subject(user), "org": org}, {"role": role})
+        subject = {**audit_subject(user), "org": org}
+        uow.audit(AuditAction.ROLE_GRANTED, actor, subject, {"role": role})
 
 
 def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
@@ -138,7 +140,8 @@ def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, rol
         )
     )
     if removed:
-        uow.audit("role.revoked", actor, {**audit_subject(user), "org": org}, {"role": role})
+        subject = {**audit_subject(user), "org": org}
+        uow.audit(AuditAction.ROLE_REVOKED, actor, subject, {"role": role})
 
 
 def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
@@ -151,7 +154,7 @@ def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) 
     )
     if exists is None:
         uow.session.add(GlobalRole(user_id=user.id, role=role))
-        uow.audit("role.granted", actor, audit_subject(user), {"role": role})
+        uow.audit(AuditAction.ROLE_GRANTED, actor, audit_subject(user), {"role": role})
 
 
 def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
@@ -161,7 +164,7 @@ def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str)
         )
     )
     if removed:
-        uow.audit("role.revoked", actor, audit_subject(user), {"role": role})
+        uow.audit(AuditAction.ROLE_REVOKED, actor, audit_subject(user), {"role": role})
 
 
 # One round trip, built once: every authenticated call asks it. A global role has no organisation.
@@ -199,7 +202,7 @@ def describe_caller(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
     """Who the caller is (`GET /api/v1/me`, the profile page): anyone authenticated may read
     this about themselves, and only about themselves. A service token or the console is
     described by its kind, id and roles; a person by their user row too."""
-    if principal.kind != "user":
+    if principal.kind != PrincipalKind.USER:
         return {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
     user = uow.session.get(User, int(principal.id))
     if user is None:  # the principal was just authenticated from this user: gone since

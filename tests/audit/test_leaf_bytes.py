@@ -2,8 +2,10 @@
 
 `tests/vectors/audit/leaves.txt` holds the leaves that `UnitOfWork.audit` wrote, on the code
 before the actions, principal kinds and states became enums, for one event per audit action
-(actors of every kind, states in the details). The same events are appended again here and
-their leaves compared byte for byte, the time field aside (the clock is the real one).
+(actors of every kind, states in the details). The same events, now built from the enums'
+members, are appended again here and their leaves compared byte for byte, the time field aside
+(the clock is the real one). Actions added to `AuditAction` since are checked to write their
+plain string.
 """
 
 from __future__ import annotations
@@ -18,68 +20,70 @@ from sqlalchemy.orm import sessionmaker
 from broker.adapters.db.engine import make_engine
 from broker.adapters.db.models import AuditEvent
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.principals import OPERATOR, SYSTEM, Principal, service_token
+from broker.domain.events import AuditAction
+from broker.domain.principals import OPERATOR, SYSTEM, Principal, PrincipalKind, service_token
+from broker.domain.states import DepositState, FileState, GrantState, RequestState
 
 VECTOR = Path(__file__).resolve().parent.parent / "vectors" / "audit" / "leaves.txt"
 TIME = re.compile(rb'"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
 
-USER = Principal(kind="user", id="7", session_id="s-1")
+USER = Principal(kind=PrincipalKind.USER, id="7", session_id="s-1")
 TOKEN = service_token("t-3", "acme-ai", "depositor")
 ACTORS = (USER, TOKEN, OPERATOR, SYSTEM)
 
 ACTIONS = (
-    "custody.key_split",
-    "deposit.created",
-    "deposit.file_restarted",
-    "deposit.file_uploaded",
-    "deposit.finalized",
-    "deposit.marked_classical",
-    "deposit.reopened",
-    "deposit.sealed",
-    "deposit.upload_lost",
-    "deposit.verification_failed",
-    "deposit.verification_passed",
-    "device.approved",
-    "device.denied",
-    "escrow.recovered",
-    "fixity.failed",
-    "fixity.incomplete",
-    "fixity.passed",
-    "fixity.repaired",
-    "grant.created",
-    "grant.revoked",
-    "key.proven",
-    "key.registered",
-    "key.release_refused",
-    "key.released",
-    "key.retired",
-    "login_link.created",
-    "model.created",
-    "nda.signed",
-    "nda.ssh_signature_added",
-    "org.created",
-    "request.created",
-    "request.withdrawn",
-    "review.approved",
-    "review.denied",
-    "role.granted",
-    "role.revoked",
-    "signing_key.created",
-    "token.created",
-    "token.issued",
-    "token.replayed",
-    "token.revoked",
-    "user.created",
-    "user.login",
-    "user.logout",
+    AuditAction.CUSTODY_KEY_SPLIT,
+    AuditAction.DEPOSIT_CREATED,
+    AuditAction.DEPOSIT_FILE_RESTARTED,
+    AuditAction.DEPOSIT_FILE_UPLOADED,
+    AuditAction.DEPOSIT_FINALIZED,
+    AuditAction.DEPOSIT_MARKED_CLASSICAL,
+    AuditAction.DEPOSIT_REOPENED,
+    AuditAction.DEPOSIT_SEALED,
+    AuditAction.DEPOSIT_UPLOAD_LOST,
+    AuditAction.DEPOSIT_VERIFICATION_FAILED,
+    AuditAction.DEPOSIT_VERIFICATION_PASSED,
+    AuditAction.DEVICE_APPROVED,
+    AuditAction.DEVICE_DENIED,
+    AuditAction.ESCROW_RECOVERED,
+    AuditAction.FIXITY_FAILED,
+    AuditAction.FIXITY_INCOMPLETE,
+    AuditAction.FIXITY_PASSED,
+    AuditAction.FIXITY_REPAIRED,
+    AuditAction.GRANT_CREATED,
+    AuditAction.GRANT_REVOKED,
+    AuditAction.KEY_PROVEN,
+    AuditAction.KEY_REGISTERED,
+    AuditAction.KEY_RELEASE_REFUSED,
+    AuditAction.KEY_RELEASED,
+    AuditAction.KEY_RETIRED,
+    AuditAction.LOGIN_LINK_CREATED,
+    AuditAction.MODEL_CREATED,
+    AuditAction.NDA_SIGNED,
+    AuditAction.NDA_SSH_SIGNATURE_ADDED,
+    AuditAction.ORG_CREATED,
+    AuditAction.REQUEST_CREATED,
+    AuditAction.REQUEST_WITHDRAWN,
+    AuditAction.REVIEW_APPROVED,
+    AuditAction.REVIEW_DENIED,
+    AuditAction.ROLE_GRANTED,
+    AuditAction.ROLE_REVOKED,
+    AuditAction.SIGNING_KEY_CREATED,
+    AuditAction.TOKEN_CREATED,
+    AuditAction.TOKEN_ISSUED,
+    AuditAction.TOKEN_REPLAYED,
+    AuditAction.TOKEN_REVOKED,
+    AuditAction.USER_CREATED,
+    AuditAction.USER_LOGIN,
+    AuditAction.USER_LOGOUT,
 )
-DEPOSIT_STATES = ("open", "verifying", "sealed", "failed")
-FILE_STATES = ("pending", "uploading", "uploaded", "verified", "failed")
-GRANT_STATES = ("active", "not-yet-valid", "expired", "revoked")
-REQUEST_STATES = ("pending", "approved", "denied", "withdrawn")
+DEPOSIT_STATES = tuple(DepositState)
+FILE_STATES = tuple(FileState)
+GRANT_STATES = tuple(GrantState)
+REQUEST_STATES = tuple(RequestState)
 
 
-def events() -> list[tuple[Any, Principal, dict[str, Any], dict[str, Any]]]:
+def events() -> list[tuple[AuditAction, Principal, dict[str, Any], dict[str, Any]]]:
     """(action, actor, subject, details): every action once, the states cycled through."""
     made = []
     for n, action in enumerate(ACTIONS):
@@ -116,6 +120,41 @@ def leaves(database_url: str) -> list[bytes]:
         assert f'"action":"{action}"'.encode() in leaf
         assert actor == f"{principal.audit_ref()['kind']}:{principal.id}"
     return [TIME.sub(b'"time":"T"', leaf) for leaf, _, _ in stored]
+
+
+def test_the_vector_names_actions_of_the_enum() -> None:
+    assert len(set(ACTIONS)) == len(ACTIONS)
+    stored = [
+        re.search(rb'"action":"([a-z_.]+)"', leaf) for leaf in VECTOR.read_bytes().splitlines()
+    ]
+    assert [m[1].decode() if m else None for m in stored] == [a.value for a in ACTIONS]
+    newer = set(AuditAction) - set(ACTIONS)  # members added after the vector was stored
+    assert newer == {
+        AuditAction.CUSTODY_ROTATION_FINISHED,
+        AuditAction.CUSTODY_ROTATION_STARTED,
+        AuditAction.DEPOSIT_MIRROR_FAILED,
+        AuditAction.DEPOSIT_MIRRORED,
+        AuditAction.DEPOSIT_UPLOAD_ABORTED,
+        AuditAction.FIXITY_COMPLETED,
+    }
+
+
+def test_a_member_writes_the_leaf_its_string_would(database_url: str) -> None:
+    """For every member: the leaf holds exactly the member's value as a JSON string."""
+    engine = make_engine(database_url)
+    try:
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with UnitOfWork(sessions) as uow:
+            for action in AuditAction:
+                uow.audit(action, OPERATOR, {"state": DepositState.SEALED})
+            uow.commit()
+        with sessions() as session:
+            stored = session.scalars(select(AuditEvent.leaf).order_by(AuditEvent.seq)).all()
+    finally:
+        engine.dispose()
+    for action, leaf in zip(AuditAction, stored, strict=True):
+        assert leaf.startswith(b'{"action":"' + action.value.encode() + b'","actor":')
+        assert b'"subject":{"state":"sealed"}' in leaf
 
 
 def test_the_leaves_are_the_stored_bytes(database_url: str) -> None:
