@@ -7,6 +7,7 @@ import binascii
 
 from flask import Blueprint, Response, jsonify
 
+from broker.domain.access import Action
 from broker.errors import InvalidInput
 from broker.http.common import (
     body_limit,
@@ -159,7 +160,7 @@ def show(deposit_id: str) -> Response:
     actor = caller()  # authenticate before reading the body
     with escrow().uow() as uow:
         return jsonify(
-            service.describe(service.get_deposit(uow, actor, deposit_id, "deposit.read"))
+            service.describe(service.get_deposit(uow, actor, deposit_id, Action.DEPOSIT_READ))
         )
 
 

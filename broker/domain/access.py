@@ -7,8 +7,9 @@ role against it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import Forbidden, Unauthorized
 
 
@@ -41,46 +42,72 @@ class Owner:
 
 Rule = OrgRole | GlobalRole | Person | Owner
 
-RULES: dict[str, Rule] = {
-    "deposit.create": OrgRole(("depositor",)),
-    "deposit.upload": OrgRole(("depositor",)),
-    "deposit.read": OrgRole(("depositor", "reviewer", "admin")),
-    "org.members.read": OrgRole(("admin",), operators_too=True),
-    "org.members.write": OrgRole(("admin",), operators_too=True),
-    "roles.global.write": GlobalRole(("operator",)),
-    "users.read": GlobalRole(("operator",)),  # every user and their roles (the console's list)
-    "users.write": GlobalRole(("operator",)),  # make a user or a login link for them
-    "keys.manage": Person(),
-    "nda.sign": Person(),
-    "request.create": Person(),
-    "request.withdraw": Owner(
+
+class Action(StrEnum):
+    """What `authorize` is asked about; each has its line in `RULES`."""
+
+    DEPOSIT_CREATE = "deposit.create"
+    DEPOSIT_UPLOAD = "deposit.upload"
+    DEPOSIT_READ = "deposit.read"
+    ORG_MEMBERS_READ = "org.members.read"
+    ORG_MEMBERS_WRITE = "org.members.write"
+    ROLES_GLOBAL_WRITE = "roles.global.write"
+    USERS_READ = "users.read"
+    USERS_WRITE = "users.write"
+    KEYS_MANAGE = "keys.manage"
+    NDA_SIGN = "nda.sign"
+    REQUEST_CREATE = "request.create"
+    REQUEST_WITHDRAW = "request.withdraw"
+    REVIEW_READ = "review.read"
+    REVIEW_DECIDE = "review.decide"
+    GRANT_READ_OWN = "grant.read_own"
+    GRANT_READ_ORG = "grant.read_org"
+    GRANT_REVOKE = "grant.revoke"
+    GRANT_RELEASE = "grant.release"
+    HEALTH_READ = "health.read"
+    GRANT_RENEW = "grant.renew"
+
+
+RULES: dict[Action, Rule] = {
+    Action.DEPOSIT_CREATE: OrgRole(("depositor",)),
+    Action.DEPOSIT_UPLOAD: OrgRole(("depositor",)),
+    Action.DEPOSIT_READ: OrgRole(("depositor", "reviewer", "admin")),
+    Action.ORG_MEMBERS_READ: OrgRole(("admin",), operators_too=True),
+    Action.ORG_MEMBERS_WRITE: OrgRole(("admin",), operators_too=True),
+    Action.ROLES_GLOBAL_WRITE: GlobalRole(("operator",)),
+    Action.USERS_READ: GlobalRole(("operator",)),  # every user and their roles (the console's list)
+    Action.USERS_WRITE: GlobalRole(("operator",)),  # make a user or a login link for them
+    Action.KEYS_MANAGE: Person(),
+    Action.NDA_SIGN: Person(),
+    Action.REQUEST_CREATE: Person(),
+    Action.REQUEST_WITHDRAW: Owner(
         "request",
         hint="reviewers close a pending request by denying it: escrow review deny REQUEST_ID",
     ),
-    "review.read": OrgRole(("reviewer", "admin")),
-    "review.decide": OrgRole(("reviewer", "admin")),
-    "grant.read_own": Person(),
-    "grant.read_org": OrgRole(("reviewer", "admin")),
-    "grant.revoke": OrgRole(("reviewer", "admin")),
-    "grant.release": Person(),
-    "health.read": GlobalRole(("operator",)),  # the operator's page: health, verifications
-    "grant.renew": Owner("grant", hint="list your grants with `escrow grants`"),
+    Action.REVIEW_READ: OrgRole(("reviewer", "admin")),
+    Action.REVIEW_DECIDE: OrgRole(("reviewer", "admin")),
+    Action.GRANT_READ_OWN: Person(),
+    Action.GRANT_READ_ORG: OrgRole(("reviewer", "admin")),
+    Action.GRANT_REVOKE: OrgRole(("reviewer", "admin")),
+    Action.GRANT_RELEASE: Person(),
+    Action.HEALTH_READ: GlobalRole(("operator",)),  # the operator's page: health, verifications
+    Action.GRANT_RENEW: Owner("grant", hint="list your grants with `escrow grants`"),
 }
 
 
 def authorize(
-    principal: Principal, action: str, org: str | None = None, owner: str | None = None
+    principal: Principal, action: Action, org: str | None = None, owner: str | None = None
 ) -> None:
     """Allow, or raise Forbidden saying which role is needed. Console operators may do all.
 
     `org`: the organisation owning what is acted on (org rules); `owner`: the id of the person
     it belongs to (owner rules)."""
-    if principal.kind in ("operator", "system"):
+    if principal.kind in (PrincipalKind.OPERATOR, PrincipalKind.SYSTEM):
         return
     rule = RULES.get(action)
     if rule is None:
         raise Forbidden(f"{action}: no such action", hint="this is a bug; please report it")
-    if isinstance(rule, Person | Owner) and principal.kind != "user":
+    if isinstance(rule, Person | Owner) and principal.kind != PrincipalKind.USER:
         raise Unauthorized(
             f"{action} is done by a person logged in, not by a service token",
             hint="log in (`escrow login BROKER`, or /auth/login in a browser)",
@@ -110,7 +137,7 @@ def authorize(
     )
 
 
-def _authorize_owner(principal: Principal, action: str, rule: Owner, owner: str | None) -> None:
+def _authorize_owner(principal: Principal, action: Action, rule: Owner, owner: str | None) -> None:
     if owner is None:
         raise Forbidden(f"{action} needs the owner's id", hint="this is a bug; please report it")
     if principal.id == owner:
@@ -135,10 +162,13 @@ AUDIT_READERS = ("auditor", "operator")
 
 def audit_scope(principal: Principal) -> AuditScope:
     """Auditors see everything; an organisation's admins its events; a person their own."""
-    if principal.kind in ("operator", "system") or principal.global_roles & set(AUDIT_READERS):
+    if principal.kind in (
+        PrincipalKind.OPERATOR,
+        PrincipalKind.SYSTEM,
+    ) or principal.global_roles & set(AUDIT_READERS):
         return AuditScope(everything=True)
     orgs = frozenset(org for org, role in principal.org_roles if role == "admin")
-    user_id = principal.id if principal.kind == "user" else None
+    user_id = principal.id if principal.kind == PrincipalKind.USER else None
     if not orgs and user_id is None:
         raise Forbidden(
             "reading the audit log needs the global role auditor, the role admin in an "

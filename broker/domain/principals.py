@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 ORG_ROLES = ("depositor", "reviewer", "admin")  # the one list (names.check_role, policies)
 GLOBAL_ROLES = ("auditor", "operator")
@@ -28,9 +29,18 @@ def roles_counting_as(role: str) -> tuple[str, ...]:
     return tuple(r for r in ORG_ROLES if counts_as((r,), role))
 
 
+class PrincipalKind(StrEnum):
+    """Who acts: its value is what the audit log's `actor.kind` says."""
+
+    TOKEN = "token"  # noqa: S105 (a service token, one organisation role)
+    USER = "user"  # a person logged in through OIDC
+    OPERATOR = "operator"  # the server console
+    SYSTEM = "system"  # the worker
+
+
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "token" | "user" | "operator" | "system"
+    kind: PrincipalKind
     id: str
     org_roles: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (org, role)
     global_roles: frozenset[str] = field(default_factory=frozenset)
@@ -42,7 +52,7 @@ class Principal:
 
     def audit_ref(self) -> dict[str, str]:
         """How the actor appears on the audit log: stable ids only, no personal data."""
-        return {"kind": self.kind, "id": self.id}
+        return {"kind": self.kind.value, "id": self.id}
 
     def describe_roles(self) -> dict[str, object]:
         orgs: dict[str, list[str]] = {}
@@ -52,8 +62,10 @@ class Principal:
 
 
 def service_token(token_id: str, org: str, role: str) -> Principal:
-    return Principal(kind="token", id=token_id, org_roles=frozenset({(org, role)}))
+    return Principal(kind=PrincipalKind.TOKEN, id=token_id, org_roles=frozenset({(org, role)}))
 
 
-OPERATOR = Principal(kind="operator", id="console", global_roles=frozenset({"operator"}))
-SYSTEM = Principal(kind="system", id="worker")
+OPERATOR = Principal(
+    kind=PrincipalKind.OPERATOR, id="console", global_roles=frozenset({"operator"})
+)
+SYSTEM = Principal(kind=PrincipalKind.SYSTEM, id="worker")

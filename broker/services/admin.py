@@ -10,6 +10,7 @@ from sqlalchemy import select
 from broker.adapters.db.models import Organisation, ServiceToken
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.names import check_org_name, check_role
 from broker.domain.principals import Principal, service_token
 from broker.domain.secrets import new_secret, secret_matches, split_secret
@@ -23,7 +24,7 @@ def create_org(uow: UnitOfWork, actor: Principal, name: str) -> Organisation:
     org = Organisation(name=name)
     uow.session.add(org)
     uow.session.flush()
-    uow.audit("org.created", actor, {"org": name})
+    uow.audit(AuditAction.ORG_CREATED, actor, {"org": name})
     uow.commit()
     return org
 
@@ -73,7 +74,7 @@ def create_token(
         )
     )
     uow.audit(
-        "token.created",
+        AuditAction.TOKEN_CREATED,
         actor,
         {"token": issued.id, "org": org_name},
         {"role": role, "expires_at": expires.isoformat(), "label": label},
@@ -90,7 +91,8 @@ def revoke_token(uow: UnitOfWork, actor: Principal, token_id: str) -> None:
         )
     if token.revoked_at is None:
         token.revoked_at = now()
-        uow.audit("token.revoked", actor, {"token": token_id, "org": token.organisation.name})
+        subject = {"token": token_id, "org": token.organisation.name}
+        uow.audit(AuditAction.TOKEN_REVOKED, actor, subject)
     uow.commit()
 
 

@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 
 from broker.adapters.db.models import Deposit, DepositFile, Model, Organisation
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.principals import Principal
+from broker.domain.states import FileState
 from broker.errors import ConfigError
 from broker.policy.schema import Policy
 from broker.services.access import match_policy
@@ -53,7 +54,7 @@ def list_models(uow: UnitOfWork, policy_dir: Path) -> list[dict[str, Any]]:
 def org_deposits(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, Any]]:
     """Every deposit of an organisation, newest first, with its verification state (for the
     organisation's depositors, reviewers and admins)."""
-    authorize(actor, "deposit.read", org)
+    authorize(actor, Action.DEPOSIT_READ, org)
     organisation = get_org(uow, org)
     deposits = uow.session.scalars(
         select(Deposit)
@@ -69,7 +70,7 @@ def org_deposits(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, 
             "state": d.state,
             "created_at": _iso(d.created_at),
             "failure": d.failure,
-            "files_verified": sum(1 for f in d.files if f.state == "verified"),
+            "files_verified": sum(1 for f in d.files if f.state == FileState.VERIFIED),
         }
         for d in deposits
     ]

@@ -19,6 +19,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore.base import ObjectInfo, ObjectStore, SupportsRetention
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.domain.throttle import Throttle
 from broker.errors import EscrowError, NotFound, ObjectMissing, StorageError
@@ -159,7 +160,7 @@ def after_seal(escrow: Escrow, deposit_id: str, actor: Principal) -> None:
         names, event = [PRIMARY], None
         if escrow.mirror is not None:
             event = _mirror_sealed(escrow, deposit)
-            if event[0] == "deposit.mirrored":
+            if event[0] == AuditAction.DEPOSIT_MIRRORED:
                 names.append(MIRROR)
         stores = copies(escrow)
         heads = [(n, stores[n].head(o.key)) for o in deposit_objects(deposit) for n in names]
@@ -200,7 +201,7 @@ def mirror_checkpoint(escrow: Escrow, mirrored: int) -> int:
     return size
 
 
-def _mirror_sealed(escrow: Escrow, deposit: Deposit) -> tuple[str, dict[str, object]]:
+def _mirror_sealed(escrow: Escrow, deposit: Deposit) -> tuple[AuditAction, dict[str, object]]:
     """(audit action, details) of copying a sealed deposit to the mirror."""
     assert escrow.mirror is not None
     keys = [o.key for o in deposit_objects(deposit)]
@@ -210,8 +211,8 @@ def _mirror_sealed(escrow: Escrow, deposit: Deposit) -> tuple[str, dict[str, obj
         synced = sync_prefixes(escrow)
     except EscrowError as error:
         log.warning("mirror copy of deposit %s failed: %s", deposit.id, error.message)
-        return "deposit.mirror_failed", {"error": error.message, "hint": error.hint}
-    return "deposit.mirrored", {
+        return AuditAction.DEPOSIT_MIRROR_FAILED, {"error": error.message, "hint": error.hint}
+    return AuditAction.DEPOSIT_MIRRORED, {
         "objects": len(keys),
         "bytes": copied,
         "synced": len(synced.copied) + len(synced.restored),

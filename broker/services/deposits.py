@@ -22,10 +22,12 @@ from broker.adapters.db.models import Deposit, DepositFile, Job, Model
 from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore.base import UploadedPart
 from broker.container import Escrow
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
+from broker.domain.events import AuditAction
 from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
 from broker.domain.parts import MAX_PAYLOAD_SIZE, payload_size, plain_part_size, plan_parts
 from broker.domain.principals import Principal
+from broker.domain.states import DepositState, FileState
 from broker.errors import (
     Conflict,
     EscrowError,
@@ -39,7 +41,12 @@ from broker.services.admin import get_org
 
 log = logging.getLogger(__name__)
 MAX_HEADER_SIZE = 64 * 1024
-OPEN, VERIFYING, SEALED, FAILED = "open", "verifying", "sealed", "failed"
+OPEN, VERIFYING, SEALED, FAILED = (
+    DepositState.OPEN,
+    DepositState.VERIFYING,
+    DepositState.SEALED,
+    DepositState.FAILED,
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def open_deposit(
     None keeps the deposit's files."""
     org_name, short_name = split_model_name(model_name)
     check_version(version)
-    authorize(actor, "deposit.create", org_name)
+    authorize(actor, Action.DEPOSIT_CREATE, org_name)
     plan = parse_plan(files)
     org = get_org(uow, org_name)
     extras = [age.parse_recipient(r) for r in extra_recipients or []]
@@ -131,7 +138,7 @@ def open_deposit(
             model = Model(org_id=org.id, name=short_name)
             uow.session.add(model)
             uow.session.flush()
-            uow.audit("model.created", actor, {"model": model_name})
+            uow.audit(AuditAction.MODEL_CREATED, actor, {"model": model_name})
         deposit = uow.session.scalar(
             select(Deposit).where(Deposit.model_id == model.id, Deposit.version == version)
         )
@@ -202,7 +209,7 @@ def _new_deposit(
     uow.session.add(deposit)
     uow.session.flush()
     uow.audit(
-        "deposit.created",
+        AuditAction.DEPOSIT_CREATED,
         actor,
         {"deposit": deposit_id, "model": model_name, "version": version},
         {"recipient": str(recipient), "classical": deposit.classical},
@@ -225,10 +232,10 @@ def _apply_plan(
         if wanted.get(file.path) != file.size:
             _abort_upload(escrow, deposit, file)
             deposit.files.remove(file)
-        elif file.state == FAILED:
+        elif file.state == FileState.FAILED:
             _abort_upload(escrow, deposit, file)
             _reset(file)
-        elif file.state == "uploaded" and _objects_gone(escrow, deposit, file):
+        elif file.state == FileState.UPLOADED and _objects_gone(escrow, deposit, file):
             _forget_lost_upload(uow, actor, deposit, file)
     uow.session.flush()
     known = {f.path for f in deposit.files}
@@ -237,18 +244,20 @@ def _apply_plan(
         if planned.path in known:
             continue
         deposit.files.append(
-            DepositFile(idx=next_index, path=planned.path, size=planned.size, state="pending")
+            DepositFile(
+                idx=next_index, path=planned.path, size=planned.size, state=FileState.PENDING
+            )
         )
         next_index += 1
     if deposit.state == FAILED:
         deposit.state, deposit.failure = OPEN, None
-        uow.audit("deposit.reopened", actor, {"deposit": deposit.id})
+        uow.audit(AuditAction.DEPOSIT_REOPENED, actor, {"deposit": deposit.id})
     uow.session.flush()
 
 
 def _reset(file: DepositFile) -> None:
     file.state, file.upload_id, file.header, file.sha256, file.error = (
-        "pending",
+        FileState.PENDING,
         None,
         None,
         None,
@@ -267,7 +276,7 @@ def _abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
             log.warning("upload of %s left in the store: %s", key, error)
 
 
-def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: str) -> Deposit:
+def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: Action) -> Deposit:
     deposit = uow.session.get(Deposit, deposit_id)
     if deposit is None:
         raise NotFound(f"deposit {deposit_id!r} does not exist", hint="check the deposit id")
@@ -302,17 +311,18 @@ def start_upload(
     and `upload` (a reference to the store upload) changes, so the client encrypts the file
     again under a new key instead of mixing keys or reusing a nonce.
     """
-    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
     file = _file(deposit, index)
     key = deposit_prefix(deposit.id) + payload_key(index)
-    if restart and file.state != "pending":
+    if restart and file.state != FileState.PENDING:
         _abort_upload(escrow, deposit, file)
         _reset(file)
-        uow.audit("deposit.file_restarted", actor, {"deposit": deposit.id, "path": file.path})
+        subject = {"deposit": deposit.id, "path": file.path}
+        uow.audit(AuditAction.DEPOSIT_FILE_RESTARTED, actor, subject)
     parts = []
     lost = False
-    if file.state == "uploading":
+    if file.state == FileState.UPLOADING:
         try:
             parts = [
                 {"number": p.number, "size": p.size, "etag": p.etag}
@@ -326,11 +336,11 @@ def start_upload(
             # client sends every part again (under the same key only if its journal proves the
             # plaintext unchanged) and reports them all at completion.
             log.info("the store cannot list parts of %s: the client re-sends them", key)
-    if file.state == "pending":
+    if file.state == FileState.PENDING:
         file.upload_id = escrow.store.create_multipart(
             key, [part.cipher_size for part in plan_parts(file.size)]
         )
-        file.state = "uploading"
+        file.state = FileState.UPLOADING
     uow.commit()
     return {
         "index": file.idx,
@@ -368,7 +378,7 @@ def _forget_lost_upload(
     """The store does not know the file's upload any more: back to pending (its parts and
     header are gone with it), recorded on the log."""
     _reset(file)
-    uow.audit("deposit.upload_lost", actor, {"deposit": deposit.id, "path": file.path})
+    uow.audit(AuditAction.DEPOSIT_UPLOAD_LOST, actor, {"deposit": deposit.id, "path": file.path})
 
 
 def _upload_lost(
@@ -393,10 +403,10 @@ def presign_parts(
     index: int,
     numbers: object,  # the request's JSON, checked here
 ) -> list[dict[str, Any]]:
-    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
     file = _file(deposit, index)
-    if file.state != "uploading" or not file.upload_id:
+    if file.state != FileState.UPLOADING or not file.upload_id:
         raise Conflict(
             f"file {file.path!r} has no upload in progress",
             hint="start it with POST …/upload first",
@@ -437,10 +447,10 @@ def register_header(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, header: bytes
 ) -> dict[str, Any]:
     """Accept a file's age header only if the deposit's escrow identity can open it."""
-    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
     file = _file(deposit, index)
-    if file.state != "uploading":
+    if file.state != FileState.UPLOADING:
         raise Conflict(f"file {file.path!r} is {file.state}", hint="start its upload first")
     if len(header) > MAX_HEADER_SIZE:
         raise InvalidInput(
@@ -470,7 +480,8 @@ def register_header(
         )
     if not deposit.classical and not age.header_post_quantum(header):
         deposit.classical = True
-        uow.audit("deposit.marked_classical", actor, {"deposit": deposit.id, "path": file.path})
+        subject = {"deposit": deposit.id, "path": file.path}
+        uow.audit(AuditAction.DEPOSIT_MARKED_CLASSICAL, actor, subject)
     file.header = header
     uow.commit()
     return {"index": file.idx, "header_registered": True, "classical": deposit.classical}
@@ -553,12 +564,12 @@ def complete_upload(
 
     `reported_parts`: what the client uploaded (`parse_reported_parts`), used only where the
     store cannot list parts."""
-    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
     file = _file(deposit, index)
-    if file.state == "uploaded" and file.sha256 == sha256:
+    if file.state == FileState.UPLOADED and file.sha256 == sha256:
         return {"index": file.idx, "state": file.state}
-    if file.state != "uploading" or file.header is None or not file.upload_id:
+    if file.state != FileState.UPLOADING or file.header is None or not file.upload_id:
         raise Conflict(
             f"file {file.path!r} cannot be completed while {file.state} "
             f"({'header registered' if file.header else 'no header yet'})",
@@ -603,9 +614,9 @@ def complete_upload(
             hint="the file's upload was discarded; run the same `escrow deposit` command again",
         )
     escrow.store.put_bytes(prefix + header_key(index), file.header)
-    file.state, file.sha256, file.upload_id = "uploaded", sha256, None
+    file.state, file.sha256, file.upload_id = FileState.UPLOADED, sha256, None
     uow.audit(
-        "deposit.file_uploaded",
+        AuditAction.DEPOSIT_FILE_UPLOADED,
         actor,
         {"deposit": deposit.id, "path": file.path},
         {"size": file.size, "sha256": sha256},
@@ -616,11 +627,11 @@ def complete_upload(
 
 def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
     """Queue the verification that decrypts, hashes and then seals the deposit."""
-    deposit = get_deposit(uow, actor, deposit_id, "deposit.upload")
+    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     if deposit.state in (VERIFYING, SEALED):
         return deposit
     _require_open(deposit)
-    waiting = [f.path for f in deposit.files if f.state != "uploaded"]
+    waiting = [f.path for f in deposit.files if f.state != FileState.UPLOADED]
     if waiting or not deposit.files:
         raise Conflict(
             f"deposit {deposit.id} cannot be finalised: "
@@ -644,7 +655,8 @@ def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str)
         )
     deposit.state = VERIFYING
     uow.session.add(Job(kind="verify", deposit_id=deposit.id, state="queued"))
-    uow.audit("deposit.finalized", actor, {"deposit": deposit.id}, {"files": len(deposit.files)})
+    counted = {"files": len(deposit.files)}
+    uow.audit(AuditAction.DEPOSIT_FINALIZED, actor, {"deposit": deposit.id}, counted)
     uow.commit()
     return deposit
 

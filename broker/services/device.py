@@ -30,7 +30,8 @@ from sqlalchemy import select, update
 
 from broker.adapters.db.models import DeviceAuthorization, LoginSession, UserToken
 from broker.adapters.db.uow import UnitOfWork, rowcount
-from broker.domain.principals import Principal
+from broker.domain.events import AuditAction
+from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.secrets import hash_secret, new_secret, prefix_of, secret_matches, split_secret
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.services.people import audit_subject
@@ -207,7 +208,7 @@ def _audit_issue(
     uow: UnitOfWork, session: LoginSession, pair: TokenPair, via: str, extra: dict[str, object]
 ) -> None:
     uow.audit(
-        "token.issued",
+        AuditAction.TOKEN_ISSUED,
         _person(session),
         audit_subject(session.user),
         {
@@ -229,7 +230,7 @@ def _token_id(token: str) -> str:
 
 
 def _person(session: LoginSession) -> Principal:
-    return Principal(kind="user", id=str(session.user_id), session_id=session.id)
+    return Principal(kind=PrincipalKind.USER, id=str(session.user_id), session_id=session.id)
 
 
 # --- the person answers in the browser (RFC 8628 §3.3) ---------------------------------------
@@ -269,7 +270,7 @@ def approve(uow: UnitOfWork, user_code: str, browser: LoginSession) -> LoginSess
     session = start_session(uow, browser.user, "device", browser.issuer, browser.auth_time)
     grant.approved_session_id = session.id
     uow.audit(
-        "device.approved",
+        AuditAction.DEVICE_APPROVED,
         _person(browser),
         audit_subject(browser.user),
         {"device_authorization": grant.id, "client": grant.client_id, "session": session.id},
@@ -281,7 +282,7 @@ def approve(uow: UnitOfWork, user_code: str, browser: LoginSession) -> LoginSess
 def deny(uow: UnitOfWork, user_code: str, browser: LoginSession) -> None:
     grant = _answer(uow, user_code, browser, DENIED)
     uow.audit(
-        "device.denied",
+        AuditAction.DEVICE_DENIED,
         _person(browser),
         audit_subject(browser.user),
         {"device_authorization": grant.id, "client": grant.client_id},
@@ -328,7 +329,7 @@ def refresh(uow: UnitOfWork, client_id: str | None, refresh_token: str | None) -
         replayed = _spent_refresh_token(uow, refresh_token)
         if replayed is not None:
             uow.audit(
-                "token.replayed",
+                AuditAction.TOKEN_REPLAYED,
                 _person(replayed.session),
                 audit_subject(replayed.session.user),
                 {"session": replayed.session_id, "refresh_token": replayed.id},
@@ -379,7 +380,7 @@ def revoke(uow: UnitOfWork, client_id: str | None, presented: str | None) -> boo
     if session is None:
         return False
     uow.audit(
-        "token.revoked",
+        AuditAction.TOKEN_REVOKED,
         _person(session),
         audit_subject(session.user),
         {"session": session.id, "token": token.id, "kind": token.kind, "client": CLIENT_ID},

@@ -38,6 +38,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore.base import ObjectInfo, ObjectStore, SupportsRetention
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.parts import payload_size
 from broker.domain.principals import Principal
 from broker.domain.throttle import Throttle
@@ -48,7 +49,7 @@ from broker.services.deposits import SEALED, deposit_identity
 from broker.services.verification import check_payload
 
 FULL, CHECKSUMS = "full", "checksums"
-COMPLETED = "fixity.completed"
+COMPLETED = AuditAction.FIXITY_COMPLETED
 
 
 @dataclass(frozen=True)
@@ -184,10 +185,10 @@ class FixityRun:
                     "source": copies.MIRROR,
                     "problem": "is missing",
                 }
-                uow.audit("fixity.repaired", self.actor, {"object": key}, restored)
+                uow.audit(AuditAction.FIXITY_REPAIRED, self.actor, {"object": key}, restored)
             for repair in report.keys_repaired:
                 details = {"copy": repair.copy, "source": repair.source, "problem": repair.problem}
-                uow.audit("fixity.repaired", self.actor, {"object": repair.key}, details)
+                uow.audit(AuditAction.FIXITY_REPAIRED, self.actor, {"object": repair.key}, details)
             uow.audit(COMPLETED, self.actor, {}, _summary(report))
             uow.commit()
         try:
@@ -402,7 +403,7 @@ def _conclude(uow: UnitOfWork, deposit: Deposit, result: DepositResult, actor: P
     """Write the outcome on the deposit and the audit log (the caller commits)."""
     for repair in result.repairs:
         uow.audit(
-            "fixity.repaired",
+            AuditAction.FIXITY_REPAIRED,
             actor,
             {"deposit": deposit.id, "path": repair.name},
             {
@@ -417,12 +418,12 @@ def _conclude(uow: UnitOfWork, deposit: Deposit, result: DepositResult, actor: P
         details["checksums_differed"] = [asdict(f) for f in result.escalated]
     if result.error:
         details["error"] = result.error
-        uow.audit("fixity.incomplete", actor, {"deposit": deposit.id}, details)
+        uow.audit(AuditAction.FIXITY_INCOMPLETE, actor, {"deposit": deposit.id}, details)
         return
     if result.ok:
         _mark_passed(deposit, result)
         uow.audit(
-            "fixity.passed",
+            AuditAction.FIXITY_PASSED,
             actor,
             {"deposit": deposit.id},
             details
@@ -431,7 +432,7 @@ def _conclude(uow: UnitOfWork, deposit: Deposit, result: DepositResult, actor: P
         return
     _mark_failed(deposit, result)
     uow.audit(
-        "fixity.failed",
+        AuditAction.FIXITY_FAILED,
         actor,
         {"deposit": deposit.id},
         details | {"files": [asdict(f) for f in result.problems]},

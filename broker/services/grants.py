@@ -49,16 +49,23 @@ from broker.adapters.db.models import (
 )
 from broker.adapters.db.uow import UnitOfWork, with_audit_head
 from broker.container import Escrow
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.parts import payload_size
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
+from broker.domain.states import GrantState
 from broker.errors import Conflict, Forbidden, NotFound, StorageError, Unauthorized
 from broker.services.deposits import deposit_prefix, payload_key, unwrap_identity
 from broker.services.keys import fingerprint
 from broker.services.people import audit_subject, commitment, person_subject
 
-ACTIVE, PENDING, EXPIRED, REVOKED = "active", "not-yet-valid", "expired", "revoked"
+ACTIVE, PENDING, EXPIRED, REVOKED = (
+    GrantState.ACTIVE,
+    GrantState.NOT_YET_VALID,
+    GrantState.EXPIRED,
+    GrantState.REVOKED,
+)
 
 
 class ReleaseRefused(Forbidden):
@@ -91,7 +98,7 @@ class GrantTerms(Protocol):
 # --- the rules (pure) -------------------------------------------------------------------------
 
 
-def state_at(grant: GrantTerms, moment: datetime) -> str:
+def state_at(grant: GrantTerms, moment: datetime) -> GrantState:
     """active, not-yet-valid, expired or revoked at `moment` (revocation wins)."""
     if grant.revoked_at is not None:
         return REVOKED
@@ -194,7 +201,7 @@ def audit_grant(
     if request is not None and request.renews_grant_id:
         subject["renews_grant"] = request.renews_grant_id  # the chain of a continued access
     uow.audit(
-        "grant.created",
+        AuditAction.GRANT_CREATED,
         actor,
         subject,
         {
@@ -214,7 +221,7 @@ def grant_to_renew(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
     renewals of one grant at once: one after the other). Conflict saying why it cannot."""
     grant = _locked_grant(uow, grant_id)
     try:
-        authorize(actor, "grant.renew", owner=str(grant.user_id))
+        authorize(actor, Action.GRANT_RENEW, owner=str(grant.user_id))
     except Forbidden:
         # Someone else's grant: answered as if it did not exist, like every other grant route.
         raise _not_found(grant_id) from None
@@ -244,13 +251,13 @@ def renewal_of(uow: UnitOfWork, grant: Grant) -> Grant | None:
 def revoke(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
     """Revoke a grant at once (reviewer or admin of the deposit's organisation), and the
     renewals that continue it: else access revoked now would come back when they start."""
-    if actor.kind == "token":
+    if actor.kind == PrincipalKind.TOKEN:
         raise Unauthorized(
             "grant.revoke is done by a person logged in, not by a service token",
             hint="log in (`escrow login BROKER`) as a reviewer or admin of the organisation",
         )
     grant = _locked_grant(uow, grant_id)
-    authorize(actor, "grant.revoke", _org_of(grant))
+    authorize(actor, Action.GRANT_REVOKE, _org_of(grant))
     if grant.revoked_at is not None:
         raise Conflict(
             f"grant {grant.id} was revoked already, at {_iso(grant.revoked_at)}",
@@ -267,7 +274,7 @@ def revoke(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
         if revoked is not grant:
             details["with"] = grant.id  # revoked as a renewal continuing that grant
         uow.audit(
-            "grant.revoked",
+            AuditAction.GRANT_REVOKED,
             actor,
             {**audit_subject(researcher), "grant": revoked.id, "deposit": revoked.deposit_id},
             details,
@@ -290,7 +297,7 @@ def _continuations(uow: UnitOfWork, grant: Grant) -> list[Grant]:
 
 
 def my_grants(uow: UnitOfWork, actor: Principal) -> list[Grant]:
-    authorize(actor, "grant.read_own")
+    authorize(actor, Action.GRANT_READ_OWN)
     return list(
         uow.session.scalars(
             select(Grant).where(Grant.user_id == int(actor.id)).order_by(Grant.created_at, Grant.id)
@@ -299,7 +306,7 @@ def my_grants(uow: UnitOfWork, actor: Principal) -> list[Grant]:
 
 
 def org_grants(uow: UnitOfWork, actor: Principal, org: str) -> list[Grant]:
-    authorize(actor, "grant.read_org", org)
+    authorize(actor, Action.GRANT_READ_ORG, org)
     return list(
         uow.session.scalars(
             select(Grant)
@@ -382,7 +389,7 @@ def release_key(
     of the broker, in plain rows (no ORM objects): two reads, the grant and audit head locked
     together, the numbered release row, then the event (tests/access/test_grants.py counts the
     statements)."""
-    authorize(actor, "grant.release")
+    authorize(actor, Action.GRANT_RELEASE)
     target = _release_target(uow, grant_id, index)
     _check_release(uow, actor, target, index, now())
     if target.header is None:
@@ -411,7 +418,7 @@ def release_key(
     _check_release(uow, actor, locked, index, moment)
     number = _record_release(uow, actor, locked, index, target.path, header_sha256, moment)
     uow.audit(  # to the head locked with the grant
-        "key.released",
+        AuditAction.KEY_RELEASED,
         actor,
         {
             **researcher,
@@ -615,7 +622,7 @@ def _refuse(
 ) -> None:
     """Commit the refusal to the audit log (the caller raises afterwards)."""
     uow.audit(
-        "key.release_refused",
+        AuditAction.KEY_RELEASE_REFUSED,
         actor,
         {"grant": grant.id, "deposit": grant.deposit_id, "file": index},
         {"reason": reason, "detail": words},
@@ -654,7 +661,7 @@ def _locked_grant(uow: UnitOfWork, grant_id: str) -> Grant:
 
 
 def _own_grant(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
-    authorize(actor, "grant.read_own")
+    authorize(actor, Action.GRANT_READ_OWN)
     grant = uow.session.get(Grant, grant_id)
     if grant is None or str(grant.user_id) != actor.id:
         raise _not_found(grant_id)

@@ -18,7 +18,7 @@ from broker.adapters.db.engine import answer_within
 from broker.adapters.db.models import AuditEvent, Deposit, Job, Worker
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import EscrowError, Unavailable
@@ -38,7 +38,7 @@ class Check:
 
 def check_all(escrow: Escrow, actor: Principal) -> list[Check]:
     """Probe each part (the operator's view: `escrow admin health`, /operator)."""
-    authorize(actor, "health.read")
+    authorize(actor, Action.HEALTH_READ)
     return probe_all(escrow)
 
 
@@ -99,7 +99,7 @@ def _database(escrow: Escrow, bound_s: float) -> str:
 def verifications(uow: UnitOfWork, actor: Principal, lease_s: int = 30) -> dict[str, Any]:
     """Deposits verifying or failed, the verification jobs not done, oldest first, and the
     workers heard from within two leases (`lease_s`)."""
-    authorize(actor, "health.read")
+    authorize(actor, Action.HEALTH_READ)
     deposits = uow.session.scalars(
         select(Deposit)
         .where(

@@ -26,8 +26,9 @@ from sqlalchemy import select, update
 from broker import age
 from broker.adapters.db.models import ResearcherKey, User
 from broker.adapters.db.uow import UnitOfWork, rowcount
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.domain.sshsig import ssh_fingerprint
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
@@ -59,7 +60,7 @@ class ChallengeExpired(Conflict):
 
 
 def require_recent_login(
-    principal: Principal, action: str, max_age: timedelta = FRESH_LOGIN
+    principal: Principal, action: Action, max_age: timedelta = FRESH_LOGIN
 ) -> None:
     """Refuse unless `principal` is a person who authenticated at most `max_age` ago."""
     authorize(principal, action)
@@ -137,7 +138,7 @@ def register_key(
     uow: UnitOfWork, actor: Principal, recipient_text: object, label: object, origin: str
 ) -> ResearcherKey:
     """A new pending key of the actor, with a fresh challenge encrypted to it."""
-    require_recent_login(actor, "keys.manage")
+    require_recent_login(actor, Action.KEYS_MANAGE)
     recipient, key_type = parse_key(recipient_text)
     stored = canonical_recipient(recipient)
     user = _user(uow, actor)
@@ -165,7 +166,7 @@ def register_key(
     uow.session.add(key)
     uow.session.flush()
     uow.audit(
-        "key.registered",
+        AuditAction.KEY_REGISTERED,
         actor,
         {**audit_subject(user), "key": key.id},
         {"type": key_type, "fingerprint": fingerprint(stored)},
@@ -227,7 +228,7 @@ def prove_key(uow: UnitOfWork, actor: Principal, key_id: str, response: object) 
     if rowcount(consumed) != 1:
         return key
     uow.audit(
-        "key.proven",
+        AuditAction.KEY_PROVEN,
         actor,
         {**audit_subject(_user(uow, actor)), "key": key.id},
         {"type": key.key_type, "fingerprint": fingerprint(key.recipient)},
@@ -244,7 +245,7 @@ def retire_key(uow: UnitOfWork, actor: Principal, key_id: str) -> ResearcherKey:
     key.retired_at = now()
     key.challenge = key.challenge_sha256 = key.challenge_expires_at = None
     uow.audit(
-        "key.retired",
+        AuditAction.KEY_RETIRED,
         actor,
         {**audit_subject(_user(uow, actor)), "key": key.id},
         {"type": key.key_type, "fingerprint": fingerprint(key.recipient)},
@@ -254,7 +255,7 @@ def retire_key(uow: UnitOfWork, actor: Principal, key_id: str) -> ResearcherKey:
 
 
 def list_keys(uow: UnitOfWork, actor: Principal) -> list[ResearcherKey]:
-    authorize(actor, "keys.manage")
+    authorize(actor, Action.KEYS_MANAGE)
     return list(
         uow.session.scalars(
             select(ResearcherKey)
@@ -266,7 +267,7 @@ def list_keys(uow: UnitOfWork, actor: Principal) -> list[ResearcherKey]:
 
 def own_key(uow: UnitOfWork, actor: Principal, key_id: str) -> ResearcherKey:
     """One of the actor's keys; another person's key is "not found", as a missing one."""
-    authorize(actor, "keys.manage")
+    authorize(actor, Action.KEYS_MANAGE)
     key = uow.session.get(ResearcherKey, key_id)
     if key is None or str(key.user_id) != actor.id:
         raise NotFound(

@@ -55,6 +55,7 @@ from broker.adapters.db.models import AuditEvent, Deposit, SigningKey
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.config import Settings
 from broker.container import Escrow
+from broker.domain.events import AuditAction
 from broker.domain.principals import OPERATOR
 from broker.errors import Conflict, CustodyError, EscrowError, InvalidInput, ObjectMissing
 from broker.services import copies, signing
@@ -216,7 +217,7 @@ def _start(escrow: Escrow, plan: _Plan, secrets: list[WrappedSecret]) -> list[st
 def _audit_start(escrow: Escrow, plan: _Plan, retired: list[str], pending: int) -> None:
     _audit(
         escrow,
-        "custody.rotation_started",
+        AuditAction.CUSTODY_ROTATION_STARTED,
         plan.key,
         {"from": retired, "pending": pending, "resumed": plan.resumed},
     )
@@ -256,7 +257,7 @@ def _finish(escrow: Escrow, plan: _Plan, retired: list[str], rewrapped: int) -> 
     report = _report(escrow, plan, retired, rewrapped, repaired)
     _audit(
         escrow,
-        "custody.rotation_finished",
+        AuditAction.CUSTODY_ROTATION_FINISHED,
         plan.key,
         {
             "rewrapped": rewrapped,
@@ -414,7 +415,7 @@ def _put_identity(escrow: Escrow, deposit_id: str, blob: bytes) -> None:
     copies.lock(escrow, escrow.store, [identity_object(deposit_id)])
 
 
-def _audit(escrow: Escrow, action: str, key: str, details: dict[str, object]) -> None:
+def _audit(escrow: Escrow, action: AuditAction, key: str, details: dict[str, object]) -> None:
     """Key ids only: never key material."""
     with escrow.uow() as uow:
         uow.audit(action, OPERATOR, {"key": key}, details)
@@ -504,7 +505,7 @@ def split_master_key(
     words = split_secret(key, shares, threshold)
     key_id = key_id_of(key)
     uow.audit(
-        "custody.key_split",
+        AuditAction.CUSTODY_KEY_SPLIT,
         OPERATOR,
         {"key": f"local:{key_id}"},
         {"shares": shares, "threshold": threshold},

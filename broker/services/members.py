@@ -8,14 +8,14 @@ from sqlalchemy import select
 
 from broker.adapters.db.models import Membership, User
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.principals import Principal
 from broker.services import people
 from broker.services.admin import get_org
 
 
 def list_members(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, Any]]:
-    authorize(actor, "org.members.read", org)
+    authorize(actor, Action.ORG_MEMBERS_READ, org)
     organisation = get_org(uow, org)
     rows = uow.session.scalars(
         select(Membership).where(Membership.org_id == organisation.id).order_by(Membership.id)
@@ -38,7 +38,7 @@ def list_members(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, 
 def set_member_role(
     uow: UnitOfWork, actor: Principal, org: str, user_ref: str, role: str, grant: bool
 ) -> None:
-    authorize(actor, "org.members.write", org)
+    authorize(actor, Action.ORG_MEMBERS_WRITE, org)
     user = people.get_user(uow, user_ref)
     if grant:
         people.grant_org_role(uow, actor, user, org, role)
@@ -50,7 +50,7 @@ def set_member_role(
 def set_global_role(
     uow: UnitOfWork, actor: Principal, user_ref: str, role: str, grant: bool
 ) -> None:
-    authorize(actor, "roles.global.write")
+    authorize(actor, Action.ROLES_GLOBAL_WRITE)
     user = people.get_user(uow, user_ref)
     if grant:
         people.grant_global_role(uow, actor, user, role)
@@ -62,7 +62,7 @@ def set_global_role(
 def list_users(uow: UnitOfWork, actor: Principal) -> list[dict[str, Any]]:
     """Every user with their roles ("role@org" first, then global roles), by id: the
     operator's view of who is known (`escrow admin user list`)."""
-    authorize(actor, "users.read")
+    authorize(actor, Action.USERS_READ)
     result = []
     for user in uow.session.scalars(select(User).order_by(User.id)):
         org_roles, global_roles = people.roles_of(uow, user.id)

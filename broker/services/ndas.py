@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from broker.adapters.db.models import NdaSignature, NdaSignatureContext, ResearcherKey, User
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain import sshsig
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
+from broker.domain.events import AuditAction
 from broker.domain.nda import NdaLibrary, NdaText, load_library
 from broker.domain.principals import Principal
 from broker.errors import Conflict, InvalidInput, NotFound
@@ -88,7 +89,7 @@ def sign(
     Signing the same text again returns the first signature unchanged (created False), except
     that an SSH signature may be added to a signature that had none.
     """
-    authorize(actor, "nda.sign")
+    authorize(actor, Action.NDA_SIGN)
     if not isinstance(version, str) or not version:
         raise InvalidInput(
             "'version' is missing: name the version of the text you read",
@@ -107,9 +108,8 @@ def sign(
     if existing is not None:
         if ssh is not None and existing.ssh_signature is None:
             _attach(existing, ssh)
-            uow.audit(
-                "nda.ssh_signature_added", actor, audit_subject(user), _details(existing, ssh[1])
-            )
+            details = _details(existing, ssh[1])
+            uow.audit(AuditAction.NDA_SSH_SIGNATURE_ADDED, actor, audit_subject(user), details)
             uow.commit()
         return existing, False
     signature = NdaSignature(
@@ -139,7 +139,7 @@ def sign(
         )
     )
     uow.audit(
-        "nda.signed",
+        AuditAction.NDA_SIGNED,
         actor,
         audit_subject(user),
         _details(signature, ssh[1] if ssh else None),
@@ -252,7 +252,7 @@ def has_signed(uow: UnitOfWork, user_id: int, text: NdaText) -> bool:
 
 
 def my_signatures(uow: UnitOfWork, actor: Principal) -> list[NdaSignature]:
-    authorize(actor, "nda.sign")
+    authorize(actor, Action.NDA_SIGN)
     return list(
         uow.session.scalars(
             select(NdaSignature)

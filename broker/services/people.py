@@ -13,10 +13,11 @@ from sqlalchemy import CompoundSelect, bindparam, delete, null, select, union_al
 from broker.adapters.db.models import GlobalRole, Membership, Organisation, User, UserProfile
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.auditlog.leaf import canonical_json
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.names import check_role
-from broker.domain.principals import GLOBAL_ROLES, Principal
+from broker.domain.principals import GLOBAL_ROLES, Principal, PrincipalKind
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.admin import get_org
 
@@ -86,7 +87,7 @@ def create_user(
 ) -> User:
     """A user made ahead of their first login (an operator), committed; an existing one is a
     conflict."""
-    authorize(actor, "users.write")
+    authorize(actor, Action.USERS_WRITE)
     if find_user(uow, issuer, subject) is not None:
         raise Conflict(
             f"user {claims.email or subject!r} at {issuer} already exists",
@@ -120,8 +121,8 @@ def upsert_user(
     uow.session.flush()
     if created:
         uow.audit(
-            "user.created",
-            actor or Principal(kind="user", id=str(user.id)),
+            AuditAction.USER_CREATED,
+            actor or Principal(kind=PrincipalKind.USER, id=str(user.id)),
             audit_subject(user),
             {"issuer": issuer},
         )
@@ -140,7 +141,8 @@ def grant_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role
     )
     if exists is None:
         uow.session.add(Membership(user_id=user.id, org_id=organisation.id, role=role))
-        uow.audit("role.granted", actor, {**audit_subject(user), "org": org}, {"role": role})
+        subject = {**audit_subject(user), "org": org}
+        uow.audit(AuditAction.ROLE_GRANTED, actor, subject, {"role": role})
 
 
 def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
@@ -155,7 +157,8 @@ def revoke_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, rol
         )
     )
     if removed:
-        uow.audit("role.revoked", actor, {**audit_subject(user), "org": org}, {"role": role})
+        subject = {**audit_subject(user), "org": org}
+        uow.audit(AuditAction.ROLE_REVOKED, actor, subject, {"role": role})
 
 
 def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
@@ -168,7 +171,7 @@ def grant_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) 
     )
     if exists is None:
         uow.session.add(GlobalRole(user_id=user.id, role=role))
-        uow.audit("role.granted", actor, audit_subject(user), {"role": role})
+        uow.audit(AuditAction.ROLE_GRANTED, actor, audit_subject(user), {"role": role})
 
 
 def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str) -> None:
@@ -178,7 +181,7 @@ def revoke_global_role(uow: UnitOfWork, actor: Principal, user: User, role: str)
         )
     )
     if removed:
-        uow.audit("role.revoked", actor, audit_subject(user), {"role": role})
+        uow.audit(AuditAction.ROLE_REVOKED, actor, audit_subject(user), {"role": role})
 
 
 # One round trip, built once: every authenticated call asks it. A global role has no organisation.
@@ -216,7 +219,7 @@ def describe_caller(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
     """Who the caller is (`GET /api/v1/me`, the profile page): anyone authenticated may read
     this about themselves, and only about themselves. A service token or the console is
     described by its kind, id and roles; a person by their user row too."""
-    if principal.kind != "user":
+    if principal.kind != PrincipalKind.USER:
         return {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
     user = uow.session.get(User, int(principal.id))
     if user is None:  # the principal was just authenticated from this user: gone since

@@ -48,8 +48,10 @@ from broker.auditlog.proofs import leaf_hash
 from broker.auditlog.verifier import LogReplay, LogTampered
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.parts import payload_size
 from broker.domain.principals import OPERATOR
+from broker.domain.states import FileState
 from broker.errors import EscrowError
 from broker.services import audit, signing
 from broker.services.deposits import (
@@ -400,7 +402,7 @@ def _write_deposit(uow: UnitOfWork, found: DepositFromBucket, models: dict[str, 
         index = int(file["header"].removeprefix("files/").removesuffix(".header"))
         uow.session.add(DepositFile(
             deposit_id=deposit.id, idx=index, path=file["path"], size=int(file["size"]),
-            state="verified", header=found.headers[index], sha256=file["sha256"],
+            state=FileState.VERIFIED, header=found.headers[index], sha256=file["sha256"],
         ))
 
 
@@ -481,7 +483,7 @@ def _write_log(uow: UnitOfWork, bucket: Bucket, store: ObjectStore) -> None:
     for size, note in bucket.checkpoints.items():
         uow.session.add(AuditCheckpoint(size=size, root=bucket.roots[size], note=note))
     uow.session.flush()
-    uow.audit("escrow.recovered", OPERATOR, {}, {
+    uow.audit(AuditAction.ESCROW_RECOVERED, OPERATOR, {}, {
         "deposits": len(bucket.deposits), "entries": bucket.entries,
         "unsealed_deposits": bucket.unsealed, "dropped_entries": bucket.dropped_entries,
     })

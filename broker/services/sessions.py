@@ -25,9 +25,10 @@ from broker.adapters.db.models import (
     UserToken,
 )
 from broker.adapters.db.uow import UnitOfWork, rowcount
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
-from broker.domain.principals import Principal
+from broker.domain.events import AuditAction
+from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.secrets import new_secret, prefix_of, secret_matches, split_secret
 from broker.errors import Forbidden, Unauthorized
 from broker.services import admin
@@ -62,8 +63,8 @@ def start_session(
     uow.session.add(session)
     uow.session.flush()
     uow.audit(
-        "user.login",
-        Principal(kind="user", id=str(user.id), session_id=session.id),
+        AuditAction.USER_LOGIN,
+        Principal(kind=PrincipalKind.USER, id=str(user.id), session_id=session.id),
         audit_subject(user),
         {"via": kind, "issuer": issuer, "session": session.id},
     )
@@ -76,8 +77,8 @@ def end_session(uow: UnitOfWork, session_id: str) -> None:
         return
     session.revoked_at = now()
     uow.audit(
-        "user.logout",
-        Principal(kind="user", id=str(session.user_id), session_id=session.id),
+        AuditAction.USER_LOGOUT,
+        Principal(kind=PrincipalKind.USER, id=str(session.user_id), session_id=session.id),
         audit_subject(session.user),
         {"session": session.id},
     )
@@ -129,7 +130,7 @@ def _alive(revoked_at: datetime | None, expires_at: datetime, disabled_at: datet
 def principal_of(uow: UnitOfWork, session: LoginSession) -> Principal:
     org_roles, global_roles = roles_of(uow, session.user_id)
     return Principal(
-        kind="user",
+        kind=PrincipalKind.USER,
         id=str(session.user_id),
         org_roles=org_roles,
         global_roles=global_roles,
@@ -233,7 +234,7 @@ def authenticate_bearer(uow: UnitOfWork, presented: str) -> Principal:
     if kind == "eat":
         rows = _token(uow, presented, "eat")
         return Principal(
-            kind="user",
+            kind=PrincipalKind.USER,
             id=str(rows[0].user_id),
             org_roles=frozenset((r.org, r.org_role) for r in rows if r.org is not None),
             global_roles=frozenset(r.global_role for r in rows if r.global_role is not None),
@@ -254,13 +255,13 @@ def create_login_link(uow: UnitOfWork, actor: Principal, user: User) -> str:
             expires_at=now() + LOGIN_LINK_TTL,
         )
     )
-    uow.audit("login_link.created", actor, audit_subject(user), {"link": link.id})
+    uow.audit(AuditAction.LOGIN_LINK_CREATED, actor, audit_subject(user), {"link": link.id})
     return link.plaintext
 
 
 def issue_login_link(uow: UnitOfWork, actor: Principal, user_reference: str) -> str:
     """A login link for the user named by id or email (an operator), committed: its secret."""
-    authorize(actor, "users.write")
+    authorize(actor, Action.USERS_WRITE)
     secret = create_login_link(uow, actor, get_user(uow, user_reference))
     uow.commit()
     return secret

@@ -15,6 +15,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore.base import ObjectStore
 from broker.auditlog.checkpoint import format_verifier_key
 from broker.auditlog.leaf import canonical_json
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.errors import ConfigError
 
@@ -46,7 +47,7 @@ def ensure_signing_keys(uow: UnitOfWork, custody: KeyCustody, actor: Principal) 
                 wrapped_private=custody.wrap(raw, custody_context(purpose, key_id)),
             )
         )
-        uow.audit("signing_key.created", actor, {"key": key_id}, {"purpose": purpose})
+        uow.audit(AuditAction.SIGNING_KEY_CREATED, actor, {"key": key_id}, {"purpose": purpose})
     uow.commit()
 
 

@@ -25,13 +25,14 @@ from broker.adapters.db.models import Deposit, DepositFile
 from broker.adapters.objectstore.base import ObjectStore, PendingUpload
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import SYSTEM, Principal
 from broker.errors import EscrowError, InvalidInput
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OLDER_THAN = timedelta(days=7)
-ABORTED = "deposit.upload_aborted"
+ABORTED = AuditAction.DEPOSIT_UPLOAD_ABORTED
 _PAYLOAD_KEY = re.compile(r"deposits/([^/]+)/files/([0-9]+)\.payload")
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

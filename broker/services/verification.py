@@ -19,7 +19,9 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.auditlog.leaf import canonical_json
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
+from broker.domain.states import FileState
 from broker.errors import EscrowError, ObjectMissing
 from broker.services import copies, signing
 from broker.services.deposits import (
@@ -185,7 +187,7 @@ def run_verification(
     with escrow.uow() as uow:
         deposit = uow.session.get(Deposit, deposit_id, with_for_update=True)
         assert deposit is not None  # deposits are never deleted
-        if deposit.state == FAILED and not any(f.state == FAILED for f in deposit.files):
+        if deposit.state == FAILED and not any(f.state == FileState.FAILED for f in deposit.files):
             deposit.state = VERIFYING  # it failed to run, not to match: try again
         sealing = _record(escrow, uow, deposit, report, actor)
         if settle is not None:
@@ -207,7 +209,7 @@ def _record(
             bad = next((r for r in report.bad if r.path == file.path), None)
             file.error = bad.problem if bad else None
             if bad and deposit.state == VERIFYING:
-                file.state = FAILED
+                file.state = FileState.FAILED
         deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
         deposit.failure_hint = None
         if deposit.state == VERIFYING:
@@ -216,16 +218,16 @@ def _record(
                 "the files stored are not what was declared: deposit this version again "
                 "from the original files (a failed deposit is never sealed)"
             )
-        uow.audit("deposit.verification_failed", actor, subject, {"files": results})
+        uow.audit(AuditAction.DEPOSIT_VERIFICATION_FAILED, actor, subject, {"files": results})
         return False
     deposit.last_verified_at = now()
     deposit.failure = deposit.failure_hint = None
     for file in deposit.files:
-        file.state, file.error = "verified", None
+        file.state, file.error = FileState.VERIFIED, None
     sealing = deposit.state == VERIFYING
     if sealing:
         _seal(escrow, uow, deposit, actor, subject)
-    uow.audit("deposit.verification_passed", actor, subject, {"files": len(results)})
+    uow.audit(AuditAction.DEPOSIT_VERIFICATION_PASSED, actor, subject, {"files": len(results)})
     return sealing
 
 
@@ -243,7 +245,7 @@ def _seal(
     copies.lock_deposit(escrow, deposit)  # before the seal commits: no lock, no seal
     deposit.state, deposit.sealed_at = SEALED, now()
     uow.audit(
-        "deposit.sealed",
+        AuditAction.DEPOSIT_SEALED,
         actor,
         subject,
         {"manifest_sha256": hashlib.sha256(manifest).hexdigest(), "key_id": key_id},

@@ -24,6 +24,7 @@ from broker.adapters.db.models import Deposit, Job, Worker
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.container import Escrow
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
 from broker.services import copies, idempotency, uploads
@@ -125,7 +126,10 @@ def _fail_deposit(uow: UnitOfWork, deposit_id: str, reason: str, hint: str = "")
         retry = RETRY_HINT.format(deposit=deposit_id)
         deposit.failure_hint = f"{hint.rstrip('.')}; then {retry}" if hint else retry
         uow.audit(
-            "deposit.verification_failed", SYSTEM, {"deposit": deposit_id}, {"reason": reason}
+            AuditAction.DEPOSIT_VERIFICATION_FAILED,
+            SYSTEM,
+            {"deposit": deposit_id},
+            {"reason": reason},
         )
 
 

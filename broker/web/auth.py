@@ -15,6 +15,7 @@ from flask import Blueprint, g, redirect, render_template, request, session, url
 from werkzeug.wrappers import Response
 
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
+from broker.domain.principals import PrincipalKind
 from broker.errors import BadRequest, EscrowError
 from broker.http.common import escrow, optional_caller
 from broker.http.openapi import INTEGER, STRING, operation, path_params
@@ -142,7 +143,7 @@ def link_login(secret: str) -> Response:
 @bp.get("/me")
 def me() -> Response | str:
     principal = optional_caller()
-    if principal is None or principal.kind != "user":
+    if principal is None or principal.kind != PrincipalKind.USER:
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
         return render_template(

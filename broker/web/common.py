@@ -23,9 +23,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from broker.adapters.db.uow import database_unavailable
-from broker.domain.access import RULES, GlobalRole, OrgRole, audit_scope, authorize
+from broker.domain.access import RULES, Action, GlobalRole, OrgRole, audit_scope, authorize
 from broker.domain.clock import now
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.units import human_bytes
 from broker.errors import EscrowError, Forbidden, Unauthorized
 from broker.http.common import optional_caller, problem
@@ -73,14 +73,14 @@ class RoleRequired(Forbidden):
 def person() -> Principal:
     """The person logged in (the browser's login session, or a person's bearer token)."""
     principal = optional_caller()
-    if principal is None or principal.kind != "user":
+    if principal is None or principal.kind != PrincipalKind.USER:
         raise LoginRequired(
             "this page is for people logged in", hint="log in with your institution's account"
         )
     return principal
 
 
-def require(actor: Principal, action: str, org: str | None = None) -> None:
+def require(actor: Principal, action: Action, org: str | None = None) -> None:
     """`authorize`, turning a refusal into a page that names the role needed."""
     try:
         authorize(actor, action, org)
@@ -90,7 +90,7 @@ def require(actor: Principal, action: str, org: str | None = None) -> None:
         ) from None
 
 
-def allowed(actor: Principal | None, action: str, org: str | None = None) -> bool:
+def allowed(actor: Principal | None, action: Action, org: str | None = None) -> bool:
     """Whether `authorize` allows it (for links and buttons; the action checks again)."""
     if actor is None:
         return False
@@ -101,12 +101,12 @@ def allowed(actor: Principal | None, action: str, org: str | None = None) -> boo
     return True
 
 
-def orgs_allowed(actor: Principal, action: str) -> list[str]:
+def orgs_allowed(actor: Principal, action: Action) -> list[str]:
     """The organisations the actor has a role in where `authorize` allows `action`."""
     return sorted({org for org, _ in actor.org_roles if allowed(actor, action, org)})
 
 
-def require_some_org(actor: Principal, action: str) -> list[str]:
+def require_some_org(actor: Principal, action: Action) -> list[str]:
     """`orgs_allowed`, or the 403 page when there is none."""
     orgs = orgs_allowed(actor, action)
     if not orgs:
@@ -120,7 +120,7 @@ def require_some_org(actor: Principal, action: str) -> list[str]:
     return orgs
 
 
-def needed_role(action: str, org: str | None) -> str:
+def needed_role(action: Action, org: str | None) -> str:
     """The role `action` needs, in words, read from the one table of rules."""
     rule = RULES.get(action)
     if isinstance(rule, GlobalRole):
@@ -272,13 +272,18 @@ def identify_viewer() -> None:
 def navigation() -> dict[str, Any]:
     """The viewer and the sections they can open (links only; each page checks again)."""
     viewer = g.get("viewer")
-    if viewer is None or viewer.kind != "user":
+    if viewer is None or viewer.kind != PrincipalKind.USER:
         return {"viewer": None, "sections": []}
-    lab_actions = ("review.read", "deposit.read", "org.members.read", "grant.read_org")
+    lab_actions = (
+        Action.REVIEW_READ,
+        Action.DEPOSIT_READ,
+        Action.ORG_MEMBERS_READ,
+        Action.GRANT_READ_ORG,
+    )
     sections = [("My access", "/requests"), ("Profile", "/me")]
     if any(orgs_allowed(viewer, action) for action in lab_actions):
         sections.append(("Lab", "/lab"))
-    if allowed(viewer, "health.read"):
+    if allowed(viewer, Action.HEALTH_READ):
         sections.append(("Operator", "/operator"))
     if audit_scope(viewer).everything:  # who may read the whole log: the domain decides
         sections.append(("Audit", "/audit"))

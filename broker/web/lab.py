@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from broker.domain.access import Action
 from broker.errors import BadRequest
 from broker.http.common import escrow
 from broker.services import access, catalog, grants, members
@@ -26,10 +27,10 @@ from broker.web.common import (
 bp = page_blueprint("web_lab", __name__)
 
 LAB_ACTIONS = {  # section of an organisation's lab page -> the action that opens it
-    "reviews": "review.read",
-    "grants": "grant.read_org",
-    "deposits": "deposit.read",
-    "members": "org.members.read",
+    "reviews": Action.REVIEW_READ,
+    "grants": Action.GRANT_READ_ORG,
+    "deposits": Action.DEPOSIT_READ,
+    "members": Action.ORG_MEMBERS_READ,
 }
 
 
@@ -61,7 +62,7 @@ def overview() -> str:
                 for org, _ in sorted(actor.org_roles)}
     sections = {org: names for org, names in sections.items() if names}
     if not sections:
-        require_some_org(actor, "review.read")  # raises the page naming the roles needed
+        require_some_org(actor, Action.REVIEW_READ)  # raises the page naming the roles needed
     return render_template("lab/index.html", sections=sections, roles=actor.describe_roles())
 
 
@@ -71,7 +72,7 @@ def overview() -> str:
 @bp.get("/lab/reviews")
 def reviews() -> str:
     actor = person()
-    require_some_org(actor, "review.read")
+    require_some_org(actor, Action.REVIEW_READ)
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
         orgs, pending = access.pending_reviews(uow, actor)
@@ -103,7 +104,7 @@ def decide(request_id: str) -> Response:
 @bp.get("/lab/<org>/grants")
 def org_grants(org: str) -> str:
     actor = person()
-    require(actor, "grant.read_org", org)
+    require(actor, Action.GRANT_READ_ORG, org)
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
         found = [grants.describe(uow, g) for g in reversed(grants.org_grants(uow, actor, org))]
@@ -114,7 +115,7 @@ def org_grants(org: str) -> str:
         }
         return render_template(
             "lab/grants.html", org=org, grants=found, researchers=researchers,
-            may_revoke=allowed(actor, "grant.revoke", org),
+            may_revoke=allowed(actor, Action.GRANT_REVOKE, org),
             revoked=request.args.get("revoked", ""),
         )
 
@@ -134,7 +135,7 @@ def revoke(grant_id: str) -> Response:
 @bp.get("/lab/<org>/deposits")
 def deposits(org: str) -> str:
     actor = person()
-    require(actor, "deposit.read", org)
+    require(actor, Action.DEPOSIT_READ, org)
     with escrow().uow() as uow:
         found = catalog.org_deposits(uow, actor, org)
     return render_template("lab/deposits.html", org=org, deposits=found)
@@ -143,12 +144,12 @@ def deposits(org: str) -> str:
 @bp.get("/lab/<org>/members")
 def org_members(org: str) -> str:
     actor = person()
-    require(actor, "org.members.read", org)
+    require(actor, Action.ORG_MEMBERS_READ, org)
     with escrow().uow() as uow:
         found = members.list_members(uow, actor, org)
     return render_template(
         "lab/members.html", org=org, members=found,
-        may_change=allowed(actor, "org.members.write", org),
+        may_change=allowed(actor, Action.ORG_MEMBERS_WRITE, org),
         changed=request.args.get("changed", ""),
     )
 

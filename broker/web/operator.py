@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import render_template
 
+from broker.domain.access import Action
 from broker.http.common import escrow
 from broker.services import health
 from broker.web.common import page_blueprint, page_doc, person, require
@@ -21,7 +22,7 @@ OPENAPI = {
 @bp.get("/operator")
 def dashboard() -> tuple[str, int]:
     actor = person()
-    require(actor, "health.read")
+    require(actor, Action.HEALTH_READ)
     checks = health.check_all(escrow(), actor)
     with escrow().uow() as uow:
         waiting = health.verifications(uow, actor, escrow().settings.job_lease_s)

@@ -13,7 +13,7 @@ from flask import redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import ConfigError, Conflict, InvalidInput
 from broker.http.common import escrow, optional_caller
 from broker.services import access, catalog, grants, keys, ndas
@@ -55,7 +55,7 @@ def nda(nda_id: str) -> str:
     text = texts.get(nda_id, request.args.get("version") or None)
     viewer = optional_caller()
     signature = None
-    if viewer is not None and viewer.kind == "user":
+    if viewer is not None and viewer.kind == PrincipalKind.USER:
         with escrow().uow() as uow:
             found = ndas.signature_of(uow, int(viewer.id), text)
             signature = ndas.describe_signature(uow, found) if found else None

@@ -31,6 +31,7 @@ from broker.adapters.db.models import AuditEvent, AuditHead, Deposit
 from broker.auditlog import merkle
 from broker.auditlog.index import index_of
 from broker.auditlog.leaf import canonical_json, leaf_hash
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.errors import OutcomeUnknown, Unavailable
 
@@ -157,7 +158,7 @@ class UnitOfWork:
 
     def audit(
         self,
-        action: str,
+        action: AuditAction,
         actor: Principal,
         subject: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
@@ -169,6 +170,7 @@ class UnitOfWork:
         Plain SQL statements, no ORM objects: this runs on every change, key releases included,
         and the head's lock is held from here to commit."""
         subject = self._with_model(subject or {})
+        name = str(action)  # a plain str: the bytes of the string (tests/audit/test_leaf_bytes)
         actor_ref = actor.audit_ref()
         index = index_of(actor_ref, subject)
         try:
@@ -178,7 +180,7 @@ class UnitOfWork:
                 {
                     "seq": size,
                     "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "action": action,
+                    "action": name,
                     "actor": actor_ref,
                     "subject": subject,
                     "details": details or {},
@@ -191,7 +193,7 @@ class UnitOfWork:
                     "seq": size,
                     "leaf": leaf,
                     "leaf_hash": digest,
-                    "action": action,
+                    "action": name,
                     "created_at": now,
                     "org": index.org,
                     "model": index.model,

@@ -13,11 +13,18 @@ from broker.adapters.db.models import (
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.principals import Principal
+from broker.domain.access import Action
+from broker.domain.principals import Principal, PrincipalKind
+from broker.domain.states import RequestState
 from broker.errors import InvalidInput, NotFound, Unauthorized
 from broker.policy.facts import Decision, Facts
 
-PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
+PENDING, APPROVED, DENIED, WITHDRAWN = (
+    RequestState.PENDING,
+    RequestState.APPROVED,
+    RequestState.DENIED,
+    RequestState.WITHDRAWN,
+)
 
 REVIEWER_ROLES = ("reviewer", "admin")
 
@@ -33,7 +40,7 @@ class RequestRefused(InvalidInput):
         self.decision = decision
 
 
-def state_of(decision: Decision) -> str:
+def state_of(decision: Decision) -> RequestState:
     if decision.allowed:
         return APPROVED
     return PENDING if decision.eligible else DENIED
@@ -94,10 +101,10 @@ def find_request(uow: UnitOfWork, request_id: str, *, lock: bool = False) -> Acc
     return request
 
 
-def person(uow: UnitOfWork, actor: Principal, action: str) -> User:
+def person(uow: UnitOfWork, actor: Principal, action: Action) -> User:
     """The person acting: requests and reviews are made by people (a review names its
     reviewer), never by service tokens."""
-    if actor.kind != "user":
+    if actor.kind != PrincipalKind.USER:
         raise Unauthorized(
             f"{action} is done by a person logged in, not by a service token",
             hint="log in (`escrow login BROKER`, or /auth/login in a browser)",

@@ -20,8 +20,9 @@ from broker.adapters.db.models import (
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.names import check_version, split_model_name
 from broker.domain.principals import Principal
 from broker.errors import Conflict, InvalidInput, NotFound
@@ -81,7 +82,7 @@ def explain(
     key_id: object = None,
 ) -> dict[str, Any]:
     """What the policy would decide on a request now, without making one (changes nothing)."""
-    authorize(actor, "request.create")
+    authorize(actor, Action.REQUEST_CREATE)
     user = user_of(uow, actor)
     deposit = find_sealed_deposit(uow, model, version)
     policy = policy_for(policy_dir, deposit)
@@ -109,7 +110,7 @@ def create_request(
 ) -> AccessRequest:
     """Record a request and its decision; raise RequestRefused (after committing) when the
     requester is not eligible."""
-    authorize(actor, "request.create")
+    authorize(actor, Action.REQUEST_CREATE)
     user = user_of(uow, actor)
     text = _purpose(purpose)
     requested_days = _days(days)
@@ -178,7 +179,7 @@ def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> A
     if decision.allowed:
         grant = grant_for(uow, request, ask.policy, decision, facts)
     uow.audit(
-        "request.created",
+        AuditAction.REQUEST_CREATED,
         actor,
         {**audit_subject(ask.user), **request_subject(request)},
         {
@@ -282,16 +283,16 @@ def withdraw(uow: UnitOfWork, actor: Principal, request_id: str) -> AccessReques
     """The requester takes back a pending request: it leaves the reviewers' queue, can no longer
     be approved, and stays on the record as withdrawn. Only its requester may (403 for anyone
     else, reviewers included: they deny); a decided request is a conflict (409)."""
-    user = person(uow, actor, "request.withdraw")
+    user = person(uow, actor, Action.REQUEST_WITHDRAW)
     # A reviewer deciding now: one after the other.
     request = find_request(uow, request_id, lock=True)
-    authorize(actor, "request.withdraw", owner=str(request.user_id))
+    authorize(actor, Action.REQUEST_WITHDRAW, owner=str(request.user_id))
     if request.state != PENDING:
         message, hint = _not_withdrawable(uow, request)
         raise Conflict(message, hint=hint)
     request.state, request.decided_at = WITHDRAWN, now()
     uow.audit(
-        "request.withdrawn",
+        AuditAction.REQUEST_WITHDRAWN,
         actor,
         {**audit_subject(user), **request_subject(request)},
         {"model": request.deposit.model.full_name, "version": request.deposit.version},
@@ -331,7 +332,7 @@ def request_renewal(
     a new request naming the grant, evaluated (and refused, pending or granted at once) like
     any other, for the same key; its grant starts when the renewed one ends. `purpose` defaults
     to the renewed request's, `days` to the policy's default (clamped to its longest)."""
-    user = person(uow, actor, "grant.renew")
+    user = person(uow, actor, Action.GRANT_RENEW)
     requested_days = _days(days)
     renewed = grant_service.grant_to_renew(uow, actor, grant_id)
     deposit = renewed.deposit

@@ -21,8 +21,9 @@ from broker.adapters.db.models import (
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal, roles_counting_as
 from broker.errors import Conflict, Forbidden, InvalidInput
 from broker.policy.evaluate import a, describe_role, evaluate, review_disqualified
@@ -70,10 +71,10 @@ def decide(
     reverse): the newest counts, and the change is on the audit log; the same review twice is
     refused (409).
     """
-    reviewer = person(uow, actor, "review.decide")
+    reviewer = person(uow, actor, Action.REVIEW_DECIDE)
     request = find_request(uow, request_id, lock=True)  # two reviewers at once: one after the other
     org = request.deposit.model.organisation.name
-    authorize(actor, "review.decide", org)
+    authorize(actor, Action.REVIEW_DECIDE, org)
     _refuse_undecidable(request, reviewer, org)
     reviews = reviews_of(uow, request.id)
     mine = next((r for r in reviews if r.reviewer_id == reviewer.id), None)
@@ -105,7 +106,7 @@ def decide(
     if changed_from is not None:
         details["changed_from"] = changed_from
     uow.audit(
-        "review.approved" if approve else "review.denied",
+        AuditAction.REVIEW_APPROVED if approve else AuditAction.REVIEW_DENIED,
         actor,
         {**audit_subject(reviewer), **request_subject(request)},
         details,
@@ -257,7 +258,7 @@ def _comment(comment: object) -> str:
 
 def pending_reviews(uow: UnitOfWork, actor: Principal) -> tuple[list[str], list[AccessRequest]]:
     """(the organisations the actor reviews for, their pending requests, oldest first)."""
-    person(uow, actor, "request.create")
+    person(uow, actor, Action.REQUEST_CREATE)
     orgs = sorted({o for o, r in actor.org_roles if r in REVIEWER_ROLES})
     if not orgs:
         return [], []

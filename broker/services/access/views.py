@@ -14,7 +14,7 @@ from broker.adapters.db.models import (
     Grant,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.principals import Principal
 from broker.policy.facts import Decision
 from broker.services import grants as grant_service
@@ -142,7 +142,7 @@ def researcher_facts(
 
 
 def my_requests(uow: UnitOfWork, actor: Principal) -> list[AccessRequest]:
-    user = person(uow, actor, "request.create")
+    user = person(uow, actor, Action.REQUEST_CREATE)
     return list(
         uow.session.scalars(
             select(AccessRequest)
@@ -154,9 +154,9 @@ def my_requests(uow: UnitOfWork, actor: Principal) -> list[AccessRequest]:
 
 def visible_request(uow: UnitOfWork, actor: Principal, request_id: str) -> AccessRequest:
     """A request of the actor, or of an organisation the actor reviews for; else not found."""
-    user = person(uow, actor, "request.create")
+    user = person(uow, actor, Action.REQUEST_CREATE)
     request = find_request(uow, request_id)
     if request.user_id == user.id:
         return request
-    authorize(actor, "review.read", request.deposit.model.organisation.name)
+    authorize(actor, Action.REVIEW_READ, request.deposit.model.organisation.name)
     return request
