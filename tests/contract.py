@@ -29,6 +29,28 @@ def _response_spec(document: dict[str, Any], operation: dict[str, Any], status: 
     return spec
 
 
+def _closed(schema: Any) -> Any:
+    """`schema` with every object of declared members closed to others: an answer with a
+    member its type does not declare is reported (the published document leaves objects open,
+    so that a member may be added in a minor version)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _rooted(document: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """`schema` with the document's schemas beside it, so that its references
+    (`#/components/schemas/…`) resolve; the objects of those (the answers' types) closed.
+    A problem's schema stays open: RFC 9457 allows extension members."""
+    schemas = _closed(document.get("components", {}).get("schemas", {}))
+    return {"allOf": [schema], "components": {"schemas": schemas}}
+
+
 def violation(document: dict[str, Any], asked: Request, response: Response) -> str | None:
     """What in `response` the document does not describe, or None."""
     if asked.url_rule is None:  # 404 or 405 from routing: no operation to hold it against
@@ -58,7 +80,7 @@ def violation(document: dict[str, Any], asked: Request, response: Response) -> s
     found = {  # each member once, not once per item of an array
         "/".join("*" if isinstance(part, int) else str(part) for part in error.absolute_path)
         or "(the body)": error.message
-        for error in Draft202012Validator(schema).iter_errors(body)
+        for error in Draft202012Validator(_rooted(document, schema)).iter_errors(body)
     }
     if found:
         return f"{where}: " + "; ".join(f"at {at}: {what}" for at, what in sorted(found.items()))

@@ -57,6 +57,7 @@ from broker.errors import Conflict, Forbidden, NotFound, StorageError, Unauthori
 from broker.services.deposits import deposit_prefix, payload_key, unwrap_identity
 from broker.services.keys import fingerprint
 from broker.services.people import audit_subject, commitment, person_subject
+from broker.services.views_types import GrantState, GrantView, ReleasedKey, SignedManifest
 
 ACTIVE, PENDING, EXPIRED, REVOKED = "active", "not-yet-valid", "expired", "revoked"
 
@@ -312,7 +313,7 @@ def org_grants(uow: UnitOfWork, actor: Principal, org: str) -> list[Grant]:
     )
 
 
-def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> dict[str, Any]:
+def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> GrantView:
     deposit = grant.deposit
     releases = dict(
         uow.session.execute(
@@ -333,7 +334,7 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> d
         "key_id": grant.key_id,
         "recipient": grant.recipient,
         "key_fingerprint": fingerprint(grant.recipient),
-        "state": state_at(grant, moment or now()),
+        "state": cast(GrantState, state_at(grant, moment or now())),
         "not_before": _iso(grant.not_before),
         "expires_at": _iso(grant.expires_at),
         "revoked_at": _iso(grant.revoked_at) if grant.revoked_at else None,
@@ -351,7 +352,7 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> d
     }
 
 
-def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -> dict[str, Any]:
+def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -> SignedManifest:
     """The deposit's signed manifest, as stored, for the grant's researcher to verify."""
     grant = _own_grant(uow, actor, grant_id)
     why = refusal(grant, now())
@@ -373,7 +374,7 @@ def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -
 
 def release_key(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str, index: int
-) -> dict[str, Any]:
+) -> ReleasedKey:
     """A fresh age header of file `index` for the grant's pinned key, and a short-lived URL of
     the unchanged payload. Refusals are committed to the audit log, then raised.
 

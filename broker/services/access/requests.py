@@ -6,7 +6,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from sqlalchemy import select
 
@@ -52,6 +52,7 @@ from broker.services.deposits import SEALED
 from broker.services.grants import RenewalRefused
 from broker.services.keys import proven_keys
 from broker.services.people import audit_subject
+from broker.services.views_types import Explanation, RequestState
 
 MAX_PURPOSE = 2000
 
@@ -79,7 +80,7 @@ def explain(
     version: object,
     days: object = None,
     key_id: object = None,
-) -> dict[str, Any]:
+) -> Explanation:
     """What the policy would decide on a request now, without making one (changes nothing)."""
     authorize(actor, "request.create")
     user = user_of(uow, actor)
@@ -93,7 +94,7 @@ def explain(
         "version": deposit.version,
         "deposit_id": deposit.id,
         "decision": describe_decision(decision),
-        "would_be": state_of(decision),
+        "would_be": cast(RequestState, state_of(decision)),
     }
 
 
