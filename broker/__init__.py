@@ -30,7 +30,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     from broker.config import load_settings
     from broker.container import build_escrow, read_secret_file
     from broker.http.common import MAX_BODY_BYTES, check_request_values, register_error_handlers
-    from broker.http.openapi import openapi_document
     from broker.web import auth as web_auth
     from broker.web import common as web_common
     from broker.web import csrf, page_modules
@@ -71,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     for module in modules:
         app.register_blueprint(module.bp)
-    # One document, from the routes each registered blueprint declares (served by api/meta.py)
-    app.extensions["openapi"] = openapi_document(modules)
+    # One document, from the routes each registered blueprint declares (served by api/meta.py,
+    # made on first use by broker.http.openapi.document_of)
+    app.extensions["openapi_modules"] = modules
     return app

@@ -13,6 +13,8 @@ from flask import Flask, Request, request
 from jsonschema import Draft202012Validator
 from werkzeug.wrappers import Response
 
+from broker.http.openapi import document_of
+
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
 
@@ -27,6 +29,28 @@ def _response_spec(document: dict[str, Any], operation: dict[str, Any], status: 
     if spec is not None and "$ref" in spec:  # only "#/components/responses/…" are used
         spec = document["components"]["responses"][spec["$ref"].rsplit("/", 1)[1]]
     return spec
+
+
+def _closed(schema: Any) -> Any:
+    """`schema` with every object of declared members closed to others: an answer with a
+    member its type does not declare is reported (the published document leaves objects open,
+    so that a member may be added in a minor version)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _rooted(document: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """`schema` with the document's schemas beside it, so that its references
+    (`#/components/schemas/…`) resolve; the objects of those (the answers' types) closed.
+    A problem's schema stays open: RFC 9457 allows extension members."""
+    schemas = _closed(document.get("components", {}).get("schemas", {}))
+    return {"allOf": [schema], "components": {"schemas": schemas}}
 
 
 def violation(document: dict[str, Any], asked: Request, response: Response) -> str | None:
@@ -58,7 +82,7 @@ def violation(document: dict[str, Any], asked: Request, response: Response) -> s
     found = {  # each member once, not once per item of an array
         "/".join("*" if isinstance(part, int) else str(part) for part in error.absolute_path)
         or "(the body)": error.message
-        for error in Draft202012Validator(schema).iter_errors(body)
+        for error in Draft202012Validator(_rooted(document, schema)).iter_errors(body)
     }
     if found:
         return f"{where}: " + "; ".join(f"at {at}: {what}" for at, what in sorted(found.items()))
@@ -73,7 +97,7 @@ def watch(app: Flask) -> list[str]:
     @app.after_request
     def _check(response: Response) -> Response:
         if request.path.startswith("/api/v1/"):
-            found = violation(app.extensions["openapi"], request, response)
+            found = violation(document_of(app), request, response)
             if found is not None and found not in violations:
                 violations.append(found)
         return response

@@ -20,84 +20,31 @@ import json
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import caller, escrow, json_body, problem
-from broker.http.openapi import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    array,
-    nullable,
-    obj,
-    operation,
-    path_params,
-)
+from broker.http.openapi import INTEGER, STRING, obj, operation, path_params
 from broker.services import access as service
 from broker.services import grants
+from broker.services.views_types import (
+    Explanation,
+    GrantList,
+    GrantView,
+    ReleasedKey,
+    RequestList,
+    RequestOutcome,
+    RequestView,
+    ReviewQueue,
+    SignedManifest,
+)
 
 bp = Blueprint("access", __name__, url_prefix="/api/v1")
 
-DECISION = obj(
-    allowed=BOOLEAN,
-    eligible=BOOLEAN,
-    missing=array(STRING),
-    reasons=array(STRING),
-    grant_days=INTEGER,
-    clamped=BOOLEAN,
-    policy=obj(id=STRING, sha256=STRING),
-)
-REQUEST = obj(
-    id=STRING,
-    model=STRING,
-    version=STRING,
-    deposit_id=STRING,
-    state={"enum": ["pending", "approved", "denied", "withdrawn"]},
-    purpose=STRING,
-    days_requested=nullable(INTEGER),
-    key_id=nullable(STRING),
-    decision=DECISION,
-    grant_id=nullable(STRING),
-    renews_grant_id=nullable(STRING),
-    reviews=array(obj(reviewer=STRING, approve=BOOLEAN, comment=STRING, created_at=STRING)),
-    researcher=obj(),
-    renews_grant=nullable(
-        obj(id=STRING, state=STRING, not_before=STRING, expires_at=STRING, key_id=STRING)
-    ),
-)
 ASK = obj(model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING)
-GRANT = obj(
-    id=STRING,
-    request_id=STRING,
-    renews_grant_id=nullable(STRING),
-    model=STRING,
-    version=STRING,
-    deposit_id=STRING,
-    key_id=STRING,
-    recipient=STRING,
-    state={"enum": ["active", "not-yet-valid", "expired", "revoked"]},
-    not_before=STRING,
-    expires_at=STRING,
-    revoked_at=nullable(STRING),
-    releases_per_file=INTEGER,
-    files=array(obj(index=INTEGER, path=STRING, size=INTEGER, sha256=STRING, releases=INTEGER)),
-)
-RELEASE = obj(
-    index=INTEGER,
-    path=STRING,
-    size=INTEGER,
-    payload_size=INTEGER,
-    sha256=STRING,
-    header={"type": "string", "contentEncoding": "base64"},
-    header_sha256=STRING,
-    payload_url=STRING,
-    payload_url_expires_at=STRING,
-    releases_left=INTEGER,
-)
 DECIDE = operation(
     "decide a pending request (reviewer or admin of its organisation)",
-    obj(request=REQUEST),
+    RequestOutcome,
     obj(comment=STRING),
 )
 GRANTS = operation(
-    "your grants; ?org=ORG: the grants of an organisation (its reviewers)", obj(grants=array(GRANT))
+    "your grants; ?org=ORG: the grants of an organisation (its reviewers)", GrantList
 )
 GRANTS["parameters"] = [{"name": "org", "in": "query", "required": False, "schema": STRING}]
 RENEW = operation(
@@ -106,7 +53,7 @@ RENEW = operation(
     "expiry. 201 pending or approved (then with its grant); 403 when the policy does not "
     "allow renewal; 409 when the grant is not active, renewed already or has a renewal "
     "pending; 422 with what is missing when not eligible (recorded as denied)",
-    obj(request=REQUEST, grant=GRANT),
+    RequestOutcome,
     obj(days=INTEGER, purpose=STRING),
     status="201",
 )
@@ -116,21 +63,23 @@ OPENAPI = {
         "post": operation(
             "ask for access to a sealed model version; 201 pending or approved (then with "
             "its grant); 422 with what is missing when not eligible (recorded as denied)",
-            obj(request=REQUEST, grant=GRANT),
+            RequestOutcome,
             ASK,
             status="201",
         ),
-        "get": operation("your requests", obj(requests=array(REQUEST))),
+        "get": operation("your requests", RequestList),
     },
     "/api/v1/requests/explain": {
         "post": operation(
             "what the policy would decide on this request now; records nothing",
-            obj(decision=DECISION, would_be=STRING),
+            Explanation,
             ASK,
         ),
     },
     "/api/v1/requests/{request_id}": {
-        "get": operation("one request: yours, or one of an organisation you review for", REQUEST),
+        "get": operation(
+            "one request: yours, or one of an organisation you review for", RequestView
+        ),
         "parameters": path_params("request_id"),
     },
     "/api/v1/requests/{request_id}/approve": {
@@ -145,7 +94,7 @@ OPENAPI = {
         "post": operation(
             "withdraw a pending request of yours: it leaves the review queue and stays on "
             "the record as withdrawn; 409 when it is decided already",
-            obj(request=REQUEST),
+            RequestOutcome,
         ),
         "parameters": path_params("request_id"),
     },
@@ -153,7 +102,7 @@ OPENAPI = {
         "get": operation(
             "pending requests of the organisations you review for, with the "
             "researcher's verified facts",
-            obj(orgs=array(STRING), requests=array(REQUEST)),
+            ReviewQueue,
         ),
     },
     "/api/v1/grants": {"get": GRANTS},
@@ -161,7 +110,7 @@ OPENAPI = {
         "post": operation(
             "revoke a grant at once, with the renewals continuing it (reviewer or admin of "
             "its organisation)",
-            GRANT,
+            GrantView,
         ),
         "parameters": path_params("grant_id"),
     },
@@ -173,14 +122,14 @@ OPENAPI = {
         "post": operation(
             "release a file's key: a fresh age header for the grant's pinned key "
             "and a short-lived URL of the payload (the grant's researcher only)",
-            RELEASE,
+            ReleasedKey,
         ),
         "parameters": path_params("grant_id", "index"),
     },
     "/api/v1/grants/{grant_id}/manifest": {
         "get": operation(
             "the deposit's manifest.json text and its signature (manifest.sig)",
-            obj(manifest=STRING, signature=obj(algorithm=STRING, key_id=STRING, signature=STRING)),
+            SignedManifest,
         ),
         "parameters": path_params("grant_id"),
     },
@@ -234,7 +183,8 @@ def my_requests() -> Response:
     actor = caller()
     with escrow().uow() as uow:
         made = service.my_requests(uow, actor)
-        return jsonify({"requests": [service.describe_request(uow, r) for r in made]})
+        answer: RequestList = {"requests": [service.describe_request(uow, r) for r in made]}
+        return jsonify(answer)
 
 
 @bp.get("/requests/<request_id>")
@@ -282,15 +232,14 @@ def reviews() -> Response:
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
         orgs, pending = service.pending_reviews(uow, actor)
-        return jsonify(
-            {
-                "orgs": orgs,
-                "requests": [
-                    service.describe_request(uow, r, for_reviewer=True, policy_dir=policy_dir)
-                    for r in pending
-                ],
-            }
-        )
+        answer: ReviewQueue = {
+            "orgs": orgs,
+            "requests": [
+                service.describe_request(uow, r, for_reviewer=True, policy_dir=policy_dir)
+                for r in pending
+            ],
+        }
+        return jsonify(answer)
 
 
 @bp.get("/grants")
@@ -299,7 +248,8 @@ def list_grants() -> Response:
     org = request.args.get("org")
     with escrow().uow() as uow:
         found = grants.org_grants(uow, actor, org) if org else grants.my_grants(uow, actor)
-        return jsonify({"grants": [grants.describe(uow, g) for g in found]})
+        answer: GrantList = {"grants": [grants.describe(uow, g) for g in found]}
+        return jsonify(answer)
 
 
 @bp.post("/grants/<grant_id>/revoke")

@@ -14,23 +14,20 @@ from flask import Blueprint, Response, jsonify, request
 
 from broker.errors import BadRequest
 from broker.http.common import caller, escrow
-from broker.http.openapi import INTEGER, STRING, array, obj, operation
+from broker.http.openapi import INTEGER, STRING, Schema, operation
 from broker.services import audit as service
 from broker.services.audit_export import EXPORT_FORMATS, export_lines, parse_filter
+from broker.services.views_types import (
+    AuditEventPage,
+    AuditEventView,
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    RawEntries,
+)
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
 
-EVENT = obj(
-    seq=INTEGER,
-    time=STRING,
-    action=STRING,
-    actor=obj(kind=STRING, id=STRING),
-    subject={"type": "object"},
-    details={"type": "object"},
-    leaf={"type": "string", "description": "base64 of exactly the bytes hashed"},
-    leaf_hash=STRING,
-)
-PROOF = array({"type": "string", "description": "base64 SHA-256 node hash"})
 FILTERS = [
     {"name": name, "in": "query", "required": False, "schema": STRING}
     for name in ("model", "org", "actor", "action", "since", "until", "before", "limit")
@@ -38,7 +35,11 @@ FILTERS = [
 
 
 def _query(
-    names: tuple[str, ...], summary: str, ok: dict, auth: bool = False, also: dict | None = None
+    names: tuple[str, ...],
+    summary: str,
+    ok: Schema,
+    auth: bool = False,
+    also: dict[str, Schema] | None = None,
 ) -> dict:
     spec = operation(summary, ok, auth=auth, also=also)
     spec["parameters"] = [
@@ -48,7 +49,10 @@ def _query(
 
 
 def _filtered(
-    summary: str, ok: dict, content_type: str = "application/json", also: dict | None = None
+    summary: str,
+    ok: Schema,
+    content_type: str = "application/json",
+    also: dict[str, Schema] | None = None,
 ) -> dict:
     spec = operation(summary, ok, content_type=content_type, also=also)
     spec["parameters"] = FILTERS
@@ -61,7 +65,7 @@ OPENAPI = {
             ("size",),
             "the newest signed checkpoint (C2SP tlog-checkpoint note as text/plain, or "
             "{size, note} for Accept: application/json), or the one signed at ?size=",
-            obj(size=INTEGER, note=STRING),
+            Checkpoint,
             also={"text/plain": STRING},
         )
     },
@@ -69,7 +73,7 @@ OPENAPI = {
         "get": _query(
             ("first", "second"),
             "RFC 9162 consistency proof that the log at `second` extends the log at `first`",
-            obj(first=INTEGER, second=INTEGER, proof=PROOF),
+            ConsistencyProof,
         )
     },
     "/api/v1/audit/inclusion": {
@@ -77,25 +81,25 @@ OPENAPI = {
             ("seq", "leaf_hash", "size"),
             "RFC 9162 inclusion proof of one entry (by seq or hex leaf hash) in the log at "
             "`size` (default: the newest checkpoint)",
-            obj(seq=INTEGER, size=INTEGER, leaf_hash=STRING, proof=PROOF, checkpoint=STRING),
+            InclusionProof,
         )
     },
     "/api/v1/audit/entries": {
         "get": _query(
             ("start", "end"),
             "raw entries [start, end), at most 1000: base64 of exactly the bytes hashed (auditors)",
-            obj(entries=array(obj(seq=INTEGER, leaf=STRING, leaf_hash=STRING))),
+            RawEntries,
             auth=True,
         )
     },
     "/api/v1/audit/events": {
         "get": _filtered(
             "the events you may see, newest first, filtered; page with ?before=<next_before>",
-            obj(events=array(EVENT), next_before={"type": ["integer", "null"]}),
+            AuditEventPage,
         )
     },
     "/api/v1/audit/events/{seq}": {
-        "get": operation("one event you may see", EVENT),
+        "get": operation("one event you may see", AuditEventView),
         "parameters": [{"name": "seq", "in": "path", "required": True, "schema": INTEGER}],
     },
     "/api/v1/audit/export": {
@@ -136,7 +140,8 @@ def checkpoint() -> Response:
         )
         if request.accept_mimetypes.best_match(["text/plain", "application/json"]) == "text/plain":
             return Response(found.note, mimetype="text/plain")
-        return jsonify({"size": found.size, "note": found.note})
+        answer: Checkpoint = {"size": found.size, "note": found.note}
+        return jsonify(answer)
 
 
 @bp.get("/consistency")
@@ -147,7 +152,8 @@ def consistency() -> Response:
             second = service.latest_checkpoint(escrow(), uow).size
         assert first is not None
         proof = service.consistency_proof(uow, first, second)
-        return jsonify({"first": first, "second": second, "proof": _b64(proof)})
+        answer: ConsistencyProof = {"first": first, "second": second, "proof": _b64(proof)}
+        return jsonify(answer)
 
 
 @bp.get("/inclusion")
@@ -161,15 +167,14 @@ def inclusion() -> Response:
         assert size is not None
         proof = service.inclusion_proof(uow, seq, size)
         note = service.checkpoint_at(uow, size).note if size != latest.size else latest.note
-        return jsonify(
-            {
-                "seq": seq,
-                "size": size,
-                "leaf_hash": service.leaf_hash_of(uow, seq).hex(),
-                "proof": _b64(proof),
-                "checkpoint": note,
-            }
-        )
+        answer: InclusionProof = {
+            "seq": seq,
+            "size": size,
+            "leaf_hash": service.leaf_hash_of(uow, seq).hex(),
+            "proof": _b64(proof),
+            "checkpoint": note,
+        }
+        return jsonify(answer)
 
 
 def _hex_arg(name: str) -> bytes:
@@ -194,18 +199,17 @@ def entries() -> Response:
     assert end is not None
     with escrow().uow() as uow:
         rows = service.entries(uow, caller(), start, end)
-        return jsonify(
-            {
-                "entries": [
-                    {
-                        "seq": row.seq,
-                        "leaf": base64.b64encode(bytes(row.leaf)).decode(),
-                        "leaf_hash": bytes(row.leaf_hash).hex(),
-                    }
-                    for row in rows
-                ]
-            }
-        )
+        answer: RawEntries = {
+            "entries": [
+                {
+                    "seq": row.seq,
+                    "leaf": base64.b64encode(bytes(row.leaf)).decode(),
+                    "leaf_hash": bytes(row.leaf_hash).hex(),
+                }
+                for row in rows
+            ]
+        }
+        return jsonify(answer)
 
 
 @bp.get("/events")
@@ -217,9 +221,11 @@ def events() -> Response:
         filters = parse_filter(uow, request.args)
         rows = service.events(uow, principal, filters, _int_arg("before"), limit)
         next_before = rows[-1].seq if len(rows) == limit else None
-        return jsonify(
-            {"events": [service.describe_event(r) for r in rows], "next_before": next_before}
-        )
+        answer: AuditEventPage = {
+            "events": [service.describe_event(r) for r in rows],
+            "next_before": next_before,
+        }
+        return jsonify(answer)
 
 
 @bp.get("/events/<int:seq>")

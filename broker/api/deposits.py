@@ -18,62 +18,26 @@ from broker.http.common import (
     text_field,
     text_list_field,
 )
-from broker.http.openapi import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    array,
-    nullable,
-    obj,
-    operation,
-    path_params,
-)
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
 from broker.services import deposits as service
+from broker.services.views_types import (
+    DepositView,
+    FileCompleted,
+    HeaderRegistered,
+    PresignedParts,
+    UploadStart,
+)
 
 bp = Blueprint("deposits", __name__, url_prefix="/api/v1/deposits")
 # A deposit's file list: tens of thousands of {path, size} entries, more than other JSON bodies.
 OPEN_BODY_LIMIT = 8 * 1024 * 1024
 
-DEPOSIT = obj(
-    deposit_id=STRING,
-    model=STRING,
-    version=STRING,
-    state={"enum": ["open", "verifying", "sealed", "failed"]},
-    recipient=STRING,
-    recipient_type=STRING,
-    classical=BOOLEAN,
-    created_at=STRING,
-    sealed_at=nullable(STRING),
-    last_verified_at=nullable(STRING),
-    failure=nullable(STRING),
-    failure_hint=nullable(STRING),
-    verification=nullable(
-        obj(
-            state=STRING,
-            attempts=INTEGER,
-            error=nullable(STRING),
-            next_attempt_at=nullable(STRING),
-            worker=nullable(STRING),
-            heartbeat_at=nullable(STRING),
-        )
-    ),
-    files=array(
-        obj(
-            index=INTEGER,
-            path=STRING,
-            size=INTEGER,
-            state=STRING,
-            sha256=nullable(STRING),
-            error=nullable(STRING),
-        )
-    ),
-)
 FILE = path_params("deposit_id", "index")
 OPENAPI = {
     "/api/v1/deposits": {
         "post": operation(
             "open a deposit of a model version, or resume the existing one",
-            DEPOSIT,
+            DepositView,
             obj(
                 model=STRING,
                 version=STRING,
@@ -84,33 +48,28 @@ OPENAPI = {
         )
     },
     "/api/v1/deposits/{deposit_id}": {
-        "get": operation("a deposit and its files", DEPOSIT),
+        "get": operation("a deposit and its files", DepositView),
         "parameters": path_params("deposit_id"),
     },
     "/api/v1/deposits/{deposit_id}/files/{index}/upload": {
         "post": operation(
             "start or resume a file's multipart upload (a new one, and upload_lost, when the "
             "store no longer knows the old one: encrypt the file again under a new key)",
-            obj(
-                part_size=INTEGER,
-                payload_size=INTEGER,
-                parts=array(obj()),
-                upload={"type": ["string", "null"]},
-                upload_lost=BOOLEAN,
-            ),
+            UploadStart,
             obj(restart=BOOLEAN),
         ),
         "parameters": FILE,
     },
     "/api/v1/deposits/{deposit_id}/files/{index}/parts": {
         "post": operation(
-            "presigned URLs for parts", obj(parts=array(obj())), obj(numbers=array(INTEGER))
+            "presigned URLs for parts", PresignedParts, obj(numbers=array(INTEGER))
         ),
         "parameters": FILE,
     },
     "/api/v1/deposits/{deposit_id}/files/{index}/header": {
         "put": operation(
             "register the file's age header (must open with the escrow identity)",
+            HeaderRegistered,
             body=obj(header={"type": "string", "contentEncoding": "base64"}),
         ),
         "parameters": FILE,
@@ -120,6 +79,7 @@ OPENAPI = {
             "assemble the parts, check sizes, record the plaintext SHA-256; `parts` (each "
             "part's number, size and the ETag its PUT answered) is used where the store cannot "
             "list parts",
+            FileCompleted,
             body=obj(
                 sha256=STRING,
                 parts=array(obj(number=INTEGER, size=INTEGER, etag=STRING)),
@@ -129,7 +89,7 @@ OPENAPI = {
     },
     "/api/v1/deposits/{deposit_id}/finalize": {
         "post": operation(
-            "queue verification; the worker seals the deposit", DEPOSIT, status="202"
+            "queue verification; the worker seals the deposit", DepositView, status="202"
         ),
         "parameters": path_params("deposit_id"),
     },
@@ -177,8 +137,10 @@ def presign_parts(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
     numbers = json_body().get("numbers")
     with escrow().uow() as uow:
-        urls = service.presign_parts(escrow(), uow, actor, deposit_id, index, numbers)
-        return jsonify({"parts": urls})
+        answer: PresignedParts = {
+            "parts": service.presign_parts(escrow(), uow, actor, deposit_id, index, numbers)
+        }
+        return jsonify(answer)
 
 
 @bp.put("/<deposit_id>/files/<int:index>/header")

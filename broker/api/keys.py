@@ -8,49 +8,37 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from broker.http.common import caller, escrow, json_body
-from broker.http.openapi import STRING, array, nullable, obj, operation, path_params
+from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import keys as service
+from broker.services.views_types import KeyList, KeyView
 
 bp = Blueprint("researcher_keys", __name__, url_prefix="/api/v1/me/keys")
 
-KEY = obj(
-    id=STRING,
-    type={"enum": ["x25519", "mlkem768x25519", "ssh-ed25519"]},
-    recipient=STRING,
-    fingerprint=STRING,
-    label=STRING,
-    state={"enum": ["pending", "proven", "retired"]},
-    created_at=STRING,
-    proven_at=nullable(STRING),
-    retired_at=nullable(STRING),
-    challenge_expires_at=nullable(STRING),
-    challenge={"type": ["string", "null"], "description": "armored age file (pending keys)"},
-)
 KEY_ID = path_params("key_id")
 OPENAPI = {
     "/api/v1/me/keys": {
-        "get": operation("your keys: pending, proven and retired", obj(keys=array(KEY))),
+        "get": operation("your keys: pending, proven and retired", KeyList),
         "post": operation(
             "register a key (needs a login at most 5 minutes old); answers with a challenge "
             "encrypted to it",
-            KEY,
+            KeyView,
             obj(recipient=STRING, label=STRING),
             status="201",
         ),
     },
     "/api/v1/me/keys/{key_id}": {
-        "get": operation("one of your keys, with its open challenge if pending", KEY),
-        "delete": operation("retire a key: no new grant goes to it", KEY),
+        "get": operation("one of your keys, with its open challenge if pending", KeyView),
+        "delete": operation("retire a key: no new grant goes to it", KeyView),
         "parameters": KEY_ID,
     },
     "/api/v1/me/keys/{key_id}/challenge": {
-        "post": operation("a new challenge for a pending key (15 minutes)", KEY),
+        "post": operation("a new challenge for a pending key (15 minutes)", KeyView),
         "parameters": KEY_ID,
     },
     "/api/v1/me/keys/{key_id}/proof": {
         "post": operation(
             "prove possession: the secret of the decrypted challenge, hex or base64",
-            KEY,
+            KeyView,
             obj(response=STRING),
         ),
         "parameters": KEY_ID,
@@ -61,7 +49,8 @@ OPENAPI = {
 @bp.get("")
 def list_keys() -> Response:
     with escrow().uow() as uow:
-        return jsonify({"keys": [service.describe(k) for k in service.list_keys(uow, caller())]})
+        answer: KeyList = {"keys": [service.describe(k) for k in service.list_keys(uow, caller())]}
+        return jsonify(answer)
 
 
 @bp.post("")

@@ -5,35 +5,38 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from broker.http.common import caller, escrow
-from broker.http.openapi import obj, operation
+from broker.http.openapi import document_of, operation
 from broker.services import health
 from broker.services.people import describe_caller
 from broker.services.signing import published_keys
+from broker.services.views_types import CallerView, Health, HealthCheck, PublishedKeys
 
 bp = Blueprint("meta", __name__)
 
 OPENAPI = {
-    "/healthz": {"get": operation("database, object store and key custody health", auth=False)},
+    "/healthz": {
+        "get": operation("database, object store and key custody health", Health, auth=False),
+    },
     "/api/v1/openapi.json": {"get": operation("this document", auth=False)},
     "/api/v1/keys": {
         "get": operation(
             "the broker's Ed25519 public keys (manifest, checkpoint)",
-            obj(manifest=obj(), checkpoint=obj()),
+            PublishedKeys,
             auth=False,
         )
     },
-    "/api/v1/me": {"get": operation("describes the caller")},
+    "/api/v1/me": {"get": operation("describes the caller", CallerView)},
 }
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    checks = {
+    checks: dict[str, HealthCheck] = {
         check.name.replace(" ", "_"): {"ok": check.ok, "detail": check.detail}
         for check in health.probe_all(escrow())
     }
-    ok = all(c["ok"] for c in checks.values())
-    return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503
+    answer: Health = {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+    return jsonify(answer), 200 if answer["ok"] else 503
 
 
 @bp.get("/api/v1/keys")
@@ -51,4 +54,4 @@ def me() -> Response:
 
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    return jsonify(current_app.extensions["openapi"])
+    return jsonify(document_of(current_app))

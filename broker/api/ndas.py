@@ -9,49 +9,21 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import caller, escrow, json_body
-from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import ndas as service
+from broker.services.views_types import NdaList, NdaSignatureList, NdaSignatureView, NdaTextView
 
 bp = Blueprint("ndas", __name__)
 
-TEXT = obj(
-    id=STRING,
-    version=STRING,
-    title=STRING,
-    organisation=STRING,
-    sha256=STRING,
-    size=INTEGER,
-    text={"type": "string", "description": "the file's exact content, front matter included"},
+SHOW = operation(
+    "one NDA text, exactly; the latest version unless ?version=", NdaTextView, auth=False
 )
-SUMMARY = obj(
-    id=STRING,
-    title=STRING,
-    organisation=STRING,
-    latest_version=STRING,
-    sha256=STRING,
-    versions=array(obj(version=STRING, sha256=STRING)),
-)
-SIGNATURE = obj(
-    id=STRING,
-    nda=STRING,
-    version=STRING,
-    sha256=STRING,
-    signed_at=STRING,
-    ssh_signature={"type": ["string", "null"]},
-    ssh_key={"type": ["string", "null"]},
-    ssh_public_key=STRING,
-    ssh_key_fingerprint=STRING,
-    allowed_signers=STRING,
-    verify_command=STRING,
-    created=BOOLEAN,
-)
-SHOW = operation("one NDA text, exactly; the latest version unless ?version=", TEXT, auth=False)
 SHOW["parameters"] = [{"name": "version", "in": "query", "required": False, "schema": STRING}]
 SIGN = operation(
     "sign one version of an NDA: send its sha256 and your typed full name, optionally "
     "an SSH signature of the text (ssh-keygen -Y sign -n escrow-nda); 201 when new, "
     "200 when you had signed this text already",
-    SIGNATURE,
+    NdaSignatureView,
     obj(version=STRING, sha256=STRING, typed_name=STRING, ssh_signature=STRING),
     status="201",
 )
@@ -60,7 +32,7 @@ SIGN["responses"]["200"] = SIGN["responses"]["201"]  # when you had signed this 
 OPENAPI = {
     "/api/v1/ndas": {
         "get": operation(
-            "the NDA texts and the hashes of their versions", obj(ndas=array(SUMMARY)), auth=False
+            "the NDA texts and the hashes of their versions", NdaList, auth=False
         ),
     },
     "/api/v1/ndas/{nda_id}": {"get": SHOW, "parameters": path_params("nda_id")},
@@ -69,7 +41,7 @@ OPENAPI = {
         "parameters": path_params("nda_id"),
     },
     "/api/v1/me/nda-signatures": {
-        "get": operation("your NDA signatures", obj(signatures=array(SIGNATURE))),
+        "get": operation("your NDA signatures", NdaSignatureList),
     },
 }
 
@@ -80,7 +52,8 @@ def _library():
 
 @bp.get("/api/v1/ndas")
 def list_ndas() -> Response:
-    return jsonify({"ndas": service.list_ndas(_library())})
+    answer: NdaList = {"ndas": service.list_ndas(_library())}
+    return jsonify(answer)
 
 
 @bp.get("/api/v1/ndas/<nda_id>")
@@ -106,7 +79,8 @@ def sign(nda_id: str) -> tuple[Response, int]:
             ip=request.remote_addr,
             user_agent=request.user_agent.string,
         )
-        result = {**service.describe_signature(uow, signature), "created": created}
+        result = service.describe_signature(uow, signature)
+        result["created"] = created
         return jsonify(result), 201 if created else 200
 
 
@@ -114,4 +88,7 @@ def sign(nda_id: str) -> tuple[Response, int]:
 def my_signatures() -> Response:
     with escrow().uow() as uow:
         signatures = service.my_signatures(uow, caller())
-        return jsonify({"signatures": [service.describe_signature(uow, s) for s in signatures]})
+        answer: NdaSignatureList = {
+            "signatures": [service.describe_signature(uow, s) for s in signatures]
+        }
+        return jsonify(answer)

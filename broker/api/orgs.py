@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from broker.http.common import caller, escrow, json_body
-from broker.http.openapi import STRING, array, obj, operation, path_params
+from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import members
+from broker.services.views_types import Done, MemberList
 
 bp = Blueprint("orgs", __name__, url_prefix="/api/v1")
 
@@ -16,16 +17,16 @@ OPENAPI = {
         "parameters": path_params("org"),
         "get": operation(
             "members of an organisation and their roles (org admin)",
-            obj(members=array(obj(user=STRING, email=STRING, role=STRING))),
+            MemberList,
         ),
         "post": operation(
-            "grant a member a role: depositor, reviewer or admin (org admin)", body=ROLE_BODY
+            "grant a member a role: depositor, reviewer or admin (org admin)", Done, ROLE_BODY
         ),
-        "delete": operation("take a role away from a member (org admin)", body=ROLE_BODY),
+        "delete": operation("take a role away from a member (org admin)", Done, ROLE_BODY),
     },
     "/api/v1/roles": {
-        "post": operation("grant a global role: auditor or operator (operator)", body=ROLE_BODY),
-        "delete": operation("take a global role away (operator)", body=ROLE_BODY),
+        "post": operation("grant a global role: auditor or operator (operator)", Done, ROLE_BODY),
+        "delete": operation("take a global role away (operator)", Done, ROLE_BODY),
     },
 }
 
@@ -33,7 +34,8 @@ OPENAPI = {
 @bp.get("/orgs/<org>/members")
 def list_members(org: str) -> Response:
     with escrow().uow() as uow:
-        return jsonify({"members": members.list_members(uow, caller(), org)})
+        answer: MemberList = {"members": members.list_members(uow, caller(), org)}
+        return jsonify(answer)
 
 
 @bp.post("/orgs/<org>/members")
@@ -52,7 +54,8 @@ def _member(org: str, grant: bool) -> Response:
         members.set_member_role(
             uow, caller(), org, str(body.get("user", "")), str(body.get("role", "")), grant
         )
-    return jsonify({"ok": True})
+    done: Done = {"ok": True}
+    return jsonify(done)
 
 
 @bp.post("/roles")
@@ -71,4 +74,5 @@ def _global(grant: bool) -> Response:
         members.set_global_role(
             uow, caller(), str(body.get("user", "")), str(body.get("role", "")), grant
         )
-    return jsonify({"ok": True})
+    done: Done = {"ok": True}
+    return jsonify(done)

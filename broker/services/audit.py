@@ -35,6 +35,7 @@ from broker.domain.clock import now
 from broker.domain.principals import Principal
 from broker.errors import BadRequest, Forbidden, NotFound, TamperDetected, Unavailable
 from broker.services import signing
+from broker.services.views_types import AuditEventView
 
 PAGE_LIMIT = 1000
 CHECKPOINT_PREFIX = "audit/checkpoints/"
@@ -288,14 +289,13 @@ def _conditions(filters: EventFilter) -> Iterator[Any]:
         yield AuditEvent.created_at < filters.until
 
 
-def describe_event(row: AuditEvent) -> dict[str, Any]:
+def describe_event(row: AuditEvent) -> AuditEventView:
     """An event as its leaf says it, plus the leaf's exact bytes (base64) and its hash."""
     leaf = bytes(row.leaf)
-    return {
-        **json.loads(leaf),
-        "leaf": base64.b64encode(leaf).decode(),
-        "leaf_hash": bytes(row.leaf_hash).hex(),
-    }
+    event: AuditEventView = json.loads(leaf)  # seq, time, action, actor, subject, details
+    event["leaf"] = base64.b64encode(leaf).decode()
+    event["leaf_hash"] = bytes(row.leaf_hash).hex()
+    return event
 
 
 @dataclass(frozen=True)

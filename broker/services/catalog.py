@@ -25,6 +25,7 @@ from broker.policy.schema import Policy
 from broker.services.access import match_policy
 from broker.services.admin import get_org
 from broker.services.deposits import SEALED
+from broker.services.views_types import CatalogModel, CatalogVersion, PolicyView
 
 POLICY_BROKEN = (
     "the access policies are being corrected by the operators; no request can be decided "
@@ -32,7 +33,7 @@ POLICY_BROKEN = (
 )
 
 
-def list_models(uow: UnitOfWork, policy_dir: Path) -> list[dict[str, Any]]:
+def list_models(uow: UnitOfWork, policy_dir: Path) -> list[CatalogModel]:
     """Each model with at least one sealed version: its versions (oldest first), their sizes and
     dates, and the policy that decides requests for it (None when no policy matches)."""
     deposits = uow.session.scalars(
@@ -90,7 +91,7 @@ def _sizes(uow: UnitOfWork, deposit_ids: list[str]) -> dict[str, tuple[int, int]
 
 def _model_entry(
     name: str, deposits: list[Deposit], sizes: dict[str, tuple[int, int]], policy_dir: Path
-) -> dict[str, Any]:
+) -> CatalogModel:
     model = deposits[0].model
     policy, problem = _policy(policy_dir, name)
     return {
@@ -103,7 +104,7 @@ def _model_entry(
     }
 
 
-def _version_entry(deposit: Deposit, sizes: dict[str, tuple[int, int]]) -> dict[str, Any]:
+def _version_entry(deposit: Deposit, sizes: dict[str, tuple[int, int]]) -> CatalogVersion:
     size, files = sizes.get(deposit.id, (0, 0))
     return {
         "version": deposit.version,
@@ -125,7 +126,7 @@ def _policy(policy_dir: Path, name: str) -> tuple[Policy | None, str | None]:
         return None, POLICY_BROKEN
 
 
-def policy_of(policy_dir: Path, model: str) -> dict[str, Any] | None:
+def policy_of(policy_dir: Path, model: str) -> PolicyView | None:
     """The policy deciding requests for `model`, described; None when none matches (a broken
     policy directory raises, as a request would)."""
     policy = match_policy(policy_dir, model)
@@ -135,7 +136,7 @@ def policy_of(policy_dir: Path, model: str) -> dict[str, Any] | None:
 # --- a policy, in words ---------------------------------------------------------------------
 
 
-def describe_policy(policy: Policy) -> dict[str, Any]:
+def describe_policy(policy: Policy) -> PolicyView:
     """The terms a researcher must meet, as data and as sentences (`summary`)."""
     return {
         "id": policy.id,

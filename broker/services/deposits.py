@@ -12,7 +12,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +37,15 @@ from broker.errors import (
     UploadLost,
 )
 from broker.services.admin import get_org
+from broker.services.views_types import (
+    DepositView,
+    FileCompleted,
+    HeaderRegistered,
+    PresignedPart,
+    UploadedPartView,
+    UploadStart,
+    VerificationView,
+)
 
 log = logging.getLogger(__name__)
 MAX_HEADER_SIZE = 64 * 1024
@@ -303,7 +311,7 @@ def _require_open(deposit: Deposit) -> None:
 
 def start_upload(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, restart: bool
-) -> dict[str, Any]:
+) -> UploadStart:
     """Begin (or resume) the upload of one file; `restart` discards what was sent before.
 
     An upload the store no longer knows (an S3 lifecycle rule aborted it, the store was restored
@@ -320,7 +328,7 @@ def start_upload(
         _reset(file)
         subject = {"deposit": deposit.id, "path": file.path}
         uow.audit(AuditAction.DEPOSIT_FILE_RESTARTED, actor, subject)
-    parts = []
+    parts: list[UploadedPartView] = []
     lost = False
     if file.state == FileState.UPLOADING:
         try:
@@ -402,7 +410,7 @@ def presign_parts(
     deposit_id: str,
     index: int,
     numbers: object,  # the request's JSON, checked here
-) -> list[dict[str, Any]]:
+) -> list[PresignedPart]:
     deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
     file = _file(deposit, index)
@@ -423,7 +431,7 @@ def presign_parts(
     key = deposit_prefix(deposit.id) + payload_key(index)
     ttl = escrow.settings.upload_url_ttl_s
     sizes = {p.number: p.cipher_size for p in plan_parts(file.size)}
-    urls = []
+    urls: list[PresignedPart] = []
     for number in numbers:
         try:
             signed = escrow.store.presign_upload_part(
@@ -445,7 +453,7 @@ def presign_parts(
 
 def register_header(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, header: bytes
-) -> dict[str, Any]:
+) -> HeaderRegistered:
     """Accept a file's age header only if the deposit's escrow identity can open it."""
     deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     _require_open(deposit)
@@ -559,7 +567,7 @@ def complete_upload(
     index: int,
     sha256: str,
     reported_parts: object = None,
-) -> dict[str, Any]:
+) -> FileCompleted:
     """Assemble the uploaded parts once each has exactly the expected size.
 
     `reported_parts`: what the client uploaded (`parse_reported_parts`), used only where the
@@ -661,12 +669,12 @@ def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str)
     return deposit
 
 
-def describe(deposit: Deposit) -> dict[str, Any]:
+def describe(deposit: Deposit) -> DepositView:
     return {
         "deposit_id": deposit.id,
         "model": deposit.model.full_name,
         "version": deposit.version,
-        "state": deposit.state,
+        "state": DepositState(deposit.state),
         "recipient": deposit.recipient,
         "recipient_type": deposit.recipient_type,
         "classical": deposit.classical,
@@ -692,7 +700,7 @@ def describe(deposit: Deposit) -> dict[str, Any]:
     }
 
 
-def _verification(deposit: Deposit) -> dict[str, Any] | None:
+def _verification(deposit: Deposit) -> VerificationView | None:
     """The deposit's newest verification job, as the depositor's wait shows it (None: none)."""
     if not deposit.jobs:
         return None

@@ -59,6 +59,7 @@ from broker.errors import Conflict, Forbidden, NotFound, StorageError, Unauthori
 from broker.services.deposits import deposit_prefix, payload_key, unwrap_identity
 from broker.services.keys import fingerprint
 from broker.services.people import audit_subject, commitment, person_subject
+from broker.services.views_types import GrantView, ReleasedKey, SignedManifest
 
 ACTIVE, PENDING, EXPIRED, REVOKED = (
     GrantState.ACTIVE,
@@ -319,7 +320,7 @@ def org_grants(uow: UnitOfWork, actor: Principal, org: str) -> list[Grant]:
     )
 
 
-def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> dict[str, Any]:
+def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> GrantView:
     deposit = grant.deposit
     releases = dict(
         uow.session.execute(
@@ -358,7 +359,7 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> d
     }
 
 
-def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -> dict[str, Any]:
+def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -> SignedManifest:
     """The deposit's signed manifest, as stored, for the grant's researcher to verify."""
     grant = _own_grant(uow, actor, grant_id)
     why = refusal(grant, now())
@@ -380,7 +381,7 @@ def manifest(escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str) -
 
 def release_key(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, grant_id: str, index: int
-) -> dict[str, Any]:
+) -> ReleasedKey:
     """A fresh age header of file `index` for the grant's pinned key, and a short-lived URL of
     the unchanged payload. Refusals are committed to the audit log, then raised.
 

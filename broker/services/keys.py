@@ -19,7 +19,7 @@ import io
 import re
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
 from sqlalchemy import select, update
 
@@ -33,6 +33,7 @@ from broker.domain.principals import Principal
 from broker.domain.sshsig import ssh_fingerprint
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.services.people import audit_subject
+from broker.services.views_types import KeyState, KeyType, KeyView
 
 FRESH_LOGIN = timedelta(minutes=5)
 CHALLENGE_TTL = timedelta(minutes=15)
@@ -294,14 +295,14 @@ def state_of(key: ResearcherKey) -> str:
     return PROVEN if key.proven_at is not None else PENDING
 
 
-def describe(key: ResearcherKey, *, with_challenge: bool = False) -> dict[str, Any]:
-    result: dict[str, Any] = {
+def describe(key: ResearcherKey, *, with_challenge: bool = False) -> KeyView:
+    result: KeyView = {
         "id": key.id,
-        "type": key.key_type,
+        "type": cast(KeyType, key.key_type),
         "recipient": key.recipient,
         "fingerprint": fingerprint(key.recipient),
         "label": key.label,
-        "state": state_of(key),
+        "state": cast(KeyState, state_of(key)),
         "created_at": key.created_at.isoformat(),
         "proven_at": key.proven_at.isoformat() if key.proven_at else None,
         "retired_at": key.retired_at.isoformat() if key.retired_at else None,

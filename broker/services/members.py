@@ -12,15 +12,16 @@ from broker.domain.access import Action, authorize
 from broker.domain.principals import Principal
 from broker.services import people
 from broker.services.admin import get_org
+from broker.services.views_types import MemberView
 
 
-def list_members(uow: UnitOfWork, actor: Principal, org: str) -> list[dict[str, Any]]:
+def list_members(uow: UnitOfWork, actor: Principal, org: str) -> list[MemberView]:
     authorize(actor, Action.ORG_MEMBERS_READ, org)
     organisation = get_org(uow, org)
     rows = uow.session.scalars(
         select(Membership).where(Membership.org_id == organisation.id).order_by(Membership.id)
     )
-    result = []
+    result: list[MemberView] = []
     for membership in rows:
         user = people.get_user(uow, str(membership.user_id))
         result.append(

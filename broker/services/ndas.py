@@ -30,6 +30,7 @@ from broker.domain.principals import Principal
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.keys import now, proven_keys
 from broker.services.people import audit_subject
+from broker.services.views_types import NdaSignatureView, NdaSummary, NdaTextView
 
 MAX_TYPED_NAME = 200
 MAX_USER_AGENT = 512
@@ -42,8 +43,8 @@ def library(policy_dir: Path) -> NdaLibrary:
     return load_library(policy_dir / "ndas")
 
 
-def describe_text(text: NdaText, *, with_text: bool = True) -> dict[str, Any]:
-    result: dict[str, Any] = {
+def describe_text(text: NdaText, *, with_text: bool = True) -> NdaTextView:
+    result: NdaTextView = {
         "id": text.id,
         "version": text.version,
         "title": text.title,
@@ -56,15 +57,24 @@ def describe_text(text: NdaText, *, with_text: bool = True) -> dict[str, Any]:
     return result
 
 
-def list_ndas(texts: NdaLibrary) -> list[dict[str, Any]]:
+def list_ndas(texts: NdaLibrary) -> list[NdaSummary]:
     """Each NDA with its latest version and the hashes of all versions."""
-    result = []
+    result: list[NdaSummary] = []
     for nda_id in texts.ids():
         versions = texts.versions(nda_id)
-        entry = describe_text(versions[-1], with_text=False)
-        entry["latest_version"] = versions[-1].version
-        entry["versions"] = [{"version": t.version, "sha256": t.sha256} for t in versions]
-        result.append(entry)
+        latest = versions[-1]
+        result.append(
+            {
+                "id": latest.id,
+                "version": latest.version,
+                "title": latest.title,
+                "organisation": latest.organisation,
+                "sha256": latest.sha256,
+                "size": len(latest.raw),
+                "latest_version": latest.version,
+                "versions": [{"version": t.version, "sha256": t.sha256} for t in versions],
+            }
+        )
     return result
 
 
@@ -262,10 +272,10 @@ def my_signatures(uow: UnitOfWork, actor: Principal) -> list[NdaSignature]:
     )
 
 
-def describe_signature(uow: UnitOfWork, signature: NdaSignature) -> dict[str, Any]:
+def describe_signature(uow: UnitOfWork, signature: NdaSignature) -> NdaSignatureView:
     """A signature as its signer sees it, with what an auditor needs to re-verify the SSH
     signature offline (`allowed_signers` line and the command)."""
-    result: dict[str, Any] = {
+    result: NdaSignatureView = {
         "id": str(signature.id),
         "nda": signature.nda_id,
         "version": signature.nda_version,

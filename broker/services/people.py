@@ -6,7 +6,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import CompoundSelect, bindparam, delete, null, select, union_all
 
@@ -20,6 +20,7 @@ from broker.domain.names import check_role
 from broker.domain.principals import GLOBAL_ROLES, Principal, PrincipalKind
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.admin import get_org
+from broker.services.views_types import CallerView, Roles
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def roles_of(uow: UnitOfWork, user_id: int) -> tuple[frozenset[tuple[str, str]],
     return org_roles, frozenset(role for org, role in rows if org is None)
 
 
-def describe_user(user: User, principal: Principal) -> dict[str, Any]:
+def describe_user(user: User, principal: Principal) -> CallerView:
     profile = user.profile
     return {
         "kind": "user",
@@ -210,17 +211,18 @@ def describe_user(user: User, principal: Principal) -> dict[str, Any]:
         "email_verified": bool(profile and profile.email_verified),
         "name": profile.name if profile else None,
         "affiliations": json.loads(profile.affiliations) if profile else [],
-        "roles": principal.describe_roles(),
+        "roles": cast(Roles, principal.describe_roles()),
         "auth_time": principal.auth_time.isoformat() if principal.auth_time else None,
     }
 
 
-def describe_caller(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+def describe_caller(uow: UnitOfWork, principal: Principal) -> CallerView:
     """Who the caller is (`GET /api/v1/me`, the profile page): anyone authenticated may read
     this about themselves, and only about themselves. A service token or the console is
     described by its kind, id and roles; a person by their user row too."""
     if principal.kind != PrincipalKind.USER:
-        return {"kind": principal.kind, "id": principal.id, "roles": principal.describe_roles()}
+        roles = cast(Roles, principal.describe_roles())
+        return {"kind": principal.kind, "id": principal.id, "roles": roles}
     user = uow.session.get(User, int(principal.id))
     if user is None:  # the principal was just authenticated from this user: gone since
         raise NotFound(f"user {principal.id} no longer exists", hint="log in again (/auth/login)")

@@ -18,6 +18,7 @@ from broker.auditlog.leaf import canonical_json
 from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.errors import ConfigError
+from broker.services.views_types import PublishedKeys
 
 PURPOSES = ("manifest", "checkpoint")
 
@@ -112,7 +113,7 @@ def mirror_keys(uow: UnitOfWork, store: ObjectStore) -> int:
     return len(keys)
 
 
-def published_keys(uow: UnitOfWork, origin: str) -> dict[str, dict[str, str]]:
+def published_keys(uow: UnitOfWork, origin: str) -> PublishedKeys:
     manifest = active_key(uow, "manifest")
     checkpoint = active_key(uow, "checkpoint")
     return {

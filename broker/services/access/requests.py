@@ -6,7 +6,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -53,6 +52,7 @@ from broker.services.deposits import SEALED
 from broker.services.grants import RenewalRefused
 from broker.services.keys import proven_keys
 from broker.services.people import audit_subject
+from broker.services.views_types import Explanation
 
 MAX_PURPOSE = 2000
 
@@ -80,7 +80,7 @@ def explain(
     version: object,
     days: object = None,
     key_id: object = None,
-) -> dict[str, Any]:
+) -> Explanation:
     """What the policy would decide on a request now, without making one (changes nothing)."""
     authorize(actor, Action.REQUEST_CREATE)
     user = user_of(uow, actor)

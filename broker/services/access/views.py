@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -29,9 +28,17 @@ from broker.services.access.facts import (
     signatures,
 )
 from broker.services.keys import fingerprint, proven_keys
+from broker.services.views_types import (
+    DecisionView,
+    RenewedGrant,
+    RequestOutcome,
+    RequestState,
+    RequestView,
+    ResearcherFacts,
+)
 
 
-def describe_decision(decision: Decision) -> dict[str, Any]:
+def describe_decision(decision: Decision) -> DecisionView:
     return {
         "allowed": decision.allowed,
         "eligible": decision.eligible,
@@ -49,10 +56,10 @@ def outcome(
     *,
     for_reviewer: bool = False,
     policy_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RequestOutcome:
     """A request as described, and its grant if it has one."""
     described = describe_request(uow, request, for_reviewer=for_reviewer, policy_dir=policy_dir)
-    result: dict[str, Any] = {"request": described}
+    result: RequestOutcome = {"request": described}
     if described["grant_id"] is not None:  # loaded by describe_request: no second query
         grant = uow.session.get(Grant, described["grant_id"])
         assert grant is not None  # it was just found by describe_request
@@ -66,15 +73,15 @@ def describe_request(
     *,
     for_reviewer: bool = False,
     policy_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RequestView:
     deposit = request.deposit
     grant = uow.session.scalar(select(Grant).where(Grant.request_id == request.id))
-    result: dict[str, Any] = {
+    result: RequestView = {
         "id": request.id,
         "model": deposit.model.full_name,
         "version": deposit.version,
         "deposit_id": deposit.id,
-        "state": request.state,
+        "state": RequestState(request.state),
         "purpose": request.purpose,
         "days_requested": request.days_requested,
         "key_id": request.key_id,
@@ -100,19 +107,25 @@ def describe_request(
     return result
 
 
-def _renewed_summary(uow: UnitOfWork, request: AccessRequest) -> dict[str, Any] | None:
+def _renewed_summary(uow: UnitOfWork, request: AccessRequest) -> RenewedGrant | None:
     """What reviewers see of the grant a renewal continues: its period, state and key."""
     if request.renews_grant_id is None:
         return None
     renewed = uow.session.get(Grant, request.renews_grant_id)
     assert renewed is not None  # a foreign key
     described = grant_service.describe(uow, renewed)
-    return {k: described[k] for k in ("id", "state", "not_before", "expires_at", "key_id")}
+    return {
+        "id": described["id"],
+        "state": described["state"],
+        "not_before": described["not_before"],
+        "expires_at": described["expires_at"],
+        "key_id": described["key_id"],
+    }
 
 
 def researcher_facts(
     uow: UnitOfWork, request: AccessRequest, policy_dir: Path | None
-) -> dict[str, Any]:
+) -> ResearcherFacts:
     """What reviewers see of the requester: verified claims, NDA signatures, proven keys."""
     user = request.user
     profile = user.profile
