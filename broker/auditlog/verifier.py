@@ -6,12 +6,20 @@ the API (entries fetched page by page) feed entries here in order; memory stays 
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from broker.auditlog import merkle
-from broker.auditlog.proofs import EMPTY_ROOT, ProofError, leaf_hash, verify_consistency
+from broker.auditlog.proofs import (
+    EMPTY_ROOT,
+    LEAF_PREFIX,
+    NODE_PREFIX,
+    ProofError,
+    leaf_hash,
+    verify_consistency,
+)
 
 
 class LogTampered(ValueError):
@@ -47,6 +55,37 @@ class LogReplay:
         self.size += 1
         self._check_root()
 
+    def add_many(self, entries: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        """`add(seq, leaf, recorded_hash)` for each entry, in a tight loop: the same checks,
+        the same hashes (RFC 9162: SHA-256 of 0x00 || leaf, of 0x01 || left || right), the
+        frontier grown in place instead of through `merkle.append`'s argument checks. For
+        replaying millions of entries (the operator's `escrow audit verify`)."""
+        sha256, roots, frontier = hashlib.sha256, self.roots, self.frontier
+        decode = _DECODE
+        for seq, leaf, recorded_hash in entries:
+            size = self.size
+            if seq != size:
+                self.add(seq, leaf, recorded_hash)  # raises, with the message
+            try:
+                claimed = decode(leaf.decode())["seq"]
+            except (ValueError, KeyError, TypeError):
+                claimed = None
+            if claimed != seq or type(claimed) is not int:
+                self.add(seq, leaf, recorded_hash)  # raises, with the message
+            value = sha256(LEAF_PREFIX + leaf).digest()
+            if recorded_hash is not None and value != recorded_hash:
+                self.add(seq, leaf, recorded_hash)  # raises, with the message
+            # merkle.append: a right child completes its parent, whose left child is the
+            # frontier's smallest subtree
+            index = size
+            while index & 1:
+                value = sha256(NODE_PREFIX + frontier.pop() + value).digest()
+                index >>= 1
+            frontier.append(value)
+            self.size = size + 1
+            if self.size in roots:
+                self._check_root()
+
     def _check_root(self) -> None:
         expected = self.roots.get(self.size)
         if expected is None:
@@ -76,6 +115,9 @@ class LogReplay:
                 else f"the log has {self.size} entries, more than the checkpoint's {size}"
             )
         return merkle.root_from_frontier(self.frontier)
+
+
+_DECODE = json.JSONDecoder().decode
 
 
 def _claimed_seq(leaf: bytes, position: int) -> int:

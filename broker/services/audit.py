@@ -41,6 +41,7 @@ PAGE_LIMIT = 1000
 CHECKPOINT_PREFIX = "audit/checkpoints/"
 ENTRIES_PREFIX = "audit/entries/"
 BATCH_SIZE = 10_000  # entries per mirrored batch object
+REPLAY_PAGE = 10_000  # entries read per query by the self-check
 
 
 @dataclass(frozen=True)
@@ -327,14 +328,7 @@ def self_check(
     replay = LogReplay(roots=roots)
     size, root = head(uow)
     try:
-        for start in range(0, size, PAGE_LIMIT):
-            rows = uow.session.execute(
-                select(AuditEvent.seq, AuditEvent.leaf, AuditEvent.leaf_hash)
-                .where(AuditEvent.seq >= start, AuditEvent.seq < start + PAGE_LIMIT)
-                .order_by(AuditEvent.seq)
-            )
-            for seq, leaf, digest in rows:
-                replay.add(seq, bytes(leaf), bytes(digest))
+        replay.add_many(_stored_entries(uow, size))
         replayed = replay.finish(size)
     except LogTampered as error:
         raise TamperDetected(f"audit log: {error}", hint=_TAMPER_HINT) from None
@@ -346,6 +340,36 @@ def self_check(
         )
     newest = max((c.size for c in checkpoints), default=None)
     return SelfCheck(size=size, root=root, checkpoint_size=newest)
+
+
+def _stored_entries(uow: UnitOfWork, size: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """(seq, leaf, leaf hash) of the stored entries numbered 0..size-1, in order: one query per
+    REPLAY_PAGE numbers, each an index range scan of its own (a bound on both sides, so the
+    plan stays a range scan even before the table's statistics are gathered); constant
+    memory. A missing number is simply absent: the replay names it. On PostgreSQL the rows
+    come in the binary format straight from the driver (a third of the time of text rows
+    through SQLAlchemy's result objects)."""
+    connection = uow.session.connection()
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
+        for start in range(0, size, REPLAY_PAGE):
+            cursor.execute(_PAGE_SQL, (start, min(start + REPLAY_PAGE, size)))
+            yield from cursor.fetchall()
+        cursor.close()
+        return
+    for start in range(0, size, REPLAY_PAGE):
+        rows = uow.rows(
+            select(AuditEvent.seq, AuditEvent.leaf, AuditEvent.leaf_hash)
+            .where(AuditEvent.seq >= start, AuditEvent.seq < min(start + REPLAY_PAGE, size))
+            .order_by(AuditEvent.seq)
+        )
+        for seq, leaf, digest in rows:
+            yield seq, bytes(leaf), bytes(digest)
+
+
+_PAGE_SQL = (
+    "SELECT seq, leaf, leaf_hash FROM audit_events WHERE seq >= %s AND seq < %s ORDER BY seq"
+)
 
 
 def _verify_notes(checkpoints: list[AuditCheckpoint], verifier_key: str) -> None:

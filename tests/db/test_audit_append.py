@@ -116,3 +116,80 @@ def test_a_head_locked_in_an_earlier_transaction_is_locked_anew(sessions):
         first.commit()
     size, _, seqs, _ = _head_and_leaves(sessions)
     assert (size, seqs) == (2, [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("subject", "details"),
+    [
+        ({}, {}),
+        ({"org": "acme-ai", "user": 12}, {"z": 1, "a": [2, "x"], "seq": 5}),
+        ({"model": "acme-ai/ünïcode", "déjà": "vu"}, {"ratio": 0.1, "big": 2**53 - 1, "e": 1e21}),
+        ({"seq": 9, "subject": {"time": "x"}}, {"quote": '"seq":7,'}),
+    ],
+)
+def test_leaf_parts_complete_to_the_canonical_leaf(subject, details):
+    """What PostgreSQL's audit_append completes (number, time) gives canonical_json's bytes,
+    floats, big integers and non-ASCII keys (rfc8785's own writer) included."""
+    from broker.adapters.db.uow import leaf_parts
+    from broker.auditlog.leaf import canonical_json
+
+    actor = {"kind": "user", "id": "3"}
+    before, between = leaf_parts("org.created", actor, subject, details)
+    for seq in (0, 7, 123456789):
+        time = "2026-12-09T10:11:12.000123Z"
+        whole = {"seq": seq, "time": time, "action": "org.created", "actor": actor,
+                 "subject": subject, "details": details}
+        assert before + str(seq).encode() + between + time.encode() + b'"}' == \
+            canonical_json(whole)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # audit_append
+def test_appends_made_by_the_database_are_the_leaves_and_nodes_python_makes(sessions):
+    """audit_append (migration 0012): canonical leaves numbered in order, their time that of
+    created_at, leaf hashes and every stored subtree hash equal to Python's RFC 9162 tree."""
+    import json
+    from datetime import datetime
+
+    from broker.adapters.db.uow import _grow, split_hashes
+    from broker.auditlog import merkle
+    from broker.auditlog.leaf import canonical_json, leaf_hash
+
+    for batch in (1, 3, 1, 5, 2, 8, 1, 16):  # several events in one transaction, too
+        with UnitOfWork(sessions) as uow:
+            for n in range(batch):
+                uow.audit("org.created", OPERATOR, {"org": f"o{n}"}, {"n": n, "é": [1.5]})
+            uow.commit()
+    size, frontier, seqs, digests = _head_and_leaves(sessions)
+    assert seqs == list(range(37)) and size == 37
+    with sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    expected_subtrees, expected_frontier = _grow(0, b"", digests)
+    assert frontier == expected_frontier
+    assert merkle.root_from_frontier(split_hashes(frontier)) == merkle.root_of_leaves(digests)
+    times = []
+    for event, subtrees in zip(events, expected_subtrees, strict=True):
+        value = json.loads(event.leaf)
+        assert canonical_json(value) == event.leaf
+        assert value["seq"] == event.seq and value["action"] == event.action
+        assert value["subject"]["org"] == event.org and event.actor == "operator:console"
+        assert event.leaf_hash == leaf_hash(event.leaf)
+        assert event.subtrees == subtrees
+        stamp = datetime.strptime(value["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert stamp == event.created_at.replace(tzinfo=None)
+        times.append(stamp)
+    assert times == sorted(times)  # stamped under the head's lock: in the order of numbers
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_events_pending_at_commit_are_not_appended_without_it(sessions):
+    """On PostgreSQL an event goes out with the COMMIT: a unit of work left without commit
+    (or whose commit failed) appends nothing, and the next one starts clean."""
+    with UnitOfWork(sessions) as uow:
+        uow.audit("org.created", OPERATOR, {"org": "a"})
+    with UnitOfWork(sessions) as uow:
+        uow.audit("org.created", OPERATOR, {"org": "b"})
+        uow.commit()
+    size, _, seqs, _ = _head_and_leaves(sessions)
+    assert (size, seqs) == (1, [0])
+    with sessions() as session:
+        assert b'"org":"b"' in session.scalar(select(AuditEvent.leaf))

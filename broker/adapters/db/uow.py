@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
     CursorResult,
     Executable,
@@ -85,12 +86,15 @@ class UnitOfWork:
         # The audit head as locked by `locked_with_audit_head`, for the next append in the
         # same transaction: (that transaction, size, frontier).
         self._held_head: tuple[SessionTransaction | None, int, bytes] | None = None
+        # PostgreSQL: events to append at commit, in order (arguments of audit_append).
+        self._pending: list[dict[str, Any]] = []
 
     def __enter__(self) -> UnitOfWork:
         hold = commit_hold.get()
         if hold is not None:
             hold.finish(None)  # another transaction must not wait on the held one's locks
         self.session = self._session_factory()
+        self._pending = []
         return self
 
     def __exit__(
@@ -121,17 +125,46 @@ class UnitOfWork:
 
     def commit_now(self) -> None:
         try:
+            if self._pending:
+                self._commit_with_events()
             self.session.commit()
         except SQLAlchemyError as error:
+            self._pending = []
             self.session.rollback()
             if _outcome_unknown(error, self.session.get_bind().dialect.name):
-                raise OutcomeUnknown(
-                    "database: the connection was lost while the change was being committed, "
-                    "so it may or may not have been made",
-                    hint="retry with the same Idempotency-Key header (the CLI does): the broker "
-                    "answers with the first outcome if the change was made, else makes it",
-                ) from error
+                raise _outcome_unknown_error() from error
             raise _not_made(error) from error
+
+    def _commit_with_events(self) -> None:
+        """PostgreSQL: append the pending events and COMMIT in one round trip (a pipeline), so
+        the audit head is locked only while the server appends and commits: no client round
+        trip, no client scheduling while others wait on it. The events are in the change's
+        transaction: if an append fails, the COMMIT behind it is not run."""
+        pending, self._pending = self._pending, []
+        self.session.flush()
+        connection = self.session.connection()
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        try:
+            with raw.pipeline():
+                with raw.cursor() as cursor:
+                    for event in pending:
+                        cursor.execute(_APPEND_SQL, event)
+                raw.commit()
+        except psycopg.Error as error:
+            unknown = not error.sqlstate
+            if raw.closed:
+                connection.invalidate()  # gone: the pool replaces it
+            else:
+                self.session.rollback()
+            if unknown:
+                raise _outcome_unknown_error() from error
+            actions = ", ".join(repr(event["action"]) for event in pending)
+            raise Unavailable(
+                f"audit log: could not record {actions}, so the change was not made "
+                f"({type(error).__name__})",
+                hint="the audit log must accept every change; check the database and retry",
+            ) from error
 
     def rows(
         self, statement: Executable, parameters: dict[str, Any] | None = None
@@ -162,17 +195,34 @@ class UnitOfWork:
         actor: Principal,
         subject: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
-    ) -> int:
-        """Append one event to the audit log in this transaction; returns its sequence number.
+    ) -> None:
+        """Append one event to the audit log in this transaction.
 
-        Call it last before `commit()`: it locks the log's head, which every append waits for
-        (unless `locked_with_audit_head` locked it already, with the change's own row).
-        Plain SQL statements, no ORM objects: this runs on every change, key releases included,
-        and the head's lock is held from here to commit."""
+        On PostgreSQL the event is sent at `commit()`, one call of the database's
+        `audit_append` in the same round trip as the COMMIT: the log's head, which every append
+        waits for, is locked only while the server appends and commits. If the append fails,
+        nothing is committed. On SQLite it is appended here (Python computes the leaf and the
+        tree; SQLite's writers are serialised from BEGIN anyway): call it last before
+        `commit()`; it locks the head (unless `locked_with_audit_head` locked it already)."""
         subject = self._with_model(subject or {})
         name = str(action)  # a plain str: the bytes of the string (tests/audit/test_leaf_bytes)
         actor_ref = actor.audit_ref()
         index = index_of(actor_ref, subject)
+        if self.session.get_bind().dialect.name == "postgresql":
+            self._held_head = None  # audit_append locks the head itself
+            before, between = leaf_parts(action, actor_ref, subject, details or {})
+            self._pending.append(
+                {
+                    "before": before,
+                    "between": between,
+                    "action": action,
+                    "org": index.org,
+                    "model": index.model,
+                    "user_id": index.user_id,
+                    "actor": index.actor,
+                }
+            )
+            return
         try:
             size, frontier = self._lock_head()
             now = datetime.now(UTC)
@@ -208,7 +258,6 @@ class UnitOfWork:
                 f"audit log: could not record {action!r}, so the change was not made",
                 hint="the audit log must accept every change; check the database and retry",
             ) from error
-        return size
 
     def _lock_head(self) -> tuple[int, bytes]:
         """(size, frontier) of the audit head, locked until this transaction ends. Writes the
@@ -221,13 +270,9 @@ class UnitOfWork:
         return size, frontier
 
     def _append(self, event: dict[str, Any], head: dict[str, Any]) -> None:
-        """Write the event row and move the head: one round trip on PostgreSQL (a
-        data-modifying WITH), two on SQLite, which has none."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            self.rows(_APPEND_EVENT, {**event, **head})
-        else:
-            self.rows(_INSERT_EVENT, event)
-            self.rows(_UPDATE_HEAD, head)
+        """Write the event row and move the head (SQLite)."""
+        self.rows(_INSERT_EVENT, event)
+        self.rows(_UPDATE_HEAD, head)
 
     def extend_tree(self, digests: Sequence[bytes]) -> list[bytes]:
         """Move the head over leaf hashes whose events the caller writes itself (recovery);
@@ -308,11 +353,32 @@ _UPDATE_HEAD = (
 )
 
 
-_APPEND_EVENT = _UPDATE_HEAD.add_cte(
-    insert(_EVENTS)
-    .values({column.name: bindparam(column.name) for column in _EVENTS.c})
-    .cte("event")
+# migrations/versions/0012: locks the head, completes, hashes and inserts the leaf, grows the
+# tree; psycopg's named placeholders.
+_APPEND_SQL = (
+    "SELECT audit_append(%(before)s, %(between)s, %(action)s, %(org)s, %(model)s, "
+    "%(user_id)s, %(actor)s)"
 )
+
+
+def leaf_parts(
+    action: str, actor: dict[str, str], subject: dict[str, Any], details: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """The canonical leaf of an event around its two values known only under the head's lock:
+    `before + str(seq).encode() + between + time + b'"}'` is exactly
+    `canonical_json({"seq": seq, "time": time, "action": ..., ...})` (its keys sort as action,
+    actor, details, seq, subject, time; RFC 8785 writes an object's members one by one)."""
+    head = canonical_json({"action": action, "actor": actor, "details": details})
+    return head[:-1] + b',"seq":', b',"subject":' + canonical_json(subject) + b',"time":"'
+
+
+def _outcome_unknown_error() -> OutcomeUnknown:
+    return OutcomeUnknown(
+        "database: the connection was lost while the change was being committed, "
+        "so it may or may not have been made",
+        hint="retry with the same Idempotency-Key header (the CLI does): the broker "
+        "answers with the first outcome if the change was made, else makes it",
+    )
 
 
 def _grow(size: int, packed: bytes, digests: Iterable[bytes]) -> tuple[list[bytes], bytes]:
