@@ -19,7 +19,7 @@ from broker.domain.principals import GLOBAL_ROLES, OPERATOR
 from broker.errors import Conflict, InvalidInput
 from broker.services import admin as service
 from broker.services import health as health_service
-from broker.services import master_key, members, people, sessions
+from broker.services import master_key, master_key_shares, members, people, sessions
 from broker.services import uploads as uploads_service
 
 
@@ -445,11 +445,13 @@ def key_split(shares: int, threshold: int, out: Path | None, key_file: Path | No
     """Split the local master key into SLIP-0039 word shares for trustees (M of N)."""
     escrow = server_escrow()
     with escrow.uow() as uow:
-        split = master_key.split_master_key(uow, escrow.settings, shares, threshold, key_file)
+        split = master_key_shares.split_master_key(
+            uow, escrow.settings, shares, threshold, key_file
+        )
     if out is None:
         click.echo("\n".join(split.shares), nl=False)
     else:
-        for path in master_key.write_share_files(out, split):
+        for path in master_key_shares.write_share_files(out, split):
             click.echo(f"wrote {path}")
     click.echo(
         f"{shares} shares of key {split.key_id}; any {threshold} rebuild it with "
@@ -475,7 +477,7 @@ def key_join(share_files: tuple[Path, ...], key_file: Path | None, replace: bool
             click.echo("type or paste the shares, one per line; then Ctrl-D", err=True)
         texts = parse_share_lines("stdin", sys.stdin.read(1 << 20))
     target = key_file or load_settings().key_file
-    joined = master_key.join_master_key(texts, target, replace=replace)
+    joined = master_key_shares.join_master_key(texts, target, replace=replace)
     if joined.moved_aside:
         click.echo(f"moved the key file that was there to {joined.moved_aside}")
     click.echo(
