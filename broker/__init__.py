@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     from broker.api import models as api_models
     from broker.config import load_settings
-    from broker.container import build_escrow, read_secret_file
-    from broker.http.common import MAX_BODY_BYTES, check_request_values, register_error_handlers
+    from broker.container import build_escrow
+    from broker.http.common import check_request_values, register_error_handlers
     from broker.web import auth as web_auth
     from broker.web import common as web_common
     from broker.web import csrf, page_modules
@@ -38,15 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     settings = settings or load_settings()
     app.extensions["escrow"] = build_escrow(settings)
-    app.config.update(
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # refused with 413 before read; parts: their size
-        MAX_FORM_MEMORY_SIZE=1024 * 1024,
-        SECRET_KEY=read_secret_file(settings.session_secret_file),
-        SESSION_COOKIE_NAME="escrow_session",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.secure_cookies,
-    )
+    _configure(app, settings)
     register_error_handlers(app)
     app.before_request(check_request_values)  # first: path and query values, before any view
     idempotency.init_app(app)
@@ -74,3 +66,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     # made on first use by broker.http.openapi.document_of)
     app.extensions["openapi_modules"] = modules
     return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    """Request size limits and the session cookie."""
+    from broker.container import read_secret_file
+    from broker.http.common import MAX_BODY_BYTES
+
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # refused with 413 before read; parts: their size
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        SECRET_KEY=read_secret_file(settings.session_secret_file),
+        SESSION_COOKIE_NAME="escrow_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+    )

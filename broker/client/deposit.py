@@ -9,17 +9,34 @@ SHA-256. A crash anywhere is recovered by running the same command again (see `j
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from broker import age
+from broker.client.deposit_files import (
+    Item,
+    b64,
+    new_entry,
+    part_source,
+    stale_reason,
+    upload_gone,
+    upload_replaced,
+)
+from broker.client.deposit_parts import PartSender, Presigner, raise_first
+from broker.client.deposit_seal import (
+    FAILED,
+    SEALED,
+    VERIFYING,
+    DepositFailed,
+    StillVerifying,
+    deposit_failure,
+    wait_for_seal,
+)
 from broker.client.encrypt import (
     CipherSource,
     FileHasher,
@@ -36,31 +53,30 @@ from broker.domain.parts import Part, payload_size, plan_parts
 from broker.domain.units import human_bytes
 from broker.errors import Conflict, EscrowError, InvalidInput
 
-SEALED, FAILED, VERIFYING = "sealed", "failed", "verifying"
+__all__ = [
+    "DEFAULT_JOBS",
+    "FAILED",
+    "SEALED",
+    "VERIFYING",
+    "DepositFailed",
+    "DepositOptions",
+    "DepositResult",
+    "Depositor",
+    "Item",
+    "StillVerifying",
+    "classical_warnings",
+    "collect_items",
+    "open_recipient_only",
+    "open_request",
+    "upload_gone",
+]
+
 # Parts in flight. bench/deposit.py on 2 cores: 1, 2 and 4 are equal within noise on the local
 # store (the client is CPU-bound, ~2.3 CPU-s/GiB); S3 wants several connections and more than 4
 # did not help (PERF-NOTES). Memory per job: two 4 MiB windows, whatever the part size.
 DEFAULT_JOBS = 4
-MAX_PRESIGN = 100  # the broker's limit per call
-URL_MARGIN = timedelta(seconds=60)  # re-presign a URL that expires sooner than this
 MAX_UPLOAD_RESTARTS = 3  # a file whose store upload keeps vanishing fails after this many
-
-
 DEFAULT_WAIT_TIMEOUT_S = 6 * 3600.0
-
-
-class DepositFailed(EscrowError):
-    status = 409
-    title = "deposit failed verification"
-    exit_code = 3  # `escrow deposit` exits 3 (broker.cli.client.EXIT_FAILED)
-
-
-class StillVerifying(EscrowError):
-    """--wait-timeout ran out while the broker was still verifying."""
-
-    status = 504
-    title = "still verifying"
-    exit_code = 5  # `escrow deposit` exits 5: not failed, not sealed yet
 
 
 @dataclass(frozen=True)
@@ -76,19 +92,6 @@ class DepositOptions:
     sha256sums: Path | None = None
     config_dir: Path | None = None
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
-
-
-@dataclass(frozen=True)
-class Item:
-    """One file to deposit: a plaintext file, or an age file made by the lab."""
-
-    path: str  # deposit path
-    source: str  # file to open
-    plain_size: int
-    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of `source` when scanned
-    header: bytes | None = None  # pre-encrypted only
-    payload_offset: int = 0
-    sha256: str | None = None  # pre-encrypted: from --sha256sums
 
 
 @dataclass
@@ -206,12 +209,13 @@ class Depositor:
                 deposit = self.client.post(f"/api/v1/deposits/{deposit_id}/finalize")
             self.result.timings["finalized_s"] = time.monotonic() - started
             if options.wait:
-                deposit = self._wait_for_seal(deposit_id)
+                deposit = wait_for_seal(self.client, self.progress, deposit_id,
+                                        options.wait_timeout_s)
                 self.result.timings["sealed_s"] = time.monotonic() - started
                 if deposit["state"] == SEALED:
                     self.journal.delete()
                 else:
-                    raise _failure(deposit)
+                    raise deposit_failure(deposit)
             self.result.deposit = deposit
             return self.result
         finally:
@@ -274,7 +278,7 @@ class Depositor:
         # one part pool, so no more than --jobs parts are in flight.
         width = min(self.jobs, len(items))
         with ThreadPoolExecutor(width, thread_name_prefix="file") as files:
-            _raise_first([files.submit(one, item) for item in items])
+            raise_first([files.submit(one, item) for item in items])
         self.progress.end()
 
     def _still_uploaded(self, item: Item, file: dict[str, Any]) -> bool:
@@ -325,7 +329,7 @@ class Depositor:
             start, entry, keep = self._begin(base, index, item, recipients, restart)
             parts = plan_parts(item.plain_size, start["part_size"])
             if entry is None:
-                entry = _new_entry(index, item, recipients, start["part_size"])
+                entry = new_entry(index, item, recipients, start["part_size"])
                 entry.upload = start.get("upload")
                 journal.start_file(entry)  # before anything is sent: the key must survive
             elif entry.upload is None and start.get("upload"):
@@ -334,8 +338,8 @@ class Depositor:
             if not start["header_registered"]:
                 # Registered while the parts go up: the broker only needs it before completion.
                 header = self.pool().submit(self.client.put, base + "/header",
-                                            {"header": _b64(entry.header)})
-            source = _source(item, entry)
+                                            {"header": b64(entry.header)})
+            source = part_source(item, entry)
             todo = [p for p in parts if p.number not in keep]
             with self._count_lock:
                 self.result.parts_kept += len(keep)
@@ -371,7 +375,7 @@ class Depositor:
         reuse (None: make a new key), and the parts the broker has that can be kept."""
         assert self.journal is not None
         entry = None if restart else self.journal.files.get(index)
-        why = _stale(entry, item, recipients) if entry is not None else ""
+        why = stale_reason(entry, item, recipients) if entry is not None else ""
         start = self.client.post(base + "/upload", {"restart": restart or bool(why)})
         parts = plan_parts(item.plain_size, start["part_size"])
         if sum(p.cipher_size for p in parts) != start["payload_size"]:
@@ -382,7 +386,7 @@ class Depositor:
             )
         if not (restart or why):
             stored = {p["number"]: p["size"] for p in start["parts"]}
-            gone = _upload_replaced(entry, start)
+            gone = upload_replaced(entry, start)
             if gone:
                 why = gone
                 if not (stored or start["header_registered"]):
@@ -414,7 +418,7 @@ class Depositor:
         unknown = sorted(set(stored) - set(entry.fingerprints))
         if unknown:
             return set(), f"the broker holds part(s) {unknown[:5]} this run has no record of"
-        source = _source(item, entry)
+        source = part_source(item, entry)
         numbers = sorted(entry.fingerprints)
         found = list(self.pool().map(lambda n: source.fingerprint(parts[n - 1]), numbers))
         changed = [n for n, got in zip(numbers, found, strict=True)
@@ -429,272 +433,17 @@ class Depositor:
         """PUT each part of `todo`; `sent_parts` gets each one's number, size and ETag."""
         if not todo:
             return
-        journal = self.journal
-        assert journal is not None
-        urls = _Presigner(self.client, base, [p.number for p in todo])
+        assert self.journal is not None
+        urls = Presigner(self.client, base, [p.number for p in todo])
+        sender = PartSender(self.client, self.progress, self.journal, index, entry, source, urls)
 
         def send(part: Part) -> None:
-            fingerprinted = [""]
-
-            def write_ahead() -> None:
-                # The part's fingerprint is on disk before any of its bytes is sent (this
-                # attempt's or a retry's): whatever a crash interrupts, a later run can prove
-                # the plaintext unchanged before it encrypts under this key again.
-                found = source.fingerprint(part)
-                known = entry.fingerprints.get(part.number)
-                if known is None:
-                    journal.record_part(index, part.number, found)
-                elif known != found:
-                    journal.forget_file(index, entry.path)
-                    raise file_changed(source.path, f"part {part.number} changed")
-                fingerprinted[0] = found
-
-            def check(found: str) -> None:
-                # Called before the part's last block is handed out: the bytes encrypted for
-                # sending must be the ones fingerprinted. If not, the file changed while it was
-                # read, and blocks already sent under this key encrypt other plaintext than the
-                # journal records: the key is dropped so that it is never used again.
-                if found != fingerprinted[0]:
-                    journal.forget_file(index, entry.path)
-                    raise file_changed(source.path, f"part {part.number} changed")
-
-            sent = [0]
-
-            def body() -> Iterator[memoryview]:
-                write_ahead()
-                return self._counted(source.blocks(part, check), sent)
-
-            for attempt in range(3):
-                signed = urls.get(part.number)
-                try:
-                    etag = self.client.put_part(signed["url"], signed.get("headers") or {},
-                                                part.cipher_size, body)
-                    if etag:
-                        sent_parts[part.number] = {"number": part.number,
-                                                   "size": part.cipher_size, "etag": etag}
-                    break
-                except StoreError as error:
-                    if not error.url_expired or attempt == 2:
-                        raise
-                    urls.expire(part.number)
-                except BaseException:
-                    self.progress.add(-sent[0])
-                    raise
+            etag = sender.send(part)
+            if etag:
+                sent_parts[part.number] = {"number": part.number, "size": part.cipher_size,
+                                           "etag": etag}
             with self._count_lock:
                 self.result.parts_sent += 1
                 self.result.bytes_sent += part.cipher_size
 
-        futures = [self.pool().submit(send, part) for part in todo]
-        _raise_first(futures)
-
-    def _counted(self, blocks: Iterator[memoryview], sent: list[int]) -> Iterator[memoryview]:
-        self.progress.add(-sent[0])  # a retry starts counting again
-        sent[0] = 0
-        for block in blocks:
-            yield block
-            sent[0] += len(block)
-            self.progress.add(len(block))
-
-    # --- seal ----------------------------------------------------------------------------
-
-    def _wait_for_seal(self, deposit_id: str) -> dict[str, Any]:
-        """Poll until the deposit is sealed or failed, or --wait-timeout runs out (then
-        StillVerifying says what is known and how to keep waiting)."""
-        self.progress.info("waiting for the broker to verify and seal the deposit "
-                           "(Ctrl-C is safe: it keeps going)")
-        deadline = time.monotonic() + max(0.0, self.options.wait_timeout_s)
-        delay = 0.05
-        said = ""
-        while True:
-            deposit: dict[str, Any] = self.client.get(f"/api/v1/deposits/{deposit_id}")
-            if deposit["state"] in (SEALED, FAILED):
-                return deposit
-            news = _verification_news(deposit.get("verification"))
-            if news and news != said:
-                self.progress.info(news)
-                said = news
-            if time.monotonic() >= deadline:
-                raise _still_verifying(deposit, self.options.wait_timeout_s)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 1.0)
-
-
-def _verification_news(verification: Any) -> str:
-    """A line about the verification job worth showing while waiting ('' if nothing)."""
-    if not isinstance(verification, dict):
-        return ""
-    attempts = verification.get("attempts") or 0
-    error = verification.get("error")
-    if not (attempts > 1 or error):
-        return ""
-    line = f"verification attempt {attempts} ({verification.get('state') or 'queued'})"
-    if error:
-        line += f"; the last one failed: {error}"
-    if verification.get("next_attempt_at"):
-        line += f"; next attempt at {verification['next_attempt_at']}"
-    return line
-
-
-def _still_verifying(deposit: dict[str, Any], waited_s: float) -> StillVerifying:
-    verification = deposit.get("verification")
-    known = [f"deposit {deposit['deposit_id']} is still {deposit['state']} after "
-             f"{_duration(waited_s)} (--wait-timeout)"]
-    if isinstance(verification, dict):
-        known.append(f"verification {verification.get('state') or 'unknown'}, attempt "
-                     f"{verification.get('attempts') or 0}")
-        if verification.get("worker"):
-            known.append(f"worker {verification['worker']}, last heartbeat "
-                         f"{verification.get('heartbeat_at') or 'never'}")
-        if verification.get("error"):
-            known.append(f"last error: {verification['error']}")
-        if verification.get("next_attempt_at"):
-            known.append(f"next attempt at {verification['next_attempt_at']}")
-    return StillVerifying(
-        "; ".join(known),
-        hint="nothing is lost and the broker keeps verifying: run the same command again to "
-        "keep waiting (with a longer --wait-timeout if need be), or --no-wait to return at "
-        "once; if no worker has a recent heartbeat, ask the operator to check `escrow worker`",
-    )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
-
-
-def _upload_replaced(entry: FileEntry | None, start: dict[str, Any]) -> str:
-    """Why the broker's upload of a file is not the one the journal's key was used for."""
-    if start.get("upload_lost"):
-        return ("the object store no longer had its upload (aborted by a lifecycle rule, or "
-                "the store was restored); the broker started a new one")
-    if entry is not None and entry.upload and start.get("upload") not in (None, entry.upload):
-        return "the broker is on a new upload of it (the store lost the one this run used)"
-    return ""
-
-
-def upload_gone(error: BaseException) -> str:
-    """Why `error` means that the store no longer knows the file's upload ('' if it does not):
-    the broker's "upload lost" problem, or the store's 404 to a part upload."""
-    if isinstance(error, BrokerError) and error.status == 409 and (
-            error.title == "upload lost" or error.problem_type.endswith("upload-lost")):
-        return error.message
-    if isinstance(error, StoreError) and error.status_code == 404 and (
-            error.code not in ("NoSuchBucket", "NoSuchKey")):
-        return "the object store no longer knows its upload (it answered 404 to a part)"
-    return ""
-
-
-def _stale(entry: FileEntry | None, item: Item, recipients: list[age.Recipient]) -> str:
-    """Why a journal entry cannot be resumed ('' if it can)."""
-    if entry is None:
-        return ""
-    if entry.path != item.path or (entry.size, entry.mtime_ns, entry.inode) != item.identity:
-        return "the file changed since the last run"
-    if item.header is None and entry.recipients != [str(r) for r in recipients]:
-        return "the recipients changed since the last run"
-    if item.header is not None and entry.header != item.header:
-        return "the age file changed since the last run"
-    return ""
-
-
-def _new_entry(index: int, item: Item, recipients: list[age.Recipient],
-               part_size: int) -> FileEntry:
-    size, mtime_ns, inode = item.identity
-    if item.header is not None:  # the lab's age chose key and nonce
-        return FileEntry(index, item.path, size, mtime_ns, inode, part_size, item.header, [])
-    # A fresh file key and payload nonce for every (re)start: re-encrypting plaintext that may
-    # have changed under an old key and counter would reuse ChaCha20 nonces.
-    file_key = age.new_file_key()
-    nonce = os.urandom(age.NONCE_SIZE)
-    # The escrow recipient comes first; the lab's own recipients are allowed to be classical
-    # (the caller warned that this makes the deposit classical).
-    header = age.new_header(file_key, recipients, allow_classical_with_pq=True)
-    return FileEntry(index, item.path, size, mtime_ns, inode, part_size, header,
-                     [str(r) for r in recipients], file_key, nonce)
-
-
-def _source(item: Item, entry: FileEntry) -> PlainSource | CipherSource:
-    if item.header is not None:
-        return CipherSource(item.source, item.path, item.payload_offset)
-    assert entry.file_key is not None and entry.nonce is not None
-    return PlainSource(item.source, item.path, age.PayloadEncryptor(entry.file_key, entry.nonce))
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
-
-
-def _raise_first(futures: list[Future[None]]) -> None:
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    for future in done:
-        error = future.exception()
-        if error is not None:
-            for other in pending:
-                other.cancel()
-            wait(pending)
-            raise error
-
-
-def _failure(deposit: dict[str, Any]) -> DepositFailed:
-    bad = [f"{f['path']}: {f.get('error') or f['state']}" for f in deposit["files"]
-           if f["state"] == FAILED or f.get("error")]
-    if not bad:  # every file matched: sealing itself failed (e.g. the store's Object Lock)
-        return DepositFailed(
-            f"deposit {deposit['deposit_id']} could not be sealed: "
-            f"{deposit.get('failure') or 'see the deposit'}",
-            hint="the uploaded files matched and need not be sent again; the operator must fix "
-            f"what the message names, then `escrow verify {deposit['deposit_id']}` seals it",
-        )
-    return DepositFailed(
-        f"deposit {deposit['deposit_id']} failed verification: "
-        f"{deposit.get('failure') or 'see the files'}"
-        + ("".join(f"\n  - {b}" for b in bad[:20])),
-        # The broker's own hint when it gives one (a worker that kept dying, a store refusing
-        # Object Lock are not "it did not match").
-        hint=deposit.get("failure_hint")
-        or "run the same command again to upload the failed files anew; if the files are "
-        "not at fault, the operator can retry the verification with `escrow verify "
-        f"{deposit['deposit_id']}`",
-    )
-
-
-class _Presigner:
-    """Presigned part URLs, fetched in batches of up to 100 as workers need them."""
-
-    def __init__(self, client: BrokerClient, base: str, numbers: list[int]) -> None:
-        self.client, self.base = client, base
-        self.order = numbers
-        self.urls: dict[int, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, number: int) -> dict[str, Any]:
-        with self.lock:
-            signed = self.urls.get(number)
-            if signed is None or _expiring(signed):
-                position = self.order.index(number)
-                batch = [n for n in self.order[position:] if n not in self.urls
-                         or _expiring(self.urls[n]) or n == number][:MAX_PRESIGN]
-                for url in self.client.post(self.base + "/parts", {"numbers": batch})["parts"]:
-                    self.urls[url["number"]] = url
-                signed = self.urls[number]
-            return signed
-
-    def expire(self, number: int) -> None:
-        with self.lock:
-            self.urls.pop(number, None)
-
-
-def _expiring(signed: dict[str, Any]) -> bool:
-    try:
-        expires = datetime.fromisoformat(signed["expires_at"])
-    except (KeyError, ValueError):
-        return False
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return expires - datetime.now(UTC) < URL_MARGIN
-
+        raise_first([self.pool().submit(send, part) for part in todo])

@@ -30,18 +30,34 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode
 
 from broker.domain.principals import ORG_ROLES
 from broker.errors import ConfigError
+from broker.policy.nodes import NodeReader, PolicyProblem, kind, tagged
+
+__all__ = [
+    "MAX_DAYS",
+    "MAX_POLICY_BYTES",
+    "WILDCARD",
+    "Approvals",
+    "Eligibility",
+    "GrantLimits",
+    "NdaRequirement",
+    "Policy",
+    "PolicyError",
+    "PolicyProblem",
+    "parse_policy",
+    "pattern_key",
+    "pattern_matches",
+    "pattern_problem",
+    "pattern_specificity",
+]
 
 MAX_POLICY_BYTES = 64 * 1024  # a policy, not a data file; keeps a bad file from filling memory
 MAX_DAYS = 3650  # a sanity bound on grant durations: ten years is already not "time-limited"
@@ -57,7 +73,6 @@ _AFFILIATION = re.compile(
     r"^(?:\*|[a-z][a-z0-9_-]{0,63})@"
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
 )
-_TAG = "tag:yaml.org,2002:"
 
 
 # --- what a loaded policy is ------------------------------------------------------------------
@@ -123,16 +138,6 @@ class Policy:
 
 
 # --- errors -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PolicyProblem:
-    path: Path
-    line: int  # 1-based; 1 when the problem is about the whole file
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
 
 
 class PolicyError(ConfigError):
@@ -218,22 +223,19 @@ _TOP = (
 _TOP_REQUIRED = ("organisation", "models", "nda", "approvals", "grant")
 
 
-class _Reader:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.problems: list[PolicyProblem] = []
-        self.lines: dict[str, int] = {}
-        self._constructor = SafeConstructor()
+class _Reader(NodeReader):
+    """Reads one policy file's sections into the model (values: `NodeReader`)."""
 
-    def error(self, where: Node | int, message: str) -> None:
-        line = where if isinstance(where, int) else where.start_mark.line + 1
-        self.problems.append(PolicyProblem(self.path, line, message))
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lines: dict[str, int] = {}
 
     # the file
 
-    def policy(self, raw: bytes) -> Policy | None:
-        stem = self.path.stem
-        if not _POLICY_ID.match(stem):
+    def root(self, raw: bytes) -> Node | None:
+        """The file's YAML node tree, after checking its name, size and encoding (None: a
+        problem was reported)."""
+        if not _POLICY_ID.match(self.path.stem):
             self.error(
                 1,
                 f"file name {self.path.name!r} is not a valid policy id: name it "
@@ -263,6 +265,12 @@ class _Reader:
         if root is None:
             self.error(1, "is empty: a policy names at least " + ", ".join(_TOP_REQUIRED))
             return None
+        return root
+
+    def policy(self, raw: bytes) -> Policy | None:
+        root = self.root(raw)
+        if root is None:
+            return None
         fields = self.mapping(root, "the policy", _TOP, _TOP_REQUIRED)
         if fields is None:
             return None
@@ -291,7 +299,7 @@ class _Reader:
         assert organisation is not None and models is not None  # no problems: all were read
         assert eligibility is not None and approvals is not None and grant is not None
         return Policy(
-            id=stem,
+            id=self.path.stem,
             path=self.path,
             sha256=hashlib.sha256(raw).hexdigest(),
             organisation=organisation,
@@ -336,7 +344,7 @@ class _Reader:
         return tuple(patterns)
 
     def nda(self, node: Node) -> NdaRequirement | None:
-        if _is(node, "null"):
+        if tagged(node, "null"):
             return None  # written out: this policy deliberately asks for no NDA
         fields = self.mapping(node, "nda", ("id", "min_version"), ("id", "min_version"))
         if fields is None:
@@ -352,9 +360,9 @@ class _Reader:
         version: str | None
         if version_node is None:
             version = None
-        elif _is(version_node, "int"):
+        elif tagged(version_node, "int"):
             version = str(self.scalar(version_node))
-        elif _is(version_node, "float"):
+        elif tagged(version_node, "float"):
             self.error(
                 version_node,
                 f"nda min_version {version_node.value} reads as a number: "
@@ -460,84 +468,9 @@ class _Reader:
             return None
         return GrantLimits(default_days, max_days, releases, bool(renewal))
 
-    # values
-
-    def mapping(
-        self, node: Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...]
-    ) -> dict[str, Node] | None:
-        if not isinstance(node, MappingNode):
-            self.error(node, f"{what} must be a mapping of keys to values, found {_kind(node)}")
-            return None
-        fields: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.value == "<<":
-                self.error(key_node, f"{what} uses a YAML merge key ('<<'); write the keys out")
-                continue
-            if not (isinstance(key_node, ScalarNode) and _is(key_node, "str")):
-                self.error(key_node, f"{what} has a key that is not a plain name")
-                continue
-            key = key_node.value
-            if key not in allowed:
-                self.error(
-                    key_node,
-                    f"{what} has an unknown key {key!r}; expected one of {', '.join(allowed)}",
-                )
-            elif key in fields:
-                self.error(key_node, f"{what} has the key {key!r} twice")
-            else:
-                fields[key] = value_node
-        for key in required:
-            if key not in fields and key in allowed:
-                self.error(node, f"{what} lacks {key!r}")
-        return fields
-
-    def at(
-        self, fields: dict[str, Node], key: str, read: Callable[[Node], Any], default: Any = None
-    ) -> Any:
-        """Read `fields[key]` when present (a missing required key was reported already)."""
-        return read(fields[key]) if key in fields else default
-
-    def scalar(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
-
-    def string(
-        self, node: Node, what: str, pattern: re.Pattern[str] | None = None, expected: str = ""
-    ) -> str | None:
-        if not (isinstance(node, ScalarNode) and _is(node, "str")):
-            self.error(node, f"{what} must be a string, found {_kind(node)}")
-            return None
-        value: str = node.value
-        if pattern is not None and not pattern.match(value):
-            self.error(node, f"{what} {value[:60]!r} is not valid: use {expected}")
-            return None
-        return value
-
-    def choice(self, node: Node, what: str, choices: tuple[str, ...]) -> str | None:
-        value = self.string(node, what)
-        if value is not None and value not in choices:
-            self.error(node, f"{what} {value!r} is unknown; use one of {', '.join(choices)}")
-            return None
-        return value
-
-    def boolean(self, node: Node, what: str) -> bool | None:
-        if not (isinstance(node, ScalarNode) and _is(node, "bool")):
-            self.error(node, f"{what} must be true or false, found {_kind(node)}")
-            return None
-        return bool(self.scalar(node))
-
-    def integer(self, node: Node, what: str, low: int, high: int) -> int | None:
-        if not (isinstance(node, ScalarNode) and _is(node, "int")):
-            self.error(node, f"{what} must be a whole number, found {_kind(node)}")
-            return None
-        value = int(self.scalar(node))
-        if not low <= value <= high:
-            self.error(node, f"{what} is {value}, expected {low} to {high}")
-            return None
-        return value
-
     def date(self, node: Node) -> date | None:
         value: date | None = None
-        if isinstance(node, ScalarNode) and (_is(node, "timestamp") or _is(node, "str")):
+        if isinstance(node, ScalarNode) and (tagged(node, "timestamp") or tagged(node, "str")):
             try:
                 value = date.fromisoformat(node.value)
             except ValueError:
@@ -546,64 +479,6 @@ class _Reader:
             self.error(
                 node,
                 f"embargo_until must be a date such as 2025-06-01, found "
-                f"{node.value if isinstance(node, ScalarNode) else _kind(node)!r}",
+                f"{node.value if isinstance(node, ScalarNode) else kind(node)!r}",
             )
         return value
-
-    def sequence(self, node: Node, what: str) -> list[Node] | None:
-        if not isinstance(node, SequenceNode):
-            self.error(node, f"{what} must be a list, found {_kind(node)}")
-            return None
-        return list(node.value)
-
-    def patterns(
-        self, node: Node | None, what: str, pattern: re.Pattern[str], expected: str
-    ) -> tuple[str, ...] | None:
-        if node is None:
-            return ()
-        items = self.sequence(node, what + "s")
-        if items is None:
-            return None
-        values: list[str] = []
-        ok = True
-        for item in items:
-            value = self.string(item, f"{what}")
-            if value is None:
-                ok = False
-            elif not pattern.match(value.lower()):
-                self.error(item, f"{what} {value[:60]!r} is not valid: use {expected}")
-                ok = False
-            else:
-                values.append(value.lower())
-        return tuple(values) if ok else None
-
-    def optional(
-        self,
-        fields: dict[str, Node],
-        key: str,
-        read: Callable[[Node, str], Any],
-        default: Any,
-        section: str,
-    ) -> Any:
-        return read(fields[key], f"{section} {key}") if key in fields else default
-
-
-def _is(node: Node, tag: str) -> bool:
-    return node.tag == _TAG + tag
-
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    names = {
-        "str": "a string",
-        "int": "a number",
-        "float": "a number",
-        "bool": "true/false",
-        "null": "nothing",
-        "timestamp": "a date",
-    }
-    found = names.get(node.tag.removeprefix(_TAG), f"a value tagged {node.tag}")
-    return f"{found} ({node.value[:40]!r})" if node.value else found

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.adapters.objectstore import local as local_module
-from broker.adapters.objectstore import open_store
+from broker.adapters.objectstore import local_io, open_store
 from broker.adapters.objectstore.base import UploadedPart
 from broker.adapters.objectstore.local import OP_GET, OP_PUT_PART, LocalStore
 from broker.adapters.objectstore.rules import MIN_PART_SIZE
@@ -167,7 +166,7 @@ def test_a_failed_put_keeps_the_old_object(
         os.write(fd, view[:1])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local_module, "_write_all", disk_full)
+    monkeypatch.setattr(local_io, "write_all", disk_full)
     with pytest.raises(StorageError, match="No space left"):
         local_store.put_bytes(KEY, b"new and longer")
     assert local_store.get_bytes(KEY) == b"old"
@@ -237,7 +236,7 @@ def test_complete_is_atomic(
         upload_part(local_store, KEY, upload_id, number, data)
     listed = local_store.list_parts(KEY, upload_id)
 
-    real_copy = local_module._copy_fd
+    real_copy = local_io.copy_fd
     copies = []
 
     def crash_on_second_part(in_fd: int, out_fd: int, count: int) -> None:
@@ -247,7 +246,7 @@ def test_complete_is_atomic(
             raise OSError(5, "Input/output error")
         real_copy(in_fd, out_fd, count)
 
-    monkeypatch.setattr(local_module, "_copy_fd", crash_on_second_part)
+    monkeypatch.setattr(local_io, "copy_fd", crash_on_second_part)
     with pytest.raises(StorageError, match="Input/output error"):
         local_store.complete_multipart(KEY, upload_id, listed)
 

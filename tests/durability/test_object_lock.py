@@ -252,7 +252,7 @@ def test_an_unlocked_mirror_bucket_is_named_by_health_and_flagged_by_fixity(s3_e
 def test_a_seal_refused_by_object_lock_tells_the_depositor_the_store_hint(s3_escrow):
     """The deposit's failure carries the store's hint, and the client does not say the files
     did not match (they did)."""
-    from broker.client.deposit import _failure
+    from broker.client.deposit_seal import deposit_failure
 
     escrow, client, _bucket = s3_escrow(locked=False)
     seal(client, escrow)  # the first attempt fails; then the last one
@@ -267,6 +267,6 @@ def test_a_seal_refused_by_object_lock_tells_the_depositor_the_store_hint(s3_esc
     token = depositor_token(escrow)
     shown = client.get(f"/api/v1/deposits/{deposit_id}",
                        headers={"Authorization": f"Bearer {token}"}).json
-    told = _failure(shown)
+    told = deposit_failure(shown)
     assert "could not be sealed" in told.message and "Object Lock" in told.message
     assert "did not match" not in told.hint and f"escrow verify {deposit_id}" in told.hint

@@ -40,15 +40,7 @@ def open_store(
             hint="use s3://bucket/prefix or file:///path",
         )
     if storage_url == "" or parts.scheme == "file":
-        if storage_url == "":
-            objects_root = data_dir / "objects"
-        elif parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ConfigError(
-                f"storage URL {storage_url!r} is not an absolute file URL",
-                hint="write file:///absolute/path (three slashes)",
-            )
-        else:
-            objects_root = Path(unquote(parts.path))
+        objects_root = _objects_root(storage_url, data_dir)
         _refuse_keys_inside(objects_root, data_dir)
         from broker.adapters.objectstore.local import LocalStore
 
@@ -78,6 +70,19 @@ def open_store(
         f"storage URL {storage_url!r} has an unsupported scheme",
         hint="use s3://bucket/prefix, file:///path, or leave it empty for the local store",
     )
+
+
+def _objects_root(storage_url: str, data_dir: Path) -> Path:
+    """The directory of a local store: `data_dir/objects`, or the path of a file:/// URL."""
+    if storage_url == "":
+        return data_dir / "objects"
+    parts = urlsplit(storage_url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ConfigError(
+            f"storage URL {storage_url!r} is not an absolute file URL",
+            hint="write file:///absolute/path (three slashes)",
+        )
+    return Path(unquote(parts.path))
 
 
 def _refuse_keys_inside(objects_root: Path, data_dir: Path) -> None:
