@@ -2,7 +2,7 @@
 `OPENAPI`; the app factory (`broker.create_app`) merges those of the blueprints it registers with
 `openapi_document` (a test checks that every served route is described).
 
-A JSON answer is described by its type, a TypedDict of `broker/services/views_types.py` that the
+A JSON answer is described by its type, a TypedDict of `broker/services/views_types/` that the
 service builds it as: `operation(summary, DepositView)`. The document refers to it as
 `#/components/schemas/DepositView`, and its JSON Schema is derived from the type by pydantic
 (`component_schemas`), once per set of types: the contract is written once, in Python."""

@@ -83,7 +83,7 @@ def test_a_member_the_type_does_not_declare_is_reported() -> None:
 def test_every_json_answer_of_the_api_is_a_services_type(app) -> None:
     """No hand-written schema of a JSON answer under /api/v1 (the OAuth endpoints answer as
     RFC 6749 and RFC 8628 say, the document as OpenAPI says): each refers to a TypedDict of
-    broker/services/views_types.py, and the document's schemas are those derived from them."""
+    broker/services/views_types/, and the document's schemas are those derived from them."""
     document = document_of(app)
     used = set()
     for path, item in document["paths"].items():

@@ -15,6 +15,7 @@ from broker.adapters.db.models import (
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.principals import Principal
+from broker.domain.states import RequestState
 from broker.policy.facts import Decision
 from broker.services import grants as grant_service
 from broker.services import ndas
@@ -32,7 +33,6 @@ from broker.services.views_types import (
     DecisionView,
     RenewedGrant,
     RequestOutcome,
-    RequestState,
     RequestView,
     ResearcherFacts,
 )

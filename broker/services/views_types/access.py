@@ -1,0 +1,194 @@
+"""Access: decisions, requests, reviews, grants, key releases."""
+
+from __future__ import annotations
+
+from typing import NotRequired
+
+from typing_extensions import TypedDict
+
+from broker.domain.states import GrantState, RequestState
+
+
+class PolicyRef(TypedDict):
+    id: str
+    sha256: str
+
+
+class DecisionView(TypedDict):
+    """What the access policy decided, and why."""
+
+    allowed: bool
+    eligible: bool
+    missing: list[str]
+    reasons: list[str]
+    grant_days: int
+    clamped: bool
+    policy: PolicyRef
+
+
+class RecordedPolicy(TypedDict):
+    """The policy that decided a request, as recorded with it."""
+
+    id: str | None
+    sha256: str | None
+
+
+class ReviewView(TypedDict):
+    reviewer: str
+    approve: bool
+    comment: str
+    created_at: str
+
+
+class SignedNda(TypedDict):
+    nda: str
+    version: str
+    sha256: str
+    signed_at: str
+    current_text: bool
+
+
+class ProvenKey(TypedDict):
+    id: str
+    type: str
+    fingerprint: str
+
+
+class ResearcherFacts(TypedDict):
+    """What reviewers see of the requester: verified claims, NDA signatures, proven keys."""
+
+    user: str
+    issuer: str
+    email: str | None
+    email_verified: bool
+    name: str | None
+    affiliations: list[str]
+    ndas: list[SignedNda]
+    keys: list[ProvenKey]
+
+
+class RenewedGrant(TypedDict):
+    """The grant a renewal continues: its period, state and key."""
+
+    id: str
+    state: GrantState
+    not_before: str
+    expires_at: str
+    key_id: str
+
+
+class RequestView(TypedDict):
+    """A request for access to a sealed model version."""
+
+    id: str
+    model: str
+    version: str
+    deposit_id: str
+    state: RequestState
+    purpose: str
+    days_requested: int | None
+    key_id: str | None
+    policy: RecordedPolicy
+    decision: DecisionView
+    created_at: str
+    decided_at: str | None
+    grant_id: str | None
+    renews_grant_id: str | None
+    reviews: list[ReviewView]
+    researcher: NotRequired[ResearcherFacts]
+    """reviewers only"""
+    renews_grant: NotRequired[RenewedGrant | None]
+    """reviewers only: the grant a renewal continues"""
+
+
+class GrantFile(TypedDict):
+    index: int
+    path: str
+    size: int
+    sha256: str | None
+    releases: int
+
+
+class GrantView(TypedDict):
+    """A grant: a researcher's access to one deposit, for one key, for a period."""
+
+    id: str
+    request_id: str
+    renews_grant_id: str | None
+    model: str
+    version: str
+    deposit_id: str
+    researcher: str
+    key_id: str
+    recipient: str
+    key_fingerprint: str
+    state: GrantState
+    not_before: str
+    expires_at: str
+    revoked_at: str | None
+    releases_per_file: int
+    files: list[GrantFile]
+
+
+class RequestOutcome(TypedDict):
+    request: RequestView
+    grant: NotRequired[GrantView]
+    """when the request is approved"""
+
+
+class Explanation(TypedDict):
+    model: str
+    version: str
+    deposit_id: str
+    decision: DecisionView
+    would_be: RequestState
+
+
+class RequestList(TypedDict):
+    requests: list[RequestView]
+
+
+class ReviewQueue(TypedDict):
+    orgs: list[str]
+    requests: list[RequestView]
+
+
+class GrantList(TypedDict):
+    grants: list[GrantView]
+
+
+class ReleasedKey(TypedDict):
+    """A fresh age header of one file for the grant's key, and a short-lived payload URL."""
+
+    grant_id: str
+    deposit_id: str
+    index: int
+    path: str
+    size: int
+    payload_size: int
+    sha256: str
+    """the plaintext's SHA-256, as the lab declared it"""
+    header: str
+    """base64 of the age header"""
+    header_sha256: str
+    payload_url: str
+    payload_url_headers: dict[str, str]
+    """headers the payload's GET must send"""
+    payload_url_expires_at: str
+    releases_left: int
+    grant_expires_at: str
+
+
+class ManifestSignature(TypedDict):
+    algorithm: str
+    key_id: str
+    signature: str
+
+
+class SignedManifest(TypedDict):
+    grant_id: str
+    deposit_id: str
+    manifest: str
+    """manifest.json, exactly as stored"""
+    signature: ManifestSignature
+    """manifest.sig"""
