@@ -52,7 +52,7 @@ class Principal:
 
     def audit_ref(self) -> dict[str, str]:
         """How the actor appears on the audit log: stable ids only, no personal data."""
-        return {"kind": self.kind.value, "id": self.id}
+        return {"kind": str(self.kind), "id": self.id}
 
     def describe_roles(self) -> dict[str, object]:
         orgs: dict[str, list[str]] = {}

@@ -100,13 +100,7 @@ def sign(
     that an SSH signature may be added to a signature that had none.
     """
     authorize(actor, Action.NDA_SIGN)
-    if not isinstance(version, str) or not version:
-        raise InvalidInput(
-            "'version' is missing: name the version of the text you read",
-            hint=f"GET /api/v1/ndas/{nda_id} shows the latest version and its sha256",
-        )
-    text = texts.get(nda_id, version)
-    _check_sha256(sha256, text)
+    text = _text_read(texts, nda_id, version, sha256)
     name = check_typed_name(typed_name)
     user = uow.session.get(User, int(actor.id))
     if user is None:
@@ -122,8 +116,42 @@ def sign(
             uow.audit(AuditAction.NDA_SSH_SIGNATURE_ADDED, actor, audit_subject(user), details)
             uow.commit()
         return existing, False
+    signature, created = _new_signature(uow, user.id, text, ssh)
+    if not created:  # the same person signed the same text at the same instant
+        return signature, False
+    uow.session.add(
+        NdaSignatureContext(
+            signature_id=signature.id,
+            typed_name=name,
+            ip=(ip or None) and ip[:64],
+            user_agent=(user_agent or None) and user_agent[:MAX_USER_AGENT],
+        )
+    )
+    details = _details(signature, ssh[1] if ssh else None)
+    uow.audit(AuditAction.NDA_SIGNED, actor, audit_subject(user), details)
+    uow.commit()
+    return signature, True
+
+
+def _text_read(texts: NdaLibrary, nda_id: str, version: object, sha256: object) -> NdaText:
+    """The text the signer says they read: its version named, its SHA-256 matching."""
+    if not isinstance(version, str) or not version:
+        raise InvalidInput(
+            "'version' is missing: name the version of the text you read",
+            hint=f"GET /api/v1/ndas/{nda_id} shows the latest version and its sha256",
+        )
+    text = texts.get(nda_id, version)
+    _check_sha256(sha256, text)
+    return text
+
+
+def _new_signature(
+    uow: UnitOfWork, user_id: int, text: NdaText, ssh: tuple[str, ResearcherKey] | None
+) -> tuple[NdaSignature, bool]:
+    """(a new signature row, flushed, True); or (the signature of a concurrent signing of the
+    same text that won the race, False)."""
     signature = NdaSignature(
-        user_id=user.id,
+        user_id=user_id,
         nda_id=text.id,
         nda_version=text.version,
         text_sha256=text.sha256,
@@ -134,27 +162,12 @@ def sign(
     uow.session.add(signature)
     try:
         uow.session.flush()
-    except IntegrityError:  # the same person signed the same text at the same instant
+    except IntegrityError:
         uow.session.rollback()
-        again = signature_of(uow, user.id, text)
+        again = signature_of(uow, user_id, text)
         if again is None:
             raise
         return again, False
-    uow.session.add(
-        NdaSignatureContext(
-            signature_id=signature.id,
-            typed_name=name,
-            ip=(ip or None) and ip[:64],
-            user_agent=(user_agent or None) and user_agent[:MAX_USER_AGENT],
-        )
-    )
-    uow.audit(
-        AuditAction.NDA_SIGNED,
-        actor,
-        audit_subject(user),
-        _details(signature, ssh[1] if ssh else None),
-    )
-    uow.commit()
     return signature, True
 
 
