@@ -40,7 +40,13 @@ from yaml.nodes import MappingNode, Node
 
 from broker.errors import InvalidInput
 from broker.policy.nodes import NodeReader, PolicyProblem
-from broker.policy.schema import MAX_POLICY_BYTES
+from broker.policy.schema import (
+    MAX_POLICY_BYTES,
+    Approvals,
+    Eligibility,
+    GrantLimits,
+    Policy,
+)
 
 PUBLIC = "public"
 MAX_TRUSTEES = 50
@@ -487,3 +493,27 @@ def agreement_words(agreement: Agreement) -> list[str]:
         lines.append(f"trustees: {', '.join(agreement.trustees)}")
     lines.append(f"amended only with {condition_words(agreement.amendment)}")
     return lines
+
+
+# --- what a release opens ----------------------------------------------------------------------
+
+# `public`: anyone logged in with a proven key gets a grant at once; the grant is still
+# time-limited and counted, so key releases stay on the log.
+PUBLIC_GRANT = GrantLimits(default_days=30, max_days=365, releases_per_file=10, renewal=True)
+
+
+def public_policy(model: str, agreement_sha256: str) -> Policy:
+    """The policy a `public` release decides requests under: no NDA, no e-mail check, no
+    review; the decision records the agreement's SHA-256 as the policy's."""
+    return Policy(
+        id=PUBLIC,
+        path=Path(PUBLIC),
+        sha256=agreement_sha256,
+        organisation=model.partition("/")[0],
+        models=(model,),
+        nda=None,
+        eligibility=Eligibility(verified_email=False, proven_key=True),
+        approvals=Approvals(count=0, auto=True),
+        grant=PUBLIC_GRANT,
+        description="released to everyone under its release agreement",
+    )
