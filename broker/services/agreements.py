@@ -341,6 +341,12 @@ def vote_message(deposit: Deposit, row: ReleaseAgreement, proposal: str | None) 
     )
 
 
+def message_for(uow: UnitOfWork, model: object, version: object, proposal: object) -> str:
+    """The vote message for the agreement in force now (what `escrow agreement vote` signs)."""
+    deposit = find_deposit(uow, model, version)
+    return vote_message(deposit, _required(uow, deposit), _proposal(proposal))
+
+
 def vote(
     escrow: Escrow,
     uow: UnitOfWork,
@@ -704,17 +710,18 @@ def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> dict[s
         ],
         "last_checkin": checked_in.isoformat() if checked_in else None,
         "lab_released_at": row.lab_released_at.isoformat() if row.lab_released_at else None,
-        "votes": [
-            {
-                "trustee": v.trustee,
-                "vote": "amend" if v.proposal_sha256 else "release",
-                "proposal_sha256": v.proposal_sha256,
-                "at": v.created_at.isoformat(),
-                "withdrawn_at": v.withdrawn_at.isoformat() if v.withdrawn_at else None,
-                "ssh_key": v.ssh_key_id,
-            }
-            for v in votes
-        ],
+        "votes": [describe_vote(v) for v in votes],
+    }
+
+
+def describe_vote(vote: AgreementVote) -> dict[str, Any]:
+    return {
+        "trustee": vote.trustee,
+        "vote": "amend" if vote.proposal_sha256 else "release",
+        "proposal_sha256": vote.proposal_sha256,
+        "at": vote.created_at.isoformat(),
+        "withdrawn_at": vote.withdrawn_at.isoformat() if vote.withdrawn_at else None,
+        "ssh_key": vote.ssh_key_id,
     }
 
 
