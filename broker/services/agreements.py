@@ -565,8 +565,10 @@ def _facts(
     )
 
 
-def decide(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> AgreementDecision:
-    return evaluate_agreement(parsed(row), _facts(uow, deposit, row))
+def decide(
+    uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement, at: datetime | None = None
+) -> AgreementDecision:
+    return evaluate_agreement(parsed(row), _facts(uow, deposit, row, at=at))
 
 
 def fire_if_met(
@@ -575,13 +577,14 @@ def fire_if_met(
     deposit: Deposit,
     row: ReleaseAgreement,
     actor: Principal,
+    at: datetime | None = None,
 ) -> AgreementRelease | None:
-    """Release the version if a trigger is met now (in the caller's transaction), once."""
+    """Release the version if a trigger is met now (or `at`), in the caller's transaction."""
     if deposit.state != SEALED:
         return None
     if deposit.agreement_release is not None:
         return deposit.agreement_release
-    decision = decide(uow, deposit, row)
+    decision = decide(uow, deposit, row, at)
     if not decision.released:
         return None
     assert decision.trigger is not None and decision.unlocks is not None
@@ -590,7 +593,7 @@ def fire_if_met(
         agreement_id=row.id,
         trigger=decision.trigger,
         unlocks=decision.unlocks,
-        released_at=now(),
+        released_at=at or now(),
     )
     uow.session.add(release)
     uow.session.flush()
@@ -616,9 +619,10 @@ def fire_if_met(
     return release
 
 
-def fire_due(escrow: Escrow) -> list[str]:
-    """The worker's step: every sealed, unreleased version whose agreement is met now is
-    released (time-based triggers: a date, a lab's silence). Returns the deposits released."""
+def fire_due(escrow: Escrow, at: datetime | None = None) -> list[str]:
+    """The worker's step: every sealed, unreleased version whose agreement is met now (or
+    `at`: tests move the clock) is released (time-based triggers: a date, a lab's silence).
+    Returns the deposits released."""
     released = []
     with escrow.uow() as uow:
         rows = uow.session.scalars(
@@ -634,7 +638,7 @@ def fire_due(escrow: Escrow) -> list[str]:
             if deposit is None:
                 continue
             row = current(uow, deposit_id, lock=True)
-            if row is not None and fire_if_met(escrow, uow, deposit, row, SYSTEM):
+            if row is not None and fire_if_met(escrow, uow, deposit, row, SYSTEM, at):
                 uow.commit()
                 released.append(deposit_id)
     return released
