@@ -258,3 +258,49 @@ def test_the_lab_releases_early(sealed, admin, client, events):
     assert released.json["state"] == "released: early"
     assert [e["action"] for e in (events("agreement.lab_released") + events(
         "agreement.triggered"))] == ["agreement.lab_released", "agreement.triggered"]
+
+
+@pytest.fixture
+def fresh(escrow, tmp_path):
+    """The same store and master key, a new empty database (as in tests/access/test_recovery)."""
+    from broker.services.setup import initialise
+
+    made, _ = initialise(escrow.settings.with_overrides(
+        database_url=f"sqlite:///{tmp_path / 'recovered.db'}"))
+    yield made
+    made.engine.dispose()
+
+
+def test_recovery_restores_agreements_and_the_release(attached, admin, escrow, trustee, fresh):
+    from broker.services import audit
+    from broker.services.recovery import recover
+
+    amended = WEAKER
+    proposal = hashlib.sha256(amended.encode()).hexdigest()
+    for email in TRUSTEES[:2]:
+        assert vote(*trustee(email), proposal).status_code == 201
+    assert admin.client.put(PATH, json={"text": amended}, headers=admin.auth).status_code == 200
+    admin.post(PATH + "/release")  # sets the lab's release; no trigger of WEAKER uses it
+    released = agreements.fire_due(escrow, datetime.now(UTC) + timedelta(days=31))
+    assert released == [attached["deposit_id"]]
+    with escrow.uow() as uow:
+        size = audit.sign_checkpoint(escrow, uow).size
+        for key in escrow.store.list_keys(audit.ENTRIES_PREFIX):
+            escrow.store.delete(key)
+        audit.mirror_entries(escrow, uow, size)
+
+    recover(fresh)
+    app = __import__("broker").create_app(fresh.settings)
+    shown = app.test_client().get(PATH).json
+    assert shown["number"] == 2 and shown["sha256"] == proposal and shown["text"] == amended
+    assert shown["state"] == "released: lab-gone"
+    assert shown["release"]["unlocks"] == "acme-ai-auto"
+
+
+def test_recovery_refuses_an_agreement_altered_in_the_bucket(attached, escrow, fresh):
+    from broker.services.recovery import RecoveryFailed, recover
+
+    key = f"deposits/{attached['deposit_id']}/agreements/000001.yaml"
+    escrow.store.put_bytes(key, WEAKER.encode())
+    with pytest.raises(RecoveryFailed, match="000001.yaml does not hash to the SHA-256"):
+        recover(fresh)
