@@ -304,3 +304,27 @@ def test_recovery_refuses_an_agreement_altered_in_the_bucket(attached, escrow, f
     escrow.store.put_bytes(key, WEAKER.encode())
     with pytest.raises(RecoveryFailed, match="000001.yaml does not hash to the SHA-256"):
         recover(fresh)
+
+
+def test_the_worker_fires_a_date_trigger_on_its_schedule(sealed, admin, escrow, client, events):
+    import threading
+    import time
+
+    from broker.services.worker import run_forever
+
+    past = AGREEMENT.replace("{trustee_vote: {count: 2}}", "{date: 2001-01-01}")
+    assert client.put(PATH, json={"text": past}, headers=admin.auth).status_code == 200
+    assert client.get(PATH).json["state"] == "sealed"  # attaching fires nothing: the worker does
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, args=(escrow, stop, 0.05))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not events("agreement.triggered") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert client.get(PATH).json["state"] == "released: board"
+    reasons = events("agreement.triggered")[0]["details"]["reasons"]
+    assert reasons == ["the date 2001-01-01 has come"]
