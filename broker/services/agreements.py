@@ -492,7 +492,8 @@ def _require_sealed(deposit: Deposit) -> None:
         raise Conflict(
             f"{_name(deposit)} is not sealed yet ({deposit.state}): its agreement binds from "
             "the seal on",
-            hint=f"wait for verification: escrow deposit status {deposit.id}",
+            hint=f"wait for the worker to verify and seal it; escrow agreement show "
+            f"{_name(deposit)} says its state",
         )
 
 
