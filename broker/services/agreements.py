@@ -43,7 +43,7 @@ from broker.domain.access import authorize
 from broker.domain.clock import now
 from broker.domain.names import check_version, split_model_name
 from broker.domain.principals import SYSTEM, Principal
-from broker.errors import Conflict, EscrowError, Forbidden, InvalidInput, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.policy.agreement import (
     PUBLIC,
     Agreement,
@@ -673,6 +673,13 @@ def show(uow: UnitOfWork, model: object, version: object) -> dict[str, Any]:
     return describe(uow, deposit, row)
 
 
+def show_if_any(uow: UnitOfWork, model: object, version: object) -> dict[str, Any] | None:
+    """`show`, or None when the version exists but has no agreement (404 when it does not)."""
+    deposit = find_deposit(uow, model, version)
+    row = current(uow, deposit.id)
+    return describe(uow, deposit, row) if row is not None else None
+
+
 def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> dict[str, Any]:
     agreement = parsed(row)
     release = deposit.agreement_release
@@ -730,12 +737,13 @@ def describe_vote(vote: AgreementVote) -> dict[str, Any]:
     }
 
 
-def for_deposit(uow: UnitOfWork, deposit: Deposit) -> dict[str, Any] | None:
-    """`describe` of the deposit's agreement, or None when it has none (the model's page)."""
-    row = current(uow, deposit.id)
-    if row is None:
-        return None
-    try:
-        return describe(uow, deposit, row)
-    except EscrowError:
-        return None
+def states(uow: UnitOfWork) -> dict[str, str]:
+    """deposit id -> `sealed` or `released: TRIGGER`, for each sealed version with an agreement
+    (the public list of models links each to its agreement's page)."""
+    rows = uow.session.execute(
+        select(ReleaseAgreement.deposit_id, AgreementRelease.trigger)
+        .join(Deposit, Deposit.id == ReleaseAgreement.deposit_id)
+        .outerjoin(AgreementRelease, AgreementRelease.deposit_id == Deposit.id)
+        .where(Deposit.state == SEALED)
+    ).all()
+    return {d: f"released: {t}" if t else "sealed" for d, t in rows}

@@ -328,3 +328,18 @@ def test_the_worker_fires_a_date_trigger_on_its_schedule(sealed, admin, escrow, 
     assert client.get(PATH).json["state"] == "released: board"
     reasons = events("agreement.triggered")[0]["details"]["reasons"]
     assert reasons == ["the date 2001-01-01 has come"]
+
+
+def test_the_public_pages_show_the_agreement(attached, trustee, client):
+    tina, tina_key = trustee("tina@trust.example")
+    assert vote(tina, tina_key).status_code == 201
+    home = client.get("/").get_data(as_text=True)
+    assert 'href="/agreements/acme-ai/gpt-small/2024-05">Release agreement</a>: sealed' in home
+    page = client.get("/agreements/acme-ai/gpt-small/2024-05")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "lab-gone: when the lab silent for 30 days, requests are decided under policy " \
+           "acme-ai-auto" in text
+    assert "1 more trustee vote (of tom@trust.example, tess@trust.example)" in text
+    assert "tina@trust.example: release" in text and attached["sha256"] in text
+    assert client.get("/agreements/acme-ai/gpt-small/1999").status_code == 404
