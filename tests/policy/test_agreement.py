@@ -228,3 +228,12 @@ def test_an_empty_trustee_list_needs_an_amendment_rule():
     )
     assert problems(text)[0].startswith("agreement.yaml:1: the agreement names no trustees")
     assert load(text + "amendment: {lab_admin: true}\n").amendment == LabAdmin()
+
+
+def test_the_readme_example_is_valid():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```yaml\n(model: acme-ai/gpt-small.*?)```", readme, re.S).group(1)
+    agreement = load(block)
+    assert [t.name for t in agreement.triggers] == ["lab-gone", "early", "sunset"]
