@@ -39,10 +39,11 @@ from broker.adapters.db.models import (
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain import sshsig
-from broker.domain.access import authorize
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.names import check_version, split_model_name
-from broker.domain.principals import SYSTEM, Principal
+from broker.domain.principals import SYSTEM, Principal, PrincipalKind
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.policy.agreement import (
     PUBLIC,
@@ -151,7 +152,9 @@ def attach(
     Returns the agreement in force and what happened: attached, replaced, amended, unchanged."""
     deposit = find_deposit(uow, model, version)
     org = _org(deposit)
-    authorize(actor, "agreement.attach" if deposit.state != SEALED else "agreement.amend", org)
+    authorize(
+        actor, Action.AGREEMENT_ATTACH if deposit.state != SEALED else Action.AGREEMENT_AMEND, org
+    )
     raw = _text(text)
     agreement = load_agreement(raw, Path("agreement.yaml"))
     _check_fits(escrow, agreement, deposit)
@@ -189,7 +192,9 @@ def attach(
     details: dict[str, Any] = {"number": row.number, "sha256": row.sha256, "text": row.text}
     if existing is not None:
         details["replaces"] = {"number": existing.number, "sha256": existing.sha256}
-    action = "agreement.amended" if outcome == "amended" else "agreement.attached"
+    action = (
+        AuditAction.AGREEMENT_AMENDED if outcome == "amended" else AuditAction.AGREEMENT_ATTACHED
+    )
     uow.audit(action, actor, _subject(deposit), details)
     uow.commit()
     return row, outcome
@@ -200,7 +205,7 @@ def remove(
 ) -> None:
     """Remove a version's agreement: only before it is sealed. After, refused and logged."""
     deposit = find_deposit(uow, model, version)
-    authorize(actor, "agreement.attach", _org(deposit))
+    authorize(actor, Action.AGREEMENT_ATTACH, _org(deposit))
     existing = _required(uow, deposit, lock=True)
     if deposit.state == SEALED:
         _refuse(
@@ -217,7 +222,7 @@ def remove(
         select(ReleaseAgreement).where(ReleaseAgreement.deposit_id == deposit.id)
     ):
         uow.session.delete(row)
-    uow.audit("agreement.removed", actor, _subject(deposit), {"sha256": existing.sha256})
+    uow.audit(AuditAction.AGREEMENT_REMOVED, actor, _subject(deposit), {"sha256": existing.sha256})
     uow.commit()
     for key in escrow.store.list_keys(deposit_prefix(deposit.id) + AGREEMENTS_DIR):
         escrow.store.delete(key)
@@ -236,7 +241,7 @@ def _refuse(
 ) -> None:
     """Log the refused change (committed: a refusal leaves its trace), then raise."""
     uow.audit(
-        "agreement.change_refused",
+        AuditAction.AGREEMENT_CHANGE_REFUSED,
         actor,
         _subject(deposit),
         {"attempt": attempt, "number": existing.number, "sha256": existing.sha256, **(extra or {})},
@@ -309,16 +314,20 @@ def describe_row(row: ReleaseAgreement) -> dict[str, Any]:
 
 def checkin(uow: UnitOfWork, actor: Principal, org: str) -> AgreementCheckin:
     """The lab says it is there: every `lab_silence` switch of its agreements starts again."""
-    authorize(actor, "agreement.checkin", org)
+    authorize(actor, Action.AGREEMENT_CHECKIN, org)
     found = uow.session.scalar(select(Organisation).where(Organisation.name == org))
     if found is None:
         raise NotFound(f"organisation {org!r} does not exist", hint="check its name")
     row = AgreementCheckin(
-        org_id=found.id, user_id=int(actor.id) if actor.kind == "user" else None, created_at=now()
+        org_id=found.id,
+        user_id=int(actor.id) if actor.kind == PrincipalKind.USER else None,
+        created_at=now(),
     )
     uow.session.add(row)
     uow.session.flush()
-    uow.audit("agreement.checkin", actor, {"org": org}, {"at": row.created_at.isoformat()})
+    uow.audit(
+        AuditAction.AGREEMENT_CHECKIN, actor, {"org": org}, {"at": row.created_at.isoformat()}
+    )
     uow.commit()
     return row
 
@@ -358,7 +367,7 @@ def vote(
 ) -> tuple[AgreementVote, bool]:
     """Record a trustee's signed vote (to release, or for one amendment text); fire the
     agreement when it is met. Returns (vote, created)."""
-    require_recent_login(actor, "agreement.vote")
+    require_recent_login(actor, Action.AGREEMENT_VOTE)
     deposit, row, user, trustee = _trustee(uow, actor, model, version)
     proposal_sha = _proposal(proposal)
     if proposal_sha is None and deposit.agreement_release is not None:
@@ -392,7 +401,7 @@ def vote(
     uow.session.add(ballot)
     uow.session.flush()
     uow.audit(
-        "agreement.voted",
+        AuditAction.AGREEMENT_VOTED,
         actor,
         {**_subject(deposit), **audit_subject(user)},
         {
@@ -414,13 +423,13 @@ def withdraw(
     uow: UnitOfWork, actor: Principal, model: object, version: object, proposal: object = None
 ) -> AgreementVote:
     """Withdraw one's vote: possible until the release it counts toward has fired."""
-    authorize(actor, "agreement.vote")
+    authorize(actor, Action.AGREEMENT_VOTE)
     deposit, row, user, _ = _trustee(uow, actor, model, version)
     proposal_sha = _proposal(proposal)
     release = deposit.agreement_release
     if proposal_sha is None and release is not None:
         uow.audit(
-            "agreement.change_refused",
+            AuditAction.AGREEMENT_CHANGE_REFUSED,
             actor,
             {**_subject(deposit), **audit_subject(user)},
             {"attempt": "withdraw_vote", "trigger": release.trigger},
@@ -440,7 +449,7 @@ def withdraw(
         )
     ballot.withdrawn_at = now()
     uow.audit(
-        "agreement.vote_withdrawn",
+        AuditAction.AGREEMENT_VOTE_WITHDRAWN,
         actor,
         {**_subject(deposit), **audit_subject(user)},
         {"agreement_sha256": row.sha256, "proposal_sha256": proposal_sha, "vote": ballot.id},
@@ -455,12 +464,14 @@ def lab_release(
     """The lab's admin releases the version early (the `lab_release` condition); the agreement
     fires at once if that completes one of its triggers."""
     deposit = find_deposit(uow, model, version)
-    authorize(actor, "agreement.release", _org(deposit))
+    authorize(actor, Action.AGREEMENT_RELEASE, _org(deposit))
     _require_sealed(deposit)
     row = _required(uow, deposit, lock=True)
     if row.lab_released_at is None:
         row.lab_released_at = now()
-        uow.audit("agreement.lab_released", actor, _subject(deposit), {"sha256": row.sha256})
+        uow.audit(
+            AuditAction.AGREEMENT_LAB_RELEASED, actor, _subject(deposit), {"sha256": row.sha256}
+        )
     release = fire_if_met(escrow, uow, deposit, row, actor)
     uow.commit()
     return release
@@ -612,7 +623,7 @@ def fire_if_met(
         json.dumps(document, sort_keys=True).encode(),
     )
     uow.audit(
-        "agreement.triggered",
+        AuditAction.AGREEMENT_TRIGGERED,
         actor,
         _subject(deposit),
         {**document, "reasons": list(met.reasons)},

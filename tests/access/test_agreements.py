@@ -18,7 +18,7 @@ import pytest
 from access_support import WEIGHTS
 
 from broker import age
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
 from broker.services import agreements, keys
 
 PATH = "/api/v1/agreements/acme-ai/gpt-small/2024-05"
@@ -66,7 +66,8 @@ def trustee(escrow, person, ssh_key):
     def make(email: str):
         actor = person(email)
         key = ssh_key(email.split("@")[0])
-        principal = Principal(kind="user", id=actor.user_id, auth_time=datetime.now(UTC))
+        principal = Principal(kind=PrincipalKind.USER, id=actor.user_id,
+                              auth_time=datetime.now(UTC))
         with escrow.uow() as uow:
             made = keys.register_key(uow, principal, key.with_suffix(".pub").read_text(), "",
                                      escrow.settings.origin)

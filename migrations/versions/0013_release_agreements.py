@@ -3,8 +3,8 @@
 A sealed version's agreement binds: it is replaced only by an amendment its own rule allows, and
 a release under one of its triggers is permanent.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07 13:14:52.695236
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
