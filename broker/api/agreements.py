@@ -5,69 +5,33 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import caller, escrow, json_body
-from broker.http.openapi import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    array,
-    nullable,
-    obj,
-    operation,
-    path_params,
-)
+from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import agreements as service
+from broker.services.views_types import (
+    AgreementAttached,
+    AgreementCheckinView,
+    AgreementRemoved,
+    AgreementView,
+    AgreementVoteMessage,
+    AgreementVoteResult,
+    AgreementVoteWithdrawn,
+)
 
 bp = Blueprint("agreements", __name__, url_prefix="/api/v1")
 
-TRIGGER = obj(
-    name=STRING,
-    unlocks=STRING,
-    met=BOOLEAN,
-    missing=array(STRING),
-    reasons=array(STRING),
-)
-VOTE = obj(
-    trustee=STRING,
-    vote={"enum": ["release", "amend"]},
-    proposal_sha256=nullable(STRING),
-    at=STRING,
-    withdrawn_at=nullable(STRING),
-    ssh_key=STRING,
-)
-AGREEMENT = obj(
-    model=STRING,
-    version=STRING,
-    deposit_id=STRING,
-    state=STRING,
-    number=INTEGER,
-    sha256=STRING,
-    text=STRING,
-    attached_at=STRING,
-    words=array(STRING),
-    trustees=array(STRING),
-    release=nullable(obj(trigger=STRING, unlocks=STRING, released_at=STRING)),
-    triggers=array(TRIGGER),
-    last_checkin=nullable(STRING),
-    lab_released_at=nullable(STRING),
-    votes=array(VOTE),
-)
-ATTACHED = obj(
-    outcome={"enum": ["attached", "replaced", "amended", "unchanged"]},
-    agreement=AGREEMENT,
-)
 VERSION = path_params("org", "model", "version")
 VOTE_OPERATION = operation(
     "a trustee's vote to release (or, with proposal_sha256, for one amendment text), signed "
     "with ssh-keygen -Y sign -n escrow-agreement over the vote message, after a fresh login; "
     "201 when new, 200 when you had voted so already",
-    obj(vote=VOTE, created=BOOLEAN, agreement=AGREEMENT),
+    AgreementVoteResult,
     obj(ssh_signature=STRING, proposal_sha256=STRING),
     status="201",
 )
 VOTE_OPERATION["responses"]["200"] = VOTE_OPERATION["responses"]["201"]
 MESSAGE_OPERATION = operation(
     "the exact text a trustee signs to vote (?proposal_sha256= for an amendment)",
-    obj(message=STRING, namespace=STRING),
+    AgreementVoteMessage,
     auth=False,
 )
 MESSAGE_OPERATION["parameters"] = [
@@ -80,19 +44,19 @@ OPENAPI = {
         "get": operation(
             "a version's release agreement: in words, its state (sealed or released: TRIGGER), "
             "what each trigger still misses, the lab's last check-in and the trustees' votes",
-            AGREEMENT,
+            AgreementView,
             auth=False,
         ),
         "put": operation(
             "attach the version's release agreement (depositor or admin, before the seal), or "
             "amend it (admin, after the seal: only as its own amendment rule allows; a refusal "
             "is logged)",
-            ATTACHED,
+            AgreementAttached,
             obj(text=STRING),
         ),
         "delete": operation(
             "remove the agreement: only before the seal; after it, refused and logged",
-            obj(removed=BOOLEAN),
+            AgreementRemoved,
         ),
     },
     PATH + "/votes": {
@@ -103,7 +67,7 @@ OPENAPI = {
         "parameters": VERSION,
         "post": operation(
             "withdraw your vote, until the release it counts toward has fired",
-            obj(vote=VOTE, agreement=AGREEMENT),
+            AgreementVoteWithdrawn,
             obj(proposal_sha256=STRING),
         ),
     },
@@ -115,7 +79,7 @@ OPENAPI = {
         "parameters": VERSION,
         "post": operation(
             "the lab's admin releases the version early (the lab_release condition)",
-            AGREEMENT,
+            AgreementView,
         ),
     },
     "/api/v1/orgs/{org}/checkins": {
@@ -123,7 +87,7 @@ OPENAPI = {
         "post": operation(
             "the lab checks in (org admin): every lab_silence trigger of its agreements "
             "starts again",
-            obj(org=STRING, at=STRING),
+            AgreementCheckinView,
         ),
     },
 }
@@ -153,7 +117,7 @@ def attach(org: str, model: str, version: str) -> Response:
 def remove(org: str, model: str, version: str) -> Response:
     with escrow().uow() as uow:
         service.remove(escrow(), uow, caller(), _model(org, model), version)
-    return jsonify({"removed": True})
+    return jsonify(AgreementRemoved(removed=True))
 
 
 @bp.get("/agreements/<org>/<model>/<version>/vote-message")
@@ -162,7 +126,7 @@ def vote_message(org: str, model: str, version: str) -> Response:
         message = service.message_for(
             uow, _model(org, model), version, request.args.get("proposal_sha256")
         )
-    return jsonify({"message": message, "namespace": service.NAMESPACE})
+    return jsonify(AgreementVoteMessage(message=message, namespace=service.NAMESPACE))
 
 
 @bp.post("/agreements/<org>/<model>/<version>/votes")
@@ -179,11 +143,11 @@ def vote(org: str, model: str, version: str) -> tuple[Response, int]:
             body.get("ssh_signature"),
             body.get("proposal_sha256"),
         )
-        result = {
-            "vote": service.describe_vote(ballot),
-            "created": created,
-            "agreement": service.show(uow, name, version),
-        }
+        result = AgreementVoteResult(
+            vote=service.describe_vote(ballot),
+            created=created,
+            agreement=service.show(uow, name, version),
+        )
         return jsonify(result), 201 if created else 200
 
 
@@ -193,9 +157,10 @@ def withdraw(org: str, model: str, version: str) -> Response:
     name = _model(org, model)
     with escrow().uow() as uow:
         ballot = service.withdraw(uow, caller(), name, version, body.get("proposal_sha256"))
-        return jsonify(
-            {"vote": service.describe_vote(ballot), "agreement": service.show(uow, name, version)}
+        withdrawn = AgreementVoteWithdrawn(
+            vote=service.describe_vote(ballot), agreement=service.show(uow, name, version)
         )
+        return jsonify(withdrawn)
 
 
 @bp.post("/agreements/<org>/<model>/<version>/release")
@@ -210,4 +175,4 @@ def release(org: str, model: str, version: str) -> Response:
 def checkin(org: str) -> Response:
     with escrow().uow() as uow:
         row = service.checkin(uow, caller(), org)
-        return jsonify({"org": org, "at": row.created_at.isoformat()})
+        return jsonify(AgreementCheckinView(org=org, at=row.created_at.isoformat()))

@@ -62,6 +62,7 @@ from broker.services.deposits import SEALED, deposit_prefix
 from broker.services.keys import require_recent_login
 from broker.services.ndas import signer_key
 from broker.services.people import audit_subject
+from broker.services.views_types import AgreementView, AgreementVoteView
 
 NAMESPACE = sshsig.AGREEMENT_NAMESPACE
 AGREEMENTS_DIR = "agreements/"
@@ -676,7 +677,7 @@ def unlocked_policy(policy_dir: Path, deposit: Deposit) -> Policy | None:
 # --- showing ----------------------------------------------------------------------------------
 
 
-def show(uow: UnitOfWork, model: object, version: object) -> dict[str, Any]:
+def show(uow: UnitOfWork, model: object, version: object) -> AgreementView:
     """The agreement in words, its state, what is missing per trigger, check-in and votes.
     Public, like the model's page: trustees and the lab see the same."""
     deposit = find_deposit(uow, model, version)
@@ -684,14 +685,14 @@ def show(uow: UnitOfWork, model: object, version: object) -> dict[str, Any]:
     return describe(uow, deposit, row)
 
 
-def show_if_any(uow: UnitOfWork, model: object, version: object) -> dict[str, Any] | None:
+def show_if_any(uow: UnitOfWork, model: object, version: object) -> AgreementView | None:
     """`show`, or None when the version exists but has no agreement (404 when it does not)."""
     deposit = find_deposit(uow, model, version)
     row = current(uow, deposit.id)
     return describe(uow, deposit, row) if row is not None else None
 
 
-def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> dict[str, Any]:
+def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> AgreementView:
     agreement = parsed(row)
     release = deposit.agreement_release
     decision = decide(uow, deposit, row)
@@ -737,7 +738,7 @@ def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> dict[s
     }
 
 
-def describe_vote(vote: AgreementVote) -> dict[str, Any]:
+def describe_vote(vote: AgreementVote) -> AgreementVoteView:
     return {
         "trustee": vote.trustee,
         "vote": "amend" if vote.proposal_sha256 else "release",
