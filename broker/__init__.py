@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from broker.adapters.oidc import init_oidc
     from broker.api import (
         access,
+        agreements,
         audit,
         deposits,
         idempotency,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ndas,
         orgs,
         access,
+        agreements,
         audit,
         oauth,
         web_device,

@@ -36,6 +36,7 @@ COMMANDS = {
     "pins": "broker.cli.pins:pins",
     "keys": "broker.cli.keys:keys",
     "nda": "broker.cli.nda:nda",
+    "agreement": "broker.cli.agreement:agreement",
     "fetch": "broker.cli.fetch:fetch",
     "request": "broker.cli.access:request",
     "requests": "broker.cli.access:requests",

@@ -109,13 +109,18 @@ def _summary(deposit: dict[str, Any]) -> list[str]:
               help="DIR holds NAME.age files made by `age -r RECIPIENT`")
 @click.option("--sha256sums", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="with --pre-encrypted: `sha256sum` output for the plaintext files")
+@click.option("--agreement", "agreement", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="attach this release agreement (YAML) before the seal; see "
+                   "`escrow agreement --help`")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 def deposit(directory: Path | None, model: str, version: str, recipients: tuple[str, ...],
             classical: bool, broker_url: str | None, token: str | None,
             token_file: Path | None, jobs: int, no_wait: bool, wait_timeout: str,
             recipient_only: bool,
-            pre_encrypted: bool, sha256sums: Path | None, as_json: bool, quiet: bool) -> None:
+            pre_encrypted: bool, sha256sums: Path | None, agreement: Path | None,
+            as_json: bool, quiet: bool) -> None:
     progress = Progress(quiet=quiet)
     extra: dict[str, Any] = {}
     depositor: Depositor | None = None
@@ -129,6 +134,7 @@ def deposit(directory: Path | None, model: str, version: str, recipients: tuple[
             model=model, version=version, directory=directory, recipients=recipients,
             classical=classical, jobs=jobs, wait=not no_wait, pre_encrypted=pre_encrypted,
             sha256sums=sha256sums, wait_timeout_s=parse_duration(wait_timeout, "--wait-timeout"),
+            agreement=agreement.read_text(encoding="utf-8") if agreement else None,
         )
         if recipient_only:
             if directory is not None or pre_encrypted:

@@ -170,7 +170,7 @@ def fetch_text(client: BrokerClient, nda_id: str, version: str | None) -> dict[s
     return text
 
 
-def ssh_sign(key: Path, data: bytes) -> str:
+def ssh_sign(key: Path, data: bytes, namespace: str = SSH_NAMESPACE) -> str:
     """`ssh-keygen -Y sign -n escrow-nda -f KEY` over `data`: the armored signature.
 
     ssh-keygen asks for the key's passphrase on the terminal itself, or uses ssh-agent when KEY
@@ -189,7 +189,7 @@ def ssh_sign(key: Path, data: bytes) -> str:
         message.write_bytes(data)
         try:
             result = subprocess.run(
-                [program, "-Y", "sign", "-n", SSH_NAMESPACE, "-f", str(key), str(message)],
+                [program, "-Y", "sign", "-n", namespace, "-f", str(key), str(message)],
                 capture_output=True,
                 timeout=300,
                 check=False,

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from broker import age
 from broker.client.deposit_files import (
@@ -92,6 +93,7 @@ class DepositOptions:
     sha256sums: Path | None = None
     config_dir: Path | None = None
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+    agreement: str | None = None  # a release agreement's text, attached before the seal
 
 
 @dataclass
@@ -150,6 +152,12 @@ def classical_warnings(options: DepositOptions, extras: Iterable[age.Recipient])
     ]
 
 
+def agreement_path(model: str, version: str) -> str:
+    """The API path of the release agreement of MODEL (ORG/NAME) at VERSION."""
+    org, _, name = model.partition("/")
+    return "/api/v1/agreements/" + "/".join(quote(p, safe="") for p in (org, name, version))
+
+
 def open_recipient_only(client: BrokerClient, options: DepositOptions,
                         progress: Progress) -> dict[str, Any]:
     """Open the deposit with no files, to learn the recipient to encrypt to with plain age."""
@@ -194,6 +202,11 @@ class Depositor:
         deposit_id = self.deposit_id = deposit["deposit_id"]
         self.progress.info(f"deposit {deposit_id} is {deposit['state']}"
                            + (" (classical)" if deposit.get("classical") else ""))
+        if options.agreement is not None:
+            attached = self.client.put(
+                agreement_path(options.model, options.version), {"text": options.agreement})
+            self.progress.info(f"release agreement {attached['outcome']} "
+                               f"(sha256 {attached['agreement']['sha256']})")
         try:
             if deposit["state"] == SEALED:
                 self._check_sealed(deposit, items)

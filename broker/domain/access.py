@@ -66,6 +66,11 @@ class Action(StrEnum):
     GRANT_RELEASE = "grant.release"
     HEALTH_READ = "health.read"
     GRANT_RENEW = "grant.renew"
+    AGREEMENT_ATTACH = "agreement.attach"
+    AGREEMENT_AMEND = "agreement.amend"
+    AGREEMENT_CHECKIN = "agreement.checkin"
+    AGREEMENT_RELEASE = "agreement.release"
+    AGREEMENT_VOTE = "agreement.vote"
 
 
 RULES: dict[Action, Rule] = {
@@ -92,6 +97,13 @@ RULES: dict[Action, Rule] = {
     Action.GRANT_RELEASE: Person(),
     Action.HEALTH_READ: GlobalRole(("operator",)),  # the operator's page: health, verifications
     Action.GRANT_RENEW: Owner("grant", hint="list your grants with `escrow grants`"),
+    # release agreements: attached with the deposit (before the seal), amended only by the
+    # lab's admin and only as the agreement's own rule allows (checked by the service)
+    Action.AGREEMENT_ATTACH: OrgRole(("depositor", "admin")),
+    Action.AGREEMENT_AMEND: OrgRole(("admin",)),
+    Action.AGREEMENT_CHECKIN: OrgRole(("admin",)),
+    Action.AGREEMENT_RELEASE: OrgRole(("admin",)),
+    Action.AGREEMENT_VOTE: Person(),  # a trustee the agreement names (checked by the service)
 }
 
 

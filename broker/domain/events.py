@@ -11,6 +11,15 @@ from enum import StrEnum
 
 
 class AuditAction(StrEnum):
+    AGREEMENT_AMENDED = "agreement.amended"
+    AGREEMENT_ATTACHED = "agreement.attached"
+    AGREEMENT_CHANGE_REFUSED = "agreement.change_refused"
+    AGREEMENT_CHECKIN = "agreement.checkin"
+    AGREEMENT_LAB_RELEASED = "agreement.lab_released"
+    AGREEMENT_REMOVED = "agreement.removed"
+    AGREEMENT_TRIGGERED = "agreement.triggered"
+    AGREEMENT_VOTE_WITHDRAWN = "agreement.vote_withdrawn"
+    AGREEMENT_VOTED = "agreement.voted"
     CUSTODY_KEY_SPLIT = "custody.key_split"
     CUSTODY_ROTATION_FINISHED = "custody.rotation_finished"
     CUSTODY_ROTATION_STARTED = "custody.rotation_started"

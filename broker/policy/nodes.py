@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -39,6 +41,35 @@ class NodeReader:
     def error(self, where: Node | int, message: str) -> None:
         line = where if isinstance(where, int) else where.start_mark.line + 1
         self.problems.append(PolicyProblem(self.path, line, message))
+
+    def document(self, raw: bytes, max_bytes: int, empty: str) -> Node | None:
+        """The node tree of a file's bytes (None: a problem was reported): at most `max_bytes`,
+        UTF-8, YAML; `empty` says what the file must name when it has nothing. Policies and
+        release agreements (`broker.policy.agreement`) are read through it."""
+        if len(raw) > max_bytes:
+            self.error(1, f"is {len(raw)} bytes, more than {max_bytes}")
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self.error(raw[: error.start].count(b"\n") + 1, "is not valid UTF-8")
+            return None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line = mark.line + 1 if mark else 1
+            context = ""
+            if error.context and error.context_mark and error.problem:
+                context = f" ({error.context} started on line {error.context_mark.line + 1})"
+            self.error(line, f"is not valid YAML: {error.problem or error.context}{context}")
+            return None
+        except yaml.YAMLError as error:
+            self.error(1, f"is not valid YAML: {error}")
+            return None
+        if root is None:
+            self.error(1, f"is empty: {empty}")
+        return root
 
     def mapping(
         self, node: Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...]
@@ -111,6 +142,21 @@ class NodeReader:
         if not low <= value <= high:
             self.error(node, f"{what} is {value}, expected {low} to {high}")
             return None
+        return value
+
+    def date(self, node: Node, what: str) -> date | None:
+        value: date | None = None
+        if isinstance(node, ScalarNode) and (tagged(node, "timestamp") or tagged(node, "str")):
+            try:
+                value = date.fromisoformat(node.value)
+            except ValueError:
+                value = None
+        if value is None:
+            self.error(
+                node,
+                f"{what} must be a date such as 2025-06-01, found "
+                f"{node.value if isinstance(node, ScalarNode) else kind(node)!r}",
+            )
         return value
 
     def sequence(self, node: Node, what: str) -> list[Node] | None:

@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import yaml
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import Node
 
 from broker.domain.principals import ORG_ROLES
 from broker.errors import ConfigError
-from broker.policy.nodes import NodeReader, PolicyProblem, kind, tagged
+from broker.policy.nodes import NodeReader, PolicyProblem, tagged
 
 __all__ = [
     "MAX_DAYS",
@@ -241,31 +240,9 @@ class _Reader(NodeReader):
                 f"file name {self.path.name!r} is not a valid policy id: name it "
                 "with lowercase letters, digits, '.', '_' or '-', e.g. acme-ai.yaml",
             )
-        if len(raw) > MAX_POLICY_BYTES:
-            self.error(1, f"is {len(raw)} bytes, more than {MAX_POLICY_BYTES}")
-            return None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            self.error(raw[: error.start].count(b"\n") + 1, "is not valid UTF-8")
-            return None
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark or error.context_mark
-            line = mark.line + 1 if mark else 1
-            context = ""
-            if error.context and error.context_mark and error.problem:
-                context = f" ({error.context} started on line {error.context_mark.line + 1})"
-            self.error(line, f"is not valid YAML: {error.problem or error.context}{context}")
-            return None
-        except yaml.YAMLError as error:
-            self.error(1, f"is not valid YAML: {error}")
-            return None
-        if root is None:
-            self.error(1, "is empty: a policy names at least " + ", ".join(_TOP_REQUIRED))
-            return None
-        return root
+        return self.document(
+            raw, MAX_POLICY_BYTES, "a policy names at least " + ", ".join(_TOP_REQUIRED)
+        )
 
     def policy(self, raw: bytes) -> Policy | None:
         root = self.root(raw)
@@ -292,7 +269,7 @@ class _Reader(NodeReader):
             lambda n: self.boolean(n, "require_post_quantum_key"),
             False,
         )
-        embargo = self.at(fields, "embargo_until", self.date)
+        embargo = self.at(fields, "embargo_until", lambda n: self.date(n, "embargo_until"))
         description = self.at(fields, "description", lambda n: self.string(n, "description"), "")
         if self.problems:
             return None
@@ -467,18 +444,3 @@ class _Reader(NodeReader):
         if None in (default_days, max_days, releases, renewal):
             return None
         return GrantLimits(default_days, max_days, releases, bool(renewal))
-
-    def date(self, node: Node) -> date | None:
-        value: date | None = None
-        if isinstance(node, ScalarNode) and (tagged(node, "timestamp") or tagged(node, "str")):
-            try:
-                value = date.fromisoformat(node.value)
-            except ValueError:
-                value = None
-        if value is None:
-            self.error(
-                node,
-                f"embargo_until must be a date such as 2025-06-01, found "
-                f"{node.value if isinstance(node, ScalarNode) else kind(node)!r}",
-            )
-        return value

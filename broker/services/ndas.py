@@ -222,6 +222,12 @@ def verify_ssh_signature(
     return sshsig.armor(sshsig.encode_blob(parsed)), key
 
 
+def signer_key(uow: UnitOfWork, user_id: int, parsed: sshsig.SshSignature) -> ResearcherKey:
+    """The proven ssh-ed25519 key of the user that made `parsed` (NDA signatures, and trustees'
+    votes on release agreements), or a clear 422."""
+    return _key_of(uow, user_id, parsed)
+
+
 def _key_of(uow: UnitOfWork, user_id: int, parsed: sshsig.SshSignature) -> ResearcherKey:
     line = parsed.public_key_line()
     for key in proven_keys(uow, user_id, "ssh-ed25519"):

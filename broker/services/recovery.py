@@ -11,6 +11,7 @@ memory does not grow with its length.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from broker.adapters.db.models import (
+    AgreementRelease,
     AuditCheckpoint,
     AuditEvent,
     AuditHead,
@@ -33,6 +35,7 @@ from broker.adapters.db.models import (
     DepositFile,
     Model,
     Organisation,
+    ReleaseAgreement,
     SigningKey,
     User,
 )
@@ -54,6 +57,7 @@ from broker.domain.principals import OPERATOR
 from broker.domain.states import FileState
 from broker.errors import EscrowError
 from broker.services import audit, signing
+from broker.services.agreements import AGREEMENTS_DIR
 from broker.services.deposits import (
     SEALED,
     deposit_prefix,
@@ -67,6 +71,8 @@ NOT_IN_BUCKET = (
     "people's profiles and roles (their user ids stay reserved, as disabled placeholders), "
     "login sessions and tokens, service tokens",
     "access requests, reviews, grants and key releases, researchers' keys, NDA signatures",
+    "release agreements' check-ins and trustee votes (their events stay on the log; the "
+    "agreements' texts and releases are recovered)",
     "deposits that were never sealed (no signed manifest)",
     "audit events after the newest mirrored checkpoint",
 )
@@ -82,6 +88,9 @@ class DepositFromBucket:
     manifest: dict[str, Any]
     wrapped_identity: bytes
     headers: dict[int, bytes]
+    # release agreements: (what identifies it, its text) oldest first; the release, if fired
+    agreements: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    released: dict[str, Any] | None = None
 
 
 @dataclass
@@ -249,7 +258,30 @@ def _read_deposit(
                 + ("missing" if found is None else f"{found.size} bytes, not {expected}"),
                 hint="restore it from the mirror",
             )
-    bucket.deposits.append(DepositFromBucket(manifest, wrapped, headers))
+    read = DepositFromBucket(manifest, wrapped, headers)
+    _read_agreements(store, prefix, read)
+    bucket.deposits.append(read)
+
+
+def _read_agreements(store: ObjectStore, prefix: str, found: DepositFromBucket) -> None:
+    """The deposit's release agreements and its release (`agreements.AGREEMENTS_DIR`); each
+    text must hash to the SHA-256 recorded beside it (and on the audit log)."""
+    directory = prefix + AGREEMENTS_DIR
+    for key in store.list_keys(directory):
+        if not key.endswith(".json") or key == directory + "released.json":
+            continue
+        document = json.loads(store.get_bytes(key))
+        text = store.get_bytes(key.removesuffix(".json") + ".yaml")
+        if hashlib.sha256(text).hexdigest() != document["sha256"]:
+            raise RecoveryFailed(
+                f"release agreement {key.removesuffix('.json')}.yaml does not hash to the "
+                f"SHA-256 recorded for it ({document['sha256'][:16]}…)",
+                hint="restore it from the mirror; its text is also on the audit log "
+                "(agreement.attached or agreement.amended)",
+            )
+        found.agreements.append((document, text))
+    if store.head(directory + "released.json") is not None:
+        found.released = json.loads(store.get_bytes(directory + "released.json"))
 
 
 def _read_log(escrow: Escrow, bucket: Bucket, checkpoint_key: bytes | None) -> None:
@@ -403,6 +435,27 @@ def _write_deposit(uow: UnitOfWork, found: DepositFromBucket, models: dict[str, 
         uow.session.add(DepositFile(
             deposit_id=deposit.id, idx=index, path=file["path"], size=int(file["size"]),
             state=FileState.VERIFIED, header=found.headers[index], sha256=file["sha256"],
+        ))
+    _write_agreements(uow, deposit.id, found)
+
+
+def _write_agreements(uow: UnitOfWork, deposit_id: str, found: DepositFromBucket) -> None:
+    rows = {}
+    for document, raw in found.agreements:
+        row = ReleaseAgreement(
+            deposit_id=deposit_id, number=int(document["number"]), text=raw.decode("utf-8"),
+            sha256=document["sha256"], created_by=document["created_by"],
+            created_at=datetime.fromisoformat(document["created_at"]),
+        )
+        uow.session.add(row)
+        rows[row.sha256] = row
+    uow.session.flush()
+    released = found.released
+    if released is not None and released["agreement_sha256"] in rows:
+        uow.session.add(AgreementRelease(
+            deposit_id=deposit_id, agreement_id=rows[released["agreement_sha256"]].id,
+            trigger=released["trigger"], unlocks=released["unlocks"],
+            released_at=datetime.fromisoformat(released["released_at"]),
         ))
 
 

@@ -27,7 +27,7 @@ from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services import copies, idempotency, uploads
+from broker.services import agreements, copies, idempotency, uploads
 from broker.services.deposits import FAILED, VERIFYING
 from broker.services.fixity import FixitySchedule
 from broker.services.verification import Cancelled, run_verification
@@ -35,6 +35,7 @@ from broker.services.verification import Cancelled, run_verification
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
 HOUSEKEEPING_INTERVAL_S = 600.0
+AGREEMENTS_INTERVAL_S = 60.0  # release agreements: a date or a silence fires within a minute
 UPLOADS_IDLE_FOR = timedelta(days=7)
 RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
 
@@ -311,6 +312,7 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
         "alive": 0.0,
         "checkpoint": 0.0,
         "housekeeping": time.monotonic() + HOUSEKEEPING_INTERVAL_S,
+        "agreements": 0.0,
     }
     mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
@@ -327,6 +329,8 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
             _guarded("checkpoint", checkpoint)
         if _due(timers, "housekeeping", HOUSEKEEPING_INTERVAL_S):
             _guarded("housekeeping", lambda: housekeeping(escrow))
+        if _due(timers, "agreements", AGREEMENTS_INTERVAL_S):  # dates and lab silences
+            _guarded("agreements", lambda: agreements.fire_due(escrow))
         if not _guarded("fixity", fixity.step) and not busy:
             stop.wait(poll_s)
     _shut_down(escrow, name)

@@ -32,6 +32,10 @@ ORG_ADMIN = row(FORBIDDEN, anonymous=NO_LOGIN, org_admin=OK, operator=OK)
 OPERATOR = row(FORBIDDEN, anonymous=NO_LOGIN, operator=OK)
 AUDITORS = row(FORBIDDEN, anonymous=NO_LOGIN, auditor=OK, operator=OK)
 AUDIT_READERS = row(OK, anonymous=NO_LOGIN, service_depositor=FORBIDDEN)  # each sees their own
+LAB_ADMIN = row(FORBIDDEN, anonymous=NO_LOGIN, org_admin=OK)  # the lab itself: no operator
+AGREEMENT_ATTACH = row(FORBIDDEN, anonymous=NO_LOGIN, service_depositor=OK, depositor=OK,
+                       org_admin=OK)  # the deposit is open: the depositor attaches with it
+AGREEMENT = "/api/v1/agreements/{org}/{model}/{version}"
 
 TABLE = {
     ("GET", "/api/v1/keys"): PUBLIC,
@@ -80,6 +84,14 @@ TABLE = {
     ("GET", "/api/v1/audit/events"): AUDIT_READERS,
     ("GET", "/api/v1/audit/events/{seq}"): AUDIT_READERS,
     ("GET", "/api/v1/audit/export"): AUDIT_READERS,
+    ("GET", AGREEMENT): PUBLIC,
+    ("PUT", AGREEMENT): AGREEMENT_ATTACH,
+    ("DELETE", AGREEMENT): AGREEMENT_ATTACH,
+    ("GET", AGREEMENT + "/vote-message"): PUBLIC,
+    ("POST", AGREEMENT + "/votes"): PERSON_ONLY,
+    ("POST", AGREEMENT + "/votes/withdraw"): PERSON_ONLY,
+    ("POST", AGREEMENT + "/release"): LAB_ADMIN,
+    ("POST", "/api/v1/orgs/{org}/checkins"): LAB_ADMIN,
 }
 
 
@@ -117,7 +129,8 @@ def test_every_route_answers_every_identity_as_the_table_says(client, lab, ident
     deposit = lab.open({"a": b"1"})
     values = {"deposit_id": deposit["deposit_id"], "index": "0", "org": "acme-ai",
               "nda_id": "acme-research-nda", "key_id": "0" * 32,
-              "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0"}
+              "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0",
+              "model": deposit["model"].split("/")[1], "version": deposit["version"]}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)

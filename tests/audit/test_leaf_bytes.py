@@ -136,6 +136,16 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.DEPOSIT_MIRRORED,
         AuditAction.DEPOSIT_UPLOAD_ABORTED,
         AuditAction.FIXITY_COMPLETED,
+        # release agreements
+        AuditAction.AGREEMENT_AMENDED,
+        AuditAction.AGREEMENT_ATTACHED,
+        AuditAction.AGREEMENT_CHANGE_REFUSED,
+        AuditAction.AGREEMENT_CHECKIN,
+        AuditAction.AGREEMENT_LAB_RELEASED,
+        AuditAction.AGREEMENT_REMOVED,
+        AuditAction.AGREEMENT_TRIGGERED,
+        AuditAction.AGREEMENT_VOTE_WITHDRAWN,
+        AuditAction.AGREEMENT_VOTED,
     }
 
 

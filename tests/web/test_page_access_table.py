@@ -30,6 +30,7 @@ AUDITORS = row(FORBIDDEN, anonymous=LOGIN, auditor=OK, operator=OK)
 TABLE = {
     "/": PUBLIC,
     "/ndas/{nda_id}": PUBLIC,
+    "/agreements/{org}/{model}/{version}": PUBLIC,
     "/me": PERSON,
     "/device": PERSON,
     "/requests": PERSON,

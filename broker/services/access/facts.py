@@ -25,7 +25,7 @@ from broker.errors import InvalidInput, NotFound
 from broker.policy.facts import ApprovalFact, Facts, KeyFact
 from broker.policy.loader import PolicyLibrary
 from broker.policy.schema import Policy
-from broker.services import ndas
+from broker.services import agreements, ndas
 from broker.services.keys import proven_keys
 from broker.services.people import roles_of
 
@@ -43,6 +43,11 @@ def _library(policy_dir: Path) -> PolicyLibrary:
 
 
 def policy_for(policy_dir: Path, deposit: Deposit) -> Policy:
+    """The one place a deposit's policy is chosen: what its release agreement unlocked, once a
+    trigger fired; else the policy matching the model."""
+    unlocked = agreements.unlocked_policy(policy_dir, deposit)
+    if unlocked is not None:
+        return unlocked
     name = deposit.model.full_name
     policy = match_policy(policy_dir, name)
     if policy is None:

@@ -35,6 +35,18 @@ from broker.services.views_types.access import (
     SignedManifest,
     SignedNda,
 )
+from broker.services.views_types.agreements import (
+    AgreementAttached,
+    AgreementCheckinView,
+    AgreementReleaseView,
+    AgreementRemoved,
+    AgreementTrigger,
+    AgreementView,
+    AgreementVoteMessage,
+    AgreementVoteResult,
+    AgreementVoteView,
+    AgreementVoteWithdrawn,
+)
 from broker.services.views_types.audit import (
     AuditActor,
     AuditEventPage,
@@ -92,6 +104,16 @@ from broker.services.views_types.people import (
 )
 
 __all__ = [
+    "AgreementAttached",
+    "AgreementCheckinView",
+    "AgreementReleaseView",
+    "AgreementRemoved",
+    "AgreementTrigger",
+    "AgreementView",
+    "AgreementVoteMessage",
+    "AgreementVoteResult",
+    "AgreementVoteView",
+    "AgreementVoteWithdrawn",
     "Approvals",
     "AuditActor",
     "AuditEventPage",

@@ -1,0 +1,72 @@
+"""`escrow deposit --agreement`, `escrow agreement …` against a real broker process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from access_support import person_token
+from live import start_broker
+
+AGREEMENT = """\
+model: acme-ai/gpt-small
+trustees: [tina@trust.example, tom@trust.example, tess@trust.example]
+triggers:
+  - name: board
+    when: {any_of: [{trustee_vote: {count: 2}}, {lab_silence: {days: 90}}]}
+    unlocks: public
+"""
+
+
+@pytest.fixture
+def broker(tmp_path, policy_dir):
+    process = start_broker(tmp_path / "broker", {"ESCROW_POLICY_DIR": str(policy_dir)})
+    yield process
+    process.stop()
+
+
+def test_attach_with_the_deposit_show_vote_and_refuse_a_weaker_one(broker, tmp_path,
+                                                                   require_part):
+    require_part(shutil.which("ssh-keygen") is not None, "ssh-keygen (OpenSSH)")
+    model = tmp_path / "gpt-small"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(os.urandom(20_000))
+    agreement = tmp_path / "agreement.yaml"
+    agreement.write_text(AGREEMENT)
+    deposited = broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small",
+                              "--version", "2024-05", "--agreement", str(agreement), "--json")
+    assert broker.last_json(deposited)["state"] == "sealed"
+    assert "release agreement attached" in deposited.stderr
+    target = "acme-ai/gpt-small@2024-05"
+
+    shown = broker.escrow("agreement", "show", target)
+    assert "acme-ai/gpt-small@2024-05: sealed" in shown.stdout
+    assert "board: when (2 trustee votes OR the lab silent for 90 days), anyone logged in may " \
+           "fetch it, without review" in shown.stdout
+    assert "last check-in: never" in shown.stdout
+
+    ada = ["--token", person_token(broker, "ada@acme.example", (("acme-ai", "admin"),))]
+    checked = broker.escrow("agreement", "checkin", "acme-ai", *ada)
+    assert "acme-ai checked in at" in checked.stdout
+
+    weaker = tmp_path / "weaker.yaml"
+    weaker.write_text(AGREEMENT.replace("days: 90", "days: 9000"))
+    refused = broker.escrow("agreement", "attach", target, str(weaker), *ada, check=False)
+    assert refused.returncode == 1 and "amendment rule is not met" in refused.stderr
+    removed = broker.escrow("agreement", "remove", target, *ada, check=False)
+    assert removed.returncode == 1 and "never removed" in removed.stderr
+
+    for name in ("tina", "tom"):
+        key = tmp_path / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
+        token = ["--token", person_token(broker, f"{name}@trust.example")]
+        broker.escrow("keys", "add", "--identity", str(key), *token)
+        voted = broker.escrow("agreement", "vote", target, "--ssh-key", str(key), *token)
+        assert "you voted" in voted.stdout
+    state = broker.last_json(broker.escrow("agreement", "show", target, "--json"))
+    assert state["state"] == "released: board"
+    assert [v["trustee"] for v in state["votes"]] == ["tina@trust.example", "tom@trust.example"]
+    assert state["last_checkin"] is not None
