@@ -24,7 +24,7 @@ from broker.adapters.custody.shares import (
 )
 from broker.adapters.db.models import AuditEvent
 from broker.errors import Conflict, InvalidInput
-from broker.services.master_key import join_master_key, split_master_key, write_share_files
+from broker.services.master_key_shares import join_master_key, split_master_key, write_share_files
 
 from .test_key_rotation_cli import cli_env
 
