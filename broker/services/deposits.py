@@ -716,14 +716,12 @@ def _verification(deposit: Deposit) -> dict[str, Any] | None:
 def _newest_round(jobs: list[Job]) -> list[Job]:
     """The jobs of the deposit's last finalisation: the last job if it checks the whole
     deposit, else the per-file jobs queued together with it (each file once)."""
-    newest: list[Job] = []
+    start = len(jobs)
     files: set[int] = set()
-    for job in reversed(jobs):
-        if job.file_idx is None or job.file_idx in files:
-            return newest or [job]
-        newest.append(job)
-        files.add(job.file_idx)
-    return newest
+    while start > 0 and (idx := jobs[start - 1].file_idx) is not None and idx not in files:
+        files.add(idx)
+        start -= 1
+    return jobs[start:] or jobs[-1:]
 
 
 def _iso(moment: datetime | None) -> str | None:
