@@ -7,7 +7,8 @@ Makes --files random files of --size each on /dev/shm, deposits them (`escrow de
 local store on /dev/shm, not timed) once per round and mode, and times, in interleaved rounds:
 - the peer: `age -d` then `openssl dgst -sha256` of every file, one file after the other, and
   the same two at a time (`xargs -P 2`, the peer's own use of two cores);
-- the deposit's per-file verification jobs run by 1 and by 2 worker processes: each process
+- the deposit's per-file verification jobs run by 1 and by 2 worker processes, and (the
+  baseline, as before per-file jobs) one job for the whole deposit by 1 process: each process
   builds its escrow, says it is ready, and on "go" runs `run_pending` (the loop of `escrow
   worker`) until no job is left; wall time from "go" until the last one is done (the seal
   included), so interpreter start-up is not counted on either side.
@@ -104,6 +105,25 @@ def deposit_state(env: dict[str, str], deposit_id: str) -> str:
         escrow.engine.dispose()
 
 
+def as_one_job(env: dict[str, str], deposit_id: str) -> None:
+    """Replace the deposit's per-file jobs with one job for the whole deposit (as queued
+    before per-file jobs): the baseline of one worker checking every file in one go."""
+    from sqlalchemy import delete
+
+    from broker.adapters.db.models import Job
+    from broker.config import load_settings
+    from broker.container import build_escrow
+
+    escrow = build_escrow(load_settings(env))
+    try:
+        with escrow.uow() as uow:
+            uow.session.execute(delete(Job).where(Job.deposit_id == deposit_id))
+            uow.session.add(Job(kind="verify", deposit_id=deposit_id, state="queued"))
+            uow.commit()
+    finally:
+        escrow.engine.dispose()
+
+
 def peer(work: Path, identity: Path, encrypted: list[Path], width: int) -> float:
     """`age -d` then `openssl dgst -sha256` of each file, `width` files at a time."""
     script = (f'age -d -i {identity} -o "$0.out" "$0" && openssl dgst -sha256 "$0.out" '
@@ -132,7 +152,7 @@ class Figures:
 
     def line(self, total: int) -> str:
         cpu = sorted(self.cpus)[len(self.cpus) // 2]
-        return (f"  {self.label:<44} {self.wall:6.3f} s  {total / self.wall / 1e6:6.0f} MB/s  "
+        return (f"  {self.label:<50} {self.wall:6.3f} s  {total / self.wall / 1e6:6.0f} MB/s  "
                 f"CPU {cpu:5.2f} s  {total / cpu / 1e6:5.0f} MB/CPU-s   "
                 f"rounds {min(self.walls):.3f}-{max(self.walls):.3f} s")
 
@@ -181,6 +201,7 @@ def run(options: argparse.Namespace, work: Path) -> None:
     kinds = {
         "peer1": Figures("peer: age -d, openssl dgst, 1 file at a time"),
         "peer2": Figures("peer: the same, 2 files at a time"),
+        "w0": Figures("escrow: 1 worker, one job for all files (before)"),
         "w1": Figures("escrow: 1 worker process"),
         "w2": Figures("escrow: 2 worker processes"),
     }
@@ -201,7 +222,9 @@ def run(options: argparse.Namespace, work: Path) -> None:
                                        "--version", f"{key}-{i}", "--no-wait", "--json",
                                        "--quiet"], env, stdout=subprocess.PIPE)
                     deposit_id = json.loads(result.stdout.strip().splitlines()[-1])["deposit_id"]
-                    seconds, cpu, ran = run_workers(env, int(key[-1]))
+                    if key == "w0":
+                        as_one_job(env, deposit_id)
+                    seconds, cpu, ran = run_workers(env, max(1, int(key[-1])))
                     if (state := deposit_state(env, deposit_id)) != "sealed":
                         raise RuntimeError(f"deposit {deposit_id} is {state}, not sealed")
                     if key == "w2":
@@ -214,7 +237,8 @@ def run(options: argparse.Namespace, work: Path) -> None:
         print(figures.line(total))
     print(f"  files per worker with 2 workers, each round: {split}")
     print("\nratios (peer time / escrow time; higher is better):")
-    p1, p2, w1, w2 = (kinds[k].wall for k in ("peer1", "peer2", "w1", "w2"))
+    p1, p2, w0, w1, w2 = (kinds[k].wall for k in ("peer1", "peer2", "w0", "w1", "w2"))
+    print(f"  1 job     vs peer 1 at a time   {p1 / w0:5.2f}   (before: one job per deposit)")
     print(f"  1 worker  vs peer 1 at a time   {p1 / w1:5.2f}")
     print(f"  2 workers vs peer 1 at a time   {p1 / w2:5.2f}")
     print(f"  2 workers vs peer 2 at a time   {p2 / w2:5.2f}")
