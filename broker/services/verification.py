@@ -258,6 +258,9 @@ def fail_deposit(
     if deposit is None or deposit.state != VERIFYING:
         return
     deposit.state, deposit.failure = FAILED, reason
+    for file in deposit.files:
+        if file.state == "verified":  # by its own job: the deposit is not, and seals nothing
+            file.state = "uploaded"
     retry = RETRY_HINT.format(deposit=deposit_id)
     deposit.failure_hint = f"{hint.rstrip('.')}; then {retry}" if hint else retry
     others = update(Job).where(Job.deposit_id == deposit_id, Job.state.in_(OPEN_JOB_STATES))
@@ -322,6 +325,8 @@ def _record(
             file.error = bad.problem if bad else None
             if bad and deposit.state == VERIFYING:
                 file.state = FAILED
+            elif deposit.state == VERIFYING:
+                file.state = "uploaded"  # verified by its own job, but nothing is sealed
         deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
         deposit.failure_hint = None
         if deposit.state == VERIFYING:

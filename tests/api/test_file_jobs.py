@@ -141,11 +141,20 @@ def test_a_bad_file_among_many_fails_the_deposit_naming_it(escrow, lab):
         "the files stored are not what was declared: deposit this version again from the "
         "original files (a failed deposit is never sealed)")
     states = {f["path"]: f["state"] for f in deposit["files"]}
-    assert states.pop("shard-3.bin") == "failed" and set(states.values()) == {"verified"}
+    # The others were verified, each by its job; the deposit was not: they wait, as uploaded.
+    assert states.pop("shard-3.bin") == "failed" and set(states.values()) == {"uploaded"}
     (failed,) = events(escrow, "deposit.verification_failed")
     assert [(f["path"], f["ok"]) for f in failed["files"]] == [
         (path, path != "shard-3.bin") for path in sorted(FILES)]
     assert events(escrow, "deposit.sealed") == []
+
+    # Deposited again: the bad file alone is sent again, and the whole deposit seals.
+    again = lab.open(FILES)
+    assert again["deposit_id"] == deposit_id and again["state"] == "open"
+    assert lab.upload(again, "shard-3.bin", FILES["shard-3.bin"]).status_code == 200
+    assert lab.post(f"/api/v1/deposits/{deposit_id}/finalize").status_code == 202
+    assert worker.run_pending(escrow) == len(FILES)
+    assert shown(escrow, deposit_id)["state"] == "sealed"
 
 
 def test_a_file_that_cannot_be_verified_fails_the_deposit_and_ends_its_other_jobs(escrow, lab):
@@ -162,6 +171,7 @@ def test_a_file_that_cannot_be_verified_fails_the_deposit_and_ends_its_other_job
     assert deposit["failure"].startswith("verification could not run: ")
     assert f"escrow verify {deposit_id}" in deposit["failure_hint"]
     assert deposit["verification"]["state"] == "failed"
+    assert {f["state"] for f in deposit["files"]} == {"uploaded"}
     ended = jobs(escrow, deposit_id)
     assert {j.state for j in ended} == {"failed"}
     assert sum(j.error.startswith("not run: the deposit failed") for j in ended) == len(FILES) - 1
