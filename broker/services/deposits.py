@@ -662,7 +662,10 @@ def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str)
             hint="run the same `escrow deposit` command again: it uploads them anew",
         )
     deposit.state = VERIFYING
-    uow.session.add(Job(kind="verify", deposit_id=deposit.id, state="queued"))
+    for file in sorted(deposit.files, key=lambda f: f.path):  # a job per file: workers split it
+        uow.session.add(
+            Job(kind="verify", deposit_id=deposit.id, file_idx=file.idx, state="queued")
+        )
     counted = {"files": len(deposit.files)}
     uow.audit(AuditAction.DEPOSIT_FINALIZED, actor, {"deposit": deposit.id}, counted)
     uow.commit()
@@ -701,18 +704,44 @@ def describe(deposit: Deposit) -> DepositView:
 
 
 def _verification(deposit: Deposit) -> VerificationView | None:
-    """The deposit's newest verification job, as the depositor's wait shows it (None: none)."""
-    if not deposit.jobs:
+    """The deposit's newest verification, as the depositor's wait shows it (None: none): its
+    per-file jobs taken together. `state` is running while any job runs, else queued while any
+    waits, else failed if any failed, else done; `attempts` the most any job took; `error` a
+    failed job's, else the last error of a job to be retried; `next_attempt_at` when the first
+    waiting job may run (None if one may run now); `worker` the workers running it, and
+    `heartbeat_at` the latest of their heartbeats."""
+    jobs = _newest_round(deposit.jobs)
+    if not jobs:
         return None
-    job = deposit.jobs[-1]
+    running = [j for j in jobs if j.state == "running"]
+    queued = [j for j in jobs if j.state == "queued"]
+    failed = [j for j in jobs if j.state == "failed"]
+    state = "running" if running else "queued" if queued else "failed" if failed else "done"
+    errors = [j.error for j in failed + queued + running if j.error]
+    waits = [j.run_after for j in queued]
+    beats = [j.heartbeat_at for j in running if j.heartbeat_at]
+    workers = list(dict.fromkeys(j.locked_by for j in running if j.locked_by))
     return {
-        "state": job.state,
-        "attempts": job.attempts,
-        "error": job.error,
-        "next_attempt_at": _iso(job.run_after) if job.state == "queued" else None,
-        "worker": job.locked_by,
-        "heartbeat_at": _iso(job.heartbeat_at) if job.state == "running" else None,
+        "state": state,
+        "attempts": max(j.attempts for j in jobs),
+        "error": errors[0] if errors else None,
+        "next_attempt_at": (
+            _iso(min(w for w in waits if w)) if state == "queued" and all(waits) else None
+        ),
+        "worker": ", ".join(workers) or None,
+        "heartbeat_at": _iso(max(beats)) if beats else None,
     }
+
+
+def _newest_round(jobs: list[Job]) -> list[Job]:
+    """The jobs of the deposit's last finalisation: the last job if it checks the whole
+    deposit, else the per-file jobs queued together with it (each file once)."""
+    start = len(jobs)
+    files: set[int] = set()
+    while start > 0 and (idx := jobs[start - 1].file_idx) is not None and idx not in files:
+        files.add(idx)
+        start -= 1
+    return jobs[start:] or jobs[-1:]
 
 
 def _iso(moment: datetime | None) -> str | None:

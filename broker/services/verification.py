@@ -2,6 +2,11 @@
 
 Runs in `escrow worker` (or `escrow verify`), never inside an HTTP request. Plaintext only
 ever exists in memory, one chunk at a time, on its way to the hash.
+
+A finalised deposit is verified by one job per file (`verify_file`), so that several workers
+split it; the job that records the deposit's last file decides the deposit (seal or fail),
+under the deposit's row lock. `run_verification` checks every file in one go: the operator's
+`escrow verify`, and jobs queued before per-file jobs existed.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from sqlalchemy import func, select, update
+
 from broker import age
-from broker.adapters.db.models import Deposit
+from broker.adapters.db.models import Deposit, Job
 from broker.adapters.db.uow import UnitOfWork
 from broker.auditlog.leaf import canonical_json
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
-from broker.domain.principals import Principal
+from broker.domain.principals import SYSTEM, Principal
 from broker.domain.states import FileState
-from broker.errors import EscrowError, ObjectMissing
+from broker.errors import EscrowError, NotFound, ObjectMissing
 from broker.services import copies, signing
 from broker.services.deposits import (
     FAILED,
@@ -164,6 +171,119 @@ def manifest_of(deposit: Deposit) -> dict[str, object]:
     }
 
 
+OPEN_JOB_STATES = ("queued", "running")
+RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
+
+
+def verify_file(
+    escrow: Escrow,
+    deposit_id: str,
+    index: int,
+    actor: Principal,
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    settle: Callable[[UnitOfWork], None] | None = None,
+) -> FileResult:
+    """Verify one file of a verifying deposit and record its result; the job that records the
+    deposit's last file decides the deposit.
+
+    The payload streams outside any transaction. The result is written in one transaction that
+    locks the deposit, after `settle` (the job's end; it raises if the job is no longer ours,
+    and then nothing is written): the finishers of a deposit's files take that lock one after
+    the other, so exactly one of them sees no job of the deposit still open, and decides.
+    """
+    with escrow.uow() as uow:
+        snapshot = copies.load_detached(uow, deposit_id)
+    file = next((f for f in snapshot.files if f.idx == index), None)
+    if file is None:
+        raise NotFound(f"deposit {deposit_id} has no file {index}")
+    identity = deposit_identity(escrow, snapshot)
+    try:
+        problem = _check_file(
+            escrow, deposit_prefix(deposit_id), index, file.size, file.sha256 or "", identity,
+            cancelled,
+        )
+    except ObjectMissing as error:
+        problem = error.message
+    if cancelled is not None and cancelled():
+        raise Cancelled("verification stopped before its result was written")
+    result = FileResult(file.path, not problem, problem)
+    with escrow.uow() as uow:
+        deposit = uow.session.get(Deposit, deposit_id, with_for_update=True)
+        assert deposit is not None  # deposits are never deleted
+        if settle is not None:
+            settle(uow)
+        sealing = False
+        if deposit.state == VERIFYING:  # else the operator's `escrow verify` decided it already
+            row = next(f for f in deposit.files if f.idx == index)
+            verdict = (FileState.VERIFIED, None) if result.ok else (FileState.FAILED, problem)
+            row.state, row.error = verdict
+            uow.session.flush()
+            if open_jobs(uow, deposit_id) == 0:
+                sealing = _decide(escrow, uow, deposit, actor)
+        uow.commit()
+    if sealing:
+        copies.after_seal(escrow, deposit_id, actor)
+    return result
+
+
+def open_jobs(uow: UnitOfWork, deposit_id: str) -> int:
+    """How many of the deposit's jobs are queued or running (in this transaction's view)."""
+    return uow.session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.deposit_id == deposit_id, Job.state.in_(OPEN_JOB_STATES))
+    ) or 0
+
+
+def _decide(escrow: Escrow, uow: UnitOfWork, deposit: Deposit, actor: Principal) -> bool:
+    """The deposit's last file is recorded: seal it if every file verified, else fail it, as
+    one verification of the whole deposit would (the same texts, events and seal)."""
+    files = sorted(deposit.files, key=lambda f: f.path)
+    unchecked = [f.path for f in files if f.state not in (FileState.VERIFIED, FileState.FAILED)]
+    if unchecked:  # a file with no job of its own: say so, and let the operator retry
+        fail_deposit(uow, deposit.id, "verification could not run: no result for "
+                     f"{len(unchecked)} file(s) ({', '.join(unchecked[:5])})")
+        return False
+    report = Report(deposit.id, [FileResult(f.path, f.state != FAILED, f.error or "")
+                                 for f in files])
+    return _record(escrow, uow, deposit, report, actor)
+
+
+def fail_deposit(
+    uow: UnitOfWork, deposit_id: str, reason: str, hint: str = "", job_id: int | None = None
+) -> None:
+    """A deposit whose verification gave up (job `job_id`, if any) must not stay 'verifying'
+    forever: it fails, saying why and what to do (the error's own hint first, then how to
+    retry), and its other jobs still open end with it: their workers lose their leases and
+    stop at their next heartbeat. The caller has locked the deposit."""
+    deposit = uow.session.get(Deposit, deposit_id)
+    if deposit is None or deposit.state != VERIFYING:
+        return
+    deposit.state, deposit.failure = FAILED, reason
+    for file in deposit.files:
+        if file.state == FileState.VERIFIED:  # by its own job: the deposit is not, sealed nothing
+            file.state = FileState.UPLOADED
+    retry = RETRY_HINT.format(deposit=deposit_id)
+    deposit.failure_hint = f"{hint.rstrip('.')}; then {retry}" if hint else retry
+    others = update(Job).where(Job.deposit_id == deposit_id, Job.state.in_(OPEN_JOB_STATES))
+    if job_id is not None:
+        others = others.where(Job.id != job_id)
+    uow.session.execute(
+        others.values(
+            state=FAILED,
+            error=f"not run: the deposit failed ({reason})",
+            locked_by=None,
+            lease_until=None,
+            finished_at=now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    uow.audit(
+        AuditAction.DEPOSIT_VERIFICATION_FAILED, SYSTEM, {"deposit": deposit_id}, {"reason": reason}
+    )
+
+
 def run_verification(
     escrow: Escrow,
     deposit_id: str,
@@ -210,6 +330,8 @@ def _record(
             file.error = bad.problem if bad else None
             if bad and deposit.state == VERIFYING:
                 file.state = FileState.FAILED
+            elif deposit.state == VERIFYING:
+                file.state = FileState.UPLOADED  # verified by its own job, but nothing is sealed
         deposit.failure = "; ".join(f"{f.path}: {f.problem}" for f in report.bad)
         deposit.failure_hint = None
         if deposit.state == VERIFYING:

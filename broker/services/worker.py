@@ -18,26 +18,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, delete, or_, select, update
+from sqlalchemy import ColumnElement, Update, delete, or_, select, update
 
 from broker.adapters.db.models import Deposit, Job, Worker
 from broker.adapters.db.uow import UnitOfWork, rowcount
 from broker.container import Escrow
 from broker.domain.clock import now
-from broker.domain.events import AuditAction
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
 from broker.services import agreements, copies, idempotency, uploads
-from broker.services.deposits import FAILED, VERIFYING
 from broker.services.fixity import FixitySchedule
-from broker.services.verification import Cancelled, run_verification
+from broker.services.verification import (
+    Cancelled,
+    fail_deposit,
+    run_verification,
+    verify_file,
+)
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
 HOUSEKEEPING_INTERVAL_S = 600.0
 AGREEMENTS_INTERVAL_S = 60.0  # release agreements: a date or a silence fires within a minute
 UPLOADS_IDLE_FOR = timedelta(days=7)
-RETRY_HINT = "fix the cause named here, then run `escrow verify {deposit}` to verify it again"
 
 
 def worker_name() -> str:
@@ -83,13 +85,7 @@ def claim_job(escrow: Escrow, name: str) -> Lease | None:
             moment = now()
             job = uow.session.scalar(
                 select(Job)
-                .where(
-                    or_(
-                        (Job.state == "queued")
-                        & (Job.run_after.is_(None) | (Job.run_after <= moment)),
-                        (Job.state == "running") & (Job.lease_until < moment),
-                    )
-                )
+                .where(_runnable(moment))
                 .order_by(Job.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -97,41 +93,42 @@ def claim_job(escrow: Escrow, name: str) -> Lease | None:
             if job is None:
                 return None
             if job.state == "running" and job.attempts >= escrow.settings.job_max_attempts:
-                error = (
-                    f"the worker running it ({job.locked_by}) stopped without finishing, "
-                    f"{job.attempts} time(s)"
-                )
-                _end_failed(uow, job, error)
+                given_up = (job.id, job.deposit_id)
+            else:
+                job.state, job.locked_by, job.locked_at = "running", name, moment
+                job.lease_until = moment + timedelta(seconds=escrow.settings.job_lease_s)
+                job.heartbeat_at = moment
+                job.attempts += 1
                 uow.commit()
-                continue
-            job.state, job.locked_by, job.locked_at = "running", name, moment
-            job.lease_until = moment + timedelta(seconds=escrow.settings.job_lease_s)
-            job.heartbeat_at = moment
-            job.attempts += 1
-            uow.commit()
-            return Lease(job.id, name)
+                return Lease(job.id, name)
+        _give_up(escrow, *given_up)
 
 
-def _end_failed(uow: UnitOfWork, job: Job, error: str) -> None:
-    job.state, job.error, job.locked_by = "failed", error, None
-    job.lease_until, job.finished_at = None, now()
-    _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}")
+def _runnable(moment: datetime) -> ColumnElement[bool]:
+    return or_(
+        (Job.state == "queued") & (Job.run_after.is_(None) | (Job.run_after <= moment)),
+        (Job.state == "running") & (Job.lease_until < moment),
+    )
 
 
-def _fail_deposit(uow: UnitOfWork, deposit_id: str, reason: str, hint: str = "") -> None:
-    """A deposit whose verification job gave up must not stay 'verifying' forever: it fails,
-    saying why and what to do (the error's own hint first, then how to retry)."""
-    deposit = uow.session.get(Deposit, deposit_id)
-    if deposit is not None and deposit.state == VERIFYING:
-        deposit.state, deposit.failure = FAILED, reason
-        retry = RETRY_HINT.format(deposit=deposit_id)
-        deposit.failure_hint = f"{hint.rstrip('.')}; then {retry}" if hint else retry
-        uow.audit(
-            AuditAction.DEPOSIT_VERIFICATION_FAILED,
-            SYSTEM,
-            {"deposit": deposit_id},
-            {"reason": reason},
+def _give_up(escrow: Escrow, job_id: int, deposit_id: str) -> None:
+    """End a job whose workers kept dying, and its deposit, in a transaction that locks the
+    deposit before the job (the order every writer of a deposit's result takes)."""
+    with escrow.uow() as uow:
+        uow.session.get(Deposit, deposit_id, with_for_update=True)
+        job = uow.session.scalar(
+            select(Job).where(Job.id == job_id, _runnable(now())).with_for_update()
         )
+        if job is None or job.state != "running":
+            return  # another worker took it or ended it in the meantime
+        error = (
+            f"the worker running it ({job.locked_by}) stopped without finishing, "
+            f"{job.attempts} time(s)"
+        )
+        job.state, job.error, job.locked_by = "failed", error, None
+        job.lease_until, job.finished_at = None, now()
+        fail_deposit(uow, deposit_id, f"verification could not run: {error}", job_id=job_id)
+        uow.commit()
 
 
 def backoff(escrow: Escrow, attempts: int) -> timedelta:
@@ -202,13 +199,24 @@ def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -
         job = uow.session.get(Job, lease.job_id)
         assert job is not None
         deposit_id, kind, attempts = job.deposit_id, job.kind, job.attempts
+        file_idx = job.file_idx
     attempts_left = attempts < escrow.settings.job_max_attempts
     error, hint = "", ""
     with Heartbeat(escrow, lease):
         try:
             if kind != "verify":
                 error = f"unknown job kind {kind!r}"
-            else:
+            elif file_idx is not None:
+                verify_file(
+                    escrow,
+                    deposit_id,
+                    file_idx,
+                    SYSTEM,
+                    cancelled=lambda: lease.lost.is_set() or bool(stop and stop.is_set()),
+                    settle=lambda uow: _settled(lease.settle(uow, None, attempts_left)),
+                )
+                return
+            else:  # a job queued before per-file jobs: the whole deposit
                 run_verification(
                     escrow,
                     deposit_id,
@@ -236,6 +244,8 @@ def _record_failure(
     escrow: Escrow, lease: Lease, error: str, hint: str, attempts: int, attempts_left: bool
 ) -> None:
     with escrow.uow() as uow:
+        deposit_id = uow.session.scalar(select(Job.deposit_id).where(Job.id == lease.job_id))
+        uow.session.get(Deposit, deposit_id, with_for_update=True)  # before the job: _give_up
         if not lease.settle(uow, error, attempts_left):
             return
         job = uow.session.get(Job, lease.job_id)
@@ -243,7 +253,9 @@ def _record_failure(
         if attempts_left:
             job.run_after = now() + backoff(escrow, attempts)
         else:
-            _fail_deposit(uow, job.deposit_id, f"verification could not run: {error}", hint)
+            fail_deposit(
+                uow, job.deposit_id, f"verification could not run: {error}", hint, job.id
+            )
         uow.commit()
 
 

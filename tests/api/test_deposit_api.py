@@ -29,7 +29,7 @@ def actions(escrow) -> list[str]:
 def test_a_deposit_is_sealed_with_a_signed_manifest_after_the_worker_verifies_it(escrow, lab):
     deposit = deposit_all(lab)
     assert deposit["recipient"].startswith("age1pq1")  # post-quantum by default
-    assert run_pending(escrow) == 1
+    assert run_pending(escrow) == len(FILES)
     shown = lab.get(f"/api/v1/deposits/{deposit['deposit_id']}").json
     assert shown["state"] == "sealed"
     prefix = f"deposits/{deposit['deposit_id']}/"
@@ -232,7 +232,7 @@ def test_files_the_store_lost_before_finalising_are_reset_and_uploaded_again(esc
 
     assert lab.upload(deposit, "model.safetensors", FILES["model.safetensors"]).status_code == 200
     assert lab.post(f"/api/v1/deposits/{deposit['deposit_id']}/finalize").status_code == 202
-    assert run_pending(escrow) == 1
+    assert run_pending(escrow) == len(FILES)
     assert lab.get(f"/api/v1/deposits/{deposit['deposit_id']}").json["state"] == "sealed"
 
 

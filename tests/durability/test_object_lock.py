@@ -96,7 +96,7 @@ def test_a_bucket_without_object_lock_is_refused_at_sealing(s3_escrow):
     with escrow.uow() as uow:
         [deposit] = uow.session.query(Deposit).all()
         assert deposit.state == "verifying" and deposit.sealed_at is None
-        [job] = deposit.jobs
+        [job] = [j for j in deposit.jobs if j.state != "done"]  # the last file's, which seals
         assert job.state == "queued" and "missing ObjectLockConfiguration" in job.error
         uow.session.execute(update(Job).values(attempts=4, run_after=None))  # the last attempt
         uow.commit()

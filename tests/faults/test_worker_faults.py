@@ -30,10 +30,17 @@ def store_proxy(moto_endpoint):
 
 
 @pytest.fixture
-def broker(tmp_path: Path, moto_endpoint, store_proxy):
+def broker(request, tmp_path: Path, moto_endpoint, store_proxy):
+    """The broker, on its default SQLite database, or on each kind of database for a test
+    that asks for `private_database_url`."""
     bucket = f"faults-{os.urandom(4).hex()}"
     moto_endpoint.client("s3").create_bucket(Bucket=bucket)
+    database = (
+        {"ESCROW_DATABASE_URL": request.getfixturevalue("private_database_url")}
+        if "private_database_url" in request.fixturenames else {}
+    )
     process = start_broker(tmp_path, {
+        **database,
         "ESCROW_STORAGE_URL": f"s3://{bucket}/escrow",
         "ESCROW_S3_ENDPOINT_URL": f"http://{store_proxy.address}",
         "ESCROW_JOB_LEASE_S": str(LEASE_S),
@@ -81,10 +88,11 @@ def start_worker():
             process.wait(timeout=10)
 
 
-def submitted_deposit(broker, tmp_path: Path) -> str:
+def submitted_deposit(broker, tmp_path: Path, files: int = 1) -> str:
     model = tmp_path / "model"
     model.mkdir()
-    (model / "weights.bin").write_bytes(os.urandom(200_000))
+    for n in range(files):
+        (model / ("weights.bin" if n == 0 else f"shard-{n}.bin")).write_bytes(os.urandom(200_000))
     result = broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small",
                            "--version", "1", "--no-wait", "--json")
     return broker.last_json(result)["deposit_id"]
@@ -149,6 +157,75 @@ def query(broker, sql: str) -> list:
             return list(connection.scalars(text(sql)))
     finally:
         engine.dispose()
+
+
+SHARDS = 8
+
+
+def running_jobs(broker) -> list[str]:
+    """The workers holding a job now, one entry per running job."""
+    return query(broker, "SELECT locked_by FROM jobs WHERE state = 'running' ORDER BY id")
+
+
+def held_by_both(broker, first, second) -> bool:
+    holders = running_jobs(broker)
+    return len(holders) == 2 and {h.split(":")[1] for h in holders} == {
+        str(first.pid), str(second.pid)}
+
+
+def test_two_worker_processes_split_a_deposit_and_it_is_sealed_once(
+    broker, store_proxy, tmp_path, start_worker, private_database_url
+):
+    deposit_id = submitted_deposit(broker, tmp_path, files=SHARDS)
+    store_proxy.set_mode(HANG)  # each worker takes a file, then waits on the store
+    first = start_worker(broker, tmp_path / "worker1.log")
+    second = start_worker(broker, tmp_path / "worker2.log")
+    wait_for("a file of the deposit in each worker", lambda: held_by_both(broker, first, second))
+    shown = deposit_state(broker, deposit_id)["verification"]
+    assert shown["state"] == "running" and len(shown["worker"].split(", ")) == 2
+    store_proxy.set_mode(PASS)
+    sealed = wait_for("the seal", lambda: (
+        (d := deposit_state(broker, deposit_id))["state"] == "sealed" and d))
+    for process in (first, second):
+        process.terminate()
+        process.wait(timeout=30)
+    # Nobody's file was taken over: each worker finished the one it held, and others.
+    assert query(broker, "SELECT attempts FROM jobs ORDER BY id") == [1] * SHARDS
+    assert query(broker, "SELECT state FROM jobs ORDER BY id") == ["done"] * SHARDS
+    assert {f["state"] for f in sealed["files"]} == {"verified"}
+    assert sealed["verification"] == {"state": "done", "attempts": 1, "error": None,
+                                      "next_attempt_at": None, "worker": None,
+                                      "heartbeat_at": None}
+    events = audit_actions(broker)
+    assert events.count("deposit.sealed") == 1
+    assert events.count("deposit.verification_passed") == 1
+
+
+def test_when_one_of_two_workers_is_killed_mid_file_the_other_finishes_the_deposit(
+    broker, store_proxy, tmp_path, start_worker, private_database_url
+):
+    deposit_id = submitted_deposit(broker, tmp_path, files=SHARDS)
+    store_proxy.set_mode(HANG)
+    first = start_worker(broker, tmp_path / "worker1.log")
+    second = start_worker(broker, tmp_path / "worker2.log")
+    wait_for("a file of the deposit in each worker", lambda: held_by_both(broker, first, second))
+    time.sleep(0.5)  # into the store read
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    store_proxy.set_mode(PASS)
+    try:
+        sealed = wait_for("the seal", lambda: (
+            (d := deposit_state(broker, deposit_id))["state"] == "sealed" and d))
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    # The killed worker's file ran twice (its lease lapsed, the other took it over); the
+    # others once each, all in the worker that lived.
+    assert sorted(query(broker, "SELECT attempts FROM jobs")) == [1] * (SHARDS - 1) + [2]
+    assert sealed["verification"]["attempts"] == 2
+    events = audit_actions(broker)
+    assert events.count("deposit.sealed") == 1
+    assert events.count("deposit.verification_passed") == 1
 
 
 def test_killing_the_broker_takes_its_worker_with_it(tmp_path: Path):

@@ -183,7 +183,10 @@ class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"))
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    # A verification job checks one file (its `idx`); None: every file of the deposit at once
+    # (the jobs queued before migration 0014, and nothing since).
+    file_idx: Mapped[int | None] = mapped_column(Integer, nullable=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
