@@ -19,6 +19,7 @@ from broker.http.common import (
     text_list_field,
 )
 from broker.http.openapi import BOOLEAN, INTEGER, STRING, array, obj, operation, path_params
+from broker.services import deposit_uploads as uploads
 from broker.services import deposits as service
 from broker.services.views_types import (
     DepositView,
@@ -129,7 +130,7 @@ def start_upload(deposit_id: str, index: int) -> Response:
     actor = caller()  # authenticate before reading the body
     restart = bool(json_body(optional=True).get("restart", False))
     with escrow().uow() as uow:
-        return jsonify(service.start_upload(escrow(), uow, actor, deposit_id, index, restart))
+        return jsonify(uploads.start_upload(escrow(), uow, actor, deposit_id, index, restart))
 
 
 @bp.post("/<deposit_id>/files/<int:index>/parts")
@@ -138,7 +139,7 @@ def presign_parts(deposit_id: str, index: int) -> Response:
     numbers = json_body().get("numbers")
     with escrow().uow() as uow:
         answer: PresignedParts = {
-            "parts": service.presign_parts(escrow(), uow, actor, deposit_id, index, numbers)
+            "parts": uploads.presign_parts(escrow(), uow, actor, deposit_id, index, numbers)
         }
         return jsonify(answer)
 
@@ -154,7 +155,7 @@ def register_header(deposit_id: str, index: int) -> Response:
             hint="base64-encode the header bytes",
         ) from None
     with escrow().uow() as uow:
-        return jsonify(service.register_header(escrow(), uow, actor, deposit_id, index, header))
+        return jsonify(uploads.register_header(escrow(), uow, actor, deposit_id, index, header))
 
 
 @bp.post("/<deposit_id>/files/<int:index>/complete")
@@ -165,7 +166,7 @@ def complete(deposit_id: str, index: int) -> Response:
     sha256 = text_field(body, "sha256", "")
     with escrow().uow() as uow:
         return jsonify(
-            service.complete_upload(
+            uploads.complete_upload(
                 escrow(), uow, actor, deposit_id, index, sha256, body.get("parts")
             )
         )

@@ -1,4 +1,5 @@
-"""Deposit use cases: open (or resume) a deposit, upload files through the store, finalise.
+"""Deposit use cases: open (or resume) a deposit, finalise it, describe it; its layout in the
+bucket. Uploading its files is in `deposit_uploads.py`.
 
 Bytes of weights never pass through here: clients upload ciphertext with URLs the store
 presigns. The broker alone chooses object keys, and presigns only uploads it created.
@@ -6,7 +7,6 @@ presigns. The broker alone chooses object keys, and presigns only uploads it cre
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -19,12 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from broker import age
 from broker.adapters.db.models import Deposit, DepositFile, Job, Model
 from broker.adapters.db.uow import UnitOfWork
-from broker.adapters.objectstore.base import UploadedPart
 from broker.container import Escrow
 from broker.domain.access import Action, authorize
 from broker.domain.events import AuditAction
 from broker.domain.names import check_file_path, check_layout, check_version, split_model_name
-from broker.domain.parts import MAX_PAYLOAD_SIZE, payload_size, plain_part_size, plan_parts
+from broker.domain.parts import MAX_PAYLOAD_SIZE, payload_size
 from broker.domain.principals import Principal
 from broker.domain.states import DepositState, FileState
 from broker.errors import (
@@ -33,22 +32,15 @@ from broker.errors import (
     InvalidInput,
     NotFound,
     NotSupported,
-    ObjectMissing,
     UploadLost,
 )
 from broker.services.admin import get_org
 from broker.services.views_types import (
     DepositView,
-    FileCompleted,
-    HeaderRegistered,
-    PresignedPart,
-    UploadedPartView,
-    UploadStart,
     VerificationView,
 )
 
 log = logging.getLogger(__name__)
-MAX_HEADER_SIZE = 64 * 1024
 OPEN, VERIFYING, SEALED, FAILED = (
     DepositState.OPEN,
     DepositState.VERIFYING,
@@ -238,13 +230,13 @@ def _apply_plan(
     wanted = {f.path: f.size for f in plan}
     for file in list(deposit.files):
         if wanted.get(file.path) != file.size:
-            _abort_upload(escrow, deposit, file)
+            abort_upload(escrow, deposit, file)
             deposit.files.remove(file)
         elif file.state == FileState.FAILED:
-            _abort_upload(escrow, deposit, file)
-            _reset(file)
-        elif file.state == FileState.UPLOADED and _objects_gone(escrow, deposit, file):
-            _forget_lost_upload(uow, actor, deposit, file)
+            abort_upload(escrow, deposit, file)
+            reset_file(file)
+        elif file.state == FileState.UPLOADED and objects_gone(escrow, deposit, file):
+            forget_lost_upload(uow, actor, deposit, file)
     uow.session.flush()
     known = {f.path for f in deposit.files}
     next_index = max((f.idx for f in deposit.files), default=-1) + 1
@@ -263,7 +255,7 @@ def _apply_plan(
     uow.session.flush()
 
 
-def _reset(file: DepositFile) -> None:
+def reset_file(file: DepositFile) -> None:
     file.state, file.upload_id, file.header, file.sha256, file.error = (
         FileState.PENDING,
         None,
@@ -273,7 +265,7 @@ def _reset(file: DepositFile) -> None:
     )
 
 
-def _abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
+def abort_upload(escrow: Escrow, deposit: Deposit, file: DepositFile) -> None:
     if file.upload_id:
         key = deposit_prefix(deposit.id) + payload_key(file.idx)
         try:
@@ -292,7 +284,7 @@ def get_deposit(uow: UnitOfWork, actor: Principal, deposit_id: str, action: Acti
     return deposit
 
 
-def _file(deposit: Deposit, index: int) -> DepositFile:
+def file_of(deposit: Deposit, index: int) -> DepositFile:
     for file in deposit.files:
         if file.idx == index:
             return file
@@ -301,7 +293,7 @@ def _file(deposit: Deposit, index: int) -> DepositFile:
     )
 
 
-def _require_open(deposit: Deposit) -> None:
+def require_open(deposit: Deposit) -> None:
     if deposit.state != OPEN:
         raise Conflict(
             f"deposit {deposit.id} is {deposit.state}, not open for uploads",
@@ -309,68 +301,7 @@ def _require_open(deposit: Deposit) -> None:
         )
 
 
-def start_upload(
-    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, restart: bool
-) -> UploadStart:
-    """Begin (or resume) the upload of one file; `restart` discards what was sent before.
-
-    An upload the store no longer knows (an S3 lifecycle rule aborted it, the store was restored
-    from a backup) is healed here: the file starts over on a new upload, `upload_lost` says so,
-    and `upload` (a reference to the store upload) changes, so the client encrypts the file
-    again under a new key instead of mixing keys or reusing a nonce.
-    """
-    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
-    _require_open(deposit)
-    file = _file(deposit, index)
-    key = deposit_prefix(deposit.id) + payload_key(index)
-    if restart and file.state != FileState.PENDING:
-        _abort_upload(escrow, deposit, file)
-        _reset(file)
-        subject = {"deposit": deposit.id, "path": file.path}
-        uow.audit(AuditAction.DEPOSIT_FILE_RESTARTED, actor, subject)
-    parts: list[UploadedPartView] = []
-    lost = False
-    if file.state == FileState.UPLOADING:
-        try:
-            parts = [
-                {"number": p.number, "size": p.size, "etag": p.etag}
-                for p in escrow.store.list_parts(key, file.upload_id or "")
-            ]
-        except ObjectMissing:
-            _forget_lost_upload(uow, actor, deposit, file)
-            lost = True
-        except NotSupported:
-            # A store without ListParts (README, "S3 compatibility"): no part is known, so the
-            # client sends every part again (under the same key only if its journal proves the
-            # plaintext unchanged) and reports them all at completion.
-            log.info("the store cannot list parts of %s: the client re-sends them", key)
-    if file.state == FileState.PENDING:
-        file.upload_id = escrow.store.create_multipart(
-            key, [part.cipher_size for part in plan_parts(file.size)]
-        )
-        file.state = FileState.UPLOADING
-    uow.commit()
-    return {
-        "index": file.idx,
-        "path": file.path,
-        "state": file.state,
-        "part_size": plain_part_size(file.size),
-        "payload_size": payload_size(file.size),
-        "header_registered": file.header is not None,
-        "parts": parts,
-        "upload": upload_reference(file.upload_id),
-        "upload_lost": lost,
-    }
-
-
-def upload_reference(upload_id: str | None) -> str | None:
-    """A short, stable name for a store upload the client can journal (not the id itself)."""
-    if not upload_id:
-        return None
-    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
-
-
-def _objects_gone(escrow: Escrow, deposit: Deposit, file: DepositFile) -> bool:
+def objects_gone(escrow: Escrow, deposit: Deposit, file: DepositFile) -> bool:
     """Whether an uploaded file's header or payload is missing from the store (a store
     restored from an older backup, a new bucket): its upload must be made again."""
     prefix = deposit_prefix(deposit.id)
@@ -380,119 +311,13 @@ def _objects_gone(escrow: Escrow, deposit: Deposit, file: DepositFile) -> bool:
     )
 
 
-def _forget_lost_upload(
+def forget_lost_upload(
     uow: UnitOfWork, actor: Principal, deposit: Deposit, file: DepositFile
 ) -> None:
     """The store does not know the file's upload any more: back to pending (its parts and
     header are gone with it), recorded on the log."""
-    _reset(file)
+    reset_file(file)
     uow.audit(AuditAction.DEPOSIT_UPLOAD_LOST, actor, {"deposit": deposit.id, "path": file.path})
-
-
-def _upload_lost(
-    uow: UnitOfWork, actor: Principal, deposit: Deposit, file: DepositFile
-) -> UploadLost:
-    """Reset a file whose upload the store lost (committed) and say so to the client."""
-    _forget_lost_upload(uow, actor, deposit, file)
-    uow.commit()
-    return UploadLost(
-        f"the object store no longer has the upload of {file.path!r} (aborted by a lifecycle "
-        "rule, or the store was restored); the broker reset the file to start over",
-        hint="run the same `escrow deposit` command again: it encrypts the file under a new "
-        "key and uploads it anew (current clients do this by themselves)",
-    )
-
-
-def presign_parts(
-    escrow: Escrow,
-    uow: UnitOfWork,
-    actor: Principal,
-    deposit_id: str,
-    index: int,
-    numbers: object,  # the request's JSON, checked here
-) -> list[PresignedPart]:
-    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
-    _require_open(deposit)
-    file = _file(deposit, index)
-    if file.state != FileState.UPLOADING or not file.upload_id:
-        raise Conflict(
-            f"file {file.path!r} has no upload in progress",
-            hint="start it with POST …/upload first",
-        )
-    count = len(plan_parts(file.size))
-    if not isinstance(numbers, list):
-        raise InvalidInput("'numbers' must be a list of part numbers", hint='e.g. {"numbers": [1]}')
-    bad = [n for n in numbers if not isinstance(n, int) or not 1 <= n <= count]
-    if bad or not numbers or len(numbers) > 100:
-        raise InvalidInput(
-            f"part numbers {bad or numbers!r} are not valid for {file.path!r}",
-            hint=f"ask for 1 to 100 part numbers between 1 and {count}",
-        )
-    key = deposit_prefix(deposit.id) + payload_key(index)
-    ttl = escrow.settings.upload_url_ttl_s
-    sizes = {p.number: p.cipher_size for p in plan_parts(file.size)}
-    urls: list[PresignedPart] = []
-    for number in numbers:
-        try:
-            signed = escrow.store.presign_upload_part(
-                key, file.upload_id, number, ttl, sizes[number]
-            )
-        except ObjectMissing:  # the local store checks the upload; S3 presigns blindly
-            raise _upload_lost(uow, actor, deposit, file) from None
-        urls.append(
-            {
-                "number": number,
-                "method": signed.method,
-                "url": signed.url,
-                "headers": signed.headers,
-                "expires_at": signed.expires_at.isoformat(),
-            }
-        )
-    return urls
-
-
-def register_header(
-    escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str, index: int, header: bytes
-) -> HeaderRegistered:
-    """Accept a file's age header only if the deposit's escrow identity can open it."""
-    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
-    _require_open(deposit)
-    file = _file(deposit, index)
-    if file.state != FileState.UPLOADING:
-        raise Conflict(f"file {file.path!r} is {file.state}", hint="start its upload first")
-    if len(header) > MAX_HEADER_SIZE:
-        raise InvalidInput(
-            f"header of {file.path!r} is {len(header)} bytes, larger than {MAX_HEADER_SIZE}",
-            hint="send only the age header (up to the line starting with '---')",
-        )
-    identity = deposit_identity(escrow, deposit)
-    try:
-        age.unwrap_file_key(header, [identity])
-    except age.AgeError as error:
-        raise InvalidInput(
-            f"header of {file.path!r} does not open with this deposit's escrow identity: {error}",
-            hint=f"encrypt the file to the deposit's recipient {deposit.recipient}",
-        ) from None
-    declared = [identity.to_recipient()] + [
-        age.parse_recipient(r) for r in json.loads(deposit.extra_recipients or "[]")
-    ]
-    unexpected = age.unexpected_stanzas(header, declared)
-    if unexpected:
-        raise InvalidInput(
-            f"header of {file.path!r} wraps the file key for more than the deposit declared: "
-            f"{', '.join(unexpected)} beyond the escrow recipient and the "
-            f"{len(declared) - 1} extra recipient(s) given when the deposit was opened",
-            hint="encrypt to the deposit's recipient and the declared extra recipients only "
-            "(age with a grease stanza, as rage writes, is refused too); an extra recipient is "
-            "declared when the deposit is opened (extra_recipients)",
-        )
-    if not deposit.classical and not age.header_post_quantum(header):
-        deposit.classical = True
-        subject = {"deposit": deposit.id, "path": file.path}
-        uow.audit(AuditAction.DEPOSIT_MARKED_CLASSICAL, actor, subject)
-    file.header = header
-    uow.commit()
-    return {"index": file.idx, "header_registered": True, "classical": deposit.classical}
 
 
 def deposit_identity(escrow: Escrow, deposit: Deposit) -> age.Identity:
@@ -505,140 +330,12 @@ def unwrap_identity(escrow: Escrow, deposit_id: str, wrapped: bytes) -> age.Iden
     return age.parse_identities(secret.decode())[0]
 
 
-def parse_reported_parts(raw: object) -> dict[int, UploadedPart] | None:
-    """The parts a client says it uploaded (`[{number, size, etag}, …]`: each PUT's ETag), or
-    None if it sent none. Used only where the store cannot list an upload's parts; then S3
-    still checks every ETag at completion (s3rver does not), the broker checks the assembled
-    size, and the verification decrypts every byte before the deposit is sealed."""
-    if raw is None:
-        return None
-    hint = 'send "parts": [{"number": 1, "size": 123, "etag": "…"}, …], one per part uploaded'
-    if not isinstance(raw, list):
-        raise InvalidInput(f"'parts' must be a list, not {type(raw).__name__}", hint=hint)
-    parts: dict[int, UploadedPart] = {}
-    for item in raw:
-        number = item.get("number") if isinstance(item, dict) else None
-        size = item.get("size") if isinstance(item, dict) else None
-        etag = item.get("etag") if isinstance(item, dict) else None
-        if (
-            not isinstance(number, int)
-            or isinstance(number, bool)
-            or not isinstance(size, int)
-            or isinstance(size, bool)
-            or size < 0
-            or not isinstance(etag, str)
-            or not 0 < len(etag.strip('"')) <= 128
-            or not etag.strip('"').isprintable()
-            or '"' in etag.strip('"')
-        ):
-            raise InvalidInput(
-                "each of 'parts' must be {number, size, etag}: integers and the ETag the "
-                "store answered to the part's PUT",
-                hint=hint,
-            )
-        if number in parts:
-            raise InvalidInput(f"part {number} is listed twice in 'parts'", hint=hint)
-        parts[number] = UploadedPart(number=number, size=size, etag=etag.strip('"'))
-    return parts
-
-
-def _uploaded_parts(
-    escrow: Escrow, key: str, upload_id: str, reported: dict[int, UploadedPart] | None
-) -> dict[int, UploadedPart]:
-    """The upload's parts as the store lists them; where it cannot (no ListParts), as the
-    client reported them."""
-    try:
-        return {p.number: p for p in escrow.store.list_parts(key, upload_id)}
-    except NotSupported as error:
-        if reported is None:
-            raise NotSupported(
-                f"{error.message}; and the client did not report the parts it uploaded",
-                hint="update the escrow client (current clients report their parts at "
-                'completion), or use a store with ListParts (README, "S3 compatibility")',
-            ) from None
-        return reported
-
-
-def complete_upload(
-    escrow: Escrow,
-    uow: UnitOfWork,
-    actor: Principal,
-    deposit_id: str,
-    index: int,
-    sha256: str,
-    reported_parts: object = None,
-) -> FileCompleted:
-    """Assemble the uploaded parts once each has exactly the expected size.
-
-    `reported_parts`: what the client uploaded (`parse_reported_parts`), used only where the
-    store cannot list parts."""
-    deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
-    _require_open(deposit)
-    file = _file(deposit, index)
-    if file.state == FileState.UPLOADED and file.sha256 == sha256:
-        return {"index": file.idx, "state": file.state}
-    if file.state != FileState.UPLOADING or file.header is None or not file.upload_id:
-        raise Conflict(
-            f"file {file.path!r} cannot be completed while {file.state} "
-            f"({'header registered' if file.header else 'no header yet'})",
-            hint="register the header and upload every part first",
-        )
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise InvalidInput("sha256 must be 64 lowercase hex digits", hint="send the plaintext hash")
-    reported = parse_reported_parts(reported_parts)
-    prefix = deposit_prefix(deposit.id)
-    key = prefix + payload_key(index)
-    try:
-        uploaded = _uploaded_parts(escrow, key, file.upload_id, reported)
-    except ObjectMissing:
-        raise _upload_lost(uow, actor, deposit, file) from None
-    problems = []
-    for part in plan_parts(file.size):
-        got = uploaded.get(part.number)
-        if got is None:
-            problems.append(f"part {part.number} is missing")
-        elif got.size != part.cipher_size:
-            problems.append(f"part {part.number} is {got.size} bytes, expected {part.cipher_size}")
-    if problems or len(uploaded) != len(plan_parts(file.size)):
-        raise InvalidInput(
-            f"upload of {file.path!r} is not complete: {'; '.join(problems) or 'extra parts'}",
-            hint="run the same `escrow deposit` command again to send the missing parts",
-        )
-    try:
-        escrow.store.complete_multipart(
-            key, file.upload_id, [uploaded[n] for n in sorted(uploaded)]
-        )
-    except ObjectMissing:
-        raise _upload_lost(uow, actor, deposit, file) from None
-    stored = escrow.store.head(key)
-    expected = payload_size(file.size)
-    if stored is None or stored.size != expected:
-        escrow.store.delete(key)
-        _reset(file)
-        uow.commit()
-        raise InvalidInput(
-            f"payload of {file.path!r} is {stored.size if stored else 0} bytes, "
-            f"expected {expected}",
-            hint="the file's upload was discarded; run the same `escrow deposit` command again",
-        )
-    escrow.store.put_bytes(prefix + header_key(index), file.header)
-    file.state, file.sha256, file.upload_id = FileState.UPLOADED, sha256, None
-    uow.audit(
-        AuditAction.DEPOSIT_FILE_UPLOADED,
-        actor,
-        {"deposit": deposit.id, "path": file.path},
-        {"size": file.size, "sha256": sha256},
-    )
-    uow.commit()
-    return {"index": file.idx, "state": file.state}
-
-
 def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str) -> Deposit:
     """Queue the verification that decrypts, hashes and then seals the deposit."""
     deposit = get_deposit(uow, actor, deposit_id, Action.DEPOSIT_UPLOAD)
     if deposit.state in (VERIFYING, SEALED):
         return deposit
-    _require_open(deposit)
+    require_open(deposit)
     waiting = [f.path for f in deposit.files if f.state != FileState.UPLOADED]
     if waiting or not deposit.files:
         raise Conflict(
@@ -650,10 +347,10 @@ def finalize(escrow: Escrow, uow: UnitOfWork, actor: Principal, deposit_id: str)
             ),
             hint="run the same `escrow deposit` command again to finish the uploads",
         )
-    gone = [f for f in deposit.files if _objects_gone(escrow, deposit, f)]
+    gone = [f for f in deposit.files if objects_gone(escrow, deposit, f)]
     if gone:
         for file in gone:
-            _forget_lost_upload(uow, actor, deposit, file)
+            forget_lost_upload(uow, actor, deposit, file)
         uow.commit()
         raise UploadLost(
             f"deposit {deposit.id} cannot be finalised: the object store no longer has "
