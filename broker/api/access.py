@@ -22,7 +22,7 @@ from flask import Blueprint, Response, jsonify, request
 from broker.http.common import caller, escrow, json_body, problem
 from broker.http.openapi import INTEGER, STRING, obj, operation, path_params
 from broker.services import access as service
-from broker.services import grants
+from broker.services import grant_release, grants
 from broker.services.views_types import (
     Explanation,
     GrantList,
@@ -278,11 +278,11 @@ def renew(grant_id: str) -> tuple[Response, int]:
 def release(grant_id: str, index: int) -> Response:
     with escrow().uow() as uow:
         actor = caller(uow)  # the hottest call: authenticated in its own transaction
-        return jsonify(grants.release_key(escrow(), uow, actor, grant_id, index))
+        return jsonify(grant_release.release_key(escrow(), uow, actor, grant_id, index))
 
 
 @bp.get("/grants/<grant_id>/manifest")
 def manifest(grant_id: str) -> Response:
     actor = caller()
     with escrow().uow() as uow:
-        return jsonify(grants.manifest(escrow(), uow, actor, grant_id))
+        return jsonify(grant_release.manifest(escrow(), uow, actor, grant_id))
