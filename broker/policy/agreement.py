@@ -396,58 +396,13 @@ _Result = tuple[bool, tuple[str, ...], tuple[str, ...]]
 
 def _check(condition: Condition, agreement: Agreement, facts: AgreementFacts) -> _Result:
     if isinstance(condition, AllOf | AnyOf):
-        results = [_check(part, agreement, facts) for part in condition.parts]
-        reasons = tuple(r for result in results for r in result[2])
-        if isinstance(condition, AllOf):
-            met = all(result[0] for result in results)
-            missing = tuple(m for result in results if not result[0] for m in result[1])
-            return met, missing, reasons
-        if any(result[0] for result in results):
-            return True, (), reasons
-        return False, ("one of: " + " | ".join("; ".join(r[1]) for r in results),), reasons
+        return _check_group(condition, agreement, facts)
     if isinstance(condition, OnOrAfter):
-        start = datetime(condition.day.year, condition.day.month, condition.day.day, tzinfo=UTC)
-        if facts.now >= start:
-            return True, (), (f"the date {condition.day.isoformat()} has come",)
-        days = (start - facts.now + timedelta(hours=23, minutes=59, seconds=59)).days
-        return (
-            False,
-            (f"the date {condition.day.isoformat()} (in {_days(days)})",),
-            (f"the date {condition.day.isoformat()} has not come yet",),
-        )
+        return _check_date(condition, facts)
     if isinstance(condition, LabSilence):
-        silent = facts.now - facts.silent_since
-        due = facts.silent_since + timedelta(days=condition.days)
-        since = facts.silent_since.isoformat(timespec="seconds")
-        if facts.now >= due:
-            return True, (), (f"the lab has not checked in since {since} ({_days(silent.days)})",)
-        return (
-            False,
-            (
-                f"the lab silent for {_days(condition.days)} (silent {_days(silent.days)} "
-                f"so far, since {since}; met at {due.isoformat(timespec='seconds')} "
-                "unless it checks in)",
-            ),
-            (f"the lab checked in or began its agreement at {since}",),
-        )
+        return _check_silence(condition, facts)
     if isinstance(condition, TrusteeVote):
-        counted = sorted(facts.votes & set(agreement.trustees))
-        if len(counted) >= condition.count:
-            return (
-                True,
-                (),
-                (
-                    f"{len(counted)} of {len(agreement.trustees)} trustees voted: "
-                    + ", ".join(counted),
-                ),
-            )
-        waiting = [t for t in agreement.trustees if t not in counted]
-        more = condition.count - len(counted)
-        return (
-            False,
-            (f"{more} more trustee vote{'s' if more != 1 else ''} (of {', '.join(waiting)})",),
-            (f"{len(counted)} of the {condition.count} trustee votes needed",),
-        )
+        return _check_votes(condition, agreement, facts)
     if isinstance(condition, LabRelease):
         if facts.lab_released:
             return True, (), ("the lab's admin released it early",)
@@ -455,6 +410,61 @@ def _check(condition: Condition, agreement: Agreement, facts: AgreementFacts) ->
     if facts.lab_admin:
         return True, (), ("proposed by the lab's admin",)
     return False, ("the lab's admin proposing it",), ("not proposed by the lab's admin",)
+
+
+def _check_group(condition: AllOf | AnyOf, agreement: Agreement, facts: AgreementFacts) -> _Result:
+    results = [_check(part, agreement, facts) for part in condition.parts]
+    reasons = tuple(r for result in results for r in result[2])
+    if isinstance(condition, AllOf):
+        met = all(result[0] for result in results)
+        missing = tuple(m for result in results if not result[0] for m in result[1])
+        return met, missing, reasons
+    if any(result[0] for result in results):
+        return True, (), reasons
+    return False, ("one of: " + " | ".join("; ".join(r[1]) for r in results),), reasons
+
+
+def _check_date(condition: OnOrAfter, facts: AgreementFacts) -> _Result:
+    start = datetime(condition.day.year, condition.day.month, condition.day.day, tzinfo=UTC)
+    if facts.now >= start:
+        return True, (), (f"the date {condition.day.isoformat()} has come",)
+    days = (start - facts.now + timedelta(hours=23, minutes=59, seconds=59)).days
+    return (
+        False,
+        (f"the date {condition.day.isoformat()} (in {_days(days)})",),
+        (f"the date {condition.day.isoformat()} has not come yet",),
+    )
+
+
+def _check_silence(condition: LabSilence, facts: AgreementFacts) -> _Result:
+    silent = facts.now - facts.silent_since
+    due = facts.silent_since + timedelta(days=condition.days)
+    since = facts.silent_since.isoformat(timespec="seconds")
+    if facts.now >= due:
+        return True, (), (f"the lab has not checked in since {since} ({_days(silent.days)})",)
+    return (
+        False,
+        (
+            f"the lab silent for {_days(condition.days)} (silent {_days(silent.days)} "
+            f"so far, since {since}; met at {due.isoformat(timespec='seconds')} "
+            "unless it checks in)",
+        ),
+        (f"the lab checked in or began its agreement at {since}",),
+    )
+
+
+def _check_votes(condition: TrusteeVote, agreement: Agreement, facts: AgreementFacts) -> _Result:
+    counted = sorted(facts.votes & set(agreement.trustees))
+    if len(counted) >= condition.count:
+        voted = f"{len(counted)} of {len(agreement.trustees)} trustees voted: " + ", ".join(counted)
+        return True, (), (voted,)
+    waiting = [t for t in agreement.trustees if t not in counted]
+    more = condition.count - len(counted)
+    return (
+        False,
+        (f"{more} more trustee vote{'s' if more != 1 else ''} (of {', '.join(waiting)})",),
+        (f"{len(counted)} of the {condition.count} trustee votes needed",),
+    )
 
 
 def _days(count: int) -> str:

@@ -208,56 +208,38 @@ class UnitOfWork:
         name = str(action)  # a plain str: the bytes of the string (tests/audit/test_leaf_bytes)
         actor_ref = actor.audit_ref()
         index = index_of(actor_ref, subject)
+        columns = {
+            "action": name,
+            "org": index.org,
+            "model": index.model,
+            "user_id": index.user_id,
+            "actor": index.actor,
+        }
         if self.session.get_bind().dialect.name == "postgresql":
             self._held_head = None  # audit_append locks the head itself
             before, between = leaf_parts(action, actor_ref, subject, details or {})
-            self._pending.append(
-                {
-                    "before": before,
-                    "between": between,
-                    "action": action,
-                    "org": index.org,
-                    "model": index.model,
-                    "user_id": index.user_id,
-                    "actor": index.actor,
-                }
-            )
+            self._pending.append({"before": before, "between": between, **columns})
             return
+        event = {"action": name, "actor": actor_ref, "subject": subject, "details": details or {}}
         try:
-            size, frontier = self._lock_head()
-            now = datetime.now(UTC)
-            leaf = canonical_json(
-                {
-                    "seq": size,
-                    "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "action": name,
-                    "actor": actor_ref,
-                    "subject": subject,
-                    "details": details or {},
-                }
-            )
-            digest = leaf_hash(leaf)
-            (subtrees,), frontier = _grow(size, frontier, [digest])
-            self._append(
-                {
-                    "seq": size,
-                    "leaf": leaf,
-                    "leaf_hash": digest,
-                    "action": name,
-                    "created_at": now,
-                    "org": index.org,
-                    "model": index.model,
-                    "user_id": index.user_id,
-                    "actor": index.actor,
-                    "subtrees": subtrees,
-                },
-                {"new_size": size + 1, "new_frontier": frontier},
-            )
+            self._append_now(event, columns)
         except SQLAlchemyError as error:
             raise Unavailable(
                 f"audit log: could not record {action!r}, so the change was not made",
                 hint="the audit log must accept every change; check the database and retry",
             ) from error
+
+    def _append_now(self, event: dict[str, Any], columns: dict[str, Any]) -> None:
+        """SQLite: lock the head, make the leaf with its number and time, grow the tree."""
+        size, frontier = self._lock_head()
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        leaf = canonical_json({"seq": size, "time": stamp, **event})
+        digest = leaf_hash(leaf)
+        (subtrees,), frontier = _grow(size, frontier, [digest])
+        row = {"seq": size, "leaf": leaf, "leaf_hash": digest, "created_at": now, **columns}
+        head = {"new_size": size + 1, "new_frontier": frontier}
+        self._append({**row, "subtrees": subtrees}, head)
 
     def _lock_head(self) -> tuple[int, bytes]:
         """(size, frontier) of the audit head, locked until this transaction ends. Writes the
