@@ -11,8 +11,9 @@ from urllib.parse import quote
 
 import click
 
-from broker.cli.client import client_options, open_client, reporting
+from broker.cli.client import client_command, client_options, open_client, reporting
 from broker.cli.output import emit
+from broker.client.http import BrokerClient
 from broker.errors import InvalidInput
 
 REQUEST_HELP = """Ask for access to a sealed model version, under the model's access policy.
@@ -137,18 +138,10 @@ def requests(
 
 @requests.command("withdraw")
 @click.argument("request_id")
-@client_options
-@reporting
-def withdraw(
-    request_id: str,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def withdraw(request_id: str, client: BrokerClient, as_json: bool) -> None:
     """Withdraw REQUEST_ID, a pending request of yours: it leaves the reviewers' queue and
     stays on the record as withdrawn."""
-    client = open_client(broker_url, token, token_file)
     result = client.post(f"/api/v1/requests/{quote(request_id, safe='')}/withdraw")
     made = result["request"]
     target = f"{made['model']}@{made['version']}"
@@ -168,13 +161,10 @@ def review() -> None:
 
 
 @review.command("list")
-@client_options
-@reporting
-def review_list(
-    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
-) -> None:
+@client_command
+def review_list(client: BrokerClient, as_json: bool) -> None:
     """Pending requests of the organisations you review for, with the researcher's facts."""
-    result = open_client(broker_url, token, token_file).get("/api/v1/reviews")
+    result = client.get("/api/v1/reviews")
     if not result["orgs"]:
         emit(result, as_json, ["you are reviewer or admin of no organisation"])
         return
@@ -205,8 +195,9 @@ def renewal_lines(renewed: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _decide(verb: str, request_id: str, comment: str, options: dict[str, Any]) -> None:
-    client = open_client(options["broker_url"], options["token"], options["token_file"])
+def _decide(
+    verb: str, request_id: str, comment: str, client: BrokerClient, as_json: bool
+) -> None:
     path = f"/api/v1/requests/{quote(request_id, safe='')}/{verb}"
     result = client.post(path, {"comment": comment})
     made = result["request"]
@@ -215,43 +206,33 @@ def _decide(verb: str, request_id: str, comment: str, options: dict[str, Any]) -
         lines.append(grant_line(result["grant"]))
     elif made["state"] == "pending":
         lines.append("still pending: " + ("; ".join(made["decision"]["missing"]) or "-"))
-    emit(result, options["as_json"], lines)
+    emit(result, as_json, lines)
 
 
 @review.command("approve")
 @click.argument("request_id")
 @click.option("--comment", default="", help="a note for the record")
-@client_options
-@reporting
-def approve(request_id: str, comment: str, **options: Any) -> None:
+@client_command
+def approve(request_id: str, comment: str, client: BrokerClient, as_json: bool) -> None:
     """Approve REQUEST_ID; the grant is made once the policy is satisfied."""
-    _decide("approve", request_id, comment, options)
+    _decide("approve", request_id, comment, client, as_json)
 
 
 @review.command("deny")
 @click.argument("request_id")
 @click.option("--comment", default="", help="why, for the record")
-@client_options
-@reporting
-def deny(request_id: str, comment: str, **options: Any) -> None:
+@client_command
+def deny(request_id: str, comment: str, client: BrokerClient, as_json: bool) -> None:
     """Deny REQUEST_ID (final; the researcher may ask again)."""
-    _decide("deny", request_id, comment, options)
+    _decide("deny", request_id, comment, client, as_json)
 
 
 @review.command("revoke")
 @click.argument("grant_id")
-@client_options
-@reporting
-def revoke(
-    grant_id: str,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def revoke(grant_id: str, client: BrokerClient, as_json: bool) -> None:
     """Revoke GRANT_ID at once, and its renewals: no key or URL is released under them any
     more."""
-    client = open_client(broker_url, token, token_file)
     grant = client.post(f"/api/v1/grants/{quote(grant_id, safe='')}/revoke")
     emit(grant, as_json, [grant_line(grant)])
 
@@ -286,15 +267,12 @@ def grants(
 @click.argument("grant_id")
 @click.option("--days", type=click.IntRange(1, 3650), help="how long (default: the policy's)")
 @click.option("--purpose", help="what you need it for now (default: the grant's first purpose)")
-@client_options
-@reporting
+@client_command
 def renew(
     grant_id: str,
     days: int | None,
     purpose: str | None,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
+    client: BrokerClient,
     as_json: bool,
 ) -> None:
     """Ask to renew GRANT_ID, an active grant of yours, when its policy allows renewal. It is
@@ -304,7 +282,6 @@ def renew(
         body["days"] = days
     if purpose:
         body["purpose"] = purpose
-    client = open_client(broker_url, token, token_file)
     result = client.post(f"/api/v1/grants/{quote(grant_id, safe='')}/renew", body)
     made = result["request"]
     lines = [

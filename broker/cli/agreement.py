@@ -11,10 +11,11 @@ from urllib.parse import quote
 import click
 
 from broker.cli.access import split_target
-from broker.cli.client import client_options, open_client, reporting
+from broker.cli.client import client_command, client_options, open_client, reporting
 from broker.cli.nda import ssh_sign
 from broker.cli.output import emit
 from broker.client.deposit import agreement_path
+from broker.client.http import BrokerClient
 
 AGREEMENT_HELP = """A model version's release agreement: the conditions (a date, the lab's
 silence, trustees' votes, the lab's early release) under which it opens, to an access policy or
@@ -45,18 +46,10 @@ def _path(target: str) -> str:
 
 @agreement.command("show")
 @click.argument("target", metavar=TARGET)
-@client_options
-@reporting
-def show(
-    target: str,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def show(target: str, client: BrokerClient, as_json: bool) -> None:
     """The agreement in words, its state (sealed, or released: TRIGGER), what each trigger
     still misses, the lab's last check-in and the trustees' votes."""
-    client = open_client(broker_url, token, token_file)
     shown = client.get(_path(target), auth=False)
     emit(shown, as_json, describe(shown))
 
@@ -85,19 +78,10 @@ def describe(shown: dict[str, Any]) -> list[str]:
 @agreement.command("attach")
 @click.argument("target", metavar=TARGET)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@client_options
-@reporting
-def attach(
-    target: str,
-    file: Path,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def attach(target: str, file: Path, client: BrokerClient, as_json: bool) -> None:
     """Attach FILE as the version's release agreement: before the seal freely; after it, only
     as an amendment the agreement in force allows (a refusal is logged)."""
-    client = open_client(broker_url, token, token_file)
     made = client.put(_path(target), {"text": file.read_text(encoding="utf-8")})
     shown = made["agreement"]
     emit(
@@ -109,33 +93,17 @@ def attach(
 
 @agreement.command("remove")
 @click.argument("target", metavar=TARGET)
-@client_options
-@reporting
-def remove(
-    target: str,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def remove(target: str, client: BrokerClient, as_json: bool) -> None:
     """Remove the version's agreement: only before the seal (after it, refused and logged)."""
-    client = open_client(broker_url, token, token_file)
     emit(client.delete(_path(target)), as_json, [f"release agreement of {target} removed"])
 
 
 @agreement.command("checkin")
 @click.argument("org")
-@client_options
-@reporting
-def checkin(
-    org: str,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def checkin(org: str, client: BrokerClient, as_json: bool) -> None:
     """Say the lab is still there: every lab_silence trigger of ORG's agreements starts again."""
-    client = open_client(broker_url, token, token_file)
     made = client.post(f"/api/v1/orgs/{quote(org, safe='')}/checkins")
     emit(made, as_json, [f"{org} checked in at {made['at']}"])
 
@@ -155,21 +123,17 @@ def checkin(
     help="vote for this amended agreement text instead of a release",
 )
 @click.option("--withdraw", is_flag=True, help="withdraw your vote (until the release fires)")
-@client_options
-@reporting
+@client_command
 def vote(
     target: str,
     ssh_key: Path | None,
     amendment: Path | None,
     withdraw: bool,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
+    client: BrokerClient,
     as_json: bool,
 ) -> None:
     """A trustee's vote to release the version (or for an amendment), signed with your proven
     ssh key after a fresh login (escrow login BROKER first if yours is older)."""
-    client = open_client(broker_url, token, token_file)
     base = _path(target)
     proposal = hashlib.sha256(amendment.read_bytes()).hexdigest() if amendment else None
     body: dict[str, Any] = {"proposal_sha256": proposal} if proposal else {}

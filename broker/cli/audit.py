@@ -15,7 +15,7 @@ import click
 
 from broker.cli.client import (
     BROKER_HELP,
-    client_options,
+    client_command,
     json_option,
     open_client,
     reporting,
@@ -24,6 +24,7 @@ from broker.cli.client import (
 from broker.cli.output import emit
 from broker.client import audit as auditing
 from broker.client.checkpoints import pinned_verifier_key
+from broker.client.http import BrokerClient
 
 FILTER_NAMES = ("model", "org", "actor", "action", "since", "until")
 
@@ -55,18 +56,10 @@ def audit() -> None:
 
 @audit.command("checkpoint")
 @click.option("--size", type=click.IntRange(0), help="the checkpoint signed at this size")
-@client_options
-@reporting
-def checkpoint(
-    size: int | None,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def checkpoint(size: int | None, client: BrokerClient, as_json: bool) -> None:
     """Print the broker's newest signed checkpoint (checked against the pinned key); save it to
     check later that the log still extends it: `escrow audit verify --since FILE`."""
-    client = open_client(broker_url, token, token_file)
     found = auditing.newest_checkpoint(client, size)
     if as_json:
         emit({"size": found.size, "root": found.root.hex(), "note": found.text}, True, [])
@@ -133,18 +126,9 @@ def _verify_local(saved: str | None) -> dict[str, Any]:
 @filter_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="show at most this many events, newest first")
-@client_options
-@reporting
-def show(
-    limit: int,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-    **filters: Any,
-) -> None:
+@client_command
+def show(limit: int, client: BrokerClient, as_json: bool, **filters: Any) -> None:
     """The events you may see, newest first."""
-    client = open_client(broker_url, token, token_file)
     answer = client.get(f"/api/v1/audit/events?{_query(filters, limit=limit)}")
     lines = [_event_line(e) for e in answer["events"]] or ["no events match"]
     emit(answer, as_json, lines)
@@ -160,14 +144,11 @@ def _event_line(event: dict[str, Any]) -> str:
 
 @audit.command("prove")
 @click.argument("seq", type=click.IntRange(0))
-@client_options
-@reporting
-def prove(
-    seq: int, broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
-) -> None:
+@client_command
+def prove(seq: int, client: BrokerClient, as_json: bool) -> None:
     """An inclusion proof of event SEQ in the signed log, checked here; save it and anyone can
     check it offline with `escrow audit check-proof FILE`."""
-    bundle = auditing.prove(open_client(broker_url, token, token_file), seq)
+    bundle = auditing.prove(client, seq)
     click.echo(json.dumps(bundle, sort_keys=True) if as_json else auditing.dumps(bundle))
 
 

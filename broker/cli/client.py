@@ -1,6 +1,7 @@
 """What every client command shares: the --broker/--token/--token-file/--json options, finding
 the broker and the token, opening a client whose signing keys are checked against the pin, and
 reporting our errors (text on stderr, a JSON error object with --json, the exit status).
+`client_command` does all three for a command that starts by opening the client.
 
 Commands print their results with `broker.cli.output.emit`.
 """
@@ -203,3 +204,23 @@ def reporting(command: F) -> F:
             fail(error, bool(kwargs.get("as_json")))
 
     return wrapper  # type: ignore[return-value]
+
+
+
+def client_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`client_options` and `reporting` for a command that starts by opening the client: the
+    command takes `client` (opened by `open_client` from --broker, --token, --token-file, inside
+    `reporting`, so a failure to open it is reported too) and `as_json` instead of those
+    options."""
+
+    @functools.wraps(command)
+    def opened(
+        *args: Any,
+        broker_url: str | None,
+        token: str | None,
+        token_file: Path | None,
+        **kwargs: Any,
+    ) -> None:
+        command(*args, client=open_client(broker_url, token, token_file), **kwargs)
+
+    return client_options(reporting(opened))

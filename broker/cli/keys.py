@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from broker.cli.client import client_options, open_client, reporting
+from broker.cli.client import client_command, client_options, open_client, reporting
 from broker.cli.output import emit
 from broker.client.http import BrokerClient
 from broker.errors import InvalidInput
@@ -114,18 +114,9 @@ def add(
 @keys.command("challenge")
 @click.argument("key_id")
 @click.option("--new", "renew", is_flag=True, help="ask for a new challenge even if one is open")
-@client_options
-@reporting
-def challenge(
-    key_id: str,
-    renew: bool,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def challenge(key_id: str, renew: bool, client: BrokerClient, as_json: bool) -> None:
     """Print the open challenge of a pending key (an armored age file); a new one if it expired."""
-    client = open_client(broker_url, token, token_file)
     key = _with_open_challenge(client, key_id, renew)
     if as_json:
         emit(key, True, [])
@@ -176,13 +167,9 @@ def prove(
 
 
 @keys.command("list")
-@client_options
-@reporting
-def list_keys(
-    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
-) -> None:
+@client_command
+def list_keys(client: BrokerClient, as_json: bool) -> None:
     """Your keys: pending, proven and retired."""
-    client = open_client(broker_url, token, token_file)
     found = client.get(KEYS_PATH)["keys"]
     lines = [
         f"{k['id']}  {k['state']:<8} {k['type']:<15} {k['fingerprint']}  {k['label']}"
@@ -193,13 +180,9 @@ def list_keys(
 
 @keys.command("retire")
 @click.argument("key_id")
-@client_options
-@reporting
-def retire(
-    key_id: str, broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
-) -> None:
+@client_command
+def retire(key_id: str, client: BrokerClient, as_json: bool) -> None:
     """Retire a key: no new grant will be issued to it."""
-    client = open_client(broker_url, token, token_file)
     key = client.delete(f"{KEYS_PATH}/{key_id}")
     emit(key, as_json, [f"{key['id']}: retired"])
 

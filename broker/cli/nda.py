@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import click
 
-from broker.cli.client import client_options, open_client, reporting
+from broker.cli.client import client_command
 from broker.cli.output import emit
 from broker.client.http import BrokerClient
 from broker.errors import EscrowError, InvalidInput, TamperDetected, Unauthorized
@@ -41,13 +41,9 @@ def nda() -> None:
 
 
 @nda.command("list")
-@client_options
-@reporting
-def list_ndas(
-    broker_url: str | None, token: str | None, token_file: Path | None, as_json: bool
-) -> None:
+@client_command
+def list_ndas(client: BrokerClient, as_json: bool) -> None:
     """The NDA texts, and which of them you signed (when you are logged in)."""
-    client = open_client(broker_url, token, token_file)
     texts = client.get("/api/v1/ndas", auth=False)["ndas"]
     signed: list[dict[str, Any]] | None = None
     # Without a token, list the texts only (a token the broker refuses still fails).
@@ -75,18 +71,9 @@ def list_ndas(
 @nda.command("show")
 @click.argument("nda_id")
 @click.option("--version", "version", default=None, help="a version (default: the latest)")
-@client_options
-@reporting
-def show(
-    nda_id: str,
-    version: str | None,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
-    as_json: bool,
-) -> None:
+@client_command
+def show(nda_id: str, version: str | None, client: BrokerClient, as_json: bool) -> None:
     """Print the exact text of an NDA (front matter included: it is part of what is signed)."""
-    client = open_client(broker_url, token, token_file)
     text = fetch_text(client, nda_id, version)
     if as_json:
         emit(text, True, [])
@@ -108,21 +95,17 @@ def show(
     "be a key you registered and proved",
 )
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@client_options
-@reporting
+@client_command
 def sign(
     nda_id: str,
     typed_name: str,
     version: str | None,
     ssh_key: Path | None,
     yes: bool,
-    broker_url: str | None,
-    token: str | None,
-    token_file: Path | None,
+    client: BrokerClient,
     as_json: bool,
 ) -> None:
     """Sign an NDA with your typed full name (and optionally an SSH signature)."""
-    client = open_client(broker_url, token, token_file)
     text = fetch_text(client, nda_id, version)
     if not yes and sys.stdin.isatty():
         click.echo(
