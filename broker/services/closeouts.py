@@ -59,7 +59,7 @@ def closeout_message(grant: Grant) -> str:
     """The exact text the researcher attests (and signs, with --ssh-key)."""
     deposit = grant.deposit
     return (
-        "escrow close-out\n"
+        "Close-out of a grant of the weights escrow\n"
         f"grant: {grant.id}\n"
         f"model: {deposit.model.full_name}@{deposit.version}\n"
         f"deposit: {deposit.id}\n"
@@ -233,6 +233,7 @@ def due_closeouts(uow: UnitOfWork, user_id: int, moment: datetime) -> tuple[date
 
 
 def _own(uow: UnitOfWork, actor: Principal, grant_id: str) -> Grant:
+    authorize(actor, Action.GRANT_READ_OWN)  # a person (a token is told so), before any lookup
     grant = uow.session.get(Grant, grant_id)
     if grant is None:
         raise _not_found(grant_id)
