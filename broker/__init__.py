@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ndas,
         oauth,
         orgs,
+        quarantine,
         store_urls,
     )
     from broker.api import models as api_models
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         orgs,
         access,
         agreements,
+        quarantine,
         audit,
         oauth,
         web_device,

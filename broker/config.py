@@ -69,6 +69,8 @@ class Settings:
     db_lock_timeout_s: int = 5
     db_pool_timeout_s: int = 10
     run_worker_in_process: bool = True
+    # grant close-outs (README "Close-out"): overdue this many days after a grant ended
+    closeout_overdue_days: int = 14
     kms_endpoint_url: str | None = None  # a KMS other than AWS's own (LocalStack, a VPC endpoint)
     local_store_quota_bytes: int = 0  # 0: none; else the local store refuses past it, as full
     config_file: Path | None = None
@@ -220,6 +222,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         **_durability(env, storage_url),
         **_jobs_and_database(env),
         run_worker_in_process=env.get("ESCROW_IN_PROCESS_WORKER", "1") == "1",
+        closeout_overdue_days=_positive_int(env, "ESCROW_CLOSEOUT_OVERDUE_DAYS", 14),
         kms_endpoint_url=env.get("ESCROW_KMS_ENDPOINT_URL") or None,
         local_store_quota_bytes=_whole_number(env, "ESCROW_LOCAL_STORE_QUOTA_BYTES", 0, 2**62),
         config_file=config_file,

@@ -11,6 +11,8 @@ POST /api/v1/grants/<id>/revoke             at once (reviewer or admin of the or
 POST /api/v1/grants/<id>/renew              ask to continue an active grant (a new request)
 POST /api/v1/grants/<id>/files/<n>/release  a fresh header for the pinned key + payload URL
 GET  /api/v1/grants/<id>/manifest           the deposit's signed manifest, to verify
+GET  /api/v1/grants/<id>/closeout           the close-out message of an ended grant of mine
+POST /api/v1/grants/<id>/closeout           attest that the weights were deleted (typed name)
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import json
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import caller, escrow, json_body, problem
-from broker.http.openapi import INTEGER, STRING, obj, operation, path_params
+from broker.http.openapi import BOOLEAN, INTEGER, STRING, obj, operation, path_params
 from broker.services import access as service
-from broker.services import grant_release, grants
+from broker.services import closeouts, grant_release, grants
 from broker.services.views_types import (
+    CloseoutView,
     Explanation,
     GrantList,
     GrantView,
@@ -58,6 +61,16 @@ RENEW = operation(
     status="201",
 )
 RENEW["requestBody"]["required"] = False  # both default: the policy's days, the first purpose
+CLOSE = operation(
+    "close out an ended grant of yours: attest that the weights were deleted, with your typed "
+    "name and optionally an SSH signature of the close-out message (ssh-keygen -Y sign -n "
+    "escrow-closeout); 201 when new, 200 when it was closed out already; 409 before the grant "
+    "ended or while a renewal continues it",
+    CloseoutView,
+    obj(attest_deleted=BOOLEAN, typed_name=STRING, ssh_signature=STRING),
+    status="201",
+)
+CLOSE["responses"]["200"] = CLOSE["responses"]["201"]
 OPENAPI = {
     "/api/v1/requests": {
         "post": operation(
@@ -125,6 +138,15 @@ OPENAPI = {
             ReleasedKey,
         ),
         "parameters": path_params("grant_id", "index"),
+    },
+    "/api/v1/grants/{grant_id}/closeout": {
+        "get": operation(
+            "the close-out of a grant of yours: the exact message to attest (and sign), when "
+            "the grant ended, and whether the close-out was made",
+            CloseoutView,
+        ),
+        "post": CLOSE,
+        "parameters": path_params("grant_id"),
     },
     "/api/v1/grants/{grant_id}/manifest": {
         "get": operation(
@@ -248,7 +270,8 @@ def list_grants() -> Response:
     org = request.args.get("org")
     with escrow().uow() as uow:
         found = grants.org_grants(uow, actor, org) if org else grants.my_grants(uow, actor)
-        answer: GrantList = {"grants": [grants.describe(uow, g) for g in found]}
+        days = escrow().settings.closeout_overdue_days
+        answer: GrantList = {"grants": closeouts.with_closeouts(uow, found, days)}
         return jsonify(answer)
 
 
@@ -286,3 +309,26 @@ def manifest(grant_id: str) -> Response:
     actor = caller()
     with escrow().uow() as uow:
         return jsonify(grant_release.manifest(escrow(), uow, actor, grant_id))
+
+
+@bp.get("/grants/<grant_id>/closeout")
+def closeout(grant_id: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(closeouts.message(uow, actor, grant_id))
+
+
+@bp.post("/grants/<grant_id>/closeout")
+def close(grant_id: str) -> tuple[Response, int]:
+    actor = caller()  # authenticate before reading the body
+    body = json_body()
+    with escrow().uow() as uow:
+        made, created = closeouts.close(
+            uow,
+            actor,
+            grant_id,
+            body.get("attest_deleted"),
+            body.get("typed_name"),
+            body.get("ssh_signature"),
+        )
+        return jsonify(made), 201 if created else 200

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import click
 
 from broker.cli.client import client_command, client_options, open_client, reporting
+from broker.cli.nda import ssh_sign
 from broker.cli.output import emit
 from broker.client.http import BrokerClient
 from broker.errors import InvalidInput
@@ -51,8 +52,18 @@ def grant_line(grant: dict[str, Any]) -> str:
     return (
         f"{grant['id']}: {grant['model']}@{grant['version']} {grant['state']}, "
         f"valid {grant['not_before']} to {grant['expires_at']}, key {grant['key_id']}, "
-        f"{grant['releases_per_file']} key release(s) per file{renews}"
+        f"{grant['releases_per_file']} key release(s) per file{renews}{closeout_note(grant)}"
     )
+
+
+def closeout_note(grant: dict[str, Any]) -> str:
+    closeout = grant.get("closeout") or {}
+    if closeout.get("attested_at"):
+        return f", closed out {closeout['attested_at']}"
+    if closeout.get("due_since"):
+        late = "OVERDUE" if closeout.get("overdue") else "due"
+        return f", close-out {late} since {closeout['due_since']}"
+    return ""
 
 
 def request_name(made: dict[str, Any]) -> str:
@@ -292,4 +303,55 @@ def renew(
         lines.append(grant_line(result["grant"]))
     elif made["state"] == "pending":
         lines.append("the reviewers of the model's organisation decide it")
+    emit(result, as_json, lines)
+
+
+@grants.command("close")
+@click.argument("grant_id")
+@click.option(
+    "--attest-deleted",
+    is_flag=True,
+    required=True,
+    help="attest that every copy of the weights obtained under the grant was deleted",
+)
+@click.option("--name", "typed_name", required=True, help="your full name, as your signature")
+@click.option(
+    "--ssh-key",
+    "ssh_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="also sign the close-out message with this ssh-ed25519 key (ssh-keygen -Y sign -n "
+    "escrow-closeout); it must be a key you registered and proved",
+)
+@client_options
+@reporting
+def close(
+    grant_id: str,
+    attest_deleted: bool,
+    typed_name: str,
+    ssh_key: Path | None,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Close out GRANT_ID, a grant of yours that ended (expired or revoked): attest that the
+    weights were deleted, with your typed name and optionally an SSH signature."""
+    if not attest_deleted:
+        raise InvalidInput(
+            "a close-out attests that the weights were deleted",
+            hint='escrow grants close GRANT --attest-deleted --name "Full Name"',
+        )
+    client = open_client(broker_url, token, token_file)
+    path = f"/api/v1/grants/{quote(grant_id, safe='')}/closeout"
+    body: dict[str, Any] = {"attest_deleted": True, "typed_name": typed_name}
+    if ssh_key is not None:
+        message = client.get(path)["message"]
+        body["ssh_signature"] = ssh_sign(ssh_key, message.encode("utf-8"), "escrow-closeout")
+    result = client.post(path, body)
+    lines = [f"grant {result['grant_id']} closed out at {result['attested_at']}"]
+    if result.get("ssh_key"):
+        lines.append(
+            f"ssh signature by key {result['ssh_key']} ({result['ssh_key_fingerprint']}) "
+            "verified and stored"
+        )
     emit(result, as_json, lines)

@@ -19,7 +19,7 @@ from broker.domain.principals import GLOBAL_ROLES, OPERATOR
 from broker.errors import Conflict, InvalidInput
 from broker.services import admin as service
 from broker.services import health as health_service
-from broker.services import master_key, master_key_shares, members, people, sessions
+from broker.services import master_key, master_key_shares, members, people, quarantine, sessions
 from broker.services import uploads as uploads_service
 
 
@@ -490,3 +490,41 @@ def key_join(share_files: tuple[Path, ...], key_file: Path | None, replace: bool
 def _read_share_file(path: Path) -> str:
     with path.open(encoding="utf-8", errors="replace") as handle:
         return handle.read(64 * 1024)  # a share is under 1 KB: anything bigger is not one
+
+
+@admin.group()
+def version() -> None:
+    """Model versions: quarantine one (no key release, no new request) and lift it."""
+
+
+def _quarantine_lines(result: dict[str, Any]) -> list[str]:
+    name = f"{result['model']}@{result['version']}"
+    if result["quarantined"]:
+        state = f"quarantined since {result['quarantined_at']} ({result['reason']})"
+    else:
+        state = "not quarantined: key releases and requests are allowed"
+    done = "" if result["changed"] else " (already so: nothing changed)"
+    return [f"{name} is {state}{done}"]
+
+
+@version.command("quarantine")
+@click.argument("target", metavar="ORG/MODEL@VERSION")
+@click.option("--reason", required=True, help="why (a leak report, a dispute); on the audit log")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def version_quarantine(target: str, reason: str, as_json: bool) -> None:
+    """Stop every key release and new request of a version at once, until lifted."""
+    model, _, number = target.partition("@")
+    with server_escrow().uow() as uow:
+        result = dict(quarantine.quarantine(uow, OPERATOR, model, number, reason))
+    emit(result, as_json, _quarantine_lines(result))
+
+
+@version.command("lift")
+@click.argument("target", metavar="ORG/MODEL@VERSION")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def version_lift(target: str, as_json: bool) -> None:
+    """Lift a version's quarantine: key releases and requests resume."""
+    model, _, number = target.partition("@")
+    with server_escrow().uow() as uow:
+        result = dict(quarantine.lift(uow, OPERATOR, model, number))
+    emit(result, as_json, _quarantine_lines(result))

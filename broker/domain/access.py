@@ -71,6 +71,8 @@ class Action(StrEnum):
     AGREEMENT_CHECKIN = "agreement.checkin"
     AGREEMENT_RELEASE = "agreement.release"
     AGREEMENT_VOTE = "agreement.vote"
+    GRANT_CLOSE = "grant.close"
+    VERSION_QUARANTINE = "version.quarantine"
 
 
 RULES: dict[Action, Rule] = {
@@ -104,6 +106,11 @@ RULES: dict[Action, Rule] = {
     Action.AGREEMENT_CHECKIN: OrgRole(("admin",)),
     Action.AGREEMENT_RELEASE: OrgRole(("admin",)),
     Action.AGREEMENT_VOTE: Person(),  # a trustee the agreement names (checked by the service)
+    # close-out: the grant's researcher attests that the weights were deleted
+    Action.GRANT_CLOSE: Owner("grant", hint="list your grants with `escrow grants`"),
+    # stopping key releases of a version (a leak): the operator only, not the lab, whose
+    # release agreement binds it (a lab could otherwise hold back a triggered release)
+    Action.VERSION_QUARANTINE: GlobalRole(("operator",)),
 }
 
 

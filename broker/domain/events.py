@@ -44,6 +44,7 @@ class AuditAction(StrEnum):
     FIXITY_INCOMPLETE = "fixity.incomplete"
     FIXITY_PASSED = "fixity.passed"
     FIXITY_REPAIRED = "fixity.repaired"
+    GRANT_CLOSED = "grant.closed"
     GRANT_CREATED = "grant.created"
     GRANT_REVOKED = "grant.revoked"
     KEY_PROVEN = "key.proven"
@@ -70,3 +71,5 @@ class AuditAction(StrEnum):
     USER_CREATED = "user.created"
     USER_LOGIN = "user.login"
     USER_LOGOUT = "user.logout"
+    VERSION_QUARANTINE_LIFTED = "version.quarantine_lifted"
+    VERSION_QUARANTINED = "version.quarantined"

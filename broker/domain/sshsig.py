@@ -48,6 +48,7 @@ ED25519_KEY_SIZE = 32
 ED25519_SIG_SIZE = 64
 NDA_NAMESPACE = "escrow-nda"
 AGREEMENT_NAMESPACE = "escrow-agreement"  # trustees' votes on release agreements
+CLOSEOUT_NAMESPACE = "escrow-closeout"  # a researcher's close-out of an ended grant
 MAX_SIGNATURE_TEXT = 4096  # an armored Ed25519 SSHSIG is ~300 bytes; refuse anything huge
 
 SIGN_HINT = (

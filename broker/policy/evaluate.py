@@ -17,7 +17,7 @@ again with a new request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from broker.domain.nda import version_key
 from broker.domain.principals import counts_as, roles_counting_as
@@ -49,6 +49,7 @@ def evaluate(policy: Policy, facts: Facts) -> Decision:
     _check_email(policy, facts, eligibility)
     _check_affiliation(policy, facts, eligibility)
     _check_key(policy, facts, eligibility)
+    _check_closeouts(policy, facts, eligibility)
     eligible = not eligibility.missing
 
     approvals = _Findings()
@@ -190,6 +191,30 @@ def _check_key(policy: Policy, facts: Facts, found: _Findings) -> None:
             "Make a key and prove you hold it: escrow keys generate, then "
             "escrow keys add --identity ~/.config/escrow/key.txt",
         )
+
+
+def _check_closeouts(policy: Policy, facts: Facts, found: _Findings) -> None:
+    """No new grant while a grant of the requester ended `overdue_after_days` ago or more and
+    still waits for its close-out (the grants are not named: reviewers read these reasons)."""
+    rule = policy.requires
+    if not rule.no_overdue_closeouts:
+        return
+    now = facts.now if facts.now.tzinfo else facts.now.replace(tzinfo=UTC)
+    late = timedelta(days=rule.overdue_after_days)
+    overdue = sum(1 for ended in facts.closeouts_due if now >= _aware(ended) + late)
+    if not overdue:
+        return
+    found.unmet(
+        "a close-out of every grant that ended",
+        f"Policy {policy.id} grants nothing while a grant of yours ended "
+        f"{rule.overdue_after_days} days ago or more without a close-out ({overdue} such "
+        "grant(s)): delete the weights and attest it, for each grant listed as due by "
+        'escrow grants: escrow grants close GRANT --attest-deleted --name "Full Name"',
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- approvals -----------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class Facts:
     keys: tuple[KeyFact, ...] = ()  # proven, not retired
     requested_days: int | None = None
     approvals: tuple[ApprovalFact, ...] = ()
+    # when each of the requester's ended grants still without a close-out ended
+    closeouts_due: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ The format (see `policies/examples/` for commented files):
     grant: {default_days: 14, max_days: 30, releases_per_file: 3, renewal: false}
     require_post_quantum_key: false
     embargo_until: 2025-06-01          # optional: no request is allowed before this UTC date
+    requires:                          # optional; these are the defaults
+      no_overdue_closeouts: false      # true: no grant while one of the requester's ended
+      overdue_after_days: 14           #   grants waits for its close-out this long
     description: "…"                   # optional, shown to people
 """
 
@@ -50,6 +53,7 @@ __all__ = [
     "NdaRequirement",
     "Policy",
     "PolicyError",
+    "Requires",
     "PolicyProblem",
     "parse_policy",
     "pattern_key",
@@ -108,6 +112,14 @@ class GrantLimits:
 
 
 @dataclass(frozen=True)
+class Requires:
+    """Conditions on the requester's record, beyond eligibility."""
+
+    no_overdue_closeouts: bool = False  # every ended grant closed out within the days below
+    overdue_after_days: int = 14
+
+
+@dataclass(frozen=True)
 class Policy:
     id: str  # the file's stem
     path: Path
@@ -121,6 +133,7 @@ class Policy:
     require_post_quantum_key: bool = False
     embargo_until: date | None = None  # requests are refused before 00:00 UTC that day
     description: str = ""
+    requires: Requires = field(default_factory=Requires)
     # where keys and model patterns are (line numbers), for cross-file errors; not compared
     lines: dict[str, int] | None = field(default=None, compare=False, repr=False)
 
@@ -218,6 +231,7 @@ _TOP = (
     "require_post_quantum_key",
     "embargo_until",
     "description",
+    "requires",
 )
 _TOP_REQUIRED = ("organisation", "models", "nda", "approvals", "grant")
 
@@ -271,6 +285,7 @@ class _Reader(NodeReader):
         )
         embargo = self.at(fields, "embargo_until", lambda n: self.date(n, "embargo_until"))
         description = self.at(fields, "description", lambda n: self.string(n, "description"), "")
+        requires = self.at(fields, "requires", self.requires, Requires())
         if self.problems:
             return None
         assert organisation is not None and models is not None  # no problems: all were read
@@ -288,6 +303,7 @@ class _Reader(NodeReader):
             require_post_quantum_key=bool(post_quantum),
             embargo_until=embargo,
             description=description or "",
+            requires=requires or Requires(),
             lines=dict(self.lines),
         )
 
@@ -444,3 +460,23 @@ class _Reader(NodeReader):
         if None in (default_days, max_days, releases, renewal):
             return None
         return GrantLimits(default_days, max_days, releases, bool(renewal))
+
+    def requires(self, node: Node) -> Requires | None:
+        keys = ("no_overdue_closeouts", "overdue_after_days")
+        fields = self.mapping(node, "requires", keys, ())
+        if fields is None:
+            return None
+        default = Requires()
+        closeouts = self.optional(
+            fields, "no_overdue_closeouts", self.boolean, default.no_overdue_closeouts, "requires"
+        )
+        days = self.optional(
+            fields,
+            "overdue_after_days",
+            lambda n, what: self.integer(n, what, 0, MAX_DAYS),
+            default.overdue_after_days,
+            "requires",
+        )
+        if closeouts is None or days is None:
+            return None
+        return Requires(bool(closeouts), int(days))

@@ -397,6 +397,10 @@ def describe(deposit: Deposit) -> DepositView:
             }
             for f in sorted(deposit.files, key=lambda f: f.path)
         ],
+        "quarantined_at": (
+            deposit.quarantined_at.isoformat() if deposit.quarantined_at else None
+        ),
+        "quarantine_reason": deposit.quarantine_reason,
     }
 
 

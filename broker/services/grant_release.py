@@ -45,6 +45,8 @@ from broker.errors import Forbidden, NotFound, StorageError
 from broker.services.deposits import deposit_prefix, payload_key, unwrap_identity
 from broker.services.grants import GrantTerms, iso, not_found, refusal, url_ttl
 from broker.services.people import commitment, person_subject
+from broker.services.quarantine import RELEASE_HINT as QUARANTINE_HINT
+from broker.services.quarantine import refusal as quarantine_refusal
 from broker.services.views_types import ReleasedKey, SignedManifest
 
 
@@ -201,7 +203,11 @@ def _check_release(
     if str(grant.user_id) != actor.id:
         _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
         raise not_found(grant.id)
-    why = refusal(grant, moment) or _key_refusal(grant)
+    why = (
+        refusal(grant, moment)
+        or _key_refusal(grant)
+        or quarantine_refusal(grant.id, grant.quarantined_at, grant.quarantine_reason)
+    )
     if why is not None:
         _refuse(uow, actor, grant, index, *why)
         raise ReleaseRefused(why[1], hint=_refusal_hint(why[0], grant))
@@ -251,6 +257,9 @@ _GRANT_TERMS = (
     # The pinned key: NULL columns when its row is gone (then it counts as retired).
     ResearcherKey.id.label("key_found"),
     ResearcherKey.retired_at.label("key_retired_at"),
+    # the version's quarantine (broker.services.quarantine): no release while it is set
+    Deposit.quarantined_at,
+    Deposit.quarantine_reason,
 )
 _RELEASE_TARGET = (
     select(
@@ -285,6 +294,7 @@ _RELEASE_TARGET = (
 _LOCKED_FOR_RELEASE = with_audit_head(
     select(*_GRANT_TERMS)
     .outerjoin(ResearcherKey, ResearcherKey.id == Grant.key_id)
+    .join(Deposit, Deposit.id == Grant.deposit_id)
     .where(Grant.id == bindparam("grant_id")),
     Grant,
 )
@@ -358,6 +368,8 @@ def _key_refusal(grant: Row[Any]) -> tuple[str, str] | None:
 def _refusal_hint(reason: str, grant: GrantTerms) -> str:
     if reason == "not_yet_valid":
         return f"retry after {iso(grant.not_before)}"
+    if reason == "quarantined":
+        return QUARANTINE_HINT
     return "ask for access again with a new request (escrow request ORG/NAME@VERSION)"
 
 

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from broker.domain.access import Action
 from broker.errors import BadRequest
 from broker.http.common import escrow
-from broker.services import access, catalog, grants, members
+from broker.services import access, catalog, closeouts, grants, members
 from broker.web.common import (
     allowed,
     page_blueprint,
@@ -107,7 +107,11 @@ def org_grants(org: str) -> str:
     require(actor, Action.GRANT_READ_ORG, org)
     policy_dir = escrow().settings.policy_dir
     with escrow().uow() as uow:
-        found = [grants.describe(uow, g) for g in reversed(grants.org_grants(uow, actor, org))]
+        found = closeouts.with_closeouts(
+            uow,
+            list(reversed(grants.org_grants(uow, actor, org))),
+            escrow().settings.closeout_overdue_days,
+        )
         researchers = {
             g["request_id"]: access.researcher_facts(
                 uow, access.visible_request(uow, actor, g["request_id"]), policy_dir)

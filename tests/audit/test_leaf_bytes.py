@@ -146,6 +146,10 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.AGREEMENT_TRIGGERED,
         AuditAction.AGREEMENT_VOTE_WITHDRAWN,
         AuditAction.AGREEMENT_VOTED,
+        # grant close-out, quarantine of a version
+        AuditAction.GRANT_CLOSED,
+        AuditAction.VERSION_QUARANTINED,
+        AuditAction.VERSION_QUARANTINE_LIFTED,
     }
 
 

@@ -286,3 +286,34 @@ def test_a_duration_below_one_day_is_invalid_input():
 def test_evaluating_a_policy_that_does_not_cover_the_model_is_a_bug_not_a_decision():
     with pytest.raises(EscrowError, match="does not cover model beta-lab/x"):
         evaluate(make_policy(), make_facts(model="beta-lab/x"))
+
+
+# --- close-outs ----------------------------------------------------------------------------------
+
+
+def test_an_overdue_close_out_refuses_only_under_a_policy_that_requires_it():
+    from datetime import timedelta
+
+    from broker.policy.schema import Requires
+
+    ended = NOW - timedelta(days=14)
+    strict = make_policy(requires=Requires(no_overdue_closeouts=True, overdue_after_days=14))
+    overdue = evaluate(strict, make_facts(closeouts_due=(ended,)))
+    assert not overdue.eligible
+    assert overdue.missing == ("a close-out of every grant that ended",)
+    assert "escrow grants close" in overdue.reasons[0] and "(1 such grant(s))" in overdue.reasons[0]
+    # a day less: due, not overdue
+    assert evaluate(strict, make_facts(closeouts_due=(ended + timedelta(days=1),))).allowed
+    assert evaluate(make_policy(), make_facts(closeouts_due=(ended,))).allowed
+
+
+def test_requires_is_read_with_its_defaults_and_checked():
+    policy, problems = parse_policy(
+        (GOOD + "requires: {no_overdue_closeouts: true}\n").encode(), Path("acme-ai.yaml")
+    )
+    assert not problems and policy.requires.no_overdue_closeouts
+    assert policy.requires.overdue_after_days == 14
+    _, problems = parse_policy(
+        (GOOD + "requires: {no_overdue_closeouts: yes-please}\n").encode(), Path("acme-ai.yaml")
+    )
+    assert problems and "no_overdue_closeouts" in problems[0].message

@@ -100,6 +100,9 @@ class Deposit(Base):
     files: Mapped[list[DepositFile]] = relationship(
         back_populates="deposit", order_by="DepositFile.idx", cascade="all, delete-orphan"
     )
+    # a quarantine (a leak, a dispute): no key release and no new request while set
+    quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    quarantine_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # set once a release agreement's trigger fired: requests are decided under what it unlocks
     agreement_release: Mapped[AgreementRelease | None] = relationship(viewonly=True)
 
@@ -437,6 +440,19 @@ class Grant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     deposit: Mapped[Deposit] = relationship()
+
+
+class GrantCloseout(Base):
+    """The researcher's attestation that an ended grant's weights were deleted. The typed name
+    is personal data: it stays here, never on the audit log (like an NDA's typed name)."""
+
+    __tablename__ = "grant_closeouts"
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), primary_key=True)
+    typed_name: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)  # exactly what was attested (and signed)
+    ssh_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ssh_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class KeyRelease(Base):

@@ -25,7 +25,7 @@ from broker.errors import InvalidInput, NotFound
 from broker.policy.facts import ApprovalFact, Facts, KeyFact
 from broker.policy.loader import PolicyLibrary
 from broker.policy.schema import Policy
-from broker.services import agreements, ndas
+from broker.services import agreements, closeouts, ndas
 from broker.services.keys import proven_keys
 from broker.services.people import roles_of
 
@@ -71,15 +71,17 @@ def gather_facts(
     """What the policy decides on, from the database: trusted claims (kept at login, only those
     the issuer is authoritative for), organisations, NDA texts signed (a signature counts only
     while its exact text is still the one in policies/ndas/), proven keys (only `key` when the
-    request names one), the requested duration and the reviews so far."""
+    request names one), the requested duration, the reviews so far, and when each of the
+    requester's ended grants still waiting for its close-out ended."""
     profile = user.profile
     org_roles, _ = roles_of(uow, user.id)
     org = deposit.model.organisation.name
     approvals = [approval_fact(uow, org, r.reviewer_id, r.approve) for r in reviews]
     keys = [key] if key is not None else proven_keys(uow, user.id)
+    moment = now()
     return Facts(
         model=deposit.model.full_name,
-        now=now(),
+        now=moment,
         requester_id=str(user.id),
         email=profile.email if profile else None,
         email_verified=bool(profile and profile.email_verified),
@@ -89,6 +91,7 @@ def gather_facts(
         keys=tuple(key_fact(k) for k in keys),
         requested_days=requested_days,
         approvals=tuple(approvals),
+        closeouts_due=closeouts.due_closeouts(uow, user.id, moment),
     )
 
 

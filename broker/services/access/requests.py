@@ -52,6 +52,7 @@ from broker.services.deposits import SEALED
 from broker.services.grants import RenewalRefused
 from broker.services.keys import proven_keys
 from broker.services.people import audit_subject
+from broker.services.quarantine import refuse_if_quarantined
 from broker.services.views_types import Explanation
 
 MAX_PURPOSE = 2000
@@ -156,6 +157,7 @@ def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> A
     """Evaluate the policy, store the request with its decision (and its grant when allowed at
     once), audit, commit; then raise RequestRefused when the requester is not eligible."""
     deposit = ask.deposit
+    refuse_if_quarantined(deposit)  # nothing recorded: ask again once it is lifted
     facts = gather_facts(uow, policy_dir, ask.user, deposit, ask.days, ask.key, [])
     decision = evaluate(ask.policy, facts)
     request = AccessRequest(

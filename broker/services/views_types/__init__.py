@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing_extensions import is_typeddict
 
 from broker.services.views_types.access import (
+    CloseoutStatus,
+    CloseoutView,
     DecisionView,
     Explanation,
     GrantFile,
@@ -23,6 +25,7 @@ from broker.services.views_types.access import (
     ManifestSignature,
     PolicyRef,
     ProvenKey,
+    QuarantineView,
     RecordedPolicy,
     ReleasedKey,
     RenewedGrant,
@@ -122,6 +125,8 @@ __all__ = [
     "CatalogModel",
     "CatalogVersion",
     "Checkpoint",
+    "CloseoutStatus",
+    "CloseoutView",
     "CheckpointKey",
     "ConsistencyProof",
     "DecisionView",
@@ -161,6 +166,7 @@ __all__ = [
     "ProvenKey",
     "PublishedKey",
     "PublishedKeys",
+    "QuarantineView",
     "RawEntries",
     "RawEntry",
     "RecordedPolicy",

@@ -109,6 +109,44 @@ class GrantFile(TypedDict):
     releases: int
 
 
+class CloseoutStatus(TypedDict):
+    """Whether the grant's researcher attested that the weights were deleted after it ended."""
+
+    due_since: str | None
+    """when the grant ended, while no close-out was made (null: not due, or made)"""
+    attested_at: str | None
+    ssh_signed: bool
+    overdue: bool
+    """due for longer than the broker's ESCROW_CLOSEOUT_OVERDUE_DAYS"""
+
+
+class CloseoutView(TypedDict):
+    """The close-out of one grant: the exact message attested, and whether it was made."""
+
+    grant_id: str
+    ended_at: str | None
+    """null while the grant has not ended (no close-out is possible yet)"""
+    message: str
+    """what the researcher attests, and signs with ssh-keygen -Y sign -n escrow-closeout"""
+    attested_at: str | None
+    ssh_key: str | None
+    ssh_key_fingerprint: str | None
+    ssh_signature: str | None
+
+
+class QuarantineView(TypedDict):
+    """A model version's quarantine: while set, no key is released and no request is taken."""
+
+    model: str
+    version: str
+    deposit_id: str
+    quarantined: bool
+    quarantined_at: str | None
+    reason: str | None
+    changed: bool
+    """false when the version was already in the state asked for (nothing was done)"""
+
+
 class GrantView(TypedDict):
     """A grant: a researcher's access to one deposit, for one key, for a period."""
 
@@ -128,6 +166,8 @@ class GrantView(TypedDict):
     revoked_at: str | None
     releases_per_file: int
     files: list[GrantFile]
+    closeout: NotRequired[CloseoutStatus]
+    """in grant listings: the close-out owed once the grant ended"""
 
 
 class RequestOutcome(TypedDict):

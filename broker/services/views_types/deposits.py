@@ -44,6 +44,9 @@ class DepositView(TypedDict):
     failure_hint: str | None
     verification: VerificationView | None
     files: list[DepositFileView]
+    quarantined_at: str | None
+    """set while an operator quarantines the version: no key release, no new request"""
+    quarantine_reason: str | None
 
 
 class PresignedPart(TypedDict):
