@@ -71,3 +71,28 @@ def person_token(broker, email: str, roles: tuple[tuple[str, str], ...] = ()) ->
         uow.commit()
     escrow.engine.dispose()
     return token
+
+
+def proven_ssh_key(escrow, user_id, key) -> str:
+    """Register the ssh-ed25519 key at `key` (a path; its .pub beside it) for the user and prove
+    it by answering its age challenge, as `escrow keys add` + `escrow keys prove` do: its id."""
+    import io
+    import re
+    from datetime import UTC, datetime
+
+    from broker import age
+    from broker.domain.principals import Principal, PrincipalKind
+    from broker.services import keys
+
+    principal = Principal(kind=PrincipalKind.USER, id=user_id, auth_time=datetime.now(UTC))
+    with escrow.uow() as uow:
+        made = keys.register_key(uow, principal, key.with_suffix(".pub").read_text(), "",
+                                 escrow.settings.origin)
+        key_id, challenge = made.id, made.challenge
+    out = io.BytesIO()
+    age.decrypt(io.BytesIO(challenge), out, age.parse_identities(key.read_text()))
+    secret = re.search(r"^secret: (\w+)$", out.getvalue().decode(), re.M).group(1)
+    with escrow.uow() as uow:
+        keys.prove_key(uow, principal, key_id, secret)
+    return key_id
+

@@ -7,19 +7,15 @@ requests decided under what the release unlocked."""
 from __future__ import annotations
 
 import hashlib
-import io
-import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from access_support import WEIGHTS
+from access_support import WEIGHTS, proven_ssh_key
 
-from broker import age
-from broker.domain.principals import Principal, PrincipalKind
-from broker.services import agreements, keys
+from broker.services import agreements
 
 PATH = "/api/v1/agreements/acme-ai/gpt-small/2024-05"
 TRUSTEES = ("tina@trust.example", "tom@trust.example", "tess@trust.example")
@@ -66,17 +62,7 @@ def trustee(escrow, person, ssh_key):
     def make(email: str):
         actor = person(email)
         key = ssh_key(email.split("@")[0])
-        principal = Principal(kind=PrincipalKind.USER, id=actor.user_id,
-                              auth_time=datetime.now(UTC))
-        with escrow.uow() as uow:
-            made = keys.register_key(uow, principal, key.with_suffix(".pub").read_text(), "",
-                                     escrow.settings.origin)
-            key_id, challenge = made.id, made.challenge
-        out = io.BytesIO()
-        age.decrypt(io.BytesIO(challenge), out, age.parse_identities(key.read_text()))
-        secret = re.search(r"^secret: (\w+)$", out.getvalue().decode(), re.M).group(1)
-        with escrow.uow() as uow:
-            keys.prove_key(uow, principal, key_id, secret)
+        proven_ssh_key(escrow, actor.user_id, key)
         return actor, key
 
     return make

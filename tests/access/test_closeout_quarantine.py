@@ -5,19 +5,15 @@ API, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import io
-import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from access_support import set_grant, stored_grant
+from access_support import proven_ssh_key, set_grant, stored_grant
 
-from broker import age
-from broker.domain.principals import Principal, PrincipalKind
-from broker.services import closeouts, keys
+from broker.services import closeouts
 
 QUARANTINE = "/api/v1/quarantine/acme-ai/gpt-small/2024-05"
 
@@ -93,17 +89,7 @@ def ssh_key(tmp_path, require_part):
 
 
 def prove_ssh_key(escrow, actor, key: Path) -> str:
-    principal = Principal(kind=PrincipalKind.USER, id=actor.user_id, auth_time=datetime.now(UTC))
-    with escrow.uow() as uow:
-        made = keys.register_key(uow, principal, key.with_suffix(".pub").read_text(), "",
-                                 escrow.settings.origin)
-        key_id, challenge = made.id, made.challenge
-    out = io.BytesIO()
-    age.decrypt(io.BytesIO(challenge), out, age.parse_identities(key.read_text()))
-    secret = re.search(r"^secret: (\w+)$", out.getvalue().decode(), re.M).group(1)
-    with escrow.uow() as uow:
-        keys.prove_key(uow, principal, key_id, secret)
-    return key_id
+    return proven_ssh_key(escrow, actor.user_id, key)
 
 
 def ssh_sign(key: Path, data: bytes, namespace: str = "escrow-closeout") -> str:
