@@ -51,10 +51,22 @@ class Tab:
         self.page.goto(self.base + path)
         return self.page
 
+    def follow(self, link: str, exact: bool = False) -> object:
+        """Click a link and wait until its page has loaded (a click only starts the navigation:
+        reading the page at once may read the old one, or a blank new one)."""
+        target = self.page.get_by_role("link", name=link, exact=exact)
+        href = target.get_attribute("href")
+        target.click()
+        self.page.wait_for_url(re.compile(re.escape(href.split("#")[0]) + r"([?#].*)?$"))
+        self.page.wait_for_load_state()
+        return self.page
+
     def shot(self, name: str) -> Path:
         """A full-page screenshot, kept as a CI artifact, of a page that passes the basic
         accessibility checks."""
-        assert self.accessibility_problems() == [], self.page.url
+        self.page.wait_for_load_state()
+        problems = self.accessibility_problems()
+        assert problems == [], (self.page.url, problems)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)

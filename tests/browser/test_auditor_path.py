@@ -15,8 +15,7 @@ def test_an_auditor_filters_the_log_and_verifies_it(tab, escrow, app):
     follow_login_link(auditor, login_link(escrow, "audrey@audit.example", "Audrey Auditor",
                                           global_roles=("auditor",)))
     page = auditor.page
-    page.get_by_role("link", name="Audit", exact=True).click()
-    page.wait_for_url(re.compile(r".*/audit$"))
+    auditor.follow("Audit", exact=True)
     saved = page.locator("#checkpoint-note").inner_text()
     auditor.shot("audit")
     # At 1280 px the table stays inside its column (long ids wrap instead of overflowing).
@@ -45,7 +44,7 @@ def test_an_auditor_filters_the_log_and_verifies_it(tab, escrow, app):
     auditor.shot("audit-event")
 
     auditor.open("/audit")
-    page.get_by_role("link", name="Verify the log").click()
+    auditor.follow("Verify the log")
     page.get_by_label("A checkpoint saved before").fill(saved)
     page.get_by_role("button", name="Verify now").click()
     result = page.locator("#verify-result").inner_text()

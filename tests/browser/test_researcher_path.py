@@ -69,11 +69,11 @@ def test_a_researcher_logs_in_signs_the_nda_and_requests_access(tab, lab):
     researcher.shot("profile")
 
     researcher.open("/")
-    page.get_by_role("link", name="Request access to acme-ai/gpt-small@2024-05").click()
+    researcher.follow("Request access to acme-ai/gpt-small@2024-05")
     assert page.get_by_text("Still missing, as the policy decides now").is_visible()
     researcher.shot("request-missing")
 
-    page.get_by_role("link", name="Read and sign the NDA acme-research-nda").click()
+    researcher.follow("Read and sign the NDA acme-research-nda")
     assert "Research Access Agreement" in page.locator("pre.document").inner_text()
     researcher.shot("nda")
     page.get_by_label("I have read this agreement and accept its terms.").check()

@@ -31,9 +31,9 @@ def test_a_reviewer_approves_and_then_revokes(tab, escrow, pending):
     follow_login_link(reviewer, login_link(escrow, "rita@acme.example", "Rita Reviewer",
                                            org_roles=(("acme-ai", "reviewer"),)))
     page = reviewer.page
-    page.get_by_role("link", name="Lab").click()
+    reviewer.follow("Lab")
     reviewer.shot("lab")
-    page.get_by_role("link", name="Review queue").click()
+    reviewer.follow("Review queue")
     card = page.locator(f"#{pending}")
     for fact in ("Rosa Franklin", "rosa@uni.example", "verified", "acme-research-nda version 1",
                  "sycophancy interpretability study"):
@@ -46,7 +46,7 @@ def test_a_reviewer_approves_and_then_revokes(tab, escrow, pending):
 
     researcher = tab()
     follow_login_link(researcher, login_link(escrow, "rosa@uni.example", "Rosa Franklin"))
-    researcher.page.get_by_role("link", name="My access").click()
+    researcher.follow("My access")
     grant = researcher.page.locator("section.card").first
     assert "12 days left" in grant.locator(".time-left").inner_text()
     command = grant.locator(".fetch-command").inner_text().replace(" \\\n    ", " ")
