@@ -7,9 +7,10 @@ the API (entries fetched page by page) feed entries here in order; memory stays 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+import orjson
 
 from broker.auditlog import merkle
 from broker.auditlog.proofs import (
@@ -61,14 +62,14 @@ class LogReplay:
         frontier grown in place instead of through `merkle.append`'s argument checks. For
         replaying millions of entries (the operator's `escrow audit verify`)."""
         sha256, roots, frontier = hashlib.sha256, self.roots, self.frontier
-        decode = _DECODE
+        decode = orjson.loads
         for seq, leaf, recorded_hash in entries:
             size = self.size
             if seq != size:
                 self.add(seq, leaf, recorded_hash)  # raises, with the message
             try:
-                claimed = decode(leaf.decode())["seq"]
-            except (ValueError, KeyError, TypeError):
+                claimed = decode(leaf)["seq"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
                 claimed = None
             if claimed != seq or type(claimed) is not int:
                 self.add(seq, leaf, recorded_hash)  # raises, with the message
@@ -117,13 +118,10 @@ class LogReplay:
         return merkle.root_from_frontier(self.frontier)
 
 
-_DECODE = json.JSONDecoder().decode
-
-
 def _claimed_seq(leaf: bytes, position: int) -> int:
     try:
-        value = json.loads(leaf)["seq"]
-    except (ValueError, KeyError, TypeError) as error:
+        value = orjson.loads(leaf)["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
         raise LogTampered(f"entry {position} is not an audit event: {error}") from None
     if not isinstance(value, int):
         raise LogTampered(f"entry {position} has no integer seq")

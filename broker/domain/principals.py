@@ -47,12 +47,16 @@ class Principal:
     auth_time: datetime | None = None  # when the person last proved who they are (OIDC)
     session_id: str | None = None  # the login session a person acts through
 
+    def __post_init__(self) -> None:
+        # A kind given as its word ("user") becomes the enum member: one spelling everywhere.
+        object.__setattr__(self, "kind", PrincipalKind(self.kind))
+
     def holds(self, org: str, roles: tuple[str, ...]) -> bool:
         return any((org, role) in self.org_roles for role in roles)
 
     def audit_ref(self) -> dict[str, str]:
         """How the actor appears on the audit log: stable ids only, no personal data."""
-        return {"kind": str(self.kind), "id": self.id}
+        return {"kind": self.kind.value, "id": self.id}
 
     def describe_roles(self) -> dict[str, object]:
         orgs: dict[str, list[str]] = {}

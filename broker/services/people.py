@@ -94,7 +94,7 @@ def create_user(
             f"user {claims.email or subject!r} at {issuer} already exists",
             hint="list users with: escrow admin user list",
         )
-    user = upsert_user(uow, actor, issuer, subject, claims)
+    user = _add_user(uow, actor, issuer, subject, claims)
     uow.commit()
     return user
 
@@ -104,11 +104,31 @@ def upsert_user(
 ) -> User:
     """The user for (issuer, subject), created on first sight; the profile takes the claims."""
     user = find_user(uow, issuer, subject)
-    created = user is None
     if user is None:
-        user = User(issuer=issuer, subject=subject)
-        user.profile = UserProfile(commitment_salt=secrets.token_bytes(32))
-        uow.session.add(user)
+        return _add_user(uow, actor, issuer, subject, claims)
+    _take_claims(user, claims)
+    uow.session.flush()
+    return user
+
+
+def _add_user(
+    uow: UnitOfWork, actor: Principal | None, issuer: str, subject: str, claims: Claims
+) -> User:
+    user = User(issuer=issuer, subject=subject)
+    user.profile = UserProfile(commitment_salt=secrets.token_bytes(32))
+    uow.session.add(user)
+    _take_claims(user, claims)
+    uow.session.flush()
+    uow.audit(
+        AuditAction.USER_CREATED,
+        actor or Principal(kind=PrincipalKind.USER, id=str(user.id)),
+        audit_subject(user),
+        {"issuer": issuer},
+    )
+    return user
+
+
+def _take_claims(user: User, claims: Claims) -> None:
     profile = user.profile or UserProfile(commitment_salt=secrets.token_bytes(32))
     user.profile = profile
     profile.email, profile.email_verified, profile.name = (
@@ -119,15 +139,6 @@ def upsert_user(
     profile.affiliations = json.dumps(sorted(set(claims.affiliations)))
     profile.claims = json.dumps(claims.raw or {}, sort_keys=True, default=str)
     profile.updated_at = now()
-    uow.session.flush()
-    if created:
-        uow.audit(
-            AuditAction.USER_CREATED,
-            actor or Principal(kind=PrincipalKind.USER, id=str(user.id)),
-            audit_subject(user),
-            {"issuer": issuer},
-        )
-    return user
 
 
 def grant_org_role(uow: UnitOfWork, actor: Principal, user: User, org: str, role: str) -> None:
