@@ -10,15 +10,17 @@ import pytest
 
 from broker.policy.agreement import (
     AgreementError,
-    AgreementFacts,
     AllOf,
     LabAdmin,
     TrusteeVote,
+    load_agreement,
+    parse_agreement,
+)
+from broker.policy.agreement_rules import (
+    AgreementFacts,
     agreement_words,
     evaluate_agreement,
     evaluate_amendment,
-    load_agreement,
-    parse_agreement,
 )
 
 REPO = Path(__file__).resolve().parents[2]

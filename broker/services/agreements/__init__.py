@@ -1,9 +1,9 @@
 """Release agreements that bind: attach, amend, check in, vote, release, and fire triggers.
 
-The format and its evaluation are pure (`broker.policy.agreement`); this module gathers the facts
-(now, the lab's last check-in, trustees' votes, the lab's early release), records every change on
-the audit log, and keeps the texts in the bucket beside the deposit (`deposits/<id>/agreements/`)
-so that recovery restores them.
+The format and its evaluation are pure (`broker.policy.agreement`, `.agreement_rules`); this
+module gathers the facts (now, the lab's last check-in, trustees' votes, the lab's early
+release), records every change on the audit log, and keeps the texts in the bucket beside the
+deposit (`deposits/<id>/agreements/`) so that recovery restores them.
 
 Binding: before a version is sealed, its depositor or admin may attach and replace its agreement
 freely. Once sealed, the agreement in force is replaced only by an amendment that its own

@@ -16,7 +16,8 @@ from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.errors import InvalidInput
-from broker.policy.agreement import Agreement, evaluate_amendment, load_agreement
+from broker.policy.agreement import Agreement, load_agreement
+from broker.policy.agreement_rules import evaluate_amendment
 from broker.services.agreements.common import (
     AGREEMENTS_DIR,
     MAX_TEXT,

@@ -15,8 +15,8 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.principals import SYSTEM, Principal
-from broker.policy.agreement import (
-    PUBLIC,
+from broker.policy.agreement import PUBLIC
+from broker.policy.agreement_rules import (
     AgreementDecision,
     AgreementFacts,
     evaluate_agreement,

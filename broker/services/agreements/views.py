@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from broker.adapters.db.models import AgreementRelease, AgreementVote, Deposit, ReleaseAgreement
 from broker.adapters.db.uow import UnitOfWork
-from broker.policy.agreement import agreement_words
+from broker.policy.agreement_rules import agreement_words
 from broker.services.agreements.common import (
     active_votes,
     current,
