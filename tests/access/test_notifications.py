@@ -266,3 +266,79 @@ def test_a_refusal_for_good_fails_the_message_at_once(pending, escrow, mailbox, 
     assert (message.state, message.attempts) == ("failed", 1)
     assert "550" in message.last_error and "no such mailbox" in message.last_error
     assert received(mailbox) == []
+
+
+# --- settings and the operator's view ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "wanted"), [
+    ("smtp://127.0.0.1:2525", ("127.0.0.1", 2525, "plain", "")),
+    ("smtp+starttls://mailer:s%40cret@mail.example", ("mail.example", 587, "starttls", "mailer")),
+    ("smtps://mailer:secret@mail.example:4650", ("mail.example", 4650, "ssl", "mailer")),
+])
+def test_smtp_urls(tmp_path, url, wanted):
+    from broker.config import load_settings
+
+    settings = load_settings({"ESCROW_DATA_DIR": str(tmp_path), "ESCROW_SMTP_URL": url,
+                              "ESCROW_SMTP_FROM": "escrow@lab.example"})
+    smtp = settings.smtp
+    assert (smtp.host, smtp.port, smtp.security, smtp.username) == wanted
+    assert "secret" not in repr(settings) and settings.notify_expiring_days == 3
+    if "s%40cret" in url:
+        assert smtp.password == "s@cret"
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"ESCROW_SMTP_URL": "imap://u:hunter2@mail.example"}, "unsupported scheme"),
+    ({"ESCROW_SMTP_URL": "smtp://u:hunter2@mail.example"}, "unencrypted"),
+    ({"ESCROW_SMTP_URL": "smtps://u:hunter2@mail.example:port"}, "port"),
+    ({"ESCROW_SMTP_URL": "smtps://u:hunter2@mail.example/x?y=1"}, "is not smtp://"),
+    ({"ESCROW_SMTP_URL": "smtps://u:hunter2@mail.example"}, "ESCROW_SMTP_FROM"),
+    ({"ESCROW_NOTIFY_EXPIRING_DAYS": "soon"}, "ESCROW_NOTIFY_EXPIRING_DAYS"),
+])
+def test_a_bad_smtp_setting_is_refused_without_the_password(tmp_path, env, said):
+    from broker.config import load_settings
+    from broker.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"ESCROW_DATA_DIR": str(tmp_path), **env})
+    assert said in refused.value.message
+    assert "hunter2" not in refused.value.message + refused.value.hint
+
+
+def test_the_operator_lists_the_outbox(pending, escrow, mailbox, smtp_port, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from broker.cli import admin as admin_cli
+
+    with smtp_server(mailbox, smtp_port, "550 5.1.1 no such mailbox"):
+        notifications.send_due(escrow)
+    monkeypatch.setattr(admin_cli, "server_escrow", lambda: escrow)
+    monkeypatch.setattr("broker.cli.notifications.server_escrow", lambda: escrow)
+    shown = CliRunner().invoke(admin_cli.admin, ["notifications", "--state", "failed"])
+    assert shown.exit_code == 0, shown.output
+    assert "failed" in shown.output and "550 5.1.1 no such mailbox" in shown.output
+    assert shown.output.rstrip().endswith("1 message(s) failed")
+    listed = CliRunner().invoke(admin_cli.admin, ["notifications", "--state", "queued", "--json"])
+    assert json.loads(listed.output.splitlines()[-1]) == {"messages": []}
+
+
+def test_two_workers_never_send_the_same_message_twice(sealed, person, researcher, escrow,
+                                                       smtp, mailbox):
+    import threading
+
+    for name in ("rita", "rick", "rhea", "rudi", "ruth", "rolf"):
+        person(f"{name}@acme.example", (("acme-ai", "reviewer"),))
+    assert researcher.ask().json["request"]["state"] == "pending"
+    counts: list[int] = []
+    workers = [threading.Thread(target=lambda: counts.append(notifications.send_due(escrow)))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(counts) == 6
+    assert sorted(m["To"] for m in received(mailbox)) == sorted(
+        f"{n}@acme.example" for n in ("rita", "rick", "rhea", "rudi", "ruth", "rolf"))
