@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from broker.deployment import Deployment, read_deployment
 from broker.errors import ConfigError
@@ -34,6 +34,24 @@ class OidcIssuer:
     email_domains: tuple[str, ...] = ()
     affiliation_scopes: tuple[str, ...] = ()
     scopes: str = DEFAULT_OIDC_SCOPES  # + eduperson_scoped_affiliation with affiliation_scopes
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where the worker sends email notifications (ESCROW_SMTP_URL), and as whom."""
+
+    host: str
+    port: int
+    security: str  # "plain" | "starttls" | "ssl"
+    sender: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout_s: int = 10  # connect, and every command after it
+
+    @property
+    def where(self) -> str:
+        """The server as named in messages and errors: never the password."""
+        return f"{self.host}:{self.port} ({self.security})"
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,11 @@ class Settings:
     # `$ESCROW_DATA_DIR/deployment.json` (broker.deployment), None before `escrow init`
     deployment: Deployment | None = None
     oidc_issuers: tuple[OidcIssuer, ...] = ()
+    # email notifications (README "Notifications"): None = off, nothing is queued
+    smtp: SmtpSettings | None = None
+    notify_expiring_days: int = 3
+    notify_max_attempts: int = 8
+    notify_backoff_s: int = 60
 
     @property
     def url_secret_file(self) -> Path:
@@ -228,6 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_file=config_file,
         deployment=deployment,
         oidc_issuers=_oidc_issuers(env, config_file),
+        **_notifications(env),
     )
 
 
@@ -370,3 +394,69 @@ def check_provider_url(what: str, url: str) -> None:
             hint="OpenID Providers are reached over https only (plain http only on loopback: "
             "127.0.0.1, localhost, ::1), without query, fragment or credentials",
         )
+
+
+# --- email notifications: ESCROW_SMTP_URL, ESCROW_SMTP_FROM, ESCROW_NOTIFY_* -----------------
+
+_SMTP_SCHEMES = {"smtp": ("plain", 25), "smtp+starttls": ("starttls", 587), "smtps": ("ssl", 465)}
+
+
+def _notifications(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "smtp": _smtp(env),
+        "notify_expiring_days": _whole_number(env, "ESCROW_NOTIFY_EXPIRING_DAYS", 3, 365),
+        "notify_max_attempts": _positive_int(env, "ESCROW_NOTIFY_MAX_ATTEMPTS", 8),
+        "notify_backoff_s": _whole_number(env, "ESCROW_NOTIFY_BACKOFF_S", 60, 86400),
+    }
+
+
+def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
+    url = env.get("ESCROW_SMTP_URL", "")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    shown = _without_password(url)
+    hint = ("e.g. smtp://127.0.0.1:25, smtp+starttls://USER:PASSWORD@mail.example:587 or "
+            "smtps://USER:PASSWORD@mail.example:465 (unset: no notifications)")
+    if parts.scheme not in _SMTP_SCHEMES:
+        raise ConfigError(f"ESCROW_SMTP_URL: unsupported scheme in {shown!r}", hint=hint)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"ESCROW_SMTP_URL: the port of {shown!r} is not a number",
+                          hint=hint) from None
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"ESCROW_SMTP_URL: {shown!r} is not smtp://HOST:PORT", hint=hint)
+    security, default_port = _SMTP_SCHEMES[parts.scheme]
+    if parts.password and security == "plain" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"ESCROW_SMTP_URL: {shown!r} would send the password unencrypted",
+            hint="use smtp+starttls:// or smtps:// (plain smtp:// with a password only on "
+            "loopback)",
+        )
+    sender = env.get("ESCROW_SMTP_FROM", "").strip()
+    if "@" not in sender or any(c.isspace() or c in "<>," for c in sender):
+        raise ConfigError(
+            f"ESCROW_SMTP_FROM={sender!r} is not an email address (ESCROW_SMTP_URL is set)",
+            hint="set ESCROW_SMTP_FROM to the sender, e.g. escrow@lab.example",
+        )
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or default_port,
+        security=security,
+        sender=sender,
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        timeout_s=_positive_int(env, "ESCROW_SMTP_TIMEOUT_S", 10),
+    )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "(unreadable URL)"
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

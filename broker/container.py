@@ -18,6 +18,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore import open_store
 from broker.adapters.objectstore.base import ObjectStore
 from broker.config import Settings
+from broker.domain.notices import NoticeSettings
 from broker.errors import ConfigError
 
 
@@ -31,7 +32,8 @@ class Escrow:
     mirror: ObjectStore | None = None  # the second copy (ESCROW_MIRROR_URL), if configured
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions)
+        notices = NoticeSettings(self.settings.public_url) if self.settings.smtp else None
+        return UnitOfWork(self.sessions, notices)
 
 
 def build_escrow(settings: Settings) -> Escrow:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import click
 
 from broker.adapters.custody.shares import parse_share_file, parse_share_lines
+from broker.cli.notifications import notifications as notifications_command
 from broker.cli.output import emit
 from broker.cli.server import server_escrow
 from broker.config import load_settings
@@ -528,3 +529,6 @@ def version_lift(target: str, as_json: bool) -> None:
     with server_escrow().uow() as uow:
         result = dict(quarantine.lift(uow, OPERATOR, model, number))
     emit(result, as_json, _quarantine_lines(result))
+
+
+admin.add_command(notifications_command)  # `escrow admin notifications` (broker/cli/notifications)

@@ -73,6 +73,7 @@ class Action(StrEnum):
     AGREEMENT_VOTE = "agreement.vote"
     GRANT_CLOSE = "grant.close"
     VERSION_QUARANTINE = "version.quarantine"
+    NOTIFICATIONS_READ = "notifications.read"
 
 
 RULES: dict[Action, Rule] = {
@@ -111,6 +112,7 @@ RULES: dict[Action, Rule] = {
     # stopping key releases of a version (a leak): the operator only, not the lab, whose
     # release agreement binds it (a lab could otherwise hold back a triggered release)
     Action.VERSION_QUARANTINE: GlobalRole(("operator",)),
+    Action.NOTIFICATIONS_READ: GlobalRole(("operator",)),  # the outbox: who was notified of what
 }
 
 

@@ -26,7 +26,7 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services import agreements, copies, idempotency, uploads
+from broker.services import agreements, copies, idempotency, notifications, uploads
 from broker.services.fixity import FixitySchedule
 from broker.services.verification import (
     Cancelled,
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
 HOUSEKEEPING_INTERVAL_S = 600.0
 AGREEMENTS_INTERVAL_S = 60.0  # release agreements: a date or a silence fires within a minute
+MAIL_INTERVAL_S = 5.0  # notifications: sent within seconds of their transaction
+GRANT_NOTICES_INTERVAL_S = 300.0  # grants expiring or expired: found within five minutes
 UPLOADS_IDLE_FOR = timedelta(days=7)
 
 
@@ -288,10 +290,12 @@ def run_pending(
 
 def housekeeping(escrow: Escrow) -> None:
     """What the worker clears on its schedule: multipart uploads idle for a week (their staged
-    parts freed) and idempotency records past their keeping time."""
+    parts freed), idempotency records past their keeping time, notifications sent long ago."""
     aborted = uploads.gc_uploads(escrow, UPLOADS_IDLE_FOR)
     with escrow.uow() as uow:
         dropped = idempotency.forget_old(uow)
+        notifications.forget_sent(uow)
+        uow.commit()
     if aborted or dropped:
         log.info("aborted %d idle upload(s), dropped %d idempotency record(s)",
                  len(aborted), dropped)
@@ -325,6 +329,8 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
         "checkpoint": 0.0,
         "housekeeping": time.monotonic() + HOUSEKEEPING_INTERVAL_S,
         "agreements": 0.0,
+        "mail": 0.0,
+        "grant notices": 0.0,
     }
     mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
@@ -343,6 +349,10 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
             _guarded("housekeeping", lambda: housekeeping(escrow))
         if _due(timers, "agreements", AGREEMENTS_INTERVAL_S):  # dates and lab silences
             _guarded("agreements", lambda: agreements.fire_due(escrow))
+        if escrow.settings.smtp and _due(timers, "grant notices", GRANT_NOTICES_INTERVAL_S):
+            _guarded("grant notices", lambda: notifications.queue_grant_notices(escrow))
+        if escrow.settings.smtp and _due(timers, "mail", MAIL_INTERVAL_S):  # never in a request
+            _guarded("mail", lambda: notifications.send_due(escrow))
         if not _guarded("fixity", fixity.step) and not busy:
             stop.wait(poll_s)
     _shut_down(escrow, name)

@@ -548,3 +548,23 @@ class AgreementRelease(Base):
     unlocks: Mapped[str] = mapped_column(String(128))  # a policy id, or "public"
     released_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     agreement: Mapped[ReleaseAgreement] = relationship()
+
+
+class OutboxMessage(Base):
+    """An email notification, queued in the transaction of the event that causes it and sent
+    by the worker (never inside a request). `dedupe_key` is unique: the same notice to the
+    same person is queued once, however often the worker looks."""
+
+    __tablename__ = "outbox_messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -33,6 +33,7 @@ from broker.auditlog import merkle
 from broker.auditlog.index import index_of
 from broker.auditlog.leaf import canonical_json, leaf_hash
 from broker.domain.events import AuditAction
+from broker.domain.notices import NoticeSettings
 from broker.domain.principals import Principal
 from broker.errors import OutcomeUnknown, Unavailable
 
@@ -80,8 +81,13 @@ commit_hold: ContextVar[CommitHold | None] = ContextVar("commit_hold", default=N
 
 
 class UnitOfWork:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], notices: NoticeSettings | None = None
+    ) -> None:
         self._session_factory = session_factory
+        # Email notifications on (ESCROW_SMTP_URL set): what a change queues in the outbox, in
+        # its own transaction (broker.services.notifications). None: nothing is queued.
+        self.notices = notices
         self.session: Session
         # The audit head as locked by `locked_with_audit_head`, for the next append in the
         # same transaction: (that transaction, size, frontier).

@@ -28,6 +28,7 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.policy.evaluate import evaluate
 from broker.policy.schema import Policy
 from broker.services import grants as grant_service
+from broker.services import notifications
 from broker.services.access.common import (
     APPROVED,
     DENIED,
@@ -193,6 +194,8 @@ def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> A
     )
     if grant is not None:
         grant_service.audit_grant(uow, actor, ask.user, grant, decision)
+    if request.state == PENDING:
+        notifications.request_waiting(uow, request)
     uow.commit()
     if request.state == DENIED:
         raise RequestRefused(

@@ -30,6 +30,7 @@ from broker.policy.evaluate import a, describe_role, evaluate, review_disqualifi
 from broker.policy.facts import Decision, Facts
 from broker.policy.schema import Policy
 from broker.services import grants as grant_service
+from broker.services import notifications
 from broker.services.access.common import (
     APPROVED,
     DENIED,
@@ -113,6 +114,8 @@ def decide(
     )
     if grant is not None:
         grant_service.audit_grant(uow, actor, requester, grant, decision)
+    if request.state != PENDING:
+        notifications.request_decided(uow, request, grant)
     uow.commit()
     return request, decision
 

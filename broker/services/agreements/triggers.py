@@ -23,6 +23,7 @@ from broker.policy.agreement_rules import (
     public_policy,
 )
 from broker.policy.schema import Policy
+from broker.services import notifications
 from broker.services.agreements.common import (
     AGREEMENTS_DIR,
     active_votes,
@@ -112,6 +113,10 @@ def fire_if_met(
         actor,
         subject_of(deposit),
         {**document, "reasons": list(met.reasons)},
+    )
+    notifications.agreement_triggered(
+        uow, deposit, release.trigger, release.unlocks, release.released_at,
+        parsed(row).trustees,
     )
     return release
 
