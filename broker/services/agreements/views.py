@@ -88,6 +88,8 @@ def describe_vote(vote: AgreementVote) -> AgreementVoteView:
         "proposal_sha256": vote.proposal_sha256,
         "at": vote.created_at.isoformat(),
         "withdrawn_at": vote.withdrawn_at.isoformat() if vote.withdrawn_at else None,
+        "proof": "age-challenge" if vote.proof == "age-challenge" else "ssh-signature",
+        "key": vote.key_id,
         "ssh_key": vote.ssh_key_id,
     }
 
