@@ -64,6 +64,11 @@ def describe(shown: dict[str, Any]) -> list[str]:
         f"agreement #{shown['number']}, sha256 {shown['sha256']}",
         *[f"  {line}" for line in shown["words"]],
     ]
+    if shown.get("quarantined_at"):
+        lines.append(
+            f"quarantined since {shown['quarantined_at']}: no key of it is released, and no "
+            "request taken, until an operator lifts it"
+        )
     for trigger in shown["triggers"]:
         if trigger["met"]:
             lines.append(f"trigger {trigger['name']}: met")

@@ -65,6 +65,8 @@ class AgreementView(TypedDict):
     last_checkin: str | None
     lab_released_at: str | None
     votes: list[AgreementVoteView]
+    quarantined_at: str | None
+    """set while an operator has quarantined the version: even released, no key is released"""
 
 
 class AgreementAttached(TypedDict):
