@@ -105,3 +105,8 @@ def test_vote_by_age_challenge_with_an_identity_file(broker, tmp_path):
         shown = broker.last_json(made)
         assert shown["created"] and shown["vote"]["proof"] == "age-challenge"
     assert shown["agreement"]["state"] == "released: board"
+    # a quarantine holds back even a released version, and `show` says so
+    broker.escrow("admin", "version", "quarantine", target, "--reason", "leak report 42")
+    shown = broker.escrow("agreement", "show", target).stdout
+    assert f"{target}: released: board" in shown
+    assert "until an operator lifts it" in shown and "leak report" not in shown
