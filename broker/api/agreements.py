@@ -12,6 +12,7 @@ from broker.services.views_types import (
     AgreementCheckinView,
     AgreementRemoved,
     AgreementView,
+    AgreementVoteChallengeView,
     AgreementVoteMessage,
     AgreementVoteResult,
     AgreementVoteWithdrawn,
@@ -21,11 +22,12 @@ bp = Blueprint("agreements", __name__, url_prefix="/api/v1")
 
 VERSION = path_params("org", "model", "version")
 VOTE_OPERATION = operation(
-    "a trustee's vote to release (or, with proposal_sha256, for one amendment text), signed "
-    "with ssh-keygen -Y sign -n escrow-agreement over the vote message, after a fresh login; "
-    "201 when new, 200 when you had voted so already",
+    "a trustee's vote to release (or, with proposal_sha256, for one amendment text), after a "
+    "fresh login, proven either by ssh_signature (ssh-keygen -Y sign -n escrow-agreement over "
+    "the vote message) or by challenge and response (the secret of a vote challenge, "
+    "decrypted); 201 when new, 200 when you had voted so already",
     AgreementVoteResult,
-    obj(ssh_signature=STRING, proposal_sha256=STRING),
+    obj(ssh_signature=STRING, challenge=STRING, response=STRING, proposal_sha256=STRING),
     status="201",
 )
 VOTE_OPERATION["responses"]["200"] = VOTE_OPERATION["responses"]["201"]
@@ -62,6 +64,18 @@ OPENAPI = {
     PATH + "/votes": {
         "parameters": VERSION,
         "post": VOTE_OPERATION,
+    },
+    PATH + "/vote-challenges": {
+        "parameters": VERSION,
+        "post": operation(
+            "a challenge for a trustee's vote (to release, or with proposal_sha256 for one "
+            "amendment text), after a fresh login: a fresh secret bound to the vote message, "
+            "encrypted to a proven key of yours (key: its id or public key; may be left out "
+            "with one key), single use, expiring in 15 minutes",
+            AgreementVoteChallengeView,
+            obj(key=STRING, proposal_sha256=STRING),
+            status="201",
+        ),
     },
     PATH + "/votes/withdraw": {
         "parameters": VERSION,
@@ -129,20 +143,55 @@ def vote_message(org: str, model: str, version: str) -> Response:
     return jsonify(AgreementVoteMessage(message=message, namespace=service.NAMESPACE))
 
 
+@bp.post("/agreements/<org>/<model>/<version>/vote-challenges")
+def vote_challenge(org: str, model: str, version: str) -> tuple[Response, int]:
+    body = json_body(optional=True)
+    with escrow().uow() as uow:
+        made, armored = service.vote_challenge(
+            uow,
+            caller(),
+            _model(org, model),
+            version,
+            body.get("proposal_sha256"),
+            body.get("key"),
+            escrow().settings.origin,
+        )
+        view = AgreementVoteChallengeView(
+            id=made.id,
+            challenge=armored.decode("ascii"),
+            key=made.key_id,
+            message=made.message,
+            expires_at=made.expires_at.isoformat(),
+        )
+    return jsonify(view), 201
+
+
 @bp.post("/agreements/<org>/<model>/<version>/votes")
 def vote(org: str, model: str, version: str) -> tuple[Response, int]:
     body = json_body()
     name = _model(org, model)
     with escrow().uow() as uow:
-        ballot, created = service.vote(
-            escrow(),
-            uow,
-            caller(),
-            name,
-            version,
-            body.get("ssh_signature"),
-            body.get("proposal_sha256"),
-        )
+        if "challenge" in body or "response" in body:
+            ballot, created = service.vote_by_challenge(
+                escrow(),
+                uow,
+                caller(),
+                name,
+                version,
+                body.get("challenge"),
+                body.get("response"),
+                body.get("proposal_sha256"),
+            )
+        else:
+            ballot, created = service.vote(
+                escrow(),
+                uow,
+                caller(),
+                name,
+                version,
+                body.get("ssh_signature"),
+                body.get("proposal_sha256"),
+            )
         result = AgreementVoteResult(
             vote=service.describe_vote(ballot),
             created=created,

@@ -4,6 +4,7 @@ check-ins and early release. Commands only translate; the broker decides and log
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,10 +13,12 @@ import click
 
 from broker.cli.access import split_target
 from broker.cli.client import client_command, client_options, open_client, reporting
+from broker.cli.keys import challenge_secret, read_identities
 from broker.cli.nda import ssh_sign
 from broker.cli.output import emit
 from broker.client.deposit import agreement_path
 from broker.client.http import BrokerClient
+from broker.errors import InvalidInput
 
 AGREEMENT_HELP = """A model version's release agreement: the conditions (a date, the lab's
 silence, trustees' votes, the lab's early release) under which it opens, to an access policy or
@@ -26,6 +29,7 @@ to everyone. Once the version is sealed, it changes only as its own amendment ru
   escrow agreement show acme-ai/gpt-small@2024-05
   escrow agreement checkin acme-ai                                     (lab's admin)
   escrow agreement vote acme-ai/gpt-small@2024-05 --ssh-key ~/.ssh/id_ed25519   (trustee)
+  escrow agreement vote acme-ai/gpt-small@2024-05 --identity key.txt   (trustee, age challenge)
   escrow agreement release acme-ai/gpt-small@2024-05                   (lab's admin)
 
 The format: README, "Release agreements", and policies/examples/agreements/.
@@ -60,6 +64,11 @@ def describe(shown: dict[str, Any]) -> list[str]:
         f"agreement #{shown['number']}, sha256 {shown['sha256']}",
         *[f"  {line}" for line in shown["words"]],
     ]
+    if shown.get("quarantined_at"):
+        lines.append(
+            f"quarantined since {shown['quarantined_at']}: no key of it is released, and no "
+            "request taken, until an operator lifts it"
+        )
     for trigger in shown["triggers"]:
         if trigger["met"]:
             lines.append(f"trigger {trigger['name']}: met")
@@ -118,6 +127,14 @@ def checkin(org: str, client: BrokerClient, as_json: bool) -> None:
     "it must be a key you registered and proved",
 )
 @click.option(
+    "--identity",
+    "identity_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="prove the vote by an age challenge instead: the broker encrypts a secret bound to "
+    "the vote to this key (an age identity file or ssh-ed25519 private key you proved), "
+    "decrypted here and answered",
+)
+@click.option(
     "--amendment",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="vote for this amended agreement text instead of a release",
@@ -127,13 +144,15 @@ def checkin(org: str, client: BrokerClient, as_json: bool) -> None:
 def vote(
     target: str,
     ssh_key: Path | None,
+    identity_file: Path | None,
     amendment: Path | None,
     withdraw: bool,
     client: BrokerClient,
     as_json: bool,
 ) -> None:
-    """A trustee's vote to release the version (or for an amendment), signed with your proven
-    ssh key after a fresh login (escrow login BROKER first if yours is older)."""
+    """A trustee's vote to release the version (or for an amendment), after a fresh login
+    (escrow login BROKER first if yours is older), proven with your proven ssh key
+    (--ssh-key) or by answering an age challenge to your proven key (--identity)."""
     base = _path(target)
     proposal = hashlib.sha256(amendment.read_bytes()).hexdigest() if amendment else None
     body: dict[str, Any] = {"proposal_sha256": proposal} if proposal else {}
@@ -141,13 +160,19 @@ def vote(
         made = client.post(base + "/votes/withdraw", body)
         emit(made, as_json, [f"vote withdrawn; {target} is {made['agreement']['state']}"])
         return
-    if ssh_key is None:
-        raise click.UsageError("a vote is signed: give --ssh-key KEY")
+    if (ssh_key is None) == (identity_file is None):
+        raise click.UsageError(
+            "a vote is proven: give --ssh-key KEY (a signature) or --identity FILE (an age "
+            "challenge), one of them"
+        )
     query = f"?proposal_sha256={proposal}" if proposal else ""
     message = client.get(base + "/vote-message" + query, auth=False)
-    body["ssh_signature"] = ssh_sign(
-        ssh_key, message["message"].encode("utf-8"), message["namespace"]
-    )
+    if ssh_key is not None:
+        body["ssh_signature"] = ssh_sign(
+            ssh_key, message["message"].encode("utf-8"), message["namespace"]
+        )
+    elif identity_file is not None:
+        body.update(_answer(client, base, body, message["message"], identity_file))
     made = client.post(base + "/votes", body)
     verb = "voted" if made["created"] else "had already voted"
     emit(
@@ -155,6 +180,40 @@ def vote(
         as_json,
         [f"you {verb}; {target} is {made['agreement']['state']}", *describe(made["agreement"])],
     )
+
+
+def _answer(
+    client: BrokerClient, base: str, body: dict[str, Any], expected: str, identity_file: Path
+) -> dict[str, str]:
+    """Ask for a vote challenge to the key of `identity_file`, decrypt it here, and check that
+    it casts the vote we mean before answering it."""
+    from broker import age
+
+    identities = read_identities(identity_file)
+    if len(identities) != 1:
+        raise InvalidInput(
+            f"{identity_file} holds {len(identities)} identities; which one to answer with?",
+            hint="give a file with one identity",
+        )
+    made = client.post(
+        base + "/vote-challenges", {**body, "key": identities[0].to_recipient().encode()}
+    )
+    plaintext = io.BytesIO()
+    age.decrypt(io.BytesIO(made["challenge"].encode()), plaintext, identities)
+    text = plaintext.getvalue().decode("utf-8", errors="replace")
+    # The broker says what the answer casts; refuse to answer for any other vote.
+    if f"---\n{expected}---\n" not in text:
+        raise InvalidInput(
+            f"vote challenge {made['id']} is not for the vote you asked for; not answered",
+            hint="check the broker URL (escrow login BROKER) and ask again",
+        )
+    secret = challenge_secret(text)
+    if secret is None:
+        raise InvalidInput(
+            f"vote challenge {made['id']} holds no secret line; not answered",
+            hint="ask again; if it persists, the broker is not a weights-escrow broker",
+        )
+    return {"challenge": made["id"], "response": secret}
 
 
 @agreement.command("release")

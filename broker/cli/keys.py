@@ -262,6 +262,12 @@ def read_identities(path: Path) -> list[Any]:
     return age.parse_identities(text)
 
 
+def challenge_secret(text: str) -> str | None:
+    """The `secret:` value of a decrypted challenge (keys' and votes' challenges alike)."""
+    match = _SECRET_LINE.search(text)
+    return match.group(1) if match else None
+
+
 def _with_open_challenge(client: BrokerClient, key_id: str, renew: bool) -> dict[str, Any]:
     key = client.get(f"{KEYS_PATH}/{key_id}")
     if key["state"] != "pending":

@@ -114,6 +114,7 @@ def _version_entry(deposit: Deposit, sizes: dict[str, tuple[int, int]]) -> Catal
         "encryption": "post-quantum hybrid" if not deposit.classical else "classical X25519",
         "sealed_at": _iso(deposit.sealed_at),
         "last_verified_at": _iso(deposit.last_verified_at),
+        "quarantined_at": _iso(deposit.quarantined_at),
     }
 
 

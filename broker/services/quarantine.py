@@ -7,19 +7,25 @@ release agreement, and a quarantine in its hands would hold back a triggered rel
 (a `key.release_refused` event, reason `quarantined`) and `access.create_request` refuses new
 requests; grants stay as they are, and releases resume when it is lifted. Both steps are on the
 audit log; repeating one changes nothing and says so (`changed: false`, no event).
+
+Who sees what: that a version is quarantined, and since when, is public (the catalogue, the
+model list, the agreement page), so that nobody asks in vain; the reason (a leak report, a
+dispute) only those who may read the lab's deposits, and operators (`visible_reasons`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from broker.adapters.db.models import Deposit
+from sqlalchemy import select
+
+from broker.adapters.db.models import Deposit, Model, Organisation
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
-from broker.errors import Conflict, InvalidInput
+from broker.errors import Conflict, EscrowError, InvalidInput
 from broker.services.agreements import find_deposit
 from broker.services.views_types import QuarantineView
 
@@ -86,6 +92,46 @@ RELEASE_HINT = (
     "wait until the operator lifts the quarantine (escrow admin version lift "
     "ORG/NAME@VERSION), then retry: your grant is unchanged"
 )
+
+
+def public_state(
+    uow: UnitOfWork, viewer: Principal | None, model: object, version: object
+) -> dict[str, str | None] | None:
+    """For a version's public page: None when it is not quarantined, else since when, and the
+    reason when `viewer` may read it (`visible_reasons`), else None."""
+    deposit = find_deposit(uow, model, version)
+    if deposit.quarantined_at is None:
+        return None
+    reason = visible_reasons(uow, viewer).get(deposit.id)
+    return {"quarantined_at": _iso(deposit.quarantined_at), "reason": reason}
+
+
+def visible_reasons(uow: UnitOfWork, viewer: Principal | None) -> dict[str, str]:
+    """deposit id -> quarantine reason, for each quarantined version whose reason `viewer` may
+    read: whoever may read its lab's deposits (as the deposit's JSON shows it), and operators."""
+    if viewer is None:
+        return {}
+    rows = uow.session.execute(
+        select(Deposit.id, Deposit.quarantine_reason, Organisation.name)
+        .join(Model, Model.id == Deposit.model_id)
+        .join(Organisation, Organisation.id == Model.org_id)
+        .where(Deposit.quarantined_at.is_not(None))
+    ).all()
+    return {
+        deposit_id: reason or ""
+        for deposit_id, reason, org in rows
+        if _may_read_reason(viewer, org)
+    }
+
+
+def _may_read_reason(viewer: Principal, org: str) -> bool:
+    for action, scope in ((Action.DEPOSIT_READ, org), (Action.VERSION_QUARANTINE, None)):
+        try:
+            authorize(viewer, action, scope)
+        except EscrowError:
+            continue
+        return True
+    return False
 
 
 def describe(deposit: Deposit, *, changed: bool) -> QuarantineView:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import g, render_template
 
 from broker.http.common import escrow
-from broker.services import agreements, catalog
+from broker.services import agreements, catalog, quarantine
 from broker.web.common import page_blueprint, page_doc
 
 bp = page_blueprint("web_public", __name__)
@@ -28,7 +28,10 @@ def home() -> str:
     with escrow().uow() as uow:
         models = catalog.list_models(uow, escrow().settings.policy_dir)
         states = agreements.states(uow)
-    return render_template("public/index.html", models=models, agreements=states)
+        reasons = quarantine.visible_reasons(uow, g.get("viewer"))
+    return render_template(
+        "public/index.html", models=models, agreements=states, quarantine_reasons=reasons
+    )
 
 
 @bp.get("/agreements/<org>/<model>/<version>")
@@ -36,4 +39,7 @@ def agreement(org: str, model: str, version: str) -> str:
     name = f"{org}/{model}"
     with escrow().uow() as uow:
         shown = agreements.show_if_any(uow, name, version)
-    return render_template("public/agreement.html", agreement=shown, name=f"{name}@{version}")
+        quarantined = quarantine.public_state(uow, g.get("viewer"), name, version)
+    return render_template(
+        "public/agreement.html", agreement=shown, name=f"{name}@{version}", quarantine=quarantined
+    )

@@ -70,3 +70,43 @@ def test_attach_with_the_deposit_show_vote_and_refuse_a_weaker_one(broker, tmp_p
     assert state["state"] == "released: board"
     assert [v["trustee"] for v in state["votes"]] == ["tina@trust.example", "tom@trust.example"]
     assert state["last_checkin"] is not None
+
+
+def test_vote_by_age_challenge_with_an_identity_file(broker, tmp_path):
+    model = tmp_path / "gpt-small"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(os.urandom(20_000))
+    agreement = tmp_path / "agreement.yaml"
+    agreement.write_text(AGREEMENT)
+    broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small", "--version", "2024-05",
+                  "--agreement", str(agreement))
+    target = "acme-ai/gpt-small@2024-05"
+    tokens = {}
+    for name in ("tina", "tom"):
+        key = tmp_path / f"{name}.txt"
+        broker.escrow("keys", "generate", "--x25519", "-o", str(key))
+        tokens[name] = ["--token", person_token(broker, f"{name}@trust.example")]
+        broker.escrow("keys", "add", "--identity", str(key), *tokens[name])
+    both = broker.escrow("agreement", "vote", target, "--identity", str(tmp_path / "tina.txt"),
+                         "--ssh-key", str(agreement), *tokens["tina"], check=False)
+    assert both.returncode != 0 and "one of them" in both.stderr
+    voted = broker.escrow("agreement", "vote", target, "--identity", str(tmp_path / "tina.txt"),
+                          *tokens["tina"])
+    assert f"you voted; {target} is sealed" in voted.stdout
+    withdrawn = broker.escrow("agreement", "vote", target, "--withdraw", *tokens["tina"])
+    assert f"vote withdrawn; {target} is sealed" in withdrawn.stdout
+    # tom's key is not tina's: the challenge is encrypted to a key of the one who asks
+    wrong = broker.escrow("agreement", "vote", target, "--identity", str(tmp_path / "tina.txt"),
+                          *tokens["tom"], check=False)
+    assert wrong.returncode == 1 and "is not a proven key of yours" in wrong.stderr
+    for name in ("tom", "tina"):
+        made = broker.escrow("agreement", "vote", target, "--identity",
+                             str(tmp_path / f"{name}.txt"), *tokens[name], "--json")
+        shown = broker.last_json(made)
+        assert shown["created"] and shown["vote"]["proof"] == "age-challenge"
+    assert shown["agreement"]["state"] == "released: board"
+    # a quarantine holds back even a released version, and `show` says so
+    broker.escrow("admin", "version", "quarantine", target, "--reason", "leak report 42")
+    shown = broker.escrow("agreement", "show", target).stdout
+    assert f"{target}: released: board" in shown
+    assert "until an operator lifts it" in shown and "leak report" not in shown

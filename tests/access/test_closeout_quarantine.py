@@ -202,3 +202,42 @@ def test_only_operators_quarantine(client, granted, reviewer, person):
         assert refused.status_code == 403, refused.json
         assert client.delete(QUARANTINE, headers=actor.auth).status_code == 403
     assert client.post(QUARANTINE, json={"reason": "x"}).status_code == 401
+
+
+def test_a_quarantined_version_says_so_on_its_public_pages(client, sealed, person, operator):
+    from test_agreements import AGREEMENT
+
+    admin = person("ada@acme.example", (("acme-ai", "admin"),))
+    page = "/agreements/acme-ai/gpt-small/2024-05"
+    assert admin.client.put(page.replace("/agreements", "/api/v1/agreements"),
+                            json={"text": AGREEMENT}, headers=admin.auth).status_code == 200
+    assert client.post(QUARANTINE, json={"reason": "leak report 42"},
+                       headers=operator).status_code == 200
+    rosa = person("rosa@uni.example")
+
+    for viewer in ({}, rosa.auth):  # the public, and a researcher: the fact, not the reason
+        home = client.get("/", headers=viewer).get_data(as_text=True)
+        assert "quarantined</span> since" in home and "until an operator lifts it" in home
+        assert "leak report 42" not in home
+        assert 'href="/request/acme-ai/gpt-small/2024-05"' not in home
+        shown = client.get(page, headers=viewer).get_data(as_text=True)
+        assert "an operator stopped this version's key releases" in shown
+        assert "leak report 42" not in shown
+    for viewer in (admin.auth, operator):  # the lab and the operators: the reason too
+        home = client.get("/", headers=viewer).get_data(as_text=True)
+        assert "(reason: leak report 42)" in home
+        shown = client.get(page, headers=viewer).get_data(as_text=True)
+        assert "(reason: leak report 42)" in shown
+
+    (model,) = client.get("/api/v1/models").json["models"]
+    assert model["versions"][0]["quarantined_at"]
+    agreement = client.get("/api/v1/agreements/acme-ai/gpt-small/2024-05").json
+    assert agreement["quarantined_at"] and "leak report" not in str(agreement)
+
+    assert client.delete(QUARANTINE, headers=operator).status_code == 200
+    home = client.get("/").get_data(as_text=True)
+    assert "quarantined</span>" not in home
+    assert 'href="/request/acme-ai/gpt-small/2024-05"' in home
+    assert client.get("/api/v1/agreements/acme-ai/gpt-small/2024-05").json[
+        "quarantined_at"] is None
+    assert "quarantined" not in client.get(page).get_data(as_text=True)

@@ -93,6 +93,7 @@ TABLE = {
     ("DELETE", AGREEMENT): AGREEMENT_ATTACH,
     ("GET", AGREEMENT + "/vote-message"): PUBLIC,
     ("POST", AGREEMENT + "/votes"): PERSON_ONLY,
+    ("POST", AGREEMENT + "/vote-challenges"): PERSON_ONLY,
     ("POST", AGREEMENT + "/votes/withdraw"): PERSON_ONLY,
     ("POST", AGREEMENT + "/release"): LAB_ADMIN,
     ("POST", "/api/v1/orgs/{org}/checkins"): LAB_ADMIN,

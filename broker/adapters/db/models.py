@@ -531,11 +531,31 @@ class AgreementVote(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     trustee: Mapped[str] = mapped_column(String(320))  # the e-mail address the agreement names
     proposal_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    message: Mapped[str] = mapped_column(Text)  # exactly what was signed
-    ssh_signature: Mapped[str] = mapped_column(Text)
-    ssh_key_id: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)  # exactly what was signed or answered
+    proof: Mapped[str] = mapped_column(String(16), default="ssh-signature")  # or age-challenge
+    key_id: Mapped[str] = mapped_column(String(32))  # the proven key that made the proof
+    ssh_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ssh_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    challenge_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AgreementVoteChallenge(Base):
+    """A secret encrypted to a trustee's proven key, bound to one vote message: answering it
+    is the trustee's proof for that one vote. Only the secret's SHA-256 is kept; single use."""
+
+    __tablename__ = "agreement_vote_challenges"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agreement_id: Mapped[int] = mapped_column(ForeignKey("release_agreements.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("researcher_keys.id"))
+    proposal_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str] = mapped_column(Text)  # the vote message the secret is bound to
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AgreementRelease(Base):

@@ -12,7 +12,9 @@ that exact text); any other replacement or a removal is refused, and the refusal
 event of its own. A release under a trigger is permanent: no route undoes it.
 
 Trustees vote as `ssh-keygen -Y sign -n escrow-agreement` over `vote_message(...)`, with a proven
-ssh-ed25519 key of theirs (as NDA signatures), after a fresh login (as key registration).
+ssh-ed25519 key of theirs (as NDA signatures), or by answering an age challenge bound to that
+message and encrypted to a proven key of theirs (as key proofs), after a fresh login (as key
+registration).
 
 The service is a package, one module per concern; this module is its public face (what the API,
 the web pages, the worker, the access facts and recovery call), so callers need not know the
@@ -21,11 +23,13 @@ layout:
 - `common`: finding a version and its agreement, the check-ins and votes, what the others share;
 - `texts`: attaching, amending, removing, and the texts' copies in the bucket;
 - `votes`: the lab's check-ins, trustees' votes and their withdrawal, the lab's early release;
+- `challenges`: a trustee's vote proven by an age challenge instead of an SSH signature;
 - `triggers`: evaluating, firing (on a vote, a release, or the worker's clock), and the policy
   a released version's requests are decided under;
 - `views`: the agreement as shown to people and the API.
 """
 
+from broker.services.agreements.challenges import vote_by_challenge, vote_challenge
 from broker.services.agreements.common import (
     AGREEMENTS_DIR,
     MAX_TEXT,
@@ -75,6 +79,8 @@ __all__ = [
     "states",
     "unlocked_policy",
     "vote",
+    "vote_by_challenge",
+    "vote_challenge",
     "vote_message",
     "withdraw",
 ]

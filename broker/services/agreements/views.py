@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select
 
 from broker.adapters.db.models import AgreementRelease, AgreementVote, Deposit, ReleaseAgreement
@@ -78,6 +80,7 @@ def describe(uow: UnitOfWork, deposit: Deposit, row: ReleaseAgreement) -> Agreem
         "last_checkin": checked_in.isoformat() if checked_in else None,
         "lab_released_at": row.lab_released_at.isoformat() if row.lab_released_at else None,
         "votes": [describe_vote(v) for v in votes],
+        "quarantined_at": _iso(deposit.quarantined_at),
     }
 
 
@@ -88,8 +91,16 @@ def describe_vote(vote: AgreementVote) -> AgreementVoteView:
         "proposal_sha256": vote.proposal_sha256,
         "at": vote.created_at.isoformat(),
         "withdrawn_at": vote.withdrawn_at.isoformat() if vote.withdrawn_at else None,
+        "proof": "age-challenge" if vote.proof == "age-challenge" else "ssh-signature",
+        "key": vote.key_id,
         "ssh_key": vote.ssh_key_id,
     }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def states(uow: UnitOfWork) -> dict[str, str]:

@@ -1,8 +1,10 @@
-"""The lab's check-ins, trustees' signed votes and their withdrawal, the lab's early release."""
+"""The lab's check-ins, trustees' proven votes and their withdrawal, the lab's early release."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -13,6 +15,7 @@ from broker.adapters.db.models import (
     Deposit,
     Organisation,
     ReleaseAgreement,
+    ResearcherKey,
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
@@ -35,9 +38,11 @@ from broker.services.agreements.common import (
 )
 from broker.services.agreements.triggers import fire_if_met
 from broker.services.deposits import SEALED
-from broker.services.keys import require_recent_login
+from broker.services.keys import fingerprint, require_recent_login
 from broker.services.ndas import signer_key
 from broker.services.people import audit_subject
+
+SSH_SIGNATURE, AGE_CHALLENGE = "ssh-signature", "age-challenge"
 
 
 def checkin(uow: UnitOfWork, actor: Principal, org: str) -> AgreementCheckin:
@@ -75,10 +80,9 @@ def vote_message(deposit: Deposit, row: ReleaseAgreement, proposal: str | None) 
 def message_for(uow: UnitOfWork, model: object, version: object, proposal: object) -> str:
     """The vote message for the agreement in force now (what `escrow agreement vote` signs)."""
     deposit = find_deposit(uow, model, version)
-    return vote_message(deposit, required(uow, deposit), _proposal(proposal))
+    return vote_message(deposit, required(uow, deposit), proposal_of(proposal))
 
 
-# Long: the checks, the signed ballot, its audit event and the firing read best in one order.
 def vote(
     escrow: Escrow,
     uow: UnitOfWork,
@@ -88,40 +92,81 @@ def vote(
     ssh_signature: object,
     proposal: object = None,
 ) -> tuple[AgreementVote, bool]:
-    """Record a trustee's signed vote (to release, or for one amendment text); fire the
-    agreement when it is met. Returns (vote, created)."""
+    """Record a trustee's vote signed with a proven ssh key (to release, or for one amendment
+    text); fire the agreement when it is met. Returns (vote, created). The other proof, an
+    answered age challenge, is `challenges.vote_by_challenge`."""
     require_recent_login(actor, Action.AGREEMENT_VOTE)
-    deposit, row, user, trustee = _trustee(uow, actor, model, version)
-    proposal_sha = _proposal(proposal)
-    if proposal_sha is None and deposit.agreement_release is not None:
-        raise Conflict(
-            f"{name_of(deposit)} was already released under trigger "
-            f"{deposit.agreement_release.trigger}: no vote is needed",
-            hint=f"escrow agreement show {name_of(deposit)}",
-        )
+    deposit, row, user, trustee = trustee_of(uow, actor, model, version)
+    proposal_sha = proposal_of(proposal)
+    require_open(deposit, proposal_sha)
     message = vote_message(deposit, row, proposal_sha)
     if not isinstance(ssh_signature, str) or not ssh_signature.strip():
         raise InvalidInput(
-            "'ssh_signature' is missing: a trustee's vote is signed",
-            hint=f"escrow agreement vote {name_of(deposit)} --ssh-key ~/.ssh/id_ed25519 signs it",
+            "'ssh_signature' is missing: a trustee's vote is signed (or answers an age "
+            "challenge: 'challenge' and 'response')",
+            hint=f"escrow agreement vote {name_of(deposit)} --ssh-key ~/.ssh/id_ed25519 signs "
+            "it; --identity key.txt answers a challenge instead",
         )
     signature = sshsig.parse_armored(ssh_signature)
     key = signer_key(uow, user.id, signature)
     sshsig.verify(signature, message.encode("utf-8"), NAMESPACE)
-    existing = _active_vote(uow, row.id, user.id, proposal_sha)
+    armored = sshsig.armor(sshsig.encode_blob(signature))
+    proof = Proof(
+        kind=SSH_SIGNATURE,
+        key=key,
+        ssh_signature=armored,
+        audit={"ssh_key": key.id, "ssh_signature": armored},
+    )
+    return cast_vote(escrow, uow, actor, Ballot(deposit, row, user, trustee, proposal_sha), proof,
+                     message)
+
+
+@dataclass(frozen=True)
+class Ballot:
+    """Whose vote on what: the version, its agreement in force, the trustee, the proposal."""
+
+    deposit: Deposit
+    row: ReleaseAgreement
+    user: User
+    trustee: str
+    proposal_sha: str | None
+
+
+@dataclass(frozen=True)
+class Proof:
+    """How the trustee proved the vote: the kind, the proven key, what goes on the log."""
+
+    kind: str
+    key: ResearcherKey
+    audit: dict[str, Any]
+    ssh_signature: str | None = None
+    challenge_id: str | None = None
+
+
+def cast_vote(
+    escrow: Escrow, uow: UnitOfWork, actor: Principal, ballot: Ballot, proof: Proof, message: str
+) -> tuple[AgreementVote, bool]:
+    """Record a proven vote (or find the same one already there), log it, fire the agreement
+    when it is met, commit."""
+    deposit, row, user = ballot.deposit, ballot.row, ballot.user
+    existing = _active_vote(uow, row.id, user.id, ballot.proposal_sha)
     if existing is not None:
+        uow.commit()  # a consumed challenge stays consumed
         return existing, False
-    ballot = AgreementVote(
+    cast = AgreementVote(
         agreement_id=row.id,
         user_id=user.id,
-        trustee=trustee,
-        proposal_sha256=proposal_sha,
+        trustee=ballot.trustee,
+        proposal_sha256=ballot.proposal_sha,
         message=message,
-        ssh_signature=sshsig.armor(sshsig.encode_blob(signature)),
-        ssh_key_id=key.id,
+        proof=proof.kind,
+        key_id=proof.key.id,
+        ssh_signature=proof.ssh_signature,
+        ssh_key_id=proof.key.id if proof.kind == SSH_SIGNATURE else None,
+        challenge_id=proof.challenge_id,
         created_at=now(),
     )
-    uow.session.add(ballot)
+    uow.session.add(cast)
     uow.session.flush()
     uow.audit(
         AuditAction.AGREEMENT_VOTED,
@@ -129,17 +174,29 @@ def vote(
         {**subject_of(deposit), **audit_subject(user)},
         {
             "agreement_sha256": row.sha256,
-            "vote": "amend" if proposal_sha else "release",
-            "proposal_sha256": proposal_sha,
+            "vote": "amend" if ballot.proposal_sha else "release",
+            "proposal_sha256": ballot.proposal_sha,
             "message_sha256": hashlib.sha256(message.encode()).hexdigest(),
-            "ssh_key": key.id,
-            "ssh_signature": ballot.ssh_signature,
+            "proof": proof.kind,
+            "key": proof.key.id,
+            "key_fingerprint": fingerprint(proof.key.recipient),
+            **proof.audit,
         },
     )
-    if proposal_sha is None:
+    if ballot.proposal_sha is None:
         fire_if_met(escrow, uow, deposit, row, actor)
     uow.commit()
-    return ballot, True
+    return cast, True
+
+
+def require_open(deposit: Deposit, proposal_sha: str | None) -> None:
+    """A release vote after the release fired has nothing left to count toward."""
+    if proposal_sha is None and deposit.agreement_release is not None:
+        raise Conflict(
+            f"{name_of(deposit)} was already released under trigger "
+            f"{deposit.agreement_release.trigger}: no vote is needed",
+            hint=f"escrow agreement show {name_of(deposit)}",
+        )
 
 
 def withdraw(
@@ -147,8 +204,8 @@ def withdraw(
 ) -> AgreementVote:
     """Withdraw one's vote: possible until the release it counts toward has fired."""
     authorize(actor, Action.AGREEMENT_VOTE)
-    deposit, row, user, _ = _trustee(uow, actor, model, version)
-    proposal_sha = _proposal(proposal)
+    deposit, row, user, _ = trustee_of(uow, actor, model, version)
+    proposal_sha = proposal_of(proposal)
     release = deposit.agreement_release
     if proposal_sha is None and release is not None:
         uow.audit(
@@ -200,7 +257,7 @@ def lab_release(
     return release
 
 
-def _trustee(
+def trustee_of(
     uow: UnitOfWork, actor: Principal, model: object, version: object
 ) -> tuple[Deposit, ReleaseAgreement, User, str]:
     deposit = find_deposit(uow, model, version)
@@ -231,7 +288,7 @@ def _require_sealed(deposit: Deposit) -> None:
         )
 
 
-def _proposal(value: object) -> str | None:
+def proposal_of(value: object) -> str | None:
     if value is None or value == "":
         return None
     if (

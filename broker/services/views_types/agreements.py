@@ -7,6 +7,7 @@ from typing import Literal
 from typing_extensions import TypedDict
 
 VoteKind = Literal["release", "amend"]
+VoteProof = Literal["ssh-signature", "age-challenge"]
 
 
 class AgreementTrigger(TypedDict):
@@ -22,7 +23,7 @@ class AgreementTrigger(TypedDict):
 
 
 class AgreementVoteView(TypedDict):
-    """A trustee's signed vote."""
+    """A trustee's proven vote."""
 
     trustee: str
     vote: VoteKind
@@ -30,7 +31,12 @@ class AgreementVoteView(TypedDict):
     """the SHA-256 of the amended text the vote is for (amendment votes)"""
     at: str
     withdrawn_at: str | None
-    ssh_key: str
+    proof: VoteProof
+    """how the trustee proved it: an SSH signature, or an answered age challenge"""
+    key: str
+    """the id of the trustee's proven key that made the proof"""
+    ssh_key: str | None
+    """the key of an SSH-signed vote (null for an age challenge)"""
 
 
 class AgreementReleaseView(TypedDict):
@@ -59,6 +65,8 @@ class AgreementView(TypedDict):
     last_checkin: str | None
     lab_released_at: str | None
     votes: list[AgreementVoteView]
+    quarantined_at: str | None
+    """set while an operator has quarantined the version: even released, no key is released"""
 
 
 class AgreementAttached(TypedDict):
@@ -85,6 +93,19 @@ class AgreementVoteMessage(TypedDict):
     message: str
     """the exact text to sign with ssh-keygen -Y sign -n NAMESPACE"""
     namespace: str
+
+
+class AgreementVoteChallengeView(TypedDict):
+    """A challenge for a trustee's vote: an armored age file to decrypt, whose `secret:` line
+    is the answer (POST …/votes with `challenge` and `response`)."""
+
+    id: str
+    challenge: str
+    """the armored age file, encrypted to `key`"""
+    key: str
+    message: str
+    """the vote that answering it casts (also inside the encrypted text)"""
+    expires_at: str
 
 
 class AgreementCheckinView(TypedDict):

@@ -14,6 +14,8 @@ class CatalogVersion(TypedDict):
     encryption: str
     sealed_at: str | None
     last_verified_at: str | None
+    quarantined_at: str | None
+    """set while an operator has quarantined the version: no key release, no new request"""
 
 
 class NdaTerm(TypedDict):
