@@ -4,8 +4,8 @@ A trustee may prove a vote by answering a secret encrypted to a proven key of th
 (`agreement_vote_challenges`, the secret kept only hashed, single use, with an expiry) instead of
 an SSH signature: each vote records its proof kind and the key that made it.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-07 16:20:00.000000
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
