@@ -73,6 +73,7 @@ class Action(StrEnum):
     AGREEMENT_VOTE = "agreement.vote"
     GRANT_CLOSE = "grant.close"
     VERSION_QUARANTINE = "version.quarantine"
+    VERSION_REKEY = "version.rekey"
 
 
 RULES: dict[Action, Rule] = {
@@ -111,6 +112,9 @@ RULES: dict[Action, Rule] = {
     # stopping key releases of a version (a leak): the operator only, not the lab, whose
     # release agreement binds it (a lab could otherwise hold back a triggered release)
     Action.VERSION_QUARANTINE: GlobalRole(("operator",)),
+    # re-encrypting a leaked version under fresh keys, its grants revoked: the operator only,
+    # for the same reason as a quarantine
+    Action.VERSION_REKEY: GlobalRole(("operator",)),
 }
 
 
