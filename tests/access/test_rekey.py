@@ -201,9 +201,8 @@ def test_only_an_operator_rekeys(escrow, deposited, researcher):
 
 
 def test_the_cli_queues_and_shows_the_rekey(escrow, deposited, monkeypatch):
-    from broker.cli.admin import admin
-
     from broker.cli import admin_rekey
+    from broker.cli.admin import admin
 
     monkeypatch.setattr(admin_rekey, "server_escrow", lambda: escrow)  # this deployment
     runner = CliRunner()
