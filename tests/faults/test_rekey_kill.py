@@ -10,17 +10,12 @@ import json
 import signal
 import time
 
+import test_worker_faults as faults
 from faultproxy import HANG, PASS
-from test_worker_faults import (  # noqa: F401  (the fixtures of the worker fault tests)
-    LEASE_S,
-    broker,
-    deposit_state,
-    query,
-    start_worker,
-    store_proxy,
-    submitted_deposit,
-    wait_for,
-)
+from test_worker_faults import LEASE_S, deposit_state, query, submitted_deposit, wait_for
+
+# the fixtures of the worker fault tests: a broker process on S3 behind a proxy, workers
+broker, store_proxy, start_worker = faults.broker, faults.store_proxy, faults.start_worker
 
 TARGET = "acme-ai/gpt-small@1"
 FILES = 4

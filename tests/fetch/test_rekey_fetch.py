@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import test_fetch
 from fetch_support import grant, seal
-from test_fetch import FILES, env, run_cli  # noqa: F401  (env: a fixture)
+from test_fetch import FILES, run_cli
 
 from broker.domain.principals import OPERATOR
 from broker.services import rekey, worker
+
+env = test_fetch.env  # a fixture: the client's own config directory
 
 
 def test_a_new_grant_fetches_the_rekeyed_files_and_the_old_one_is_refused(
