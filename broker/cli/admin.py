@@ -495,7 +495,8 @@ def _read_share_file(path: Path) -> str:
 
 @admin.group()
 def version() -> None:
-    """Model versions: quarantine one (no key release, no new request) and lift it."""
+    """Model versions: quarantine one (no key release, no new request) and lift it; rekey one
+    after a leak (fresh keys, every grant revoked) and show how its rekey stands."""
 
 
 def _quarantine_lines(result: dict[str, Any]) -> list[str]:
@@ -532,3 +533,4 @@ def version_lift(target: str, as_json: bool) -> None:
 
 
 admin.add_command(notifications_command)  # `escrow admin notifications` (broker/cli/notifications)
+from broker.cli import admin_rekey  # noqa: E402, F401  (its commands join `version`)

@@ -74,6 +74,7 @@ class Action(StrEnum):
     GRANT_CLOSE = "grant.close"
     VERSION_QUARANTINE = "version.quarantine"
     NOTIFICATIONS_READ = "notifications.read"
+    VERSION_REKEY = "version.rekey"
 
 
 RULES: dict[Action, Rule] = {
@@ -113,6 +114,9 @@ RULES: dict[Action, Rule] = {
     # release agreement binds it (a lab could otherwise hold back a triggered release)
     Action.VERSION_QUARANTINE: GlobalRole(("operator",)),
     Action.NOTIFICATIONS_READ: GlobalRole(("operator",)),  # the outbox: who was notified of what
+    # re-encrypting a leaked version under fresh keys, its grants revoked: the operator only,
+    # for the same reason as a quarantine
+    Action.VERSION_REKEY: GlobalRole(("operator",)),
 }
 
 

@@ -73,3 +73,6 @@ class AuditAction(StrEnum):
     USER_LOGOUT = "user.logout"
     VERSION_QUARANTINE_LIFTED = "version.quarantine_lifted"
     VERSION_QUARANTINED = "version.quarantined"
+    VERSION_REKEY_FAILED = "version.rekey_failed"
+    VERSION_REKEY_REQUESTED = "version.rekey_requested"
+    VERSION_REKEYED = "version.rekeyed"

@@ -67,8 +67,10 @@ def deposit_objects(deposit: Deposit) -> list[DepositObject]:
         DepositObject(identity_object(deposit.id), IDENTITY, "identity"),
     ]
     for file in sorted(deposit.files, key=lambda f: f.idx):
-        found.append(DepositObject(prefix + header_key(file.idx), file.path, "header", file))
-        found.append(DepositObject(prefix + payload_key(file.idx), file.path, "payload", file))
+        header, payload = header_key(file.idx, deposit.generation), payload_key(
+            file.idx, deposit.generation)
+        found.append(DepositObject(prefix + header, file.path, "header", file))
+        found.append(DepositObject(prefix + payload, file.path, "payload", file))
     return found
 
 

@@ -59,12 +59,19 @@ def deposit_prefix(deposit_id: str) -> str:
     return f"deposits/{deposit_id}/"
 
 
-def header_key(index: int) -> str:
-    return f"files/{index}.header"
+def header_key(index: int, generation: int = 0) -> str:
+    """A file's escrow header, relative to the deposit's prefix. A rekey writes generation n
+    under new names (`files/<i>.r<n>.header`) and never overwrites the objects serving."""
+    return f"files/{index}.header" if not generation else f"files/{index}.r{generation}.header"
 
 
-def payload_key(index: int) -> str:
-    return f"files/{index}.payload"
+def payload_key(index: int, generation: int = 0) -> str:
+    return f"files/{index}.payload" if not generation else f"files/{index}.r{generation}.payload"
+
+
+def file_index(key: str) -> int:
+    """The file number in a header or payload key (either generation)."""
+    return int(key.removeprefix("files/").split(".", 1)[0])
 
 
 def identity_context(deposit_id: str) -> dict[str, str]:
@@ -307,7 +314,8 @@ def objects_gone(escrow: Escrow, deposit: Deposit, file: DepositFile) -> bool:
     prefix = deposit_prefix(deposit.id)
     return any(
         escrow.store.head(prefix + key) is None
-        for key in (header_key(file.idx), payload_key(file.idx))
+        for key in (header_key(file.idx, deposit.generation),
+                    payload_key(file.idx, deposit.generation))
     )
 
 
@@ -411,7 +419,7 @@ def _verification(deposit: Deposit) -> VerificationView | None:
     failed job's, else the last error of a job to be retried; `next_attempt_at` when the first
     waiting job may run (None if one may run now); `worker` the workers running it, and
     `heartbeat_at` the latest of their heartbeats."""
-    jobs = _newest_round(deposit.jobs)
+    jobs = _newest_round([j for j in deposit.jobs if j.kind == "verify"])  # not a rekey
     if not jobs:
         return None
     running = [j for j in jobs if j.state == "running"]

@@ -47,6 +47,8 @@ from broker.services.grants import GrantTerms, iso, not_found, refusal, url_ttl
 from broker.services.people import commitment, person_subject
 from broker.services.quarantine import RELEASE_HINT as QUARANTINE_HINT
 from broker.services.quarantine import refusal as quarantine_refusal
+from broker.services.rekey import REKEY_HINT
+from broker.services.rekey import refusal as rekey_refusal
 from broker.services.views_types import ReleasedKey, SignedManifest
 
 
@@ -103,7 +105,7 @@ def release_key(
     header_sha256 = hashlib.sha256(header).hexdigest()
     moment = now()
     url = escrow.store.presign_get(
-        deposit_prefix(target.deposit_id) + payload_key(index),
+        deposit_prefix(target.deposit_id) + payload_key(index, target.generation),
         url_ttl(target, moment, escrow.settings.download_url_ttl_s),
     )
     researcher = person_subject(
@@ -177,7 +179,7 @@ def _require_payload(escrow: Escrow, target: Row[Any], index: int) -> None:
     leave them short of keys for good. The HEAD costs one store round trip per release; an
     outage that begins between it and the download is not caught (the URL lives 15 minutes, so
     the researcher can still fetch once the store is back)."""
-    key = deposit_prefix(target.deposit_id) + payload_key(index)
+    key = deposit_prefix(target.deposit_id) + payload_key(index, target.generation)
     try:
         found = escrow.store.head(key)
     except StorageError as error:
@@ -207,6 +209,7 @@ def _check_release(
         refusal(grant, moment)
         or _key_refusal(grant)
         or quarantine_refusal(grant.id, grant.quarantined_at, grant.quarantine_reason)
+        or rekey_refusal(grant.id, grant.rekeying_at)
     )
     if why is not None:
         _refuse(uow, actor, grant, index, *why)
@@ -260,6 +263,9 @@ _GRANT_TERMS = (
     # the version's quarantine (broker.services.quarantine): no release while it is set
     Deposit.quarantined_at,
     Deposit.quarantine_reason,
+    # a rekey running (broker.services.rekey): no release until the new objects serve
+    Deposit.rekeying_at,
+    Deposit.generation,
 )
 _RELEASE_TARGET = (
     select(
@@ -370,6 +376,8 @@ def _refusal_hint(reason: str, grant: GrantTerms) -> str:
         return f"retry after {iso(grant.not_before)}"
     if reason == "quarantined":
         return QUARANTINE_HINT
+    if reason == "rekeying":
+        return REKEY_HINT
     return "ask for access again with a new request (escrow request ORG/NAME@VERSION)"
 
 

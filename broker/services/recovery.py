@@ -61,9 +61,8 @@ from broker.services.agreements import AGREEMENTS_DIR
 from broker.services.deposits import (
     SEALED,
     deposit_prefix,
-    header_key,
+    file_index,
     identity_context,
-    payload_key,
 )
 from broker.services.verification import run_verification
 
@@ -247,14 +246,14 @@ def _read_deposit(
     wrapped = store.get_bytes(prefix + "identity.wrapped")
     escrow.custody.unwrap(wrapped, identity_context(deposit_id))  # the master key opens it
     headers = {}
-    for file in manifest["files"]:
-        index = int(file["header"].removeprefix("files/").removesuffix(".header"))
-        headers[index] = store.get_bytes(prefix + header_key(index))
-        found = store.head(prefix + payload_key(index))
+    for file in manifest["files"]:  # the objects the manifest names (a rekey's new ones)
+        index = file_index(file["header"])
+        headers[index] = store.get_bytes(prefix + file["header"])
+        found = store.head(prefix + file["payload"])
         expected = payload_size(int(file["size"]))
         if found is None or found.size != expected:
             raise RecoveryFailed(
-                f"object {prefix}{payload_key(index)} ({file['path']}) is "
+                f"object {prefix}{file['payload']} ({file['path']}) is "
                 + ("missing" if found is None else f"{found.size} bytes, not {expected}"),
                 hint="restore it from the mirror",
             )
@@ -428,10 +427,11 @@ def _write_deposit(uow: UnitOfWork, found: DepositFromBucket, models: dict[str, 
         extra_recipients=json.dumps(manifest["extra_recipients"]),
         classical=bool(manifest["classical"]), wrapped_identity=found.wrapped_identity,
         created_by=manifest["depositor"]["token"], created_at=created, sealed_at=created,
+        generation=int(manifest.get("generation", 0)),
     )
     uow.session.add(deposit)
     for file in manifest["files"]:
-        index = int(file["header"].removeprefix("files/").removesuffix(".header"))
+        index = file_index(file["header"])
         uow.session.add(DepositFile(
             deposit_id=deposit.id, idx=index, path=file["path"], size=int(file["size"]),
             state=FileState.VERIFIED, header=found.headers[index], sha256=file["sha256"],

@@ -82,7 +82,8 @@ def check_deposit(
     for file in sorted(deposit.files, key=lambda f: f.path):
         try:
             problem = _check_file(
-                escrow, prefix, file.idx, file.size, file.sha256 or "", identity, cancelled
+                escrow, prefix, (file.idx, deposit.generation), file.size, file.sha256 or "",
+                identity, cancelled,
             )
         except ObjectMissing as error:
             problem = error.message
@@ -93,18 +94,19 @@ def check_deposit(
 def _check_file(
     escrow: Escrow,
     prefix: str,
-    index: int,
+    at: tuple[int, int],
     size: int,
     sha256: str,
     identity: age.Identity,
     cancelled: Callable[[], bool] | None,
 ) -> str:
-    header = escrow.store.get_bytes(prefix + header_key(index))
+    """`at`: the file's number and the generation of its objects (deposits.header_key)."""
+    header = escrow.store.get_bytes(prefix + header_key(*at))
     try:
         file_key = age.unwrap_file_key(header, [identity])
     except age.AgeError as error:
         return f"header does not open: {error}"
-    with escrow.store.open_read(prefix + payload_key(index)) as payload:
+    with escrow.store.open_read(prefix + payload_key(*at)) as payload:
         return check_payload(payload, file_key, size, sha256, cancelled)
 
 
@@ -147,7 +149,9 @@ class _CountingSink:
 
 
 def manifest_of(deposit: Deposit) -> dict[str, object]:
-    return {
+    """What the bucket's manifest.json says; `generation` only after a rekey (the manifests
+    written before rekeys existed keep their bytes)."""
+    made: dict[str, object] = {
         "format": "weights-escrow.manifest.v1",
         "deposit_id": deposit.id,
         "model": deposit.model.full_name,
@@ -163,12 +167,15 @@ def manifest_of(deposit: Deposit) -> dict[str, object]:
                 "path": f.path,
                 "size": f.size,
                 "sha256": f.sha256,
-                "header": header_key(f.idx),
-                "payload": payload_key(f.idx),
+                "header": header_key(f.idx, deposit.generation),
+                "payload": payload_key(f.idx, deposit.generation),
             }
             for f in sorted(deposit.files, key=lambda f: f.path)
         ],
     }
+    if deposit.generation:
+        made["generation"] = deposit.generation
+    return made
 
 
 OPEN_JOB_STATES = ("queued", "running")
@@ -200,8 +207,8 @@ def verify_file(
     identity = deposit_identity(escrow, snapshot)
     try:
         problem = _check_file(
-            escrow, deposit_prefix(deposit_id), index, file.size, file.sha256 or "", identity,
-            cancelled,
+            escrow, deposit_prefix(deposit_id), (index, snapshot.generation), file.size,
+            file.sha256 or "", identity, cancelled,
         )
     except ObjectMissing as error:
         problem = error.message

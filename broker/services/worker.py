@@ -26,7 +26,15 @@ from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.principals import SYSTEM
 from broker.errors import EscrowError
-from broker.services import agreements, copies, idempotency, notifications, uploads
+from broker.services import (
+    agreements,
+    copies,
+    idempotency,
+    notifications,
+    rekey,
+    rekey_run,
+    uploads,
+)
 from broker.services.fixity import FixitySchedule
 from broker.services.verification import (
     Cancelled,
@@ -95,7 +103,7 @@ def claim_job(escrow: Escrow, name: str) -> Lease | None:
             if job is None:
                 return None
             if job.state == "running" and job.attempts >= escrow.settings.job_max_attempts:
-                given_up = (job.id, job.deposit_id)
+                given_up = (job.id, job.deposit_id, job.kind)
             else:
                 job.state, job.locked_by, job.locked_at = "running", name, moment
                 job.lease_until = moment + timedelta(seconds=escrow.settings.job_lease_s)
@@ -113,7 +121,7 @@ def _runnable(moment: datetime) -> ColumnElement[bool]:
     )
 
 
-def _give_up(escrow: Escrow, job_id: int, deposit_id: str) -> None:
+def _give_up(escrow: Escrow, job_id: int, deposit_id: str, kind: str) -> None:
     """End a job whose workers kept dying, and its deposit, in a transaction that locks the
     deposit before the job (the order every writer of a deposit's result takes)."""
     with escrow.uow() as uow:
@@ -129,8 +137,20 @@ def _give_up(escrow: Escrow, job_id: int, deposit_id: str) -> None:
         )
         job.state, job.error, job.locked_by = "failed", error, None
         job.lease_until, job.finished_at = None, now()
-        fail_deposit(uow, deposit_id, f"verification could not run: {error}", job_id=job_id)
+        _fail(escrow, uow, kind, deposit_id, error, "", job_id)
         uow.commit()
+
+
+def _fail(
+    escrow: Escrow, uow: UnitOfWork, kind: str, deposit_id: str, error: str, hint: str,
+    job_id: int,
+) -> None:
+    """What a job that gave up leaves: a failed verification fails its deposit; a failed
+    rekey ends, the old objects still serving."""
+    if kind == "rekey":
+        rekey.fail_rekey(escrow, uow, deposit_id, f"the rekey could not run: {error}", job_id)
+    else:
+        fail_deposit(uow, deposit_id, f"verification could not run: {error}", hint, job_id)
 
 
 def backoff(escrow: Escrow, attempts: int) -> timedelta:
@@ -206,6 +226,14 @@ def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -
     error, hint = "", ""
     with Heartbeat(escrow, lease):
         try:
+            if kind == "rekey":  # one job per deposit: rekey_run says why
+                rekey_run.run_rekey(
+                    escrow,
+                    deposit_id,
+                    cancelled=lambda: lease.lost.is_set() or bool(stop and stop.is_set()),
+                    settle=lambda uow: _settled(lease.settle(uow, None, attempts_left)),
+                )
+                return
             if kind != "verify":
                 error = f"unknown job kind {kind!r}"
             elif file_idx is not None:
@@ -234,7 +262,7 @@ def run_job(escrow: Escrow, lease: Lease, stop: threading.Event | None = None) -
         except EscrowError as failure:
             error, hint = failure.message, failure.hint
             log.warning("job %s (%s of %s) failed: %s", lease.job_id, kind, deposit_id, error)
-    _record_failure(escrow, lease, error, hint, attempts, attempts_left)
+    _record_failure(escrow, lease, (kind, error, hint), attempts, attempts_left)
 
 
 def _settled(ours: bool) -> None:
@@ -243,8 +271,10 @@ def _settled(ours: bool) -> None:
 
 
 def _record_failure(
-    escrow: Escrow, lease: Lease, error: str, hint: str, attempts: int, attempts_left: bool
+    escrow: Escrow, lease: Lease, failure: tuple[str, str, str], attempts: int,
+    attempts_left: bool,
 ) -> None:
+    kind, error, hint = failure
     with escrow.uow() as uow:
         deposit_id = uow.session.scalar(select(Job.deposit_id).where(Job.id == lease.job_id))
         uow.session.get(Deposit, deposit_id, with_for_update=True)  # before the job: _give_up
@@ -255,9 +285,7 @@ def _record_failure(
         if attempts_left:
             job.run_after = now() + backoff(escrow, attempts)
         else:
-            fail_deposit(
-                uow, job.deposit_id, f"verification could not run: {error}", hint, job.id
-            )
+            _fail(escrow, uow, kind, job.deposit_id, error, hint, job.id)
         uow.commit()
 
 

@@ -150,6 +150,10 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.GRANT_CLOSED,
         AuditAction.VERSION_QUARANTINED,
         AuditAction.VERSION_QUARANTINE_LIFTED,
+        # leak response: a version re-encrypted under fresh keys
+        AuditAction.VERSION_REKEY_FAILED,
+        AuditAction.VERSION_REKEY_REQUESTED,
+        AuditAction.VERSION_REKEYED,
     }
 
 

@@ -103,6 +103,10 @@ class Deposit(Base):
     # a quarantine (a leak, a dispute): no key release and no new request while set
     quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     quarantine_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # which set of file objects serves (deposits.header_key): 0 as deposited, n after n rekeys
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a rekey is running (broker.services.rekey): no key release until it ends
+    rekeying_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # set once a release agreement's trigger fired: requests are decided under what it unlocks
     agreement_release: Mapped[AgreementRelease | None] = relationship(viewonly=True)
 
@@ -468,6 +472,39 @@ class KeyRelease(Base):
     number: Mapped[int] = mapped_column(Integer)  # 1 for the file's first release, then 2, ...
     header_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Rekey(Base):
+    """A version re-encrypted under fresh file keys and a fresh escrow identity (a leak): the
+    request, the new identity (wrapped by custody, made at the request so that a resumed job
+    encrypts every file to the same one), and how it ended."""
+
+    __tablename__ = "rekeys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)  # the deposit's generation once switched
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    # queued -> running -> switched (the deposit serves the new objects) -> done | failed
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recipient: Mapped[str] = mapped_column(Text)
+    wrapped_identity: Mapped[bytes] = mapped_column(LargeBinary)
+    grants_revoked: Mapped[int] = mapped_column(Integer, default=0)
+    old_objects_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    old_objects_locked: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RekeyFile(Base):
+    """One file re-encrypted and checked by a rekey: its new escrow header (the payload is
+    `deposits.payload_key(idx, generation)`); a resumed rekey skips these files."""
+
+    __tablename__ = "rekey_files"
+    rekey_id: Mapped[int] = mapped_column(ForeignKey("rekeys.id"), primary_key=True)
+    file_idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    header: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class StoredObject(Base):

@@ -24,7 +24,8 @@ from broker.errors import (
     TamperDetected,
 )
 
-_INDEX_RE = re.compile(r"files/(0|[1-9][0-9]{0,8})\.(header|payload)")
+# files/<n>.header, or files/<n>.r<generation>.header after a rekey (the broker's new objects)
+_INDEX_RE = re.compile(r"files/(0|[1-9][0-9]{0,8})(\.r[1-9][0-9]{0,8})?\.(header|payload)")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -161,10 +162,10 @@ def manifest_files(manifest: dict[str, Any]) -> list[ManifestFile]:
         size, sha256 = entry.get("size"), str(entry.get("sha256", ""))
         if (
             payload is None
-            or payload[2] != "payload"
+            or payload[3] != "payload"
             or header is None
-            or header[2] != "header"
-            or header[1] != payload[1]
+            or header[3] != "header"
+            or header.group(1, 2) != payload.group(1, 2)
         ):
             raise TamperDetected(
                 f"manifest entry {path}: object keys {entry.get('header')!r}, "

@@ -147,6 +147,38 @@ class QuarantineView(TypedDict):
     """false when the version was already in the state asked for (nothing was done)"""
 
 
+class RekeyView(TypedDict):
+    """A model version's newest rekey (a leak response): fresh file keys and escrow identity,
+    every grant revoked; no key release while it runs."""
+
+    model: str
+    version: str
+    deposit_id: str
+    rekey_id: int
+    state: str
+    """queued, running, switched (the new objects serve; old ones being removed), done, failed"""
+    reason: str
+    requested_by: str
+    requested_at: str
+    finished_at: str | None
+    error: str | None
+    """why it failed (the old objects still serve), or what could not be removed"""
+    generation: int
+    """the deposit's object generation once the rekey switched it"""
+    recipient: str
+    """the new escrow recipient"""
+    files_done: int
+    files: int
+    grants_revoked: int
+    old_objects_deleted: int
+    old_objects_locked: int
+    """old objects left in the store until their Object Lock retention ends"""
+    job: str | None
+    """the worker job: its state and attempts"""
+    changed: bool
+    """false when a rekey of the version was already under way (nothing new was queued)"""
+
+
 class GrantView(TypedDict):
     """A grant: a researcher's access to one deposit, for one key, for a period."""
 
