@@ -172,7 +172,7 @@ def vote(
             ssh_key, message["message"].encode("utf-8"), message["namespace"]
         )
     elif identity_file is not None:
-        body.update(_answer(client, base, body, message["message"], identity_file))
+        body.update(answer_vote_challenge(client, base, body, message["message"], identity_file))
     made = client.post(base + "/votes", body)
     verb = "voted" if made["created"] else "had already voted"
     emit(
@@ -182,7 +182,7 @@ def vote(
     )
 
 
-def _answer(
+def answer_vote_challenge(
     client: BrokerClient, base: str, body: dict[str, Any], expected: str, identity_file: Path
 ) -> dict[str, str]:
     """Ask for a vote challenge to the key of `identity_file`, decrypt it here, and check that

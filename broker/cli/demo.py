@@ -170,7 +170,9 @@ def print_login_links(escrow: Any, url: str) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="a JSON summary as the last line")
 def demo(broker_url: str, keep_serving: bool, as_json: bool) -> None:
     """Run the whole story on this data directory: deposit, NDA, request, approval, fetch,
-    byte-identical check, revocation, refused fetch. Exit 0 only if every check held."""
+    byte-identical check, revocation, refused fetch; then a version under a release agreement
+    released by two trustees' votes, fetched under the policy it unlocks, re-keyed as leaked and
+    refused. Exit 0 only if every check held."""
     url = broker_url.rstrip("/")
     story = Story()
     served: Served | None = None
@@ -179,7 +181,8 @@ def demo(broker_url: str, keep_serving: bool, as_json: bool) -> None:
             summary = run_story(url, story, Path(scratch))
         served, escrow = summary.pop("_served"), summary.pop("_escrow")
         click.echo(f"\nevery check held: {MODEL}@{summary['version']} was sealed, fetched "
-                   "byte-identical, revoked, and then refused")
+                   "byte-identical, revoked, and then refused; its copy bound by a release "
+                   "agreement was opened by two trustees, fetched, re-keyed and refused")
         if keep_serving:
             summary["login_links"] = print_login_links(escrow, url)
     except (EscrowError, OSError) as error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import filecmp
 import io
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,6 @@ RESEARCHER = ("researcher@demo.example", "Ada Researcher")
 REVIEWER = ("reviewer@demo.example", "Rita Reviewer")
 AUDITOR = ("auditor@demo.example", "Aldo Auditor")
 PURPOSE = "escrow demo: sycophancy interpretability study"
-_SECRET_LINE = re.compile(r"^secret: ([0-9a-f]{64})$", re.MULTILINE)
 
 
 class DemoFailed(EscrowError):
@@ -78,6 +76,9 @@ class Scene:
     reviewer: BrokerClient | None = None
     identity_file: Path | None = None
     grant_id: str = ""
+    depositor_token: str = ""
+    bound_version: str = ""  # the version sealed under a release agreement (demo_escrow.py)
+    bound_grant_id: str = ""
 
     def client(self, token: str) -> BrokerClient:
         from broker.client.http import BrokerClient
@@ -96,8 +97,10 @@ class Scene:
 def play_story(story: Story, escrow: Any, url: str, version: str, target: str, scratch: Path,
                 client_dir: Path) -> None:
     scene = Scene(story, escrow, url, version, target, scratch, client_dir)
+    from broker.cli.demo_escrow import escrow_scenes
+
     for step in (_create_org, _deposit, _people, _prove_key, _sign_nda, _ask_and_approve,
-                 _show_grant, _fetch_and_compare, _revoke_and_refuse, _audit):
+                 _show_grant, _fetch_and_compare, _revoke_and_refuse, escrow_scenes, _audit):
         step(scene)
     story.summary["ok"] = True
 
@@ -117,7 +120,6 @@ def _create_org(scene: Scene) -> None:
 
 
 def _deposit(scene: Scene) -> None:
-    from broker.client.deposit import SEALED, DepositOptions, Depositor
     from broker.domain.principals import OPERATOR
     from broker.services import admin
 
@@ -136,15 +138,27 @@ def _deposit(scene: Scene) -> None:
 
     story.step(f"the lab deposits it as {scene.target}: encrypted on its machine, uploaded, "
                "verified and sealed by the broker")
-    depositor = Depositor(scene.client(issued.token), DepositOptions(
-        model=MODEL, version=scene.version, directory=model_dir, config_dir=scene.client_dir))
-    deposit = depositor.run().deposit
+    scene.depositor_token = issued.token
+    deposit = deposit_model(scene, scene.version)
+    story.summary.update(deposit_id=deposit["deposit_id"], sealed=True)
+
+
+def deposit_model(scene: Scene, version: str, agreement: str | None = None) -> dict[str, Any]:
+    """`escrow deposit` of the demo model as `version` with the lab's token, waited until
+    sealed; with `agreement`, that release agreement is attached before the seal."""
+    from broker.client.deposit import SEALED, DepositOptions, Depositor
+
+    story = scene.story
+    depositor = Depositor(scene.client(scene.depositor_token), DepositOptions(
+        model=MODEL, version=version, directory=scene.originals[0].parent,
+        config_dir=scene.client_dir, agreement=agreement))
+    deposit: dict[str, Any] = depositor.run().deposit
     story.say(f"deposit {deposit['deposit_id']}, escrow recipient {deposit['recipient'][:40]}…")
     for f in deposit.get("files", []):
         story.say(f"{f.get('sha256')}  {f['path']}")
     story.check(deposit["state"] == SEALED, "sealed under a signed manifest",
                 f"the deposit is {deposit['state']}, not sealed")
-    story.summary.update(deposit_id=deposit["deposit_id"], sealed=True)
+    return deposit
 
 
 def _people(scene: Scene) -> None:
@@ -164,26 +178,43 @@ def _people(scene: Scene) -> None:
 
 def _prove_key(scene: Scene) -> None:
     from broker import age
-    from broker.client.local import write_private
 
     story, (researcher, _) = scene.story, scene.people()
     story.step("the researcher makes a post-quantum hybrid age identity, registers and proves it "
                "(escrow keys add --identity)")
     identity = age.generate_hybrid_identity()
-    identity_file = scene.identity_file = settings_dir(scene.escrow) / "researcher-identity.txt"
-    write_private(identity_file, (
-        f"# escrow demo researcher, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"# public key: {identity.to_recipient().encode()}\n{identity.encode()}\n").encode())
-    story.say(f"identity in {identity_file} (mode 0600)")
-    key = researcher.post("/api/v1/me/keys", {"recipient": identity.to_recipient().encode(),
-                                              "label": "escrow demo"})
-    plaintext = io.BytesIO()
-    age.decrypt(io.BytesIO(key["challenge"].encode()), plaintext, [identity])
-    found = _SECRET_LINE.search(plaintext.getvalue().decode("utf-8", errors="replace"))
-    key = researcher.post(f"/api/v1/me/keys/{key['id']}/proof",
-                          {"response": found.group(1) if found else ""})
+    scene.identity_file = write_identity(scene.escrow, "researcher-identity.txt",
+                                         "escrow demo researcher", identity)
+    story.say(f"identity in {scene.identity_file} (mode 0600)")
+    key = register_proven_key(researcher, identity)
     story.check(key["state"] == "proven", f"key {key['id']} ({key['type']}) is proven",
                 f"key {key['id']} is {key['state']}, not proven")
+
+
+def write_identity(escrow: Any, name: str, who: str, identity: Any) -> Path:
+    """An age identity file in the demo's directory, readable by its owner only."""
+    from broker.client.local import write_private
+
+    path = settings_dir(escrow) / name
+    write_private(path, (
+        f"# {who}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"# public key: {identity.to_recipient().encode()}\n{identity.encode()}\n").encode())
+    return path
+
+
+def register_proven_key(client: BrokerClient, identity: Any) -> dict[str, Any]:
+    """`escrow keys add --identity`: register the key, decrypt its challenge, answer it."""
+    from broker import age
+    from broker.cli.keys import challenge_secret
+
+    key = client.post("/api/v1/me/keys", {"recipient": identity.to_recipient().encode(),
+                                          "label": "escrow demo"})
+    plaintext = io.BytesIO()
+    age.decrypt(io.BytesIO(key["challenge"].encode()), plaintext, [identity])
+    secret = challenge_secret(plaintext.getvalue().decode("utf-8", errors="replace"))
+    proven: dict[str, Any] = client.post(f"/api/v1/me/keys/{key['id']}/proof",
+                                         {"response": secret or ""})
+    return proven
 
 
 def _sign_nda(scene: Scene) -> None:
@@ -239,27 +270,30 @@ def _show_grant(scene: Scene) -> None:
 
 
 def _fetch_and_compare(scene: Scene) -> None:
+    scene.story.step(f"the researcher fetches {scene.target} with the identity (escrow fetch)")
+    fetch_identical(scene, scene.version, "fetched")
+    scene.story.summary.update(fetched=True, byte_identical=True)
+
+
+def fetch_identical(scene: Scene, version: str, folder: str) -> None:
+    """`escrow fetch MODEL@version` as the researcher, then the check that every fetched file
+    is byte-identical with the lab's original."""
     from broker.client.fetch import Fetcher, FetchOptions
 
     story, (researcher, _), originals = scene.story, scene.people(), scene.originals
-    story.step(f"the researcher fetches {scene.target} with the identity (escrow fetch)")
-    out = scene.scratch / "fetched"
+    out = scene.scratch / folder
     result = Fetcher(researcher, FetchOptions(
-        target=scene.target, out=out, identity_file=scene.identity_file,
+        target=f"{MODEL}@{version}", out=out, identity_file=scene.identity_file,
         config_dir=scene.client_dir)).run()
     for f in result.files:
         story.say(f"{f.sha256}  {f.size:>10}  {f.path}  ({f.state})")
     story.say("decrypted in a stream, each SHA-256 checked against the broker-signed manifest")
-    story.summary["fetched"] = True
-
-    story.step("the fetched files are byte-identical with the lab's originals")
     identical = all(
         filecmp.cmp(original, out / original.name, shallow=False) for original in originals
     ) and sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")) \
         == sorted(p.name for p in originals)
-    story.check(identical, f"{len(originals)} files identical",
+    story.check(identical, f"{len(originals)} files identical with the lab's originals",
                 "the fetched files differ from the originals")
-    story.summary["byte_identical"] = True
 
 
 def _revoke_and_refuse(scene: Scene) -> None:

@@ -24,10 +24,16 @@ def test_the_demo_tells_the_whole_story_twice_and_every_check_holds(broker_serve
     assert "revoked" in summary["refusal"]
     assert summary["audit_log_size"] > 20  # every step above is on the log, and it verifies
     assert summary["grant_id"].startswith("gr_") and summary["request_id"].startswith("rq_")
+    # The escrow half: a version bound by an agreement, released by two trustees' votes,
+    # fetched under the policy it unlocked, then re-keyed as leaked and its grant refused.
+    assert summary["released"] and summary["released_fetched"] and summary["rekeyed"]
+    assert "revoked" in summary["rekey_refusal"]
+    assert len(summary["agreement_sha256"]) == 64
 
     story = result.stdout
     for words in ("sealed under a signed manifest", "is proven", "acme-research-nda",
-                  "is approved", "files identical", "escrow fetch refused"):
+                  "is approved", "files identical", "escrow fetch refused",
+                  "released: trustees", "granted at once under policy public", "re-keyed"):
         assert words in story
     identity = broker_server.data_dir / "demo" / "researcher-identity.txt"
     assert stat.S_IMODE(identity.stat().st_mode) == 0o600
