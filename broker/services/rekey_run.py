@@ -29,6 +29,7 @@ from broker import age
 from broker.adapters.db.models import Deposit, DepositFile, Rekey, RekeyFile, StoredObject
 from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.objectstore.base import SupportsRetention
+from broker.age.stream import ENCRYPTED_CHUNK_SIZE
 from broker.container import Escrow
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
@@ -69,6 +70,7 @@ def run_rekey(
     plan = _start(escrow, deposit_id)
     if plan is not None and plan.state != "switched":
         _reencrypt_all(escrow, deposit_id, plan, cancelled)
+        _recheck(escrow, deposit_id, plan)
         if cancelled():
             raise Cancelled("rekey stopped before the switch")
         _switch(escrow, deposit_id, plan.rekey_id)
@@ -161,6 +163,57 @@ def _reencrypt_file(
             hint="the job retries; if it keeps failing, check the object store",
         )
     return header
+
+
+def _recheck(escrow: Escrow, deposit_id: str, plan: Plan) -> None:
+    """Before the switch: every new file's stored header is the one recorded, and its first
+    chunk decrypts under it. A worker that lost its lease mid-file (a stall, a pause) may have
+    finished writing that file after the next worker wrote and checked it, under another file
+    key: such a file is forgotten, and the job retries it, instead of switching to objects
+    nothing can decrypt."""
+    with escrow.uow() as uow:
+        headers = files_done(uow, plan.rekey_id)
+        snapshot = copies.load_detached(uow, deposit_id)
+    identity = unwrap_identity(escrow, deposit_id, plan.wrapped_identity)
+    prefix = deposit_prefix(deposit_id)
+    spoiled = [
+        file for file in snapshot.files
+        if file.idx in headers
+        and not _first_chunk_opens(escrow, prefix, file, plan.generation, headers[file.idx],
+                                   identity)
+    ]
+    if not spoiled:
+        return
+    with escrow.uow() as uow:
+        uow.session.execute(delete(RekeyFile).where(
+            RekeyFile.rekey_id == plan.rekey_id,
+            RekeyFile.file_idx.in_([f.idx for f in spoiled])))
+        uow.commit()
+    raise StorageError(
+        f"rekey of {deposit_id}: the new objects of {', '.join(f.path for f in spoiled)} were "
+        "overwritten after they were checked (a worker that lost its job?); they are redone",
+        hint="the job retries at once; nothing was switched",
+    )
+
+
+def _first_chunk_opens(
+    escrow: Escrow, prefix: str, file: DepositFile, generation: int, header: bytes,
+    identity: age.Identity,
+) -> bool:
+    try:
+        if escrow.store.get_bytes(prefix + header_key(file.idx, generation)) != header:
+            return False
+        key = age.unwrap_file_key(header, [identity])
+        size = min(age.encrypted_payload_size(file.size), age.NONCE_SIZE + ENCRYPTED_CHUNK_SIZE)
+        with escrow.store.open_read(prefix + payload_key(file.idx, generation)) as payload:
+            head = payload.read(size)
+        final = age.encrypted_payload_size(file.size) == size
+        out = bytearray(ENCRYPTED_CHUNK_SIZE)
+        age.PayloadDecryptor(key, head[: age.NONCE_SIZE]).decrypt_chunks(
+            head[age.NONCE_SIZE :], out, 0, final=final)
+    except (age.AgeError, StorageError):
+        return False
+    return True
 
 
 def _switch(escrow: Escrow, deposit_id: str, rekey_id: int) -> None:

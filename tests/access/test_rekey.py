@@ -190,6 +190,47 @@ def test_a_rekey_that_keeps_failing_leaves_the_old_objects_serving(
     assert fetch_all(client, researcher, fresh) == FILES
 
 
+def test_a_file_overwritten_after_its_check_is_redone_not_switched_to(
+    escrow, client, deposited, researcher, reviewer, monkeypatch
+):
+    """A worker that lost its job may finish writing a file after the next worker wrote and
+    checked it, under another file key: the switch would serve objects nothing decrypts. The
+    check before the switch finds it; the file is redone and the version serves."""
+    from broker.services import rekey_run
+
+    real = rekey_run._reencrypt_all
+    stale_writes = []
+
+    def then_a_late_writer(escrow, deposit_id, plan, cancelled):
+        real(escrow, deposit_id, plan, cancelled)
+        if stale_writes:
+            return
+        with escrow.uow() as uow:  # what the worker that lost its job writes: the same names,
+            snapshot = rekey_run.copies.load_detached(uow, deposit_id)  # a fresh file key
+        file = next(f for f in snapshot.files if f.path == "big.bin")
+        identities = (rekey_run.deposit_identity(escrow, snapshot),
+                      rekey_run.unwrap_identity(escrow, deposit_id, plan.wrapped_identity))
+        stale_writes.append(rekey_run._reencrypt_file(
+            escrow, snapshot, file, plan.generation, identities,
+            [identities[1].to_recipient()], lambda: False))
+
+    monkeypatch.setattr(rekey_run, "_reencrypt_all", then_a_late_writer)
+    with escrow.uow() as uow:
+        rekey.request_rekey(escrow, uow, OPERATOR, "acme-ai/gpt-small", "2024-05", "leak")
+    worker.run_pending(escrow)  # the first attempt finds the overwrite and retries
+    with escrow.uow() as uow:
+        first = rekey.show(uow, OPERATOR, "acme-ai/gpt-small", "2024-05")
+        uow.session.execute(update(Job).where(Job.kind == "rekey").values(run_after=None))
+        uow.commit()
+    assert stale_writes and first["state"] == "running" and first["files_done"] == 2, first
+    worker.run_pending(escrow)
+    with escrow.uow() as uow:
+        shown = rekey.show(uow, OPERATOR, "acme-ai/gpt-small", "2024-05")
+    assert shown["state"] == "done" and shown["generation"] == 1, shown
+    fresh = approve(researcher, reviewer)
+    assert fetch_all(client, researcher, fresh) == FILES
+
+
 def test_only_an_operator_rekeys(escrow, deposited, researcher):
     from broker.domain.principals import Principal, PrincipalKind
 
