@@ -11,12 +11,11 @@ from urllib.parse import quote
 
 import click
 
-from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
-
 from broker.cli.client import client_command, client_options, open_client, reporting
 from broker.cli.nda import ssh_sign
 from broker.cli.output import emit
 from broker.client.http import BrokerClient
+from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
 from broker.errors import InvalidInput
 
 REQUEST_HELP = """Ask for access to a sealed model version, under the model's access policy.
