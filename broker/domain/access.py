@@ -74,6 +74,9 @@ class Action(StrEnum):
     GRANT_CLOSE = "grant.close"
     VERSION_QUARANTINE = "version.quarantine"
     NOTIFICATIONS_READ = "notifications.read"
+    HOSTING_MANAGE = "hosting.manage"
+    HOSTING_REGISTER = "hosting.register"
+    HOSTED_QUERY = "hosted.query"
 
 
 RULES: dict[Action, Rule] = {
@@ -113,6 +116,12 @@ RULES: dict[Action, Rule] = {
     # release agreement binds it (a lab could otherwise hold back a triggered release)
     Action.VERSION_QUARANTINE: GlobalRole(("operator",)),
     Action.NOTIFICATIONS_READ: GlobalRole(("operator",)),  # the outbox: who was notified of what
+    # hosted access: the operator makes model workers' accounts and hosting grants; a worker
+    # (its own account) registers under its hosting grant (checked by the service); a person
+    # queries a hosted version under their active inference grant (checked by the service)
+    Action.HOSTING_MANAGE: GlobalRole(("operator",)),
+    Action.HOSTING_REGISTER: Person(),
+    Action.HOSTED_QUERY: Person(),
 }
 
 

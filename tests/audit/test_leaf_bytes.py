@@ -150,6 +150,9 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.GRANT_CLOSED,
         AuditAction.VERSION_QUARANTINED,
         AuditAction.VERSION_QUARANTINE_LIFTED,
+        # hosted access: a model worker loading a version, and stopping
+        AuditAction.MODEL_WORKER_LOADED,
+        AuditAction.MODEL_WORKER_STOPPED,
     }
 
 
