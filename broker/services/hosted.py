@@ -98,7 +98,7 @@ def route(uow: UnitOfWork, actor: Principal, name: object) -> Route:
             hint=f"the operator starts one: escrow model-worker {full} --broker BROKER "
             "(see the README, Hosted access); retry in a minute",
         )
-    order = random.sample(list(live), len(live))  # spread the load  # noqa: S311
+    order = random.sample(list(live), len(live))  # spread the load
     first, rest = order[0], order[1:]
     return Route(full, grant.id, first.id, first.url, first.secret,
                  tuple((w.id, w.url, w.secret) for w in rest))

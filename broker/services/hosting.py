@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from broker import age
-from broker.adapters.db.models import AccessRequest, Deposit, Grant, ModelWorker, ResearcherKey, User
+from broker.adapters.db.models import (
+    AccessRequest,
+    Deposit,
+    Grant,
+    ModelWorker,
+    ResearcherKey,
+    User,
+)
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
