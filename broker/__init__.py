@@ -60,7 +60,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         agreements,
         quarantine,
         audit,
-        hosted,
         oauth,
         web_device,
         api_models,
