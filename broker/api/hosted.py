@@ -22,10 +22,11 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from broker.errors import EscrowError, InvalidInput
 from broker.hosting.server import SECRET_HEADER, error_response
-from broker.http.common import caller, escrow, json_body
+from broker.http.common import caller, escrow, json_body, problem_response
 from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import hosted as service
 from broker.services import hosting
+from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
 
 bp = Blueprint("hosted", __name__)
 
@@ -43,14 +44,14 @@ OPENAPI = {
         "under your active inference grant", HOSTED, HOSTED)},
     "/api/v1/hosted/workers": {"post": operation(
         "a model worker registers under its hosting grant (the worker's own login)",
-        HOSTED, obj(grant_id=STRING, url=STRING))},
+        WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},
     "/api/v1/hosted/workers/{worker_id}/heartbeat": {
         "parameters": path_params("worker_id"),
-        "post": operation("a model worker is alive (X-Escrow-Worker-Secret)", HOSTED,
+        "post": operation("a model worker is alive (X-Escrow-Worker-Secret)", WorkerHeartbeat,
                           auth=False)},
     "/api/v1/hosted/workers/{worker_id}": {
         "parameters": path_params("worker_id"),
-        "delete": operation("a model worker stops (X-Escrow-Worker-Secret)", HOSTED,
+        "delete": operation("a model worker stops (X-Escrow-Worker-Secret)", WorkerStopped,
                             auth=False)},
 }
 
@@ -58,7 +59,7 @@ OPENAPI = {
 def _openai_error(error: EscrowError) -> Response:
     if request.path.startswith("/v1/"):
         return error_response(error)
-    raise error  # /api/v1: the app's problem+json
+    return problem_response(error)  # /api/v1: problem+json, as everywhere else
 
 
 bp.register_error_handler(EscrowError, _openai_error)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -42,16 +41,11 @@ def worker() -> None:
 def worker_create(name: str, recipient: str, config_dir: Path, as_json: bool) -> None:
     """Make model worker NAME's account and key, and store its login for the worker."""
     from broker.client import credentials
-    from broker.services import hosting, sessions
+    from broker.services import hosting
 
     escrow = server_escrow()
     with escrow.uow() as uow:
-        user, key = hosting.create_worker_account(uow, OPERATOR, name, recipient)
-        session = sessions.start_session(
-            uow, user, "device", hosting.WORKER_ISSUER, datetime.now(UTC)
-        )
-        pair = sessions.issue_tokens(uow, session)
-        uow.commit()
+        user, key, pair = hosting.create_worker_login(uow, OPERATOR, name, recipient)
         user_id, key_id = user.id, key.id
     url = escrow.settings.public_url
     credentials.store(

@@ -41,11 +41,12 @@ from broker.domain.hosting import HEARTBEAT_S, HOSTING
 from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from broker.services import grants as grant_service
-from broker.services import people
+from broker.services import people, sessions
 from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import refusal
 from broker.services.keys import canonical_recipient, fingerprint, parse_key
 from broker.services.quarantine import refusal as quarantine_refusal
+from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
 
 WORKER_ISSUER = "escrow:model-worker"
 HOSTING_DAYS = 365  # a hosting grant's default length; the operator revokes it to stop hosting
@@ -104,6 +105,18 @@ def create_worker_account(
     return user, key
 
 
+def create_worker_login(
+    uow: UnitOfWork, actor: Principal, name: str, recipient_text: str
+) -> tuple[User, ResearcherKey, sessions.TokenPair]:
+    """The worker's account and key (`create_worker_account`) and a login for it (a device
+    session, refreshed by the worker like `escrow login`'s): its tokens, committed."""
+    user, key = create_worker_account(uow, actor, name, recipient_text)
+    session = sessions.start_session(uow, user, "device", WORKER_ISSUER, now())
+    pair = sessions.issue_tokens(uow, session)
+    uow.commit()
+    return user, key, pair
+
+
 def worker_account(uow: UnitOfWork, name: str) -> User:
     user = people.find_user(uow, WORKER_ISSUER, name)
     if user is None:
@@ -155,7 +168,9 @@ def allow_hosting(
 # --- the worker's side --------------------------------------------------------------------------
 
 
-def register(uow: UnitOfWork, actor: Principal, grant_id: object, url: object) -> dict[str, object]:
+def register(
+    uow: UnitOfWork, actor: Principal, grant_id: object, url: object
+) -> WorkerRegistration:
     """A worker that has loaded the version of its hosting grant, serving on `url` (loopback
     or a private address the broker reaches): audited as model_worker.loaded."""
     authorize(actor, Action.HOSTING_REGISTER)
@@ -191,7 +206,7 @@ def register(uow: UnitOfWork, actor: Principal, grant_id: object, url: object) -
     return {"worker_id": worker.id, "secret": secret, "heartbeat_s": HEARTBEAT_S}
 
 
-def heartbeat(uow: UnitOfWork, worker_id: str, secret: str | None) -> dict[str, object]:
+def heartbeat(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerHeartbeat:
     """The worker is alive; refused (the worker stops) once its grant ends or is revoked."""
     worker = _worker(uow, worker_id, secret)
     if worker.stopped_at is not None:
@@ -204,7 +219,7 @@ def heartbeat(uow: UnitOfWork, worker_id: str, secret: str | None) -> dict[str, 
     return {"worker_id": worker.id, "heartbeat_s": HEARTBEAT_S}
 
 
-def deregister(uow: UnitOfWork, worker_id: str, secret: str | None) -> dict[str, object]:
+def deregister(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerStopped:
     """A clean stop: no more calls go to the worker; audited as model_worker.stopped."""
     worker = _worker(uow, worker_id, secret)
     if worker.stopped_at is None:

@@ -9,7 +9,6 @@ without them they skip locally and fail in CI (`require_part`, ESCROW_TEST_REQUI
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import time
 from collections.abc import Iterator
