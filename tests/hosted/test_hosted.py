@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import NAME, Hosted, ask, broker_escrow, make_person
+from conftest import NAME, Hosted, ask, broker_escrow, make_person, start_worker
 
 PROMPT = "The escrow keeps"
 
@@ -140,6 +140,32 @@ def test_a_revoked_grant_stops_the_next_request(hosted):
     with pytest.raises(openai.PermissionDeniedError) as refused:
         query.completions.create(model=NAME, prompt=PROMPT, max_tokens=2)
     assert "revoked" in refused.value.body["message"]
+
+
+def test_two_workers_share_the_load_and_sigterm_deregisters_one(hosted, rosa):
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import AuditEvent
+
+    second = start_worker(hosted.broker, hosted.base, "host-2")
+    try:
+        query = client(hosted, rosa.token)
+        for _ in range(12):
+            assert query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1).choices
+        for worker in (hosted.worker, second):  # each served some (werkzeug logs each call)
+            assert "POST /v1/completions" in worker.log.read_text(errors="replace")
+        second.process.terminate()
+        assert second.process.wait(timeout=30) == 0
+        calls = hosted.worker.log.read_text(errors="replace").count("POST /v1/completions")
+        for _ in range(3):  # all to the one left, at once: the stopped one is out of routing
+            assert query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1).choices
+        assert hosted.worker.log.read_text().count("POST /v1/completions") == calls + 3
+    finally:
+        second.stop()
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        actions = uow.session.scalars(select(AuditEvent.action)).all()
+    assert actions.count("model_worker.loaded") == 2
+    assert actions.count("model_worker.stopped") == 1
 
 
 def test_a_killed_worker_leaves_routing_with_a_503_and_a_hint(hosted, rosa):
