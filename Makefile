@@ -13,7 +13,7 @@ export ESCROW_PUBLIC_URL ?= http://$(HOST):$(PORT)
 $(BIN)/escrow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,serve]'
 	touch $@
 
 install: $(BIN)/escrow

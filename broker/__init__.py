@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         agreements,
         audit,
         deposits,
+        hosted,
         idempotency,
         keys,
         meta,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         oauth,
         web_device,
         api_models,
+        hosted,
         *page_modules(),
     )
     for module in modules:

@@ -40,7 +40,9 @@ from broker.services.views_types import (
 
 bp = Blueprint("access", __name__, url_prefix="/api/v1")
 
-ASK = obj(model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING)
+ASK = obj(
+    model=STRING, version=STRING, purpose=STRING, days=INTEGER, key_id=STRING, kind=STRING
+)
 DECIDE = operation(
     "decide a pending request (reviewer or admin of its organisation)",
     RequestOutcome,
@@ -165,6 +167,7 @@ def _ask_body() -> dict:
         "version": body.get("version"),
         "days": body.get("days"),
         "key_id": body.get("key_id"),
+        "kind": body.get("kind"),
     }
 
 

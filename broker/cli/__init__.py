@@ -28,6 +28,8 @@ COMMANDS = {
     "admin": "broker.cli.admin:admin",
     "policy": "broker.cli.policy:policy",
     "demo": "broker.cli.demo:demo",
+    "hosted": "broker.cli.hosted:hosted",
+    "model-worker": "broker.cli.hosted:model_worker",
     # client side: labs, researchers, auditors
     "login": "broker.cli.login:login",
     "whoami": "broker.cli.login:whoami",

@@ -15,6 +15,7 @@ from broker.cli.client import client_command, client_options, open_client, repor
 from broker.cli.nda import ssh_sign
 from broker.cli.output import emit
 from broker.client.http import BrokerClient
+from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
 from broker.errors import InvalidInput
 
 REQUEST_HELP = """Ask for access to a sealed model version, under the model's access policy.
@@ -82,6 +83,13 @@ def request_name(made: dict[str, Any]) -> str:
 @click.option("--days", type=click.IntRange(1, 3650), help="how long (default: the policy's)")
 @click.option("--key", "key_id", help="the proven key to pin the grant to (default: the newest)")
 @click.option("--explain", is_flag=True, help="show what the policy decides; request nothing")
+@click.option(
+    "--kind",
+    type=click.Choice(REQUESTABLE_KINDS),
+    default=WEIGHTS,
+    show_default=True,
+    help="weights: the keys to the files; inference: querying the model hosted by the escrow",
+)
 @client_options
 @reporting
 def request(
@@ -90,6 +98,7 @@ def request(
     days: int | None,
     key_id: str | None,
     explain: bool,
+    kind: str,
     broker_url: str | None,
     token: str | None,
     token_file: Path | None,
@@ -101,6 +110,8 @@ def request(
         body["days"] = days
     if key_id:
         body["key_id"] = key_id
+    if kind != WEIGHTS:
+        body["kind"] = kind
     client = open_client(broker_url, token, token_file)
     if explain:
         result = client.post("/api/v1/requests/explain", body)

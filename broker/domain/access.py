@@ -75,6 +75,9 @@ class Action(StrEnum):
     VERSION_QUARANTINE = "version.quarantine"
     NOTIFICATIONS_READ = "notifications.read"
     VERSION_REKEY = "version.rekey"
+    HOSTING_MANAGE = "hosting.manage"
+    HOSTING_REGISTER = "hosting.register"
+    HOSTED_QUERY = "hosted.query"
 
 
 RULES: dict[Action, Rule] = {
@@ -117,6 +120,12 @@ RULES: dict[Action, Rule] = {
     # re-encrypting a leaked version under fresh keys, its grants revoked: the operator only,
     # for the same reason as a quarantine
     Action.VERSION_REKEY: GlobalRole(("operator",)),
+    # hosted access: the operator makes model workers' accounts and hosting grants; a worker
+    # (its own account) registers under its hosting grant (checked by the service); a person
+    # queries a hosted version under their active inference grant (checked by the service)
+    Action.HOSTING_MANAGE: GlobalRole(("operator",)),
+    Action.HOSTING_REGISTER: Person(),
+    Action.HOSTED_QUERY: Person(),
 }
 
 

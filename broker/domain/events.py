@@ -54,6 +54,8 @@ class AuditAction(StrEnum):
     KEY_RETIRED = "key.retired"
     LOGIN_LINK_CREATED = "login_link.created"
     MODEL_CREATED = "model.created"
+    MODEL_WORKER_LOADED = "model_worker.loaded"
+    MODEL_WORKER_STOPPED = "model_worker.stopped"
     NDA_SIGNED = "nda.signed"
     NDA_SSH_SIGNATURE_ADDED = "nda.ssh_signature_added"
     ORG_CREATED = "org.created"

@@ -44,6 +44,7 @@ def evaluate(policy: Policy, facts: Facts) -> Decision:
             hint="choose the policy with PolicySet.match(model)",
         )
     eligibility = _Findings()
+    _check_kind(policy, facts, eligibility)
     _check_embargo(policy, facts, eligibility)
     _check_nda(policy, facts, eligibility)
     _check_email(policy, facts, eligibility)
@@ -79,6 +80,16 @@ def evaluate(policy: Policy, facts: Facts) -> Decision:
 
 
 # --- eligibility ---------------------------------------------------------------------------------
+
+
+def _check_kind(policy: Policy, facts: Facts, found: _Findings) -> None:
+    if facts.kind in policy.access:
+        return
+    found.unmet(
+        f"a policy allowing {facts.kind} access to {facts.model}",
+        f"Policy {policy.id} allows {' and '.join(policy.access)} access to {facts.model}, "
+        f"not {facts.kind}; ask for a kind it allows (--kind {policy.access[0]})",
+    )
 
 
 def _check_embargo(policy: Policy, facts: Facts, found: _Findings) -> None:

@@ -40,6 +40,7 @@ class Facts:
     approvals: tuple[ApprovalFact, ...] = ()
     # when each of the requester's ended grants still without a close-out ended
     closeouts_due: tuple[datetime, ...] = ()
+    kind: str = "weights"  # the kind of access asked for (domain.hosting.REQUESTABLE_KINDS)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ The format (see `policies/examples/` for commented files):
       no_overdue_closeouts: false      # true: no grant while one of the requester's ended
       overdue_after_days: 14           #   grants waits for its close-out this long
     description: "…"                   # optional, shown to people
+    access: [weights, inference]       # optional; the kinds of access it allows (default
+                                       #   [weights]); inference: the model hosted by the escrow
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 
 from yaml.nodes import Node
 
+from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
 from broker.domain.principals import ORG_ROLES
 from broker.errors import ConfigError
 from broker.policy.nodes import NodeReader, PolicyProblem, tagged
@@ -134,6 +137,7 @@ class Policy:
     embargo_until: date | None = None  # requests are refused before 00:00 UTC that day
     description: str = ""
     requires: Requires = field(default_factory=Requires)
+    access: tuple[str, ...] = (WEIGHTS,)  # the kinds of access it allows (domain.hosting)
     # where keys and model patterns are (line numbers), for cross-file errors; not compared
     lines: dict[str, int] | None = field(default=None, compare=False, repr=False)
 
@@ -232,6 +236,7 @@ _TOP = (
     "embargo_until",
     "description",
     "requires",
+    "access",
 )
 _TOP_REQUIRED = ("organisation", "models", "nda", "approvals", "grant")
 
@@ -286,6 +291,7 @@ class _Reader(NodeReader):
         embargo = self.at(fields, "embargo_until", lambda n: self.date(n, "embargo_until"))
         description = self.at(fields, "description", lambda n: self.string(n, "description"), "")
         requires = self.at(fields, "requires", self.requires, Requires())
+        access = self.at(fields, "access", self.access, (WEIGHTS,))
         if self.problems:
             return None
         assert organisation is not None and models is not None  # no problems: all were read
@@ -304,6 +310,7 @@ class _Reader(NodeReader):
             embargo_until=embargo,
             description=description or "",
             requires=requires or Requires(),
+            access=access or (WEIGHTS,),
             lines=dict(self.lines),
         )
 
@@ -460,6 +467,17 @@ class _Reader(NodeReader):
         if None in (default_days, max_days, releases, renewal):
             return None
         return GrantLimits(default_days, max_days, releases, bool(renewal))
+
+    def access(self, node: Node) -> tuple[str, ...] | None:
+        items = self.sequence(node, "access")
+        if items is None:
+            return None
+        kinds = [self.choice(item, "an access kind", REQUESTABLE_KINDS) for item in items]
+        if not items:
+            self.error(node, "access is empty: name at least one kind, e.g. [weights]")
+        if not items or None in kinds:
+            return None
+        return tuple(dict.fromkeys(str(kind) for kind in kinds))
 
     def requires(self, node: Node) -> Requires | None:
         keys = ("no_overdue_closeouts", "overdue_after_days")

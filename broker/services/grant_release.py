@@ -39,6 +39,7 @@ from broker.container import Escrow
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
+from broker.domain.hosting import release_refusal
 from broker.domain.parts import payload_size
 from broker.domain.principals import Principal
 from broker.errors import Forbidden, NotFound, StorageError
@@ -206,7 +207,8 @@ def _check_release(
         _refuse(uow, actor, grant, index, "not_holder", "not the grant's researcher")
         raise not_found(grant.id)
     why = (
-        refusal(grant, moment)
+        release_refusal(grant.kind)
+        or refusal(grant, moment)
         or _key_refusal(grant)
         or quarantine_refusal(grant.id, grant.quarantined_at, grant.quarantine_reason)
         or rekey_refusal(grant.id, grant.rekeying_at)
@@ -257,6 +259,7 @@ _GRANT_TERMS = (
     Grant.expires_at,
     Grant.revoked_at,
     Grant.releases_per_file,
+    Grant.kind,
     # The pinned key: NULL columns when its row is gone (then it counts as retired).
     ResearcherKey.id.label("key_found"),
     ResearcherKey.retired_at.label("key_retired_at"),
@@ -378,6 +381,8 @@ def _refusal_hint(reason: str, grant: GrantTerms) -> str:
         return QUARANTINE_HINT
     if reason == "rekeying":
         return REKEY_HINT
+    if reason == "hosted_access_only":
+        return "query it with any OpenAI client: base URL BROKER/v1, model ORG/MODEL@VERSION"
     return "ask for access again with a new request (escrow request ORG/NAME@VERSION)"
 
 

@@ -147,6 +147,7 @@ def create_grant(
     not_before: datetime,
     expires_at: datetime,
     releases_per_file: int,
+    kind: str = "weights",
 ) -> Grant:
     """A new grant for an approved request (the caller audits it with `audit_grant`)."""
     grant = Grant(
@@ -160,6 +161,7 @@ def create_grant(
         expires_at=expires_at,
         releases_per_file=releases_per_file,
         created_at=not_before,
+        kind=kind,
     )
     uow.session.add(grant)
     uow.session.flush()
@@ -178,6 +180,8 @@ def audit_grant(
     request = uow.session.get(AccessRequest, grant.request_id)
     if request is not None and request.renews_grant_id:
         subject["renews_grant"] = request.renews_grant_id  # the chain of a continued access
+    if grant.kind != "weights":  # a weights grant's leaf stays as it was before there were kinds
+        subject["kind"] = grant.kind
     uow.audit(
         AuditAction.GRANT_CREATED,
         actor,
@@ -323,6 +327,7 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> G
         "expires_at": iso(grant.expires_at),
         "revoked_at": iso(grant.revoked_at) if grant.revoked_at else None,
         "releases_per_file": grant.releases_per_file,
+        "kind": grant.kind,
         "files": [
             {
                 "index": f.idx,

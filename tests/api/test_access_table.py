@@ -97,6 +97,11 @@ TABLE = {
     ("POST", AGREEMENT + "/votes/withdraw"): PERSON_ONLY,
     ("POST", AGREEMENT + "/release"): LAB_ADMIN,
     ("POST", "/api/v1/orgs/{org}/checkins"): LAB_ADMIN,
+    # hosted access: a worker registers with its own login (the service checks its grant);
+    # heartbeat and deregistration carry the worker's secret instead (404 for no such worker)
+    ("POST", "/api/v1/hosted/workers"): PERSON_ONLY,
+    ("POST", "/api/v1/hosted/workers/{worker_id}/heartbeat"): PUBLIC,
+    ("DELETE", "/api/v1/hosted/workers/{worker_id}"): PUBLIC,
 }
 
 
@@ -135,7 +140,8 @@ def test_every_route_answers_every_identity_as_the_table_says(client, lab, ident
     values = {"deposit_id": deposit["deposit_id"], "index": "0", "org": "acme-ai",
               "nda_id": "acme-research-nda", "key_id": "0" * 32,
               "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0",
-              "model": deposit["model"].split("/")[1], "version": deposit["version"]}
+              "model": deposit["model"].split("/")[1], "version": deposit["version"],
+              "worker_id": "mw_" + "0" * 16}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)

@@ -154,6 +154,9 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.VERSION_REKEY_FAILED,
         AuditAction.VERSION_REKEY_REQUESTED,
         AuditAction.VERSION_REKEYED,
+        # hosted access: a model worker loading a version, and stopping
+        AuditAction.MODEL_WORKER_LOADED,
+        AuditAction.MODEL_WORKER_STOPPED,
     }
 
 

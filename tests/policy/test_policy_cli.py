@@ -52,4 +52,5 @@ def test_json_errors_carry_file_line_and_message(write, policy_dir):
     assert report["errors"] == [{"file": str(path), "line": 10, "message":
                                  "the policy has an unknown key 'colour'; expected one of "
                                  "organisation, models, nda, eligibility, approvals, grant, "
-                                 "require_post_quantum_key, embargo_until, description, requires"}]
+                                 "require_post_quantum_key, embargo_until, description, requires, "
+                                 "access"}]

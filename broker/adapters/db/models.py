@@ -410,6 +410,7 @@ class AccessRequest(Base):
     renews_grant_id: Mapped[str | None] = mapped_column(
         ForeignKey("grants.id", use_alter=True), nullable=True, index=True
     )
+    kind: Mapped[str] = mapped_column(String(16), default="weights")  # domain.hosting.KINDS
     deposit: Mapped[Deposit] = relationship()
     user: Mapped[User] = relationship()
 
@@ -443,7 +444,24 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="weights")  # domain.hosting.KINDS
     deposit: Mapped[Deposit] = relationship()
+
+
+class ModelWorker(Base):
+    """A model worker process serving one version on its own loopback URL. The broker sends
+    `secret` with every call it forwards, so that nothing else can call the worker; it is stored
+    as is because every broker process must be able to send it (it opens no weights)."""
+
+    __tablename__ = "model_workers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class GrantCloseout(Base):

@@ -63,11 +63,18 @@ def post_quantum(grant: dict[str, Any]) -> bool:
 
 
 def choose_grant(
-    grants: list[dict[str, Any]], model: str, version: str, grant_id: str | None
+    grants: list[dict[str, Any]],
+    model: str,
+    version: str,
+    grant_id: str | None,
+    kinds: tuple[str, ...] = ("weights",),
 ) -> dict[str, Any]:
     """The grant to fetch with: --grant if given, else the active grant for model@version that
-    lasts longest. Refused with the reason when there is none usable."""
+    lasts longest, of one of `kinds` (a fetch: weights; inference grants release no key, and
+    a hosting grant is a model worker's, which loads into memory only). Refused with the
+    reason when there is none usable."""
     wanted = f"{model}@{version}"
+    grants = [g for g in grants if g.get("kind", "weights") in kinds]
     if grant_id is not None:
         grant = next((g for g in grants if g.get("id") == grant_id), None)
         if grant is None:

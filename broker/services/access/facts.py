@@ -67,6 +67,7 @@ def gather_facts(
     requested_days: int | None,
     key: ResearcherKey | None,
     reviews: list[Review],
+    kind: str = "weights",
 ) -> Facts:
     """What the policy decides on, from the database: trusted claims (kept at login, only those
     the issuer is authoritative for), organisations, NDA texts signed (a signature counts only
@@ -92,6 +93,7 @@ def gather_facts(
         requested_days=requested_days,
         approvals=tuple(approvals),
         closeouts_due=closeouts.due_closeouts(uow, user.id, moment),
+        kind=kind,
     )
 
 

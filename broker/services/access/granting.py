@@ -42,6 +42,7 @@ def grant_for(
         not_before=start,
         expires_at=start + timedelta(days=days),
         releases_per_file=policy.grant.releases_per_file,
+        kind=request.kind,
     )
 
 

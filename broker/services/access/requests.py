@@ -22,6 +22,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
+from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
 from broker.domain.names import check_version, split_model_name
 from broker.domain.principals import Principal
 from broker.errors import Conflict, InvalidInput, NotFound
@@ -72,6 +73,7 @@ class _Ask:
     purpose: str
     days: int | None
     renews: Grant | None = None
+    kind: str = WEIGHTS
 
 
 def explain(
@@ -82,6 +84,7 @@ def explain(
     version: object,
     days: object = None,
     key_id: object = None,
+    kind: object = None,
 ) -> Explanation:
     """What the policy would decide on a request now, without making one (changes nothing)."""
     authorize(actor, Action.REQUEST_CREATE)
@@ -89,7 +92,7 @@ def explain(
     deposit = find_sealed_deposit(uow, model, version)
     policy = policy_for(policy_dir, deposit)
     key = _requested_key(uow, user, key_id)
-    facts = gather_facts(uow, policy_dir, user, deposit, _days(days), key, [])
+    facts = gather_facts(uow, policy_dir, user, deposit, _days(days), key, [], _kind(kind))
     decision = evaluate(policy, facts)
     return {
         "model": deposit.model.full_name,
@@ -109,6 +112,7 @@ def create_request(
     purpose: object,
     days: object = None,
     key_id: object = None,
+    kind: object = None,
 ) -> AccessRequest:
     """Record a request and its decision; raise RequestRefused (after committing) when the
     requester is not eligible."""
@@ -120,7 +124,8 @@ def create_request(
     policy = policy_for(policy_dir, deposit)
     key = _requested_key(uow, user, key_id)
     _refuse_second_pending(uow, user, deposit)
-    return _record(uow, actor, policy_dir, _Ask(user, deposit, policy, key, text, requested_days))
+    ask = _Ask(user, deposit, policy, key, text, requested_days, kind=_kind(kind))
+    return _record(uow, actor, policy_dir, ask)
 
 
 def _refuse_second_pending(
@@ -159,7 +164,7 @@ def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> A
     once), audit, commit; then raise RequestRefused when the requester is not eligible."""
     deposit = ask.deposit
     refuse_if_quarantined(deposit)  # nothing recorded: ask again once it is lifted
-    facts = gather_facts(uow, policy_dir, ask.user, deposit, ask.days, ask.key, [])
+    facts = gather_facts(uow, policy_dir, ask.user, deposit, ask.days, ask.key, [], ask.kind)
     decision = evaluate(ask.policy, facts)
     request = AccessRequest(
         id="rq_" + secrets.token_hex(8),
@@ -175,6 +180,7 @@ def _record(uow: UnitOfWork, actor: Principal, policy_dir: Path, ask: _Ask) -> A
         created_at=facts.now,
         decided_at=None if decision.eligible and not decision.allowed else facts.now,
         renews_grant_id=ask.renews.id if ask.renews else None,
+        kind=ask.kind,
     )
     uow.session.add(request)
     uow.session.flush()
@@ -242,6 +248,20 @@ def find_sealed_deposit(uow: UnitOfWork, model: object, version: object) -> Depo
             else f"{model} has no sealed version yet",
         )
     return deposit
+
+
+def _kind(kind: object) -> str:
+    """The kind of access asked for: weights unless named (every request before there were
+    kinds asked for weights)."""
+    if kind is None or kind == "":
+        return WEIGHTS
+    if kind not in REQUESTABLE_KINDS:
+        raise InvalidInput(
+            f"'kind' {kind!r} is not a kind of access one can ask for",
+            hint=f"use one of {', '.join(REQUESTABLE_KINDS)} (hosting grants are made by the "
+            "operator: escrow hosted allow)",
+        )
+    return str(kind)
 
 
 def _requested_key(uow: UnitOfWork, user: User, key_id: object) -> ResearcherKey | None:
@@ -354,7 +374,7 @@ def request_renewal(
     text = first.purpose if purpose is None else _purpose(purpose)
     key = _renewal_key(uow, renewed)
     _refuse_second_pending(uow, user, deposit, renewing=renewed)
-    ask = _Ask(user, deposit, policy, key, text, requested_days, renews=renewed)
+    ask = _Ask(user, deposit, policy, key, text, requested_days, renewed, renewed.kind)
     return _record(uow, actor, policy_dir, ask)
 
 

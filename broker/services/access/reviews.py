@@ -92,12 +92,14 @@ def decide(
     policy = policy_for(policy_dir, request.deposit)
     others = [r for r in reviews if r.reviewer_id != reviewer.id]
     facts = gather_facts(
-        uow, policy_dir, requester, request.deposit, request.days_requested, key, others
+        uow, policy_dir, requester, request.deposit, request.days_requested, key, others,
+        request.kind,
     )
     _refuse_not_counting(uow, policy, facts, request, reviewer.id, approve)
     review, changed_from = _write_review(uow, request, reviewer, mine, approve, _comment(comment))
     facts = gather_facts(
-        uow, policy_dir, requester, request.deposit, request.days_requested, key, [*others, review]
+        uow, policy_dir, requester, request.deposit, request.days_requested, key,
+        [*others, review], request.kind,
     )
     if request.key_id and key is None:
         facts = replace(facts, keys=())

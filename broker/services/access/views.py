@@ -91,6 +91,7 @@ def describe_request(
         "decided_at": request.decided_at.isoformat() if request.decided_at else None,
         "grant_id": grant.id if grant else None,
         "renews_grant_id": request.renews_grant_id,
+        "kind": request.kind,
         "reviews": [
             {
                 "reviewer": str(r.reviewer_id),

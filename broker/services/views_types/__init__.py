@@ -83,6 +83,11 @@ from broker.services.views_types.deposits import (
     UploadStart,
     VerificationView,
 )
+from broker.services.views_types.hosted import (
+    WorkerHeartbeat,
+    WorkerRegistration,
+    WorkerStopped,
+)
 from broker.services.views_types.keys_ndas import (
     KeyList,
     KeyState,
@@ -170,6 +175,9 @@ __all__ = [
     "PublishedKey",
     "PublishedKeys",
     "QuarantineView",
+    "WorkerHeartbeat",
+    "WorkerRegistration",
+    "WorkerStopped",
     "RawEntries",
     "RawEntry",
     "RecordedPolicy",

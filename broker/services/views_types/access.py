@@ -94,6 +94,8 @@ class RequestView(TypedDict):
     decided_at: str | None
     grant_id: str | None
     renews_grant_id: str | None
+    kind: str
+    """weights (key releases) or inference (the hosted model, /v1)"""
     reviews: list[ReviewView]
     researcher: NotRequired[ResearcherFacts]
     """reviewers only"""
@@ -197,6 +199,9 @@ class GrantView(TypedDict):
     expires_at: str
     revoked_at: str | None
     releases_per_file: int
+    kind: str
+    """weights: key releases; inference: the hosted model (/v1), no key; hosting: a model
+    worker's"""
     files: list[GrantFile]
     closeout: NotRequired[CloseoutStatus]
     """in grant listings: the close-out owed once the grant ended"""

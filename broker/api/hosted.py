@@ -1,0 +1,154 @@
+"""Hosted access: the OpenAI-compatible API, and the model workers' registration.
+
+GET  /v1/models                                  the versions the caller may query
+POST /v1/completions, /v1/chat/completions       forwarded to a live worker (stream: SSE)
+POST   /api/v1/hosted/workers                    a worker registers (its own login)
+POST   /api/v1/hosted/workers/<id>/heartbeat     with its secret (X-Escrow-Worker-Secret)
+DELETE /api/v1/hosted/workers/<id>               deregisters, with its secret
+
+/v1 answers errors as OpenAI clients expect them ({"error": {message, type, code}}), not as
+problem+json. Each query is authorised and routed afresh (broker.services.hosted.route), so a
+revoked grant stops the next request. Every forwarded call has a timeout; a worker that does
+not answer is skipped for the next live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from broker.errors import EscrowError, InvalidInput
+from broker.hosting.server import SECRET_HEADER, error_response
+from broker.http.common import caller, escrow, json_body, problem_response
+from broker.http.openapi import STRING, obj, operation, path_params
+from broker.services import hosted as service
+from broker.services import hosting
+from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
+
+bp = Blueprint("hosted", __name__)
+
+CONNECT_S = 3.0  # a live worker accepts a connection at once
+READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
+HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
+
+OPENAPI = {
+    "/v1/models": {"get": operation("OpenAI-compatible: the versions you may query", HOSTED)},
+    "/v1/completions": {"post": operation(
+        "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
+        "under your active inference grant", HOSTED, HOSTED)},
+    "/v1/chat/completions": {"post": operation(
+        "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
+        "under your active inference grant", HOSTED, HOSTED)},
+    "/api/v1/hosted/workers": {"post": operation(
+        "a model worker registers under its hosting grant (the worker's own login)",
+        WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},
+    "/api/v1/hosted/workers/{worker_id}/heartbeat": {
+        "parameters": path_params("worker_id"),
+        "post": operation("a model worker is alive (X-Escrow-Worker-Secret)", WorkerHeartbeat,
+                          auth=False)},
+    "/api/v1/hosted/workers/{worker_id}": {
+        "parameters": path_params("worker_id"),
+        "delete": operation("a model worker stops (X-Escrow-Worker-Secret)", WorkerStopped,
+                            auth=False)},
+}
+
+
+def _openai_error(error: EscrowError) -> Response:
+    if request.path.startswith("/v1/"):
+        return error_response(error)
+    return problem_response(error)  # /api/v1: problem+json, as everywhere else
+
+
+bp.register_error_handler(EscrowError, _openai_error)
+
+
+# --- the OpenAI-compatible API ----------------------------------------------------------------
+
+
+@bp.get("/v1/models")
+def models() -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify({"object": "list", "data": service.models(uow, actor)})
+
+
+@bp.post("/v1/completions")
+def completions() -> Response:
+    return _forward("/v1/completions")
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions() -> Response:
+    return _forward("/v1/chat/completions")
+
+
+def _forward(path: str) -> Response:
+    actor = caller()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", hint="send OpenAI's request body")
+    with escrow().uow() as uow:
+        route = service.route(uow, actor, body.get("model"))
+    body = {**body, "model": route.model}
+    stream = bool(body.get("stream"))
+    for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
+        try:
+            answer = requests.post(
+                url + path, json=body, headers={SECRET_HEADER: secret},
+                timeout=(CONNECT_S, READ_S), stream=stream,
+            )
+        except requests.ConnectionError:
+            continue  # dead since its last heartbeat: the next one
+        except requests.Timeout:
+            raise service.NoWorker(
+                f"model worker {worker_id} of {route.model} did not answer in time",
+                hint="retry; if it persists, tell the operator",
+            ) from None
+        return _relay(answer, stream)
+    raise service.NoWorker(
+        f"no model worker is serving {route.model}: the live ones did not answer",
+        hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
+        "(see the README, Hosted access); retry in a minute",
+    )
+
+
+def _relay(answer: requests.Response, stream: bool) -> Response:
+    kind = answer.headers.get("Content-Type", "application/json")
+    if not stream or answer.status_code != 200:
+        return Response(answer.content, status=answer.status_code, content_type=kind)
+
+    def pieces() -> Iterator[bytes]:
+        try:
+            yield from answer.iter_content(chunk_size=None)
+        finally:
+            answer.close()
+
+    return Response(stream_with_context(pieces()), status=200, content_type=kind,
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# --- model workers ----------------------------------------------------------------------------
+
+
+@bp.post("/api/v1/hosted/workers")
+def register() -> tuple[Response, int]:
+    actor = caller()
+    body: dict[str, Any] = json_body()
+    with escrow().uow() as uow:
+        answer = hosting.register(uow, actor, body.get("grant_id"), body.get("url"))
+        return jsonify(answer), 201
+
+
+@bp.post("/api/v1/hosted/workers/<worker_id>/heartbeat")
+def heartbeat(worker_id: str) -> Response:
+    with escrow().uow() as uow:
+        return jsonify(hosting.heartbeat(uow, worker_id, request.headers.get(SECRET_HEADER)))
+
+
+@bp.delete("/api/v1/hosted/workers/<worker_id>")
+def deregister(worker_id: str) -> Response:
+    with escrow().uow() as uow:
+        return jsonify(hosting.deregister(uow, worker_id, request.headers.get(SECRET_HEADER)))

@@ -1,0 +1,118 @@
+"""`escrow hosted …` (operator, at the server console) and `escrow model-worker` (the worker).
+
+    escrow hosted worker create NAME --recipient age1… [--config-dir DIR]
+        the worker's account and key; its login is stored in DIR (the worker's own config dir)
+    escrow hosted allow ORG/MODEL@VERSION --worker NAME [--days N]
+        a hosting grant: the worker may obtain the version's file keys (each on the audit log)
+    escrow model-worker ORG/MODEL@VERSION --identity FILE [--broker URL] [--port N]
+        load the version into memory and serve it to the broker
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from broker.cli.client import client_options, open_client, reporting
+from broker.cli.output import emit
+from broker.cli.server import server_escrow
+from broker.domain.principals import OPERATOR
+
+
+@click.group()
+def hosted() -> None:
+    """Hosted access (operator): model workers and what they may host."""
+
+
+@hosted.group()
+def worker() -> None:
+    """Model workers' accounts."""
+
+
+@worker.command("create")
+@click.argument("name")
+@click.option("--recipient", required=True,
+              help="the worker's public key (age1… or age1pq1…): its identity file stays its own")
+@click.option("--config-dir", type=click.Path(path_type=Path), required=True,
+              help="the worker's config dir (its ESCROW_CONFIG_DIR): its login is stored there")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def worker_create(name: str, recipient: str, config_dir: Path, as_json: bool) -> None:
+    """Make model worker NAME's account and key, and store its login for the worker."""
+    from broker.client import credentials
+    from broker.services import hosting
+
+    escrow = server_escrow()
+    with escrow.uow() as uow:
+        user, key, pair = hosting.create_worker_login(uow, OPERATOR, name, recipient)
+        user_id, key_id = user.id, key.id
+    url = escrow.settings.public_url
+    credentials.store(
+        url,
+        {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
+         "expires_in": pair.expires_in},
+        f"model worker {name}",
+        config_dir,
+    )
+    emit(
+        {"worker": name, "user": str(user_id), "key_id": key_id, "broker": url,
+         "config_dir": str(config_dir)},
+        as_json,
+        [f"model worker {name}: account {user_id}, key {key_id}; its login at {url} is stored "
+         f"in {config_dir} (run the worker with ESCROW_CONFIG_DIR={config_dir})"],
+    )
+
+
+@hosted.command("allow")
+@click.argument("target", metavar="ORG/MODEL@VERSION")
+@click.option("--worker", "worker_name", required=True, help="the model worker's name")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="how long; revoke the grant to stop hosting sooner")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def allow(target: str, worker_name: str, days: int, as_json: bool) -> None:
+    """A hosting grant: WORKER may load TARGET (its key releases are on the audit log)."""
+    from broker.services import hosting
+
+    model, _, version = target.partition("@")
+    with server_escrow().uow() as uow:
+        grant = hosting.allow_hosting(uow, OPERATOR, model, version, worker_name, days)
+        result = {"grant_id": grant.id, "worker": worker_name, "model": model,
+                  "version": version, "kind": grant.kind,
+                  "expires_at": grant.expires_at.isoformat()}
+    emit(result, as_json, [f"hosting grant {grant.id}: {worker_name} may host {target} until "
+                           f"{result['expires_at']}"])
+
+
+@click.command("model-worker")
+@click.argument("target", metavar="ORG/MODEL@VERSION")
+@click.option("--identity", "identity_file", type=click.Path(path_type=Path, exists=True),
+              required=True, help="the worker's own age identity file")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="the address the worker serves on (the broker must reach it)")
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="the port (default: any free one)")
+@client_options
+@reporting
+def model_worker(
+    target: str,
+    identity_file: Path,
+    host: str,
+    port: int,
+    broker_url: str | None,
+    token: str | None,
+    token_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Load a version into memory (no plaintext on disk) and serve it to the broker."""
+    from broker.client.fetch.manifest import load_identities
+    from broker.client.local import config_dir
+    from broker.hosting.worker import ModelWorker, WorkerOptions
+
+    client = open_client(broker_url, token, token_file)
+    options = WorkerOptions(target, load_identities(identity_file), host, port, config_dir())
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    sys.exit(ModelWorker(client, options, say).run())

@@ -1,0 +1,42 @@
+"""Access kinds and the rules of hosted access that need no database. Pure.
+
+`weights`: key releases to the grantee's own key (the escrow's first kind of access).
+`inference`: querying the model hosted by the escrow (no key, no weights leave it).
+`hosting`: the grant of a model worker, the escrow's own process, that obtains the file keys of
+a version to load it into memory; made by an operator (`escrow hosted allow`), never requested.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+WEIGHTS = "weights"
+INFERENCE = "inference"
+HOSTING = "hosting"
+REQUESTABLE_KINDS = (WEIGHTS, INFERENCE)  # what a policy may allow and a person may ask for
+KINDS = (*REQUESTABLE_KINDS, HOSTING)
+RELEASING_KINDS = (WEIGHTS, HOSTING)  # grants under which file keys are released
+
+HEARTBEAT_S = 2.0  # a model worker heartbeats this often
+LIVE_FOR = timedelta(seconds=6)  # a worker silent this long gets no more calls (3 heartbeats)
+
+
+def is_live(heartbeat_at: datetime, moment: datetime) -> bool:
+    """A worker is routed to while its last heartbeat is newer than LIVE_FOR."""
+    return moment - heartbeat_at < LIVE_FOR
+
+
+def release_refusal(kind: str) -> tuple[str, str] | None:
+    """Why a grant of `kind` releases no file key (None: it does)."""
+    if kind in RELEASING_KINDS:
+        return None
+    return (
+        "hosted_access_only",
+        f"this is an {kind} grant: hosted access gives no weights, so no file key is "
+        "released under it; query the model through the broker's /v1 API instead",
+    )
+
+
+def model_name(org: str, model: str, version: str) -> str:
+    """The hosted API's model name of a version: ORG/MODEL@VERSION."""
+    return f"{org}/{model}@{version}"

@@ -1,0 +1,107 @@
+"""The engine interface: what a model worker needs of whatever runs the model. No torch here.
+
+An engine is built from a version's files held in memory (`{path: bytes}`, never on disk) and
+generates text from a prompt, as a stream of text pieces, with the token counts at the end. The
+interface is the OpenAI completions vocabulary (max tokens, temperature, seed, stop), so that an
+engine that is itself an OpenAI-compatible server (vLLM, for models that need several GPUs or
+hosts) fits behind it later by forwarding. The first engine is Hugging Face transformers on
+PyTorch (`transformers_engine`, the `serve` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker.errors import ConfigError, InvalidInput
+
+MAX_TOKENS_LIMIT = 4096  # the most a single call may ask to generate
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick each next token: greedy at temperature 0, else sampled (seeded if asked)."""
+
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Generation:
+    """One generation's stream: iterate it for text pieces; afterwards the counts are set."""
+
+    pieces: Iterator[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "length"  # "stop" (end of text or a stop string) or "length"
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces
+
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+class Engine(Protocol):
+    """A loaded model. `generate` may be called from several threads: engines serialise."""
+
+    def generate(self, prompt: str, sampling: Sampling) -> Generation: ...
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str: ...
+
+
+def plain_chat_prompt(messages: Sequence[Message]) -> str:
+    """The chat prompt of a model without a chat template: one "role: content" line per
+    message, then "assistant:" for the model to go on (documented in the README)."""
+    lines = [f"{m.role}: {m.content}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
+
+
+def sampling_of(body: Mapping[str, object]) -> Sampling:
+    """The sampling settings of an OpenAI request body, checked."""
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 16))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not (
+        1 <= max_tokens <= MAX_TOKENS_LIMIT
+    ):
+        raise InvalidInput(
+            f"max_tokens {max_tokens!r} is not valid",
+            hint=f"ask for 1 to {MAX_TOKENS_LIMIT} tokens",
+        )
+    temperature = body.get("temperature", 0.0)
+    top_p = body.get("top_p", 1.0)
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise InvalidInput("temperature must be a number from 0 to 2", hint="0: greedy")
+    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise InvalidInput("top_p must be a number above 0, at most 1", hint="1: no cut")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InvalidInput("seed must be an integer", hint="e.g. 42")
+    stop = body.get("stop") or ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop):
+        raise InvalidInput("stop must be a string or a list of strings", hint='e.g. ["\\n"]')
+    return Sampling(int(max_tokens), float(temperature), float(top_p), seed, tuple(stop)[:4])
+
+
+def load_engine(files: Mapping[str, bytes]) -> Engine:
+    """The engine for a version's files: transformers (the `serve` extra), imported now."""
+    try:
+        from broker.hosting.transformers_engine import TransformersEngine
+    except ImportError as error:
+        raise ConfigError(
+            f"the serve extra is not installed ({error.name} is missing), so no model can be "
+            "loaded here",
+            hint="install it: pip install 'weights-escrow[serve]'",
+        ) from None
+    return TransformersEngine.from_files(files)

@@ -1,0 +1,135 @@
+"""Hosted access for people: which versions a caller may query, and the worker a query goes to.
+
+Every query asks `route`, in its own short transaction: the caller is a person (authorize), the
+version exists, the caller holds an active `inference` grant of it now (not revoked, in its
+period, the version not quarantined), and a worker serving it heartbeated within
+`domain.hosting.LIVE_FOR`. So a revoked grant stops the very next request, and a dead worker
+leaves routing within LIVE_FOR (its calls fail over to the others meanwhile).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from broker.adapters.db.models import Deposit, Grant, ModelWorker
+from broker.adapters.db.uow import UnitOfWork
+from broker.domain.access import Action, authorize
+from broker.domain.clock import now
+from broker.domain.hosting import INFERENCE, LIVE_FOR, model_name
+from broker.domain.principals import Principal
+from broker.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from broker.services.access.requests import find_sealed_deposit
+from broker.services.grants import refusal
+from broker.services.quarantine import refusal as quarantine_refusal
+
+
+class NoWorker(Unavailable):
+    title = "no model worker"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one query goes: a live worker of the version, and the grant it is made under."""
+
+    model: str  # ORG/MODEL@VERSION
+    grant_id: str
+    worker_id: str
+    url: str
+    secret: str
+    others: tuple[tuple[str, str, str], ...] = ()  # (worker id, url, secret): to fail over
+
+
+def parse_model(name: object) -> tuple[str, str]:
+    if not isinstance(name, str) or "@" not in name:
+        raise InvalidInput(
+            f"model {name!r} is not a hosted model name",
+            hint="name it ORG/MODEL@VERSION, as GET /v1/models lists them",
+        )
+    model, _, version = name.rpartition("@")
+    return model, version
+
+
+def models(uow: UnitOfWork, actor: Principal) -> list[dict[str, object]]:
+    """The versions the caller may query now (an active inference grant of each)."""
+    authorize(actor, Action.HOSTED_QUERY)
+    moment = now()
+    grants = uow.session.scalars(
+        select(Grant).where(Grant.user_id == int(actor.id), Grant.kind == INFERENCE)
+    ).all()
+    seen: dict[str, dict[str, object]] = {}
+    for grant in grants:
+        deposit: Deposit = grant.deposit
+        if refusal(grant, moment) or deposit.quarantined_at is not None:
+            continue
+        name = model_name(deposit.model.organisation.name, deposit.model.name, deposit.version)
+        seen[name] = {
+            "id": name,
+            "object": "model",
+            "created": int(deposit.sealed_at.timestamp()) if deposit.sealed_at else 0,
+            "owned_by": deposit.model.organisation.name,
+        }
+    return [seen[name] for name in sorted(seen)]
+
+
+def route(uow: UnitOfWork, actor: Principal, name: object) -> Route:
+    """The grant and a live worker for a query of `name` by `actor`, or the refusal."""
+    authorize(actor, Action.HOSTED_QUERY)
+    model, version = parse_model(name)
+    try:
+        deposit = find_sealed_deposit(uow, model, version)
+    except NotFound as error:
+        raise NotFound(error.message, hint="GET /v1/models lists what you may query") from None
+    grant = _inference_grant(uow, actor, deposit)
+    moment = now()
+    live = uow.session.scalars(
+        select(ModelWorker).where(
+            ModelWorker.deposit_id == deposit.id,
+            ModelWorker.stopped_at.is_(None),
+            ModelWorker.heartbeat_at > moment - LIVE_FOR,
+        )
+    ).all()
+    full = f"{model}@{version}"
+    if not live:
+        raise NoWorker(
+            f"no model worker is serving {full}",
+            hint=f"the operator starts one: escrow model-worker {full} --broker BROKER "
+            "(see the README, Hosted access); retry in a minute",
+        )
+    order = random.sample(list(live), len(live))  # spread the load
+    first, rest = order[0], order[1:]
+    return Route(full, grant.id, first.id, first.url, first.secret,
+                 tuple((w.id, w.url, w.secret) for w in rest))
+
+
+def _inference_grant(uow: UnitOfWork, actor: Principal, deposit: Deposit) -> Grant:
+    grants = uow.session.scalars(
+        select(Grant)
+        .where(Grant.user_id == int(actor.id), Grant.deposit_id == deposit.id)
+        .order_by(Grant.created_at)
+    ).all()
+    full = f"{deposit.model.full_name}@{deposit.version}"
+    moment = now()
+    inference = [g for g in grants if g.kind == INFERENCE]
+    active = [g for g in inference if refusal(g, moment) is None]
+    if not active:
+        if inference:
+            why = refusal(inference[-1], moment)
+            assert why is not None
+            detail = why[1]
+        elif grants:
+            detail = f"your grant of {full} is of kind {grants[-1].kind}, which gives no queries"
+        else:
+            detail = f"you have no grant of {full}"
+        raise Forbidden(
+            f"you may not query {full}: {detail}",
+            hint=f"ask for inference access: escrow request {deposit.model.full_name}@"
+            f"{deposit.version} --kind inference --purpose '…'",
+        )
+    why_not = quarantine_refusal(active[-1].id, deposit.quarantined_at, deposit.quarantine_reason)
+    if why_not is not None:
+        raise Forbidden(why_not[1].replace("no key of it is released", "it is not served"),
+                        hint="wait until the operator lifts the quarantine")
+    return active[-1]

@@ -1,0 +1,213 @@
+"""Hosted access end to end: a real `escrow serve`, a tiny model deposited and sealed with
+`escrow deposit`, a real `escrow model-worker` process hosting it, people with grants made
+through the request API, and the official `openai` client.
+
+These tests need the `serve` extra (torch, transformers, tokenizers, safetensors) and `openai`:
+without them they skip locally and fail in CI (`require_part`, ESCROW_TEST_REQUIRE_ALL=1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from live import ESCROW_BIN, BrokerProcess, require_part, start_broker
+
+SERVE_PARTS = ("torch", "transformers", "tokenizers", "safetensors", "openai")
+MODEL, VERSION = "acme-ai/tiny", "1"
+NAME = f"{MODEL}@{VERSION}"
+POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/tiny"]
+nda: null
+eligibility: {verified_email: true, proven_key: true}
+approvals: {auto: true}
+grant: {default_days: 7, max_days: 30, releases_per_file: 3}
+access: [weights, inference]
+"""
+
+
+def serve_extra_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in SERVE_PARTS)
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_serve_extra() -> None:
+    require_part(serve_extra_installed(), "the serve extra (pip install -e '.[test,serve]')")
+
+
+@contextmanager
+def broker_escrow(broker: BrokerProcess):
+    """The live broker's database and store, in this process (for seeding and reading)."""
+    from broker.config import load_settings
+    from broker.container import build_escrow
+
+    escrow = build_escrow(load_settings(broker.env))
+    try:
+        yield escrow
+    finally:
+        escrow.engine.dispose()
+
+
+@dataclass
+class Person:
+    name: str
+    token: str
+    user_id: int
+    grants: dict[str, str] = field(default_factory=dict)  # kind -> grant id
+
+
+def make_person(broker: BrokerProcess, name: str) -> Person:
+    """A person with a verified email, a proven key and an API token (the OIDC login and
+    `escrow keys add` of the README, seeded: those are tested elsewhere)."""
+    import secrets
+
+    from broker import age
+    from broker.adapters.db.models import ResearcherKey
+    from broker.domain.principals import OPERATOR
+    from broker.services import people, sessions
+
+    email = f"{name}@uni.example"
+    with broker_escrow(broker) as escrow, escrow.uow() as uow:
+        user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", email,
+                                  people.Claims(email=email, email_verified=True, name=name))
+        recipient = str(age.generate_x25519_identity().to_recipient())
+        uow.session.add(ResearcherKey(id="rk_" + secrets.token_hex(6), user_id=user.id,
+                                      recipient=recipient, key_type="x25519", label="test",
+                                      proven_at=datetime.now(UTC)))
+        session = sessions.start_session(uow, user, "device", user.issuer, datetime.now(UTC))
+        pair = sessions.issue_tokens(uow, session)
+        uow.commit()
+        return Person(name, pair.access_token, user.id)
+
+
+def ask(broker: BrokerProcess, person: Person, kind: str) -> str:
+    """A request of `kind` through the API; the policy approves it at once: the grant's id."""
+    import requests
+
+    answer = requests.post(f"{broker.url}/api/v1/requests", timeout=30,
+                           headers={"Authorization": f"Bearer {person.token}"},
+                           json={"model": MODEL, "version": VERSION, "purpose": "a study",
+                                 "kind": kind})
+    assert answer.status_code == 201, answer.text
+    grant = answer.json()["grant"]
+    assert grant["kind"] == kind
+    person.grants[kind] = grant["id"]
+    return grant["id"]
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    log: Path
+    home: Path
+    tmp: Path
+    data: Path
+    config: Path
+
+    def wait_serving(self, timeout_s: float = 180) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            for line in text.splitlines():
+                if line.startswith("serving "):
+                    return line
+            if self.process.poll() is not None:
+                raise AssertionError(f"the model worker exited {self.process.returncode}:\n{text}")
+            time.sleep(0.3)
+        raise AssertionError(f"the model worker did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def console(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in broker.env.items() if k != "ESCROW_TOKEN"}
+    result = subprocess.run([ESCROW_BIN, *args], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, f"escrow {' '.join(args)}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def start_worker(broker: BrokerProcess, base: Path, name: str) -> Worker:
+    """The operator makes worker `name` (its identity file is its own) and its hosting grant;
+    then the worker process starts with its own home, temp dir, data dir and config dir."""
+    from broker import age
+
+    home, tmp, data, config = (base / name / d for d in ("home", "tmp", "data", "config"))
+    for folder in (home, tmp, data):
+        folder.mkdir(parents=True)
+    identity = age.generate_x25519_identity()
+    identity_file = home / "worker-key.txt"
+    identity_file.write_text(identity.encode() + "\n")
+    identity_file.chmod(0o600)
+    console(broker, "hosted", "worker", "create", name, "--recipient",
+            str(identity.to_recipient()), "--config-dir", str(config))
+    console(broker, "hosted", "allow", NAME, "--worker", name)
+    env = {k: v for k, v in broker.env.items()
+           if not k.startswith("ESCROW_") or k == "ESCROW_BROKER"}
+    env.update(HOME=str(home), TMPDIR=str(tmp), ESCROW_CONFIG_DIR=str(config),
+               ESCROW_DATA_DIR=str(data), OMP_NUM_THREADS="1")
+    log = base / name / "worker.log"
+    process = subprocess.Popen(
+        [ESCROW_BIN, "model-worker", NAME, "--identity", str(identity_file)],
+        env=env, cwd=home, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = Worker(process, log, home, tmp, data, config)
+    try:
+        worker.wait_serving()
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@dataclass
+class Hosted:
+    broker: BrokerProcess
+    files: dict[str, bytes]
+    worker: Worker
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory) -> Iterator[Hosted]:
+    require_part(serve_extra_installed(), "the serve extra (pip install -e '.[test,serve]')")
+    from tiny_model import tiny_model_files
+
+    base = tmp_path_factory.mktemp("hosted")
+    policies = base / "policies"
+    policies.mkdir()
+    (policies / "acme-tiny.yaml").write_text(POLICY)
+    (base / "broker").mkdir()
+    broker = start_broker(base / "broker", {"ESCROW_POLICY_DIR": str(policies)})
+    try:
+        files = tiny_model_files()
+        folder = base / "tiny"
+        folder.mkdir()
+        for path, data in files.items():
+            (folder / path).write_bytes(data)
+        deposited = broker.escrow("deposit", str(folder), "--model", MODEL, "--version",
+                                  VERSION, "--broker", broker.url, "--json")
+        assert broker.last_json(deposited)["state"] == "sealed"
+        worker = start_worker(broker, base, "host-1")
+        try:
+            yield Hosted(broker, files, worker, base)
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
