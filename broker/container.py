@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +31,10 @@ class Escrow:
     store: ObjectStore
     custody: KeyCustody
     mirror: ObjectStore | None = None  # the second copy (ESCROW_MIRROR_URL), if configured
+    # The key of model workers' secrets (broker.services.hosting.worker_secret): derived from
+    # the deployment's URL secret, so that every broker process computes the same ones and the
+    # database holds none.
+    worker_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def uow(self) -> UnitOfWork:
         notices = NoticeSettings(self.settings.public_url) if self.settings.smtp else None
@@ -38,11 +43,12 @@ class Escrow:
 
 def build_escrow(settings: Settings) -> Escrow:
     engine = make_engine(settings.database_url, database_limits(settings))
+    url_secret = read_secret_file(settings.url_secret_file)
     store = open_store(
         settings.storage_url,
         data_dir=settings.data_dir,
         url_base=settings.public_url,
-        url_secret=read_secret_file(settings.url_secret_file),
+        url_secret=url_secret,
         s3_endpoint_url=settings.s3_endpoint_url,
         region=settings.aws_region,
         local_quota_bytes=settings.local_store_quota_bytes or None,
@@ -57,7 +63,8 @@ def build_escrow(settings: Settings) -> Escrow:
     )
     mirror = open_mirror(settings) if settings.mirror_url else None
     return Escrow(
-        settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror
+        settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror,
+        worker_key=hmac.digest(url_secret, b"escrow model-worker secrets v1", "sha256"),
     )
 
 

@@ -91,7 +91,7 @@ def _forward(path: str) -> Response:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", hint="send OpenAI's request body")
     with escrow().uow() as uow:
-        route = service.route(uow, actor, body.get("model"))
+        route = service.route(uow, escrow().worker_key, actor, body.get("model"))
     body = {**body, "model": route.model}
     stream = bool(body.get("stream"))
     for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
@@ -138,17 +138,21 @@ def register() -> tuple[Response, int]:
     actor = caller()
     body: dict[str, Any] = json_body()
     with escrow().uow() as uow:
-        answer = hosting.register(uow, actor, body.get("grant_id"), body.get("url"))
+        answer = hosting.register(
+            uow, escrow().worker_key, actor, body.get("grant_id"), body.get("url")
+        )
         return jsonify(answer), 201
 
 
 @bp.post("/api/v1/hosted/workers/<worker_id>/heartbeat")
 def heartbeat(worker_id: str) -> Response:
     with escrow().uow() as uow:
-        return jsonify(hosting.heartbeat(uow, worker_id, request.headers.get(SECRET_HEADER)))
+        secret = request.headers.get(SECRET_HEADER)
+        return jsonify(hosting.heartbeat(uow, escrow().worker_key, worker_id, secret))
 
 
 @bp.delete("/api/v1/hosted/workers/<worker_id>")
 def deregister(worker_id: str) -> Response:
     with escrow().uow() as uow:
-        return jsonify(hosting.deregister(uow, worker_id, request.headers.get(SECRET_HEADER)))
+        secret = request.headers.get(SECRET_HEADER)
+        return jsonify(hosting.deregister(uow, escrow().worker_key, worker_id, secret))

@@ -23,6 +23,7 @@ from broker.domain.principals import Principal
 from broker.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import refusal
+from broker.services.hosting import worker_secret
 from broker.services.quarantine import refusal as quarantine_refusal
 
 
@@ -74,7 +75,7 @@ def models(uow: UnitOfWork, actor: Principal) -> list[dict[str, object]]:
     return [seen[name] for name in sorted(seen)]
 
 
-def route(uow: UnitOfWork, actor: Principal, name: object) -> Route:
+def route(uow: UnitOfWork, key: bytes, actor: Principal, name: object) -> Route:
     """The grant and a live worker for a query of `name` by `actor`, or the refusal."""
     authorize(actor, Action.HOSTED_QUERY)
     model, version = parse_model(name)
@@ -100,8 +101,8 @@ def route(uow: UnitOfWork, actor: Principal, name: object) -> Route:
         )
     order = random.sample(list(live), len(live))  # spread the load
     first, rest = order[0], order[1:]
-    return Route(full, grant.id, first.id, first.url, first.secret,
-                 tuple((w.id, w.url, w.secret) for w in rest))
+    return Route(full, grant.id, first.id, first.url, worker_secret(key, first.id),
+                 tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest))
 
 
 def _inference_grant(uow: UnitOfWork, actor: Principal, deposit: Deposit) -> Grant:

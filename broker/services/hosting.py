@@ -16,7 +16,9 @@ every call it forwards, so that nothing else can call the worker. Loading is aud
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -169,7 +171,7 @@ def allow_hosting(
 
 
 def register(
-    uow: UnitOfWork, actor: Principal, grant_id: object, url: object
+    uow: UnitOfWork, key: bytes, actor: Principal, grant_id: object, url: object
 ) -> WorkerRegistration:
     """A worker that has loaded the version of its hosting grant, serving on `url` (loopback
     or a private address the broker reaches): audited as model_worker.loaded."""
@@ -187,10 +189,9 @@ def register(
         )
     _refuse_inactive(grant)
     moment = now()
-    secret = secrets.token_urlsafe(32)
     worker = ModelWorker(
         id="mw_" + secrets.token_hex(8), deposit_id=grant.deposit_id, grant_id=grant.id,
-        url=url.rstrip("/"), secret=secret, registered_at=moment, heartbeat_at=moment,
+        url=url.rstrip("/"), registered_at=moment, heartbeat_at=moment,
     )
     uow.session.add(worker)
     uow.session.flush()
@@ -203,12 +204,22 @@ def register(
         {"url_sha256": hashlib.sha256(worker.url.encode()).hexdigest()},
     )
     uow.commit()
-    return {"worker_id": worker.id, "secret": secret, "heartbeat_s": HEARTBEAT_S}
+    return {"worker_id": worker.id, "secret": worker_secret(key, worker.id),
+            "heartbeat_s": HEARTBEAT_S}
 
 
-def heartbeat(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerHeartbeat:
+def worker_secret(key: bytes, worker_id: str) -> str:
+    """The secret a worker and the broker share: an HMAC of the worker's id under the
+    deployment's worker key (`Escrow.worker_key`), so no database row holds it."""
+    digest = hmac.digest(key, b"model worker " + worker_id.encode("ascii"), "sha256")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def heartbeat(
+    uow: UnitOfWork, key: bytes, worker_id: str, secret: str | None
+) -> WorkerHeartbeat:
     """The worker is alive; refused (the worker stops) once its grant ends or is revoked."""
-    worker = _worker(uow, worker_id, secret)
+    worker = _worker(uow, key, worker_id, secret)
     if worker.stopped_at is not None:
         raise Conflict(f"worker {worker_id} was stopped", hint="register again")
     grant = uow.session.get(Grant, worker.grant_id)
@@ -219,9 +230,11 @@ def heartbeat(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerHear
     return {"worker_id": worker.id, "heartbeat_s": HEARTBEAT_S}
 
 
-def deregister(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerStopped:
+def deregister(
+    uow: UnitOfWork, key: bytes, worker_id: str, secret: str | None
+) -> WorkerStopped:
     """A clean stop: no more calls go to the worker; audited as model_worker.stopped."""
-    worker = _worker(uow, worker_id, secret)
+    worker = _worker(uow, key, worker_id, secret)
     if worker.stopped_at is None:
         worker.stopped_at = now()
         grant = uow.session.get(Grant, worker.grant_id)
@@ -236,11 +249,11 @@ def deregister(uow: UnitOfWork, worker_id: str, secret: str | None) -> WorkerSto
     return {"worker_id": worker.id, "stopped": True}
 
 
-def _worker(uow: UnitOfWork, worker_id: str, secret: str | None) -> ModelWorker:
+def _worker(uow: UnitOfWork, key: bytes, worker_id: str, secret: str | None) -> ModelWorker:
     worker = uow.session.get(ModelWorker, worker_id)
     if worker is None:
         raise NotFound(f"there is no model worker {worker_id}", hint="register first")
-    if not secret or not secrets.compare_digest(secret, worker.secret):
+    if not secret or not hmac.compare_digest(secret, worker_secret(key, worker.id)):
         raise Unauthorized(
             "the worker secret is missing or wrong",
             hint="send the secret the registration answered, as X-Escrow-Worker-Secret",

@@ -2,7 +2,7 @@
 
 `access_requests.kind` and `grants.kind` (weights | inference | hosting; 'weights' for every
 existing row, the only kind there was), and `model_workers`: a worker process serving one
-version, its URL, the secret the broker sends it, its last heartbeat.
+version, its URL, its last heartbeat (the secret the broker sends it is derived, not kept).
 
 Revision ID: 0019
 Revises: 0018
@@ -31,7 +31,6 @@ def upgrade() -> None:
     sa.Column('deposit_id', sa.String(length=32), nullable=False),
     sa.Column('grant_id', sa.String(length=32), nullable=False),
     sa.Column('url', sa.Text(), nullable=False),
-    sa.Column('secret', sa.String(length=64), nullable=False),
     sa.Column('registered_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('stopped_at', sa.DateTime(timezone=True), nullable=True),

@@ -125,6 +125,33 @@ def test_no_plaintext_weight_byte_is_on_the_workers_disk(hosted):
     assert scanned >= 2  # the identity file and the stored login at least
 
 
+def test_only_the_broker_calls_a_worker_and_no_row_holds_its_secret(hosted):
+    """The worker answers only calls that carry its secret; the broker derives the secret from
+    the worker's id and its own key, so reading the database gives no way to call a worker."""
+    import requests
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import ModelWorker
+    from broker.hosting.server import SECRET_HEADER
+    from broker.services.hosting import worker_secret
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        worker = uow.session.scalars(select(ModelWorker)).first()
+        assert worker is not None and not hasattr(worker, "secret")
+        key, worker_id, url = escrow.worker_key, worker.id, worker.url
+    call = {"model": NAME, "prompt": "hello", "max_tokens": 2}
+    other_key = worker_secret(b"x" * 32, worker_id)
+    for headers in ({}, {SECRET_HEADER: "guessed"}, {SECRET_HEADER: other_key}):
+        refused = requests.post(url + "/v1/completions", json=call, headers=headers, timeout=30)
+        assert refused.status_code == 401, (headers, refused.text)
+        beat = requests.post(f"{hosted.broker.url}/api/v1/hosted/workers/{worker_id}/heartbeat",
+                             headers=headers, timeout=30)
+        assert beat.status_code == 401, beat.text
+    answered = requests.post(url + "/v1/completions", json=call, timeout=60,
+                             headers={SECRET_HEADER: worker_secret(key, worker_id)})
+    assert answered.status_code == 200, answered.text
+
+
 def test_a_revoked_grant_stops_the_next_request(hosted):
     import openai
 

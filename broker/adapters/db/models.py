@@ -449,16 +449,15 @@ class Grant(Base):
 
 
 class ModelWorker(Base):
-    """A model worker process serving one version on its own loopback URL. The broker sends
-    `secret` with every call it forwards, so that nothing else can call the worker; it is stored
-    as is because every broker process must be able to send it (it opens no weights)."""
+    """A model worker process serving one version on its own loopback URL. The broker sends the
+    worker's secret with every call it forwards, so that nothing else can call the worker; the
+    secret is derived from the worker's id (broker.services.hosting.worker_secret), not kept."""
 
     __tablename__ = "model_workers"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(64))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
