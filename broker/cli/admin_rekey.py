@@ -30,7 +30,8 @@ def _lines(result: dict[str, Any]) -> list[str]:
         f"  reason: {result['reason']} (by {result['requested_by']}, {result['requested_at']})",
         f"  files re-encrypted: {result['files_done']} of {result['files']}; "
         f"grants revoked: {result['grants_revoked']}",
-        f"  new escrow recipient: {result['recipient']}",
+        f"  new escrow recipient: {result['recipient']}; the lab's own recipients: "
+        + ("kept" if result["keep_lab_recipients"] else "dropped"),
     ]
     if result["job"]:
         lines.append(f"  {result['job']}")
@@ -46,14 +47,18 @@ def _lines(result: dict[str, Any]) -> list[str]:
 @click.argument("target", metavar="ORG/MODEL@VERSION")
 @click.option("--reason", required=True, help="why (a leak report); on the audit log and with "
               "each grant revoked")
+@click.option("--drop-lab-recipients", is_flag=True,
+              help="the new headers open only with the escrow's new identity, not with the "
+              "lab's own keys given at deposit (when the leak came through a lab key)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
-def version_rekey(target: str, reason: str, as_json: bool) -> None:
+def version_rekey(target: str, reason: str, drop_lab_recipients: bool, as_json: bool) -> None:
     """Re-encrypt a version under fresh keys (a leak): every grant on it is revoked and key
     releases stop now; `escrow worker` does the work and switches the version when done."""
     model, _, number = target.partition("@")
     escrow = server_escrow()
     with escrow.uow() as uow:
-        result = dict(rekey.request_rekey(escrow, uow, OPERATOR, model, number, reason))
+        result = dict(rekey.request_rekey(escrow, uow, OPERATOR, model, number, reason,
+                                          keep_lab_recipients=not drop_lab_recipients))
     emit(result, as_json, _lines(result))
 
 

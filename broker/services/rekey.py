@@ -48,10 +48,12 @@ REKEY_HINT = (
 
 def request_rekey(
     escrow: Escrow, uow: UnitOfWork, actor: Principal, model: object, version: object,
-    reason: object,
+    reason: object, *, keep_lab_recipients: bool = True,
 ) -> RekeyView:
     """Queue the rekey of a sealed version, block its key releases and revoke its grants, in
-    one transaction; a rekey already under way is shown, not queued again."""
+    one transaction; a rekey already under way is shown, not queued again. The new headers go
+    to the lab's own recipients too unless `keep_lab_recipients` is false (a leak through a
+    lab key)."""
     authorize(actor, Action.VERSION_REKEY)
     text = _reason(reason)
     deposit = find_deposit(uow, model, version)
@@ -77,6 +79,7 @@ def request_rekey(
         deposit_id=deposit.id, generation=generation, reason=text, requested_by=actor.id,
         state="queued", recipient=str(identity.to_recipient()), wrapped_identity=wrapped,
         grants_revoked=0, old_objects_deleted=0, old_objects_locked=0,
+        keep_lab_recipients=keep_lab_recipients,
     )
     uow.session.add(rekey)
     uow.session.flush()
@@ -88,7 +91,8 @@ def request_rekey(
     uow.audit(
         AuditAction.VERSION_REKEY_REQUESTED, actor, subject(deposit),
         {"reason": text, "rekey": rekey.id, "generation": generation,
-         "recipient": rekey.recipient, "grants_revoked": rekey.grants_revoked},
+         "recipient": rekey.recipient, "grants_revoked": rekey.grants_revoked,
+         "lab_recipients": "kept" if keep_lab_recipients else "dropped"},
     )
     uow.commit()
     return describe(uow, deposit, rekey, changed=True)
@@ -170,6 +174,7 @@ def describe(uow: UnitOfWork, deposit: Deposit, rekey: Rekey, *, changed: bool) 
         "grants_revoked": rekey.grants_revoked,
         "old_objects_deleted": rekey.old_objects_deleted,
         "old_objects_locked": rekey.old_objects_locked,
+        "keep_lab_recipients": rekey.keep_lab_recipients,
         "job": f"job {job.id}: {job.state}, {job.attempts} attempt(s)" if job else None,
         "changed": changed,
     }

@@ -56,6 +56,7 @@ class Plan:
     state: str
     generation: int
     wrapped_identity: bytes
+    keep_lab_recipients: bool
 
 
 def run_rekey(
@@ -94,7 +95,8 @@ def _start(escrow: Escrow, deposit_id: str) -> Plan | None:
             return None
         if rekey.state == "queued":
             rekey.state = "running"
-        plan = Plan(rekey.id, rekey.state, rekey.generation, rekey.wrapped_identity)
+        plan = Plan(rekey.id, rekey.state, rekey.generation, rekey.wrapped_identity,
+                    rekey.keep_lab_recipients)
         uow.commit()
     return plan
 
@@ -107,9 +109,8 @@ def _reencrypt_all(
         snapshot = copies.load_detached(uow, deposit_id)
     old_identity = deposit_identity(escrow, snapshot)
     new_identity = unwrap_identity(escrow, deposit_id, plan.wrapped_identity)
-    recipients = [new_identity.to_recipient()] + [
-        age.parse_recipient(r) for r in json.loads(snapshot.extra_recipients)
-    ]
+    lab_recipients = json.loads(snapshot.extra_recipients) if plan.keep_lab_recipients else []
+    recipients = [new_identity.to_recipient()] + [age.parse_recipient(r) for r in lab_recipients]
     for file in sorted(snapshot.files, key=lambda f: f.idx):
         if file.idx in done:
             continue  # re-encrypted and checked by an earlier attempt
@@ -233,6 +234,8 @@ def _switch(escrow: Escrow, deposit_id: str, rekey_id: int) -> None:
         for file in deposit.files:
             file.header = headers[file.idx]
         deposit.generation, deposit.wrapped_identity = rekey.generation, rekey.wrapped_identity
+        if not rekey.keep_lab_recipients:
+            deposit.extra_recipients = "[]"  # the new headers do not open with them
         deposit.recipient, deposit.rekeying_at, deposit.last_verified_at = (
             rekey.recipient, None, now())
         rekey.state = "switched"

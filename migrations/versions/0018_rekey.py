@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('old_objects_locked', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('keep_lab_recipients', sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.ForeignKeyConstraint(['deposit_id'], ['deposits.id'], name=op.f('fk_rekeys_deposit_id_deposits')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_rekeys'))
     )

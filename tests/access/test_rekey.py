@@ -231,6 +231,37 @@ def test_a_file_overwritten_after_its_check_is_redone_not_switched_to(
     assert fetch_all(client, researcher, fresh) == FILES
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_labs_own_recipients_open_the_new_headers_unless_dropped(escrow, deposited, keep):
+    """A lab key given at deposit opens the re-keyed headers too, unless the operator dropped
+    the lab's recipients (the leak came through a lab key)."""
+    lab_key = age.generate_hybrid_identity()  # as the deposit's: post-quantum
+    deposit_id = deposited["deposit_id"]
+    with escrow.uow() as uow:
+        uow.session.get(Deposit, deposit_id).extra_recipients = json.dumps(
+            [str(lab_key.to_recipient())])
+        uow.commit()
+    with escrow.uow() as uow:
+        queued = rekey.request_rekey(escrow, uow, OPERATOR, "acme-ai/gpt-small", "2024-05",
+                                     "leak", keep_lab_recipients=keep)
+    assert queued["keep_lab_recipients"] is keep
+    worker.run_pending(escrow)
+    with escrow.uow() as uow:
+        shown = rekey.show(uow, OPERATOR, "acme-ai/gpt-small", "2024-05")
+        deposit = uow.session.get(Deposit, deposit_id)
+        headers = [f.header for f in deposit.files]
+        assert shown["state"] == "done", shown
+        assert deposit.generation == 1
+        assert json.loads(deposit.extra_recipients) == ([str(lab_key.to_recipient())]
+                                                         if keep else [])
+    for header in headers:
+        if keep:
+            assert len(age.unwrap_file_key(header, [lab_key])) == 16
+        else:
+            with pytest.raises(age.AgeError):
+                age.unwrap_file_key(header, [lab_key])
+
+
 def test_only_an_operator_rekeys(escrow, deposited, researcher):
     from broker.domain.principals import Principal, PrincipalKind
 

@@ -512,6 +512,9 @@ class Rekey(Base):
     old_objects_locked: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The lab's own recipients (given at deposit) get the new headers too, unless the operator
+    # dropped them (a leak through the lab's own key).
+    keep_lab_recipients: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class RekeyFile(Base):

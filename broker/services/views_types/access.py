@@ -175,6 +175,8 @@ class RekeyView(TypedDict):
     old_objects_deleted: int
     old_objects_locked: int
     """old objects left in the store until their Object Lock retention ends"""
+    keep_lab_recipients: bool
+    """whether the lab's own recipients (given at deposit) can open the new headers"""
     job: str | None
     """the worker job: its state and attempts"""
     changed: bool
