@@ -3,7 +3,7 @@
 An engine is built from a version's files held in memory (`{path: bytes}`, never on disk) and
 either generates text from a prompt, as a stream of text pieces, with the token counts at the
 end (a causal language model), or embeds texts as vectors (an encoder model); asked for what
-its model does not do, it answers InvalidInput (an OpenAI-style 400) saying which it does. The
+its model does not do, it answers BadRequest (an OpenAI-style 400) saying which it does. The
 interface is the OpenAI completions vocabulary (max tokens, temperature, seed, stop), so that an
 engine that is itself an OpenAI-compatible server (vLLM, for models that need several GPUs or
 hosts) fits behind it later by forwarding. The first engine is Hugging Face transformers on
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.errors import ConfigError, InvalidInput
+from broker.errors import BadRequest, ConfigError, InvalidInput
 
 MAX_TOKENS_LIMIT = 4096  # the most a single call may ask to generate
 
@@ -77,15 +77,15 @@ class Engine(Protocol):
     def embed(self, texts: Sequence[str]) -> Embeddings: ...
 
 
-def not_a_generator(what: str) -> InvalidInput:
-    return InvalidInput(
+def not_a_generator(what: str) -> BadRequest:
+    return BadRequest(
         f"{what} is an embedding (encoder) model: it answers /v1/embeddings, not completions",
         hint="call embeddings.create with it, or query a text-generation model for completions",
     )
 
 
-def not_an_encoder(what: str) -> InvalidInput:
-    return InvalidInput(
+def not_an_encoder(what: str) -> BadRequest:
+    return BadRequest(
         f"{what} is a text-generation model: it answers completions, not /v1/embeddings",
         hint="query an embedding model (a sentence-transformers folder) for embeddings",
     )
@@ -99,12 +99,12 @@ def embed_inputs(body: Mapping[str, object]) -> list[str]:
     if not isinstance(texts, list) or not texts or not all(
         isinstance(t, str) and t for t in texts
     ):
-        raise InvalidInput(
+        raise BadRequest(
             "'input' must be a non-empty string or a list of non-empty strings",
             hint='e.g. ["The escrow keeps", "the weights"] (token arrays are not accepted)',
         )
     if len(texts) > MAX_EMBED_INPUTS:
-        raise InvalidInput(
+        raise BadRequest(
             f"'input' has {len(texts)} texts, more than {MAX_EMBED_INPUTS}",
             hint=f"send at most {MAX_EMBED_INPUTS} texts per call",
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from broker.errors import EscrowError, InvalidInput, Unauthorized
+from broker.errors import BadRequest, EscrowError, InvalidInput, Unauthorized
 from broker.hosting.engine import (
     Engine,
     Generation,
@@ -92,11 +92,11 @@ def make_app(state: WorkerState) -> Flask:
         texts = embed_inputs(body)
         form = body.get("encoding_format", "float")
         if form not in ("float", "base64"):
-            raise InvalidInput("encoding_format must be float or base64", hint="float")
+            raise BadRequest("encoding_format must be float or base64", hint="float")
         result = state.engine.embed(texts)
         wanted = body.get("dimensions")
         if wanted is not None and result.vectors and wanted != len(result.vectors[0]):
-            raise InvalidInput(
+            raise BadRequest(
                 f"this model's vectors have {len(result.vectors[0])} dimensions, not {wanted!r}",
                 hint="leave 'dimensions' out",
             )
