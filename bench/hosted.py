@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "hosted")]
+sys.path[:0] = [str(ROOT / "tests" / "hosted"), str(ROOT / "tests")]  # its conftest first
 
 PROMPTS = [
     "The escrow keeps",
