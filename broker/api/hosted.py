@@ -2,6 +2,7 @@
 
 GET  /v1/models                                  the versions the caller may query
 POST /v1/completions, /v1/chat/completions       forwarded to a live worker (stream: SSE)
+POST /v1/embeddings                              forwarded likewise (encoder models)
 POST   /api/v1/hosted/workers                    a worker registers (its own login)
 POST   /api/v1/hosted/workers/<id>/heartbeat     with its secret (X-Escrow-Worker-Secret)
 DELETE /api/v1/hosted/workers/<id>               deregisters, with its secret
@@ -42,6 +43,9 @@ OPENAPI = {
     "/v1/chat/completions": {"post": operation(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
         "under your active inference grant", HOSTED, HOSTED)},
+    "/v1/embeddings": {"post": operation(
+        "OpenAI-compatible embeddings of texts by a hosted encoder version, under your active "
+        "inference grant", HOSTED, HOSTED)},
     "/api/v1/hosted/workers": {"post": operation(
         "a model worker registers under its hosting grant (the worker's own login)",
         WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},
@@ -83,6 +87,11 @@ def completions() -> Response:
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
     return _forward("/v1/chat/completions")
+
+
+@bp.post("/v1/embeddings")
+def embeddings() -> Response:
+    return _forward("/v1/embeddings")
 
 
 def _forward(path: str) -> Response:

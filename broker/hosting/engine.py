@@ -1,7 +1,9 @@
 """The engine interface: what a model worker needs of whatever runs the model. No torch here.
 
 An engine is built from a version's files held in memory (`{path: bytes}`, never on disk) and
-generates text from a prompt, as a stream of text pieces, with the token counts at the end. The
+either generates text from a prompt, as a stream of text pieces, with the token counts at the
+end (a causal language model), or embeds texts as vectors (an encoder model); asked for what
+its model does not do, it answers BadRequest (an OpenAI-style 400) saying which it does. The
 interface is the OpenAI completions vocabulary (max tokens, temperature, seed, stop), so that an
 engine that is itself an OpenAI-compatible server (vLLM, for models that need several GPUs or
 hosts) fits behind it later by forwarding. The first engine is Hugging Face transformers on
@@ -14,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.errors import ConfigError, InvalidInput
+from broker.errors import BadRequest, ConfigError, InvalidInput
 
 MAX_TOKENS_LIMIT = 4096  # the most a single call may ask to generate
 
@@ -52,12 +54,61 @@ class Message:
     content: str
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """One vector per input text, in order, and the tokens read (padding not counted)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+MAX_EMBED_INPUTS = 256  # the most texts one embeddings call may carry
+
+
 class Engine(Protocol):
-    """A loaded model. `generate` may be called from several threads: engines serialise."""
+    """A loaded model. Its methods may be called from several threads: engines serialise."""
+
+    task: str  # "generate" (completions, chat) or "embed" (embeddings)
 
     def generate(self, prompt: str, sampling: Sampling) -> Generation: ...
 
     def chat_prompt(self, messages: Sequence[Message]) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+def not_a_generator(what: str) -> BadRequest:
+    return BadRequest(
+        f"{what} is an embedding (encoder) model: it answers /v1/embeddings, not completions",
+        hint="call embeddings.create with it, or query a text-generation model for completions",
+    )
+
+
+def not_an_encoder(what: str) -> BadRequest:
+    return BadRequest(
+        f"{what} is a text-generation model: it answers completions, not /v1/embeddings",
+        hint="query an embedding model (a sentence-transformers folder) for embeddings",
+    )
+
+
+def embed_inputs(body: Mapping[str, object]) -> list[str]:
+    """The texts of an OpenAI embeddings request: `input`, a string or a list of strings."""
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or not all(
+        isinstance(t, str) and t for t in texts
+    ):
+        raise BadRequest(
+            "'input' must be a non-empty string or a list of non-empty strings",
+            hint='e.g. ["The escrow keeps", "the weights"] (token arrays are not accepted)',
+        )
+    if len(texts) > MAX_EMBED_INPUTS:
+        raise BadRequest(
+            f"'input' has {len(texts)} texts, more than {MAX_EMBED_INPUTS}",
+            hint=f"send at most {MAX_EMBED_INPUTS} texts per call",
+        )
+    return [str(t) for t in texts]
 
 
 def plain_chat_prompt(messages: Sequence[Message]) -> str:
@@ -95,8 +146,10 @@ def sampling_of(body: Mapping[str, object]) -> Sampling:
 
 
 def load_engine(files: Mapping[str, bytes]) -> Engine:
-    """The engine for a version's files: transformers (the `serve` extra), imported now."""
+    """The engine for a version's files: transformers (the `serve` extra), imported now; an
+    encoder if the folder is a sentence-transformers one (`modules.json`), else a causal LM."""
     try:
+        from broker.hosting.encoder_engine import EncoderEngine
         from broker.hosting.transformers_engine import TransformersEngine
     except ImportError as error:
         raise ConfigError(
@@ -104,4 +157,6 @@ def load_engine(files: Mapping[str, bytes]) -> Engine:
             "loaded here",
             hint="install it: pip install 'weights-escrow[serve]'",
         ) from None
+    if "modules.json" in files:
+        return EncoderEngine.from_files(files)
     return TransformersEngine.from_files(files)

@@ -7,8 +7,10 @@ authorised the person and checked their grant; the worker only runs the model.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +18,16 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from broker.errors import EscrowError, InvalidInput, Unauthorized
-from broker.hosting.engine import Engine, Generation, Message, sampling_of
+from broker.errors import BadRequest, EscrowError, InvalidInput, Unauthorized
+from broker.hosting.engine import (
+    Engine,
+    Generation,
+    Message,
+    embed_inputs,
+    not_a_generator,
+    not_an_encoder,
+    sampling_of,
+)
 
 SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name)
 
@@ -49,6 +59,7 @@ def make_app(state: WorkerState) -> Flask:
     @app.post("/v1/completions")
     def completions() -> Response:
         body = _body()
+        _can(state, "generate")
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
@@ -60,6 +71,7 @@ def make_app(state: WorkerState) -> Flask:
     @app.post("/v1/chat/completions")
     def chat() -> Response:
         body = _body()
+        _can(state, "generate")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str)
@@ -73,7 +85,45 @@ def make_app(state: WorkerState) -> Flask:
         generation = state.engine.generate(prompt, sampling_of(body))
         return _answer(state, body, generation, chat=True)
 
+    @app.post("/v1/embeddings")
+    def embeddings() -> Response:
+        body = _body()
+        _can(state, "embed")
+        texts = embed_inputs(body)
+        form = body.get("encoding_format", "float")
+        if form not in ("float", "base64"):
+            raise BadRequest("encoding_format must be float or base64", hint="float")
+        result = state.engine.embed(texts)
+        wanted = body.get("dimensions")
+        if wanted is not None and result.vectors and wanted != len(result.vectors[0]):
+            raise BadRequest(
+                f"this model's vectors have {len(result.vectors[0])} dimensions, not {wanted!r}",
+                hint="leave 'dimensions' out",
+            )
+        return jsonify({
+            "object": "list",
+            "model": state.model,
+            "data": [{"object": "embedding", "index": i, "embedding": _encoded(v, form)}
+                     for i, v in enumerate(result.vectors)],
+            "usage": {"prompt_tokens": result.prompt_tokens,
+                      "total_tokens": result.prompt_tokens},
+        })
+
     return app
+
+
+def _can(state: WorkerState, task: str) -> None:
+    """An encoder answers only embeddings, a causal LM only completions: a 400 otherwise."""
+    if state.engine.task != task:
+        raise (not_an_encoder if task == "embed" else not_a_generator)(state.model)
+
+
+def _encoded(vector: list[float], form: object) -> list[float] | str:
+    """A vector as JSON numbers, or as OpenAI's base64 of little-endian float32 (what the
+    official Python client asks for by default, and decodes)."""
+    if form == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
 
 
 def _body() -> dict[str, Any]:

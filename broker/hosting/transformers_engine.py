@@ -21,10 +21,19 @@ import torch
 import transformers
 
 from broker.errors import ConfigError, InvalidInput
-from broker.hosting.engine import Generation, Message, Sampling, plain_chat_prompt
+from broker.hosting.engine import (
+    Embeddings,
+    Generation,
+    Message,
+    Sampling,
+    not_an_encoder,
+    plain_chat_prompt,
+)
 
 
 class TransformersEngine:
+    task = "generate"
+
     def __init__(self, model: Any, tokenizer: Any, context: int) -> None:
         self.model, self.tokenizer, self.context = model, tokenizer, context
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -72,6 +81,9 @@ class TransformersEngine:
             )
             return str(text)
         return plain_chat_prompt(messages)
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        raise not_an_encoder("this model")
 
     def generate(self, prompt: str, sampling: Sampling) -> Generation:
         ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))

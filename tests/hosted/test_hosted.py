@@ -98,6 +98,15 @@ def test_no_grant_or_a_weights_grant_is_refused_and_an_inference_grant_releases_
     assert "hosted access gives no weights" in release.json()["detail"]
 
 
+def test_embeddings_of_a_text_generation_model_are_a_clear_400(hosted, rosa):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(hosted, rosa.token).embeddings.create(model=NAME, input=["hello", "world"])
+    assert f"{NAME} is a text-generation model" in refused.value.body["message"]
+    assert refused.value.body["code"] == "invalid_request"
+
+
 def test_the_log_has_the_workers_key_releases_and_its_loading(hosted):
     from sqlalchemy import select
 

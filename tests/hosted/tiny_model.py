@@ -13,7 +13,8 @@ SENTENCES = [
 ] * 4
 
 
-def tiny_model_files(seed: int = 7) -> dict[str, bytes]:
+def tiny_model_files(seed: int = 7, width: int = 64, layers: int = 2) -> dict[str, bytes]:
+    """The model folder's files; bench/hosted.py asks for a wider, deeper one."""
     import safetensors.torch
     import tokenizers
     import torch
@@ -28,7 +29,7 @@ def tiny_model_files(seed: int = 7) -> dict[str, bytes]:
     tokenizer.train_from_iterator(SENTENCES, trainer)
     vocab = tokenizer.get_vocab_size()
     config = transformers.GPT2Config(
-        vocab_size=vocab, n_positions=128, n_embd=64, n_layer=2, n_head=2,
+        vocab_size=vocab, n_positions=128, n_embd=width, n_layer=layers, n_head=2,
         bos_token_id=0, eos_token_id=0)
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(config)
