@@ -35,17 +35,31 @@ CONNECT_S = 3.0  # a live worker accepts a connection at once
 READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
 
+# OpenAI's error body, not problem+json, on the /v1 routes: the clients people use read it.
+OPENAI_ERROR = {
+    "description": "an error, in OpenAI's shape",
+    "content": {"application/json": {"schema": obj(error=obj(
+        message=STRING, type=STRING, code={"type": ["string", "null"]}))}},
+}
+
+
+def _openai_operation(summary: str, body: dict[str, str] | None = None) -> dict[str, object]:
+    documented = operation(summary, HOSTED, body)
+    documented["responses"]["default"] = OPENAI_ERROR
+    return documented
+
+
 OPENAPI = {
-    "/v1/models": {"get": operation("OpenAI-compatible: the versions you may query", HOSTED)},
-    "/v1/completions": {"post": operation(
+    "/v1/models": {"get": _openai_operation("OpenAI-compatible: the versions you may query")},
+    "/v1/completions": {"post": _openai_operation(
         "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED, HOSTED)},
-    "/v1/chat/completions": {"post": operation(
+        "under your active inference grant", HOSTED)},
+    "/v1/chat/completions": {"post": _openai_operation(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED, HOSTED)},
-    "/v1/embeddings": {"post": operation(
+        "under your active inference grant", HOSTED)},
+    "/v1/embeddings": {"post": _openai_operation(
         "OpenAI-compatible embeddings of texts by a hosted encoder version, under your active "
-        "inference grant", HOSTED, HOSTED)},
+        "inference grant", HOSTED)},
     "/api/v1/hosted/workers": {"post": operation(
         "a model worker registers under its hosting grant (the worker's own login)",
         WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},

@@ -19,9 +19,9 @@ from broker.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 # "escrow" used as a noun, followed by an ordinary word: not a command.
 PROSE = {
-    "agent", "and", "as", "broker", "client", "command", "container", "deployment", "for",
-    "header", "identity", "idempotency", "initialised", "is", "local", "master", "of", "over",
-    "proof", "recipient", "with", "yet",
+    "agent", "and", "as", "broker", "can", "client", "command", "container", "deployment",
+    "for", "half", "header", "headers", "identity", "idempotency", "initialised", "is", "keeps",
+    "local", "master", "of", "over", "proof", "recipient", "story", "that", "with", "yet",
 }
 # "escrow" not preceded by a word character, a hyphen, a slash, a dot or an underscore
 # (weights-escrow, /opt/escrow, escrow.example), followed by up to three lowercase words.

@@ -45,7 +45,9 @@ TABLE = {
     "/audit/events/{seq}": AUDITORS,
     "/audit/verify": AUDITORS,
 }
-NOT_PAGES = ("/api/", "/auth/", "/oauth/", "/store/", "/static/", "/healthz")
+# /v1/: the OpenAI-compatible API (its access is tested in tests/hosted: a person with an
+# inference grant on that version, nobody else)
+NOT_PAGES = ("/api/", "/v1/", "/auth/", "/oauth/", "/store/", "/static/", "/healthz")
 
 
 def page_routes(app) -> set[str]:
