@@ -40,15 +40,26 @@ log = logging.getLogger(__name__)
 CONNECT_S = 3.0  # a live worker accepts a connection at once
 READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
+OPENAI_ERROR = {"description": "an error in OpenAI's shape: {\"error\": {message, type, code, "
+                "param, hint}} (429 with Retry-After)",
+                "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _openai(summary: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An operation of the OpenAI-compatible API: its errors are OpenAI's, not problem+json."""
+    answer = operation(summary, HOSTED, body)
+    answer["responses"]["default"] = OPENAI_ERROR
+    return answer
+
 
 OPENAPI = {
-    "/v1/models": {"get": operation("OpenAI-compatible: the versions you may query", HOSTED)},
-    "/v1/completions": {"post": operation(
+    "/v1/models": {"get": _openai("OpenAI-compatible: the versions you may query")},
+    "/v1/completions": {"post": _openai(
         "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED, HOSTED)},
-    "/v1/chat/completions": {"post": operation(
+        "under your active inference grant or its API key", HOSTED)},
+    "/v1/chat/completions": {"post": _openai(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED, HOSTED)},
+        "under your active inference grant or its API key", HOSTED)},
     "/api/v1/hosted/workers": {"post": operation(
         "a model worker registers under its hosting grant (the worker's own login)",
         WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},
