@@ -127,7 +127,11 @@ def key_list(broker_url: str | None, token: str | None, token_file: Path | None,
 @reporting
 def key_revoke(key_id: str, broker_url: str | None, token: str | None,
                token_file: Path | None, as_json: bool) -> None:
-    """Revoke your API key KEY: its next request is refused."""
+    """Revoke your API key KEY (its id, or the key itself): its next request is refused."""
+    from broker.domain.secrets import split_secret
+
+    whole = split_secret(key_id, "ehk")  # the key itself: only its id is sent
+    key_id = whole[0] if whole else key_id
     done = open_client(broker_url, token, token_file).delete(f"/api/v1/hosted/keys/{key_id}")
     emit(done, as_json, [f"API key {done['id']} revoked at {done['revoked_at']}"])
 
