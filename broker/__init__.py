@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         audit,
         deposits,
         hosted,
+        hosted_keys,
         idempotency,
         keys,
         meta,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         web_device,
         api_models,
         hosted,
+        hosted_keys,
         *page_modules(),
     )
     for module in modules:

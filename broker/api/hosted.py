@@ -15,51 +15,59 @@ not answer is skipped for the next live one.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import requests
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from broker.adapters.db.uow import UnitOfWork
+from broker.domain.principals import Principal
+from broker.domain.secrets import prefix_of
 from broker.errors import EscrowError, InvalidInput
 from broker.hosting.server import SECRET_HEADER, error_response
 from broker.http.common import caller, escrow, json_body, problem_response
 from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import hosted as service
-from broker.services import hosting
+from broker.services import hosted_keys, hosting
+from broker.services import hosted_usage as usage
 from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
 
 bp = Blueprint("hosted", __name__)
+log = logging.getLogger(__name__)
 
 CONNECT_S = 3.0  # a live worker accepts a connection at once
 READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
-
 # OpenAI's error body, not problem+json, on the /v1 routes: the clients people use read it.
 OPENAI_ERROR = {
-    "description": "an error, in OpenAI's shape",
+    "description": "an error in OpenAI's shape (429 with Retry-After)",
     "content": {"application/json": {"schema": obj(error=obj(
-        message=STRING, type=STRING, code={"type": ["string", "null"]}))}},
+        message=STRING, type=STRING, code=STRING, param={"type": ["string", "null"]},
+        hint=STRING))}},
 }
 
 
-def _openai_operation(summary: str, body: dict[str, str] | None = None) -> dict[str, object]:
-    documented = operation(summary, HOSTED, body)
-    documented["responses"]["default"] = OPENAI_ERROR
-    return documented
+def _openai(summary: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An operation of the OpenAI-compatible API: its errors are OpenAI's, not problem+json."""
+    answer = operation(summary, HOSTED, body)
+    answer["responses"]["default"] = OPENAI_ERROR
+    return answer
 
 
 OPENAPI = {
-    "/v1/models": {"get": _openai_operation("OpenAI-compatible: the versions you may query")},
-    "/v1/completions": {"post": _openai_operation(
+    "/v1/models": {"get": _openai("OpenAI-compatible: the versions you may query")},
+    "/v1/completions": {"post": _openai(
         "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED)},
-    "/v1/chat/completions": {"post": _openai_operation(
+        "under your active inference grant or its API key", HOSTED)},
+    "/v1/chat/completions": {"post": _openai(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant", HOSTED)},
-    "/v1/embeddings": {"post": _openai_operation(
+        "under your active inference grant or its API key", HOSTED)},
+    "/v1/embeddings": {"post": _openai(
         "OpenAI-compatible embeddings of texts by a hosted encoder version, under your active "
-        "inference grant", HOSTED)},
+        "inference grant or its API key", HOSTED)},
     "/api/v1/hosted/workers": {"post": operation(
         "a model worker registers under its hosting grant (the worker's own login)",
         WorkerRegistration, obj(grant_id=STRING, url=STRING), status="201")},
@@ -76,7 +84,10 @@ OPENAPI = {
 
 def _openai_error(error: EscrowError) -> Response:
     if request.path.startswith("/v1/"):
-        return error_response(error)
+        response = error_response(error)
+        if isinstance(error, usage.QuotaExceeded):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
     return problem_response(error)  # /api/v1: problem+json, as everywhere else
 
 
@@ -86,11 +97,21 @@ bp.register_error_handler(EscrowError, _openai_error)
 # --- the OpenAI-compatible API ----------------------------------------------------------------
 
 
+def _caller(uow: UnitOfWork) -> tuple[Principal, str | None]:
+    """The caller of a /v1 call, and the grant its API key is bound to (None: a login's
+    token or session, which may query any of the person's grants)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and prefix_of(token) == hosted_keys.PREFIX:
+        found = hosted_keys.authenticate(uow, token)
+        return found.principal, found.grant_id
+    return caller(uow), None
+
+
 @bp.get("/v1/models")
 def models() -> Response:
-    actor = caller()
     with escrow().uow() as uow:
-        return jsonify({"object": "list", "data": service.models(uow, actor)})
+        actor, key_grant = _caller(uow)
+        return jsonify({"object": "list", "data": service.models(uow, actor, key_grant)})
 
 
 @bp.post("/v1/completions")
@@ -109,12 +130,14 @@ def embeddings() -> Response:
 
 
 def _forward(path: str) -> Response:
-    actor = caller()
+    with escrow().uow() as uow:
+        actor, key_grant = _caller(uow)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", hint="send OpenAI's request body")
     with escrow().uow() as uow:
-        route = service.route(uow, escrow().worker_key, actor, body.get("model"))
+        route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant)
+        usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
     body = {**body, "model": route.model}
     stream = bool(body.get("stream"))
     for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
@@ -130,7 +153,7 @@ def _forward(path: str) -> Response:
                 f"model worker {worker_id} of {route.model} did not answer in time",
                 hint="retry; if it persists, tell the operator",
             ) from None
-        return _relay(answer, stream)
+        return _relay(answer, stream, route.grant_id)
     raise service.NoWorker(
         f"no model worker is serving {route.model}: the live ones did not answer",
         hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
@@ -138,19 +161,50 @@ def _forward(path: str) -> Response:
     )
 
 
-def _relay(answer: requests.Response, stream: bool) -> Response:
+def _relay(answer: requests.Response, stream: bool, grant_id: str) -> Response:
+    """The worker's answer to the caller; its `usage` (tokens) counted for the grant."""
     kind = answer.headers.get("Content-Type", "application/json")
     if not stream or answer.status_code != 200:
+        _record(grant_id, _usage_of(answer.content) if answer.status_code == 200 else None)
         return Response(answer.content, status=answer.status_code, content_type=kind)
 
     def pieces() -> Iterator[bytes]:
+        tail = b""  # the stream's last events: the usage comes with the finish reason
         try:
-            yield from answer.iter_content(chunk_size=None)
+            for piece in answer.iter_content(chunk_size=None):
+                tail = (tail + piece)[-USAGE_TAIL:]
+                yield piece
         finally:
             answer.close()
+            _record(grant_id, _usage_of(tail))
 
     return Response(stream_with_context(pieces()), status=200, content_type=kind,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage (its last two events)
+
+
+def _usage_of(content: bytes) -> dict[str, Any] | None:
+    """The `usage` of an answer: a JSON body's, or the last SSE event that has one."""
+    texts = [content] if not content.lstrip().startswith(b"data:") else [
+        line[5:] for line in content.splitlines() if line.startswith(b"data:")]
+    for text in reversed(texts):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and isinstance(found.get("usage"), dict):
+            return found["usage"]
+    return None
+
+
+def _record(grant_id: str, found: dict[str, Any] | None) -> None:
+    try:
+        with escrow().uow() as uow:
+            usage.record(uow, grant_id, found)
+    except Exception:  # the answer is given already: a lost count must not break it
+        log.exception("hosted usage of grant %s was not counted", grant_id)
 
 
 # --- model workers ----------------------------------------------------------------------------

@@ -6,6 +6,8 @@
         a hosting grant: the worker may obtain the version's file keys (each on the audit log)
     escrow model-worker ORG/MODEL@VERSION --identity FILE [--broker URL] [--port N]
         load the version into memory and serve it to the broker
+    escrow hosted key create GRANT | list | revoke KEY      (a person, through the API)
+        API keys of one's own inference grant: the /v1 API's bearer for that version only
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from broker.domain.principals import OPERATOR
 
 @click.group()
 def hosted() -> None:
-    """Hosted access (operator): model workers and what they may host."""
+    """Hosted access: model workers and what they may host (operator), API keys (a person)."""
 
 
 @hosted.group()
@@ -82,6 +84,56 @@ def allow(target: str, worker_name: str, days: int, as_json: bool) -> None:
                   "expires_at": grant.expires_at.isoformat()}
     emit(result, as_json, [f"hosting grant {grant.id}: {worker_name} may host {target} until "
                            f"{result['expires_at']}"])
+
+
+@hosted.group()
+def key() -> None:
+    """Your API keys for the hosted /v1 API, each bound to one of your inference grants."""
+
+
+@key.command("create")
+@click.argument("grant_id", metavar="GRANT")
+@client_options
+@reporting
+def key_create(grant_id: str, broker_url: str | None, token: str | None,
+               token_file: Path | None, as_json: bool) -> None:
+    """A new API key of your inference grant GRANT, printed once (the broker keeps its hash)."""
+    made = open_client(broker_url, token, token_file).post("/api/v1/hosted/keys",
+                                                           {"grant_id": grant_id})
+    emit(made, as_json, [
+        f"API key {made['id']} of grant {made['grant_id']}, for {made['model']} only:",
+        made["key"],
+        "shown this once: store it now (the openai client's api_key; revoke it with "
+        f"escrow hosted key revoke {made['id']})",
+    ])
+
+
+@key.command("list")
+@client_options
+@reporting
+def key_list(broker_url: str | None, token: str | None, token_file: Path | None,
+             as_json: bool) -> None:
+    """Your API keys (never their secrets)."""
+    found = open_client(broker_url, token, token_file).get("/api/v1/hosted/keys")
+    lines = [f"{k['id']}  grant {k['grant_id']}  {k['model']}  created {k['created_at']}"
+             + (f"  revoked {k['revoked_at']}" if k["revoked_at"] else "")
+             for k in found["keys"]] or ["no API keys"]
+    emit(found, as_json, lines)
+
+
+@key.command("revoke")
+@click.argument("key_id", metavar="KEY")
+@client_options
+@reporting
+def key_revoke(key_id: str, broker_url: str | None, token: str | None,
+               token_file: Path | None, as_json: bool) -> None:
+    """Revoke your API key KEY (its id, or the key itself): its next request is refused."""
+    from broker.domain.secrets import split_secret
+
+    whole = split_secret(key_id, "ehk")  # the key itself: only its id is sent
+    key_id = whole[0] if whole else key_id
+    done = open_client(broker_url, token, token_file).delete(f"/api/v1/hosted/keys/{key_id}")
+    emit(done, as_json, [f"API key {done['id']} revoked at {done['revoked_at']}"])
 
 
 @click.command("model-worker")

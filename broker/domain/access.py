@@ -78,6 +78,7 @@ class Action(StrEnum):
     HOSTING_MANAGE = "hosting.manage"
     HOSTING_REGISTER = "hosting.register"
     HOSTED_QUERY = "hosted.query"
+    HOSTED_KEYS = "hosted.keys"  # a person's own API keys of their inference grants
 
 
 RULES: dict[Action, Rule] = {
@@ -126,6 +127,7 @@ RULES: dict[Action, Rule] = {
     Action.HOSTING_MANAGE: GlobalRole(("operator",)),
     Action.HOSTING_REGISTER: Person(),
     Action.HOSTED_QUERY: Person(),
+    Action.HOSTED_KEYS: Person(),
 }
 
 

@@ -8,6 +8,7 @@ a version to load it into memory; made by an operator (`escrow hosted allow`), n
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 WEIGHTS = "weights"
@@ -40,3 +41,25 @@ def release_refusal(kind: str) -> tuple[str, str] | None:
 def model_name(org: str, model: str, version: str) -> str:
     """The hosted API's model name of a version: ORG/MODEL@VERSION."""
     return f"{org}/{model}@{version}"
+
+
+# --- quotas (an inference grant's requests per minute and tokens per day) ---------------------
+
+MINUTE, DAY = "minute", "day"  # the windows a grant's use is counted in (UTC)
+
+
+def window_start(period: str, moment: datetime) -> datetime:
+    """The start of the minute or UTC day that `moment` falls in."""
+    if period == MINUTE:
+        return moment.replace(second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def window_end(period: str, moment: datetime) -> datetime:
+    step = timedelta(minutes=1) if period == MINUTE else timedelta(days=1)
+    return window_start(period, moment) + step
+
+
+def retry_after_s(period: str, moment: datetime) -> int:
+    """Whole seconds until the window of `moment` ends (at least 1): the Retry-After."""
+    return max(1, math.ceil((window_end(period, moment) - moment).total_seconds()))

@@ -3,7 +3,7 @@ in constant time. They are 256-bit random values, so a fast hash is enough (no p
 nobody can brute-force the preimage, and the check runs on every request.
 
 Prefixes: `esk` service tokens, `eat` user access tokens, `ert` user refresh tokens, `edc`
-device codes (RFC 8628), `ell` single-use login links.
+device codes (RFC 8628), `ell` single-use login links, `ehk` API keys of hosted access.
 """
 
 from __future__ import annotations

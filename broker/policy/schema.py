@@ -21,6 +21,8 @@ The format (see `policies/examples/` for commented files):
       proven_key: true
     approvals: {count: 1, role: reviewer, allow_requester_org: false, auto: false}
     grant: {default_days: 14, max_days: 30, releases_per_file: 3, renewal: false}
+                                       # inference grants may also have quotas:
+                                       #   requests_per_minute: 60, tokens_per_day: 100000
     require_post_quantum_key: false
     embargo_until: 2025-06-01          # optional: no request is allowed before this UTC date
     requires:                          # optional; these are the defaults
@@ -112,6 +114,9 @@ class GrantLimits:
     max_days: int
     releases_per_file: int
     renewal: bool = False
+    # An inference grant's quotas (None: no limit); weights grants ignore them
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -440,7 +445,8 @@ class _Reader(NodeReader):
         return Approvals(count or 0, str(role), bool(allow_org), bool(auto))
 
     def grant(self, node: Node) -> GrantLimits | None:
-        keys = ("default_days", "max_days", "releases_per_file", "renewal")
+        keys = ("default_days", "max_days", "releases_per_file", "renewal",
+                "requests_per_minute", "tokens_per_day")
         fields = self.mapping(
             node, "grant", keys, ("default_days", "max_days", "releases_per_file")
         )
@@ -458,6 +464,14 @@ class _Reader(NodeReader):
             lambda n: self.integer(n, "grant releases_per_file", 1, 1000),
         )
         renewal = self.optional(fields, "renewal", self.boolean, False, "grant")
+        per_minute = self.at(
+            fields, "requests_per_minute",
+            lambda n: self.integer(n, "grant requests_per_minute", 1, 1_000_000),
+        )
+        per_day = self.at(
+            fields, "tokens_per_day",
+            lambda n: self.integer(n, "grant tokens_per_day", 1, 10**12),
+        )
         if default_days is not None and max_days is not None and default_days > max_days:
             self.error(
                 fields["default_days"],
@@ -466,7 +480,7 @@ class _Reader(NodeReader):
             return None
         if None in (default_days, max_days, releases, renewal):
             return None
-        return GrantLimits(default_days, max_days, releases, bool(renewal))
+        return GrantLimits(default_days, max_days, releases, bool(renewal), per_minute, per_day)
 
     def access(self, node: Node) -> tuple[str, ...] | None:
         items = self.sequence(node, "access")

@@ -328,6 +328,8 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> G
         "revoked_at": iso(grant.revoked_at) if grant.revoked_at else None,
         "releases_per_file": grant.releases_per_file,
         "kind": grant.kind,
+        "requests_per_minute": grant.requests_per_minute,
+        "tokens_per_day": grant.tokens_per_day,
         "files": [
             {
                 "index": f.idx,

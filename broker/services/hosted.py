@@ -41,6 +41,8 @@ class Route:
     url: str
     secret: str
     others: tuple[tuple[str, str, str], ...] = ()  # (worker id, url, secret): to fail over
+    requests_per_minute: int | None = None  # the grant's quotas (broker.services.hosted_usage)
+    tokens_per_day: int | None = None
 
 
 def parse_model(name: object) -> tuple[str, str]:
@@ -53,13 +55,17 @@ def parse_model(name: object) -> tuple[str, str]:
     return model, version
 
 
-def models(uow: UnitOfWork, actor: Principal) -> list[dict[str, object]]:
-    """The versions the caller may query now (an active inference grant of each)."""
+def models(
+    uow: UnitOfWork, actor: Principal, key_grant: str | None = None
+) -> list[dict[str, object]]:
+    """The versions the caller may query now (an active inference grant of each; with an API
+    key, its grant's only)."""
     authorize(actor, Action.HOSTED_QUERY)
     moment = now()
-    grants = uow.session.scalars(
-        select(Grant).where(Grant.user_id == int(actor.id), Grant.kind == INFERENCE)
-    ).all()
+    query = select(Grant).where(Grant.user_id == int(actor.id), Grant.kind == INFERENCE)
+    if key_grant is not None:
+        query = query.where(Grant.id == key_grant)
+    grants = uow.session.scalars(query).all()
     seen: dict[str, dict[str, object]] = {}
     for grant in grants:
         deposit: Deposit = grant.deposit
@@ -75,15 +81,18 @@ def models(uow: UnitOfWork, actor: Principal) -> list[dict[str, object]]:
     return [seen[name] for name in sorted(seen)]
 
 
-def route(uow: UnitOfWork, key: bytes, actor: Principal, name: object) -> Route:
-    """The grant and a live worker for a query of `name` by `actor`, or the refusal."""
+def route(
+    uow: UnitOfWork, key: bytes, actor: Principal, name: object, key_grant: str | None = None
+) -> Route:
+    """The grant and a live worker for a query of `name` by `actor` (with an API key: of the
+    key's grant `key_grant` only), or the refusal."""
     authorize(actor, Action.HOSTED_QUERY)
     model, version = parse_model(name)
     try:
         deposit = find_sealed_deposit(uow, model, version)
     except NotFound as error:
         raise NotFound(error.message, hint="GET /v1/models lists what you may query") from None
-    grant = _inference_grant(uow, actor, deposit)
+    grant = _inference_grant(uow, actor, deposit, key_grant)
     moment = now()
     live = uow.session.scalars(
         select(ModelWorker).where(
@@ -102,16 +111,28 @@ def route(uow: UnitOfWork, key: bytes, actor: Principal, name: object) -> Route:
     order = random.sample(list(live), len(live))  # spread the load
     first, rest = order[0], order[1:]
     return Route(full, grant.id, first.id, first.url, worker_secret(key, first.id),
-                 tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest))
+                 tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest),
+                 grant.requests_per_minute, grant.tokens_per_day)
 
 
-def _inference_grant(uow: UnitOfWork, actor: Principal, deposit: Deposit) -> Grant:
-    grants = uow.session.scalars(
-        select(Grant)
-        .where(Grant.user_id == int(actor.id), Grant.deposit_id == deposit.id)
-        .order_by(Grant.created_at)
-    ).all()
+def _inference_grant(
+    uow: UnitOfWork, actor: Principal, deposit: Deposit, key_grant: str | None
+) -> Grant:
     full = f"{deposit.model.full_name}@{deposit.version}"
+    query = select(Grant).where(Grant.user_id == int(actor.id), Grant.deposit_id == deposit.id)
+    if key_grant is not None:
+        bound = uow.session.get(Grant, key_grant)
+        if bound is None or bound.deposit_id != deposit.id:
+            other = (f"{bound.deposit.model.full_name}@{bound.deposit.version}"
+                     if bound is not None else "another version")
+            raise Forbidden(
+                f"this API key may not query {full}: it is bound to grant {key_grant} of "
+                f"{other}",
+                hint=f"query {other} with it, or make a key of a grant of {full}: "
+                "escrow hosted key create GRANT",
+            )
+        query = query.where(Grant.id == key_grant)
+    grants = uow.session.scalars(query.order_by(Grant.created_at)).all()
     moment = now()
     inference = [g for g in grants if g.kind == INFERENCE]
     active = [g for g in inference if refusal(g, moment) is None]

@@ -29,6 +29,7 @@ from broker.errors import EscrowError
 from broker.services import (
     agreements,
     copies,
+    hosted_usage,
     idempotency,
     notifications,
     rekey,
@@ -49,6 +50,7 @@ HOUSEKEEPING_INTERVAL_S = 600.0
 AGREEMENTS_INTERVAL_S = 60.0  # release agreements: a date or a silence fires within a minute
 MAIL_INTERVAL_S = 5.0  # notifications: sent within seconds of their transaction
 GRANT_NOTICES_INTERVAL_S = 300.0  # grants expiring or expired: found within five minutes
+HOSTED_USAGE_INTERVAL_S = 300.0  # hosted access: each ended day's usage on the log (once)
 UPLOADS_IDLE_FOR = timedelta(days=7)
 
 
@@ -359,6 +361,7 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
         "agreements": 0.0,
         "mail": 0.0,
         "grant notices": 0.0,
+        "hosted usage": 0.0,
     }
     mirrored = -1
     fixity = FixitySchedule(escrow, SYSTEM, sleep=stop.wait)
@@ -381,6 +384,8 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
             _guarded("grant notices", lambda: notifications.queue_grant_notices(escrow))
         if escrow.settings.smtp and _due(timers, "mail", MAIL_INTERVAL_S):  # never in a request
             _guarded("mail", lambda: notifications.send_due(escrow))
+        if _due(timers, "hosted usage", HOSTED_USAGE_INTERVAL_S):
+            _guarded("hosted usage", lambda: hosted_usage.report_due(escrow))
         if not _guarded("fixity", fixity.step) and not busy:
             stop.wait(poll_s)
     _shut_down(escrow, name)

@@ -52,6 +52,9 @@ TABLE = {
     ("POST", "/api/v1/deposits/{deposit_id}/files/{index}/complete"): DEPOSITOR,
     ("POST", "/api/v1/deposits/{deposit_id}/finalize"): DEPOSITOR,
     ("GET", "/api/v1/me/keys"): PERSON_ONLY,
+    ("POST", "/api/v1/hosted/keys"): PERSON_ONLY,  # a person's API keys of their grants
+    ("GET", "/api/v1/hosted/keys"): PERSON_ONLY,
+    ("DELETE", "/api/v1/hosted/keys/{key_id}"): PERSON_ONLY,
     ("POST", "/api/v1/me/keys"): PERSON_ONLY,
     ("GET", "/api/v1/me/keys/{key_id}"): PERSON_ONLY,
     ("DELETE", "/api/v1/me/keys/{key_id}"): PERSON_ONLY,

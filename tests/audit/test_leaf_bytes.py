@@ -157,6 +157,10 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         # hosted access: a model worker loading a version, and stopping
         AuditAction.MODEL_WORKER_LOADED,
         AuditAction.MODEL_WORKER_STOPPED,
+        # hosted access: API keys of a grant, a grant's usage per day
+        AuditAction.HOSTED_KEY_CREATED,
+        AuditAction.HOSTED_KEY_REVOKED,
+        AuditAction.HOSTED_USAGE,
     }
 
 

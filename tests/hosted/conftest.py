@@ -31,7 +31,8 @@ models: ["acme-ai/tiny", "acme-ai/minilm"]
 nda: null
 eligibility: {verified_email: true, proven_key: true}
 approvals: {auto: true}
-grant: {default_days: 7, max_days: 30, releases_per_file: 3}
+grant: {default_days: 7, max_days: 30, releases_per_file: 3, requests_per_minute: 600,
+        tokens_per_day: 1000000}
 access: [weights, inference]
 """
 
@@ -64,6 +65,7 @@ class Person:
     token: str
     user_id: int
     grants: dict[str, str] = field(default_factory=dict)  # kind -> grant id
+    views: dict[str, dict] = field(default_factory=dict)  # grant id -> the API's view of it
 
 
 def make_person(broker: BrokerProcess, name: str) -> Person:
@@ -90,18 +92,20 @@ def make_person(broker: BrokerProcess, name: str) -> Person:
         return Person(name, pair.access_token, user.id)
 
 
-def ask(broker: BrokerProcess, person: Person, kind: str, model: str = MODEL) -> str:
+def ask(broker: BrokerProcess, person: Person, kind: str, model: str = MODEL,
+        version: str = VERSION) -> str:
     """A request of `kind` through the API; the policy approves it at once: the grant's id."""
     import requests
 
     answer = requests.post(f"{broker.url}/api/v1/requests", timeout=30,
                            headers={"Authorization": f"Bearer {person.token}"},
-                           json={"model": model, "version": VERSION, "purpose": "a study",
+                           json={"model": model, "version": version, "purpose": "a study",
                                  "kind": kind})
     assert answer.status_code == 201, answer.text
     grant = answer.json()["grant"]
     assert grant["kind"] == kind
     person.grants[kind] = grant["id"]
+    person.views[grant["id"]] = grant
     return grant["id"]
 
 

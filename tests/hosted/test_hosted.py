@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import NAME, Hosted, ask, broker_escrow, make_person, start_worker
+from conftest import MODEL, NAME, Hosted, ask, broker_escrow, make_person, start_worker
 
 PROMPT = "The escrow keeps"
 
@@ -176,6 +176,143 @@ def test_a_revoked_grant_stops_the_next_request(hosted):
     with pytest.raises(openai.PermissionDeniedError) as refused:
         query.completions.create(model=NAME, prompt=PROMPT, max_tokens=2)
     assert "revoked" in refused.value.body["message"]
+
+
+def _key(hosted: Hosted, person, *args: str) -> dict:
+    """`escrow hosted key …` as the person (their login's token), through the API."""
+    result = hosted.broker.escrow("hosted", "key", *args, "--broker", hosted.broker.url,
+                                  "--token", person.token, "--json")
+    return hosted.broker.last_json(result)
+
+
+def _actions(hosted: Hosted) -> list[tuple[str, dict, dict, bytes]]:
+    """Every event on the log: (action, subject, details, the leaf's bytes)."""
+    import json
+
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import AuditEvent
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        leaves = uow.session.scalars(select(AuditEvent.leaf).order_by(AuditEvent.seq)).all()
+    events = [json.loads(leaf) for leaf in leaves]
+    return [(e["action"], e["subject"], e["details"], leaf) for e, leaf in zip(events, leaves)]
+
+
+def test_an_api_key_queries_its_grants_version_only_and_revoking_it_or_the_grant_stops_it(
+        hosted):
+    import openai
+
+    from broker.domain.principals import OPERATOR
+    from broker.services import grants
+
+    kim = make_person(hosted.broker, "kim")
+    grant_id = ask(hosted.broker, kim, "inference")
+    made = _key(hosted, kim, "create", grant_id)
+    assert made["key"].startswith("ehk_") and made["model"] == NAME
+    key = client(hosted, made["key"])
+    assert key.completions.create(model=NAME, prompt=PROMPT, max_tokens=2).choices
+    assert [m.id for m in key.models.list()] == [NAME]
+    # another version, even one kim may query with her login, is refused to the key
+    second = hosted.base / "tiny-2"
+    second.mkdir()
+    for path, data in hosted.files.items():
+        (second / path).write_bytes(data)
+    hosted.broker.escrow("deposit", str(second), "--model", MODEL, "--version", "2",
+                         "--broker", hosted.broker.url, "--json")
+    ask(hosted.broker, kim, "inference", version="2")
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        key.completions.create(model=f"{MODEL}@2", prompt=PROMPT, max_tokens=2)
+    assert f"bound to grant {grant_id} of {NAME}" in refused.value.body["message"]
+    # the key is for /v1 only, and the broker keeps only its hash
+    mine = requests.get(f"{hosted.broker.url}/api/v1/hosted/keys", timeout=30,
+                        headers={"Authorization": f"Bearer {made['key']}"})
+    assert mine.status_code == 401
+    listed = _key(hosted, kim, "list")["keys"]
+    assert [k["id"] for k in listed] == [made["id"]] and "key" not in listed[0]
+
+    _key(hosted, kim, "revoke", made["key"])  # the key itself or its id
+    with pytest.raises(openai.AuthenticationError) as refused:
+        key.completions.create(model=NAME, prompt=PROMPT, max_tokens=2)
+    assert "revoked" in refused.value.body["message"]
+
+    other = client(hosted, _key(hosted, kim, "create", grant_id)["key"])
+    assert other.completions.create(model=NAME, prompt=PROMPT, max_tokens=2).choices
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        grants.revoke(uow, OPERATOR, grant_id)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        other.completions.create(model=NAME, prompt=PROMPT, max_tokens=2)
+    assert "revoked" in refused.value.body["message"]
+
+    events = [(a, s) for a, s, _, _ in _actions(hosted) if a.startswith("hosted_key.")]
+    assert [a for a, _ in events] == ["hosted_key.created", "hosted_key.revoked",
+                                      "hosted_key.created"]
+    assert all(s["grant"] == grant_id and made["key"] not in str(s) for _, s in events)
+
+
+def _set_quotas(hosted: Hosted, grant_id: str, per_minute, per_day) -> None:
+    from broker.adapters.db.models import Grant
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        grant = uow.session.get(Grant, grant_id)
+        grant.requests_per_minute, grant.tokens_per_day = per_minute, per_day
+        uow.commit()
+
+
+def test_quotas_answer_429_with_retry_after_and_usage_goes_on_the_log_once_a_day(hosted):
+    """The policy's quotas are the grant's; the grant's quotas are lowered here to reach them
+    in a few requests. The day's usage is reported with the clock moved a day on."""
+    from datetime import timedelta
+
+    import openai
+
+    from broker.domain.clock import now
+    from broker.services import hosted_usage
+
+    quinn = make_person(hosted.broker, "quinn")
+    grant_id = ask(hosted.broker, quinn, "inference")
+    view = quinn.views[grant_id]
+    assert (view["requests_per_minute"], view["tokens_per_day"]) == (600, 1000000)
+    query = client(hosted, quinn.token)
+
+    _set_quotas(hosted, grant_id, 2, None)
+    if now().second >= 50:  # three requests in one minute: start in a fresh one if it ends soon
+        time.sleep(60.5 - now().second - now().microsecond / 1e6)
+    minute = now().replace(second=0, microsecond=0)
+    answered = [query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1)
+                for _ in range(2)]
+    with pytest.raises(openai.RateLimitError) as refused:
+        query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1)
+    assert now().replace(second=0, microsecond=0) == minute
+    assert "2 requests per minute" in refused.value.body["message"]
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+
+    prompt = answered[0].usage.prompt_tokens
+    used = sum(a.usage.total_tokens for a in answered)
+    outputs = sum(a.usage.completion_tokens for a in answered)
+    _set_quotas(hosted, grant_id, None, used + 1)  # one more request, whatever its size
+    streamed = list(query.completions.create(model=NAME, prompt=PROMPT, max_tokens=12,
+                                             stream=True))
+    assert streamed
+    with pytest.raises(openai.RateLimitError) as refused:  # the stream's usage was counted
+        query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1)
+    assert f"{used + 1} tokens per day" in refused.value.body["message"]
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 86400
+
+    with broker_escrow(hosted.broker) as escrow:
+        tomorrow = now() + timedelta(days=1)
+        assert hosted_usage.report_due(escrow, now()) == 0  # today has not ended
+        assert hosted_usage.report_due(escrow, tomorrow) >= 1
+        assert hosted_usage.report_due(escrow, tomorrow + timedelta(hours=1)) == 0  # once
+    events = _actions(hosted)
+    usage = [d for a, s, d, _ in events if a == "hosted.usage" and s["grant"] == grant_id]
+    assert usage == [{"day": now().date().isoformat(), "requests": len(answered) + 1,
+                      "input_tokens": (len(answered) + 1) * prompt,
+                      "output_tokens": outputs + 12}]
+    leaves = b"".join(leaf for *_, leaf in events)  # numbers only: no prompt or output text
+    output = "".join(chunk.choices[0].text for chunk in streamed)
+    assert len(output) > 8
+    assert PROMPT.encode() not in leaves and output.encode() not in leaves
 
 
 def test_two_workers_share_the_load_and_sigterm_deregisters_one(hosted, rosa):

@@ -52,6 +52,16 @@ def test_the_examples_are_valid_policies_when_placed_in_a_policy_directory(polic
     assert strict.approvals.count == 2 and strict.embargo_until.isoformat() == "2030-01-01"
 
 
+def test_a_grant_section_may_set_an_inference_grants_quotas():
+    text = _replace("releases_per_file: 3",
+                    "releases_per_file: 3, requests_per_minute: 60, tokens_per_day: 100000")
+    policy, problems = parse_policy(text.encode(), Path("acme-ai.yaml"))
+    assert policy is not None, problems
+    assert (policy.grant.requests_per_minute, policy.grant.tokens_per_day) == (60, 100000)
+    plain, _ = parse_policy(GOOD.encode(), Path("acme-ai.yaml"))
+    assert plain is not None and plain.grant.tokens_per_day is None  # no limit
+
+
 def test_examples_and_ndas_subdirectories_are_not_loaded_as_policies(tmp_path):
     copy = tmp_path / "policies"
     shutil.copytree(REPO_POLICIES, copy)
@@ -106,6 +116,10 @@ def _replace(old: str, new: str) -> str:
     (_replace("max_days: 30", "max_days: 99999"), 8, "max_days is 99999"),
     (_replace(", releases_per_file: 3", ""), 8, "grant lacks 'releases_per_file'"),
     (_replace("releases_per_file: 3", "releases_per_file: 0"), 8, "releases_per_file is 0"),
+    (_replace("releases_per_file: 3", "releases_per_file: 3, requests_per_minute: 0"), 8,
+     "requests_per_minute is 0"),
+    (_replace("releases_per_file: 3", "releases_per_file: 3, tokens_per_day: many"), 8,
+     "tokens_per_day must be a whole number"),
     (_replace("require_post_quantum_key: true", "require_post_quantum_key: 1"), 9,
      "require_post_quantum_key must be true or false"),
     (GOOD + "embargo_until: next spring\n", 10, "embargo_until must be a date"),

@@ -445,6 +445,9 @@ class Grant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     kind: Mapped[str] = mapped_column(String(16), default="weights")  # domain.hosting.KINDS
+    # An inference grant's quotas, from its policy's grant section (null: no limit)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     deposit: Mapped[Deposit] = relationship()
 
 
@@ -461,6 +464,34 @@ class ModelWorker(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HostedKey(Base):
+    """An API key for the /v1 API, bound to one inference grant of its owner; stored as
+    SHA-256 (broker.domain.secrets), shown once."""
+
+    __tablename__ = "hosted_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HostedUsage(Base):
+    """A grant's use of the hosted API in one window: a minute (the requests counted against
+    `requests_per_minute`) or a UTC day (requests and tokens; `reported_at` once the day's
+    `hosted.usage` event is on the log). Incremented by UPSERT, so brokers share the count."""
+
+    __tablename__ = "hosted_usage"
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # "minute" | "day"
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class GrantCloseout(Base):

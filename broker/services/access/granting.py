@@ -13,6 +13,7 @@ from broker.adapters.db.models import (
     ResearcherKey,
 )
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain.hosting import INFERENCE
 from broker.errors import Conflict
 from broker.policy.facts import Decision, Facts
 from broker.policy.schema import Policy
@@ -35,7 +36,7 @@ def grant_for(
     start = facts.now
     if request.renews_grant_id is not None:
         start = renewal_start(_renewed_grant(uow, request), facts.now)
-    return grant_service.create_grant(
+    grant = grant_service.create_grant(
         uow,
         request,
         key,
@@ -44,6 +45,10 @@ def grant_for(
         releases_per_file=policy.grant.releases_per_file,
         kind=request.kind,
     )
+    if request.kind == INFERENCE:  # the quotas of hosted access (weights grants have none)
+        grant.requests_per_minute = policy.grant.requests_per_minute
+        grant.tokens_per_day = policy.grant.tokens_per_day
+    return grant
 
 
 def _renewed_grant(uow: UnitOfWork, request: AccessRequest) -> Grant:

@@ -84,6 +84,9 @@ from broker.services.views_types.deposits import (
     VerificationView,
 )
 from broker.services.views_types.hosted import (
+    HostedKeyCreated,
+    HostedKeyList,
+    HostedKeyView,
     WorkerHeartbeat,
     WorkerRegistration,
     WorkerStopped,
@@ -175,6 +178,9 @@ __all__ = [
     "PublishedKey",
     "PublishedKeys",
     "QuarantineView",
+    "HostedKeyCreated",
+    "HostedKeyList",
+    "HostedKeyView",
     "WorkerHeartbeat",
     "WorkerRegistration",
     "WorkerStopped",

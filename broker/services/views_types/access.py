@@ -204,6 +204,9 @@ class GrantView(TypedDict):
     kind: str
     """weights: key releases; inference: the hosted model (/v1), no key; hosting: a model
     worker's"""
+    requests_per_minute: int | None
+    """an inference grant's quotas (null: no limit); over one, /v1 answers 429"""
+    tokens_per_day: int | None
     files: list[GrantFile]
     closeout: NotRequired[CloseoutStatus]
     """in grant listings: the close-out owed once the grant ended"""

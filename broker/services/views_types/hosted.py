@@ -23,3 +23,23 @@ class WorkerHeartbeat(TypedDict):
 class WorkerStopped(TypedDict):
     worker_id: str
     stopped: bool
+
+
+class HostedKeyView(TypedDict):
+    """An API key of the /v1 API, bound to one inference grant (never its secret)."""
+
+    id: str
+    grant_id: str
+    model: str
+    """ORG/MODEL@VERSION: the one version the key may query"""
+    created_at: str
+    revoked_at: str | None
+
+
+class HostedKeyCreated(HostedKeyView):
+    key: str
+    """the secret, shown this once (Authorization: Bearer, the openai client's api_key)"""
+
+
+class HostedKeyList(TypedDict):
+    keys: list[HostedKeyView]
