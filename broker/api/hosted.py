@@ -24,6 +24,7 @@ import requests
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain.hosting import internals_asked
 from broker.domain.principals import Principal
 from broker.domain.secrets import prefix_of
 from broker.errors import EscrowError, InvalidInput
@@ -136,7 +137,8 @@ def _forward(path: str) -> Response:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", hint="send OpenAI's request body")
     with escrow().uow() as uow:
-        route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant)
+        route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant,
+                              internals_asked(body, chat=path == "/v1/chat/completions"))
         usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
     body = {**body, "model": route.model}
     stream = bool(body.get("stream"))

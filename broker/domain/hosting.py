@@ -2,6 +2,8 @@
 
 `weights`: key releases to the grantee's own key (the escrow's first kind of access).
 `inference`: querying the model hosted by the escrow (no key, no weights leave it).
+`internals`: inference plus research views of the model's computation (token log-probabilities
+and the top alternatives, asked with OpenAI's `logprobs` fields); no weights leave it either.
 `hosting`: the grant of a model worker, the escrow's own process, that obtains the file keys of
 a version to load it into memory; made by an operator (`escrow hosted allow`), never requested.
 """
@@ -9,14 +11,18 @@ a version to load it into memory; made by an operator (`escrow hosted allow`), n
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 WEIGHTS = "weights"
 INFERENCE = "inference"
+INTERNALS = "internals"
 HOSTING = "hosting"
-REQUESTABLE_KINDS = (WEIGHTS, INFERENCE)  # what a policy may allow and a person may ask for
+# what a policy may allow and a person may ask for
+REQUESTABLE_KINDS = (WEIGHTS, INFERENCE, INTERNALS)
 KINDS = (*REQUESTABLE_KINDS, HOSTING)
 RELEASING_KINDS = (WEIGHTS, HOSTING)  # grants under which file keys are released
+QUERYING_KINDS = (INFERENCE, INTERNALS)  # grants under which the hosted model is queried
 
 HEARTBEAT_S = 2.0  # a model worker heartbeats this often
 LIVE_FOR = timedelta(seconds=6)  # a worker silent this long gets no more calls (3 heartbeats)
@@ -35,6 +41,24 @@ def release_refusal(kind: str) -> tuple[str, str] | None:
         "hosted_access_only",
         f"this is an {kind} grant: hosted access gives no weights, so no file key is "
         "released under it; query the model through the broker's /v1 API instead",
+    )
+
+
+def internals_asked(body: Mapping[str, object], chat: bool) -> bool:
+    """Whether an OpenAI request body asks for a research view (log-probabilities): chat's
+    `logprobs: true` or `top_logprobs`, the legacy completions' `logprobs: N` (0 included)."""
+    if chat:
+        return body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None
+    return body.get("logprobs") is not None
+
+
+def internals_refusal(kind: str, full: str) -> tuple[str, str]:
+    """Why a grant of `kind` (not internals) gets no research view of version `full`."""
+    return (
+        f"your grant of {full} is of kind {kind}, which allows no internals (logprobs, "
+        "top_logprobs): it answers text only",
+        f"leave logprobs out, or ask for internals access: escrow request {full} --kind "
+        "internals --purpose '…'",
     )
 
 

@@ -13,12 +13,13 @@ PyTorch (`transformers_engine`, the `serve` extra).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from broker.errors import BadRequest, ConfigError, InvalidInput
 
 MAX_TOKENS_LIMIT = 4096  # the most a single call may ask to generate
+MAX_TOP_LOGPROBS = 20  # the most alternatives per token a research view lists (OpenAI's limit)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,17 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # None: none; N: each token's logprob and the N likeliest
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's research view: its text, log-probability under the model (the
+    log_softmax of its logits, before temperature) and the `top` likeliest (text, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -40,6 +52,7 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "length"  # "stop" (end of text or a stop string) or "length"
+    tokens: list[TokenLogprob] = field(default_factory=list)  # if Sampling.logprobs is set
 
     def __iter__(self) -> Iterator[str]:
         return self.pieces
@@ -143,6 +156,29 @@ def sampling_of(body: Mapping[str, object]) -> Sampling:
     if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop):
         raise InvalidInput("stop must be a string or a list of strings", hint='e.g. ["\\n"]')
     return Sampling(int(max_tokens), float(temperature), float(top_p), seed, tuple(stop)[:4])
+
+
+def with_logprobs(sampling: Sampling, body: Mapping[str, object], chat: bool) -> Sampling:
+    """The research view a request asks for, checked: chat's `logprobs: true` with
+    `top_logprobs: N`, or the legacy completions' `logprobs: N` (0 to 20 alternatives)."""
+    if chat:
+        wanted, top = body.get("logprobs"), body.get("top_logprobs")
+        if wanted in (None, False) and top is None:
+            return sampling
+        if wanted is not True:
+            raise BadRequest("top_logprobs needs logprobs: true", hint="add logprobs: true")
+        count: object = 0 if top is None else top
+    else:
+        count = body.get("logprobs")
+        if count is None:
+            return sampling
+    name = "top_logprobs" if chat else "logprobs"
+    if not isinstance(count, int) or isinstance(count, bool) or not (
+        0 <= count <= MAX_TOP_LOGPROBS
+    ):
+        raise BadRequest(f"{name} {count!r} is not valid",
+                         hint=f"ask for 0 to {MAX_TOP_LOGPROBS} alternatives per token")
+    return replace(sampling, logprobs=count)
 
 
 def load_engine(files: Mapping[str, bytes]) -> Engine:

@@ -23,10 +23,12 @@ from broker.hosting.engine import (
     Engine,
     Generation,
     Message,
+    TokenLogprob,
     embed_inputs,
     not_a_generator,
     not_an_encoder,
     sampling_of,
+    with_logprobs,
 )
 
 SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name)
@@ -65,7 +67,8 @@ def make_app(state: WorkerState) -> Flask:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidInput("'prompt' must be a string", hint='e.g. "Once upon a time"')
-        generation = state.engine.generate(prompt, sampling_of(body))
+        sampling = with_logprobs(sampling_of(body), body, chat=False)
+        generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=False)
 
     @app.post("/v1/chat/completions")
@@ -82,7 +85,8 @@ def make_app(state: WorkerState) -> Flask:
                 hint='e.g. [{"role": "user", "content": "Hello"}]',
             )
         prompt = state.engine.chat_prompt([Message(m["role"], m["content"]) for m in messages])
-        generation = state.engine.generate(prompt, sampling_of(body))
+        sampling = with_logprobs(sampling_of(body), body, chat=True)
+        generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=True)
 
     @app.post("/v1/embeddings")
@@ -143,10 +147,12 @@ def _answer(
                         mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
     text = generation.text()
     choice: dict[str, Any] = {"index": 0, "finish_reason": generation.finish_reason}
+    views = _logprobs(generation.tokens, chat) if generation.tokens else None
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
+        choice["logprobs"] = views
     else:
-        choice.update(text=text, logprobs=None)
+        choice.update(text=text, logprobs=views)
     return jsonify({
         "id": ident,
         "object": "chat.completion" if chat else "text_completion",
@@ -163,15 +169,20 @@ def _events(model: str, ident: str, created: int, generation: Generation,
     the usage, then [DONE]."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
+    shown = 0  # the tokens whose research views went out already
+
     def chunk(piece: str | None, finish: str | None, first: bool = False) -> str:
+        nonlocal shown
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        fresh, shown = generation.tokens[shown:], len(generation.tokens)
+        views = _logprobs(fresh, chat) if fresh else None
         if chat:
             delta: dict[str, Any] = {"role": "assistant"} if first else {}
             if piece is not None:
                 delta["content"] = piece
-            choice["delta"] = delta
+            choice.update(delta=delta, logprobs=views)
         else:
-            choice.update(text=piece or "", logprobs=None)
+            choice.update(text=piece or "", logprobs=views)
         data: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model,
                                 "choices": [choice]}
         if finish is not None:
@@ -184,6 +195,29 @@ def _events(model: str, ident: str, created: int, generation: Generation,
         yield chunk(piece, None)
     yield chunk(None, generation.finish_reason)
     yield "data: [DONE]\n\n"
+
+
+def _logprobs(tokens: list[TokenLogprob], chat: bool) -> dict[str, Any]:
+    """Research views in OpenAI's shapes: chat's `content` list (token, logprob, bytes,
+    top_logprobs), or the legacy completions' parallel lists (tokens, token_logprobs,
+    top_logprobs, text_offset: where each token starts in the completion's text)."""
+    if chat:
+        return {"content": [
+            {**_entry(t.token, t.logprob),
+             "top_logprobs": [_entry(text, value) for text, value in t.top]}
+            for t in tokens], "refusal": None}
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {"tokens": [t.token for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [dict(t.top) for t in tokens],
+            "text_offset": offsets}
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
 def _usage(generation: Generation) -> dict[str, int]:

@@ -26,6 +26,7 @@ from broker.hosting.engine import (
     Generation,
     Message,
     Sampling,
+    TokenLogprob,
     not_an_encoder,
     plain_chat_prompt,
 )
@@ -113,11 +114,14 @@ class TransformersEngine:
                 tensor = torch.tensor([step], device=self.device)
                 result = self.model(input_ids=tensor, cache=past, use_cache=True)
                 past = _cache_of(result)
-                token = _pick(result.logits[0, -1], sampling, generator)
+                logits = result.logits[0, -1]
+                token = _pick(logits, sampling, generator)
                 if eos is not None and token == eos:
                     out.finish_reason = "stop"
                     break
                 produced.append(token)
+                if sampling.logprobs is not None:
+                    out.tokens.append(self._view(logits, token, sampling.logprobs))
                 out.completion_tokens = len(produced)
                 text = self.tokenizer.decode(produced, skip_special_tokens=True)
                 cut = _stop_at(text, sampling.stop)
@@ -136,6 +140,16 @@ class TransformersEngine:
             text = self.tokenizer.decode(produced, skip_special_tokens=True)
             if text[len(sent):]:
                 yield text[len(sent):]
+
+    def _view(self, logits: Any, token: int, top: int) -> TokenLogprob:
+        """The research view of one chosen token: log_softmax of the model's own logits (not
+        tempered, not cut by top_p), and the `top` likeliest tokens."""
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        best = torch.topk(logprobs, top) if top else None
+        pairs = () if best is None else tuple(
+            (self.tokenizer.decode([int(i)]), float(v))
+            for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
+        return TokenLogprob(self.tokenizer.decode([token]), float(logprobs[token]), pairs)
 
 
 def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:

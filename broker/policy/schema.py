@@ -30,7 +30,8 @@ The format (see `policies/examples/` for commented files):
       overdue_after_days: 14           #   grants waits for its close-out this long
     description: "…"                   # optional, shown to people
     access: [weights, inference]       # optional; the kinds of access it allows (default
-                                       #   [weights]); inference: the model hosted by the escrow
+                                       #   [weights]); inference: the model hosted by the escrow;
+                                       #   internals: inference plus logprobs (research views)
 """
 
 from __future__ import annotations

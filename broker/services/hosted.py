@@ -18,7 +18,13 @@ from broker.adapters.db.models import Deposit, Grant, ModelWorker
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
-from broker.domain.hosting import INFERENCE, LIVE_FOR, model_name
+from broker.domain.hosting import (
+    INTERNALS,
+    LIVE_FOR,
+    QUERYING_KINDS,
+    internals_refusal,
+    model_name,
+)
 from broker.domain.principals import Principal
 from broker.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from broker.services.access.requests import find_sealed_deposit
@@ -43,6 +49,7 @@ class Route:
     others: tuple[tuple[str, str, str], ...] = ()  # (worker id, url, secret): to fail over
     requests_per_minute: int | None = None  # the grant's quotas (broker.services.hosted_usage)
     tokens_per_day: int | None = None
+    kind: str = "inference"  # the grant's kind: internals also answers research views
 
 
 def parse_model(name: object) -> tuple[str, str]:
@@ -62,7 +69,7 @@ def models(
     key, its grant's only)."""
     authorize(actor, Action.HOSTED_QUERY)
     moment = now()
-    query = select(Grant).where(Grant.user_id == int(actor.id), Grant.kind == INFERENCE)
+    query = select(Grant).where(Grant.user_id == int(actor.id), Grant.kind.in_(QUERYING_KINDS))
     if key_grant is not None:
         query = query.where(Grant.id == key_grant)
     grants = uow.session.scalars(query).all()
@@ -82,17 +89,19 @@ def models(
 
 
 def route(
-    uow: UnitOfWork, key: bytes, actor: Principal, name: object, key_grant: str | None = None
+    uow: UnitOfWork, key: bytes, actor: Principal, name: object, key_grant: str | None = None,
+    internals: bool = False,
 ) -> Route:
     """The grant and a live worker for a query of `name` by `actor` (with an API key: of the
-    key's grant `key_grant` only), or the refusal."""
+    key's grant `key_grant` only), or the refusal; `internals`: the query asks for a research
+    view, which only an internals grant answers."""
     authorize(actor, Action.HOSTED_QUERY)
     model, version = parse_model(name)
     try:
         deposit = find_sealed_deposit(uow, model, version)
     except NotFound as error:
         raise NotFound(error.message, hint="GET /v1/models lists what you may query") from None
-    grant = _inference_grant(uow, actor, deposit, key_grant)
+    grant = _inference_grant(uow, actor, deposit, key_grant, internals)
     moment = now()
     live = uow.session.scalars(
         select(ModelWorker).where(
@@ -112,11 +121,12 @@ def route(
     first, rest = order[0], order[1:]
     return Route(full, grant.id, first.id, first.url, worker_secret(key, first.id),
                  tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest),
-                 grant.requests_per_minute, grant.tokens_per_day)
+                 grant.requests_per_minute, grant.tokens_per_day, grant.kind)
 
 
 def _inference_grant(
-    uow: UnitOfWork, actor: Principal, deposit: Deposit, key_grant: str | None
+    uow: UnitOfWork, actor: Principal, deposit: Deposit, key_grant: str | None,
+    internals: bool = False,
 ) -> Grant:
     full = f"{deposit.model.full_name}@{deposit.version}"
     query = select(Grant).where(Grant.user_id == int(actor.id), Grant.deposit_id == deposit.id)
@@ -134,7 +144,7 @@ def _inference_grant(
         query = query.where(Grant.id == key_grant)
     grants = uow.session.scalars(query.order_by(Grant.created_at)).all()
     moment = now()
-    inference = [g for g in grants if g.kind == INFERENCE]
+    inference = [g for g in grants if g.kind in QUERYING_KINDS]
     active = [g for g in inference if refusal(g, moment) is None]
     if not active:
         if inference:
@@ -150,8 +160,19 @@ def _inference_grant(
             hint=f"ask for inference access: escrow request {deposit.model.full_name}@"
             f"{deposit.version} --kind inference --purpose '…'",
         )
+    if internals:
+        active = _internals_only(active, full)
     why_not = quarantine_refusal(active[-1].id, deposit.quarantined_at, deposit.quarantine_reason)
     if why_not is not None:
         raise Forbidden(why_not[1].replace("no key of it is released", "it is not served"),
                         hint="wait until the operator lifts the quarantine")
     return active[-1]
+
+
+def _internals_only(active: list[Grant], full: str) -> list[Grant]:
+    """The active grants that answer research views (internals), or the refusal."""
+    fitting = [g for g in active if g.kind == INTERNALS]
+    if not fitting:
+        message, hint = internals_refusal(active[-1].kind, full)
+        raise Forbidden(message, hint=hint)
+    return fitting

@@ -17,7 +17,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
-from broker.domain.hosting import INFERENCE, model_name
+from broker.domain.hosting import QUERYING_KINDS, model_name
 from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.secrets import new_secret, secret_matches, split_secret
 from broker.errors import Forbidden, NotFound, Unauthorized
@@ -50,7 +50,7 @@ def create(uow: UnitOfWork, actor: Principal, grant_id: object) -> HostedKeyCrea
             f"you have no grant {grant_id}",
             hint="escrow requests lists your grants; ask with --kind inference",
         )
-    if grant.kind != INFERENCE:
+    if grant.kind not in QUERYING_KINDS:
         raise Forbidden(
             f"grant {grant.id} is of kind {grant.kind}: API keys are for inference grants",
             hint="ask for inference access: escrow request ORG/MODEL@VERSION --kind inference",

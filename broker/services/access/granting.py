@@ -13,7 +13,7 @@ from broker.adapters.db.models import (
     ResearcherKey,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.hosting import INFERENCE
+from broker.domain.hosting import QUERYING_KINDS
 from broker.errors import Conflict
 from broker.policy.facts import Decision, Facts
 from broker.policy.schema import Policy
@@ -45,7 +45,7 @@ def grant_for(
         releases_per_file=policy.grant.releases_per_file,
         kind=request.kind,
     )
-    if request.kind == INFERENCE:  # the quotas of hosted access (weights grants have none)
+    if request.kind in QUERYING_KINDS:  # the quotas of hosted access (weights grants have none)
         grant.requests_per_minute = policy.grant.requests_per_minute
         grant.tokens_per_day = policy.grant.tokens_per_day
     return grant
