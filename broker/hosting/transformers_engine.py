@@ -31,6 +31,8 @@ from broker.hosting.engine import (
     plain_chat_prompt,
 )
 
+PIECE_CONTEXT = 4  # tokens decoded before a token to name the text it adds
+
 
 class TransformersEngine:
     task = "generate"
@@ -119,9 +121,9 @@ class TransformersEngine:
                 if eos is not None and token == eos:
                     out.finish_reason = "stop"
                     break
-                produced.append(token)
                 if sampling.logprobs is not None:
-                    out.tokens.append(self._view(logits, token, sampling.logprobs))
+                    out.tokens.append(self._view(logits, produced, token, sampling.logprobs))
+                produced.append(token)
                 out.completion_tokens = len(produced)
                 text = self.tokenizer.decode(produced, skip_special_tokens=True)
                 cut = _stop_at(text, sampling.stop)
@@ -141,15 +143,23 @@ class TransformersEngine:
             if text[len(sent):]:
                 yield text[len(sent):]
 
-    def _view(self, logits: Any, token: int, top: int) -> TokenLogprob:
+    def _view(self, logits: Any, before: list[int], token: int, top: int) -> TokenLogprob:
         """The research view of one chosen token: log_softmax of the model's own logits (not
-        tempered, not cut by top_p), and the `top` likeliest tokens."""
+        tempered, not cut by top_p), and the `top` likeliest tokens; each named by the text it
+        adds after the tokens `before` (so the views' texts join into the completion's)."""
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         best = torch.topk(logprobs, top) if top else None
         pairs = () if best is None else tuple(
-            (self.tokenizer.decode([int(i)]), float(v))
+            (self._piece(before, int(i)), float(v))
             for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
-        return TokenLogprob(self.tokenizer.decode([token]), float(logprobs[token]), pairs)
+        return TokenLogprob(self._piece(before, token), float(logprobs[token]), pairs)
+
+    def _piece(self, before: list[int], token: int) -> str:
+        # A few tokens of context are enough for the decoder's spacing, and keep this linear.
+        context = before[-PIECE_CONTEXT:]
+        start = self.tokenizer.decode(context, skip_special_tokens=True)
+        return str(self.tokenizer.decode([*context, token], skip_special_tokens=True))[
+            len(start):]
 
 
 def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:

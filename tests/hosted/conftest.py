@@ -33,7 +33,7 @@ eligibility: {verified_email: true, proven_key: true}
 approvals: {auto: true}
 grant: {default_days: 7, max_days: 30, releases_per_file: 3, requests_per_minute: 600,
         tokens_per_day: 1000000}
-access: [weights, inference]
+access: [weights, inference, internals]
 """
 
 

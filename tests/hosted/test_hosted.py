@@ -107,6 +107,109 @@ def test_embeddings_of_a_text_generation_model_are_a_clear_400(hosted, rosa):
     assert refused.value.body["code"] == "invalid_request"
 
 
+@pytest.fixture(scope="module")
+def ivy(hosted):
+    """A person with an internals grant: inference plus research views."""
+    person = make_person(hosted.broker, "ivy")
+    ask(hosted.broker, person, "internals")
+    return person
+
+
+def _piece(direct, before: list[int], token: int) -> str:
+    """The text `token` adds after the generated tokens `before` (the whole of them)."""
+    start = direct.tokenizer.decode(before, skip_special_tokens=True)
+    return direct.tokenizer.decode([*before, token], skip_special_tokens=True)[len(start):]
+
+
+def _greedy_views(direct, prompt: str, steps: int, top: int) -> list[tuple[int, float, dict]]:
+    """Greedy decoding with transformers itself on the original files, the whole sequence
+    each step (no KV cache): each step's (token, its logprob, {token: logprob} of the top),
+    tokens named by the text they add."""
+    import torch
+
+    ids = list(direct.tokenizer.encode(prompt, add_special_tokens=False))
+    found, made = [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = direct.model(input_ids=torch.tensor([ids], device=direct.device)).logits
+            logprobs = torch.log_softmax(logits[0, -1].float(), dim=-1)
+            best = torch.topk(logprobs, top)
+            token = int(best.indices[0])
+            found.append((_piece(direct, made, token), float(logprobs[token]),
+                          {_piece(direct, made, int(i)): v for i, v in
+                           zip(best.indices.tolist(), best.values.tolist(), strict=True)}))
+            ids.append(token)
+            made.append(token)
+    return found
+
+
+def test_internals_chat_logprobs_equal_transformers_on_the_original_files(hosted, ivy, direct):
+    from broker.hosting.engine import Message
+
+    messages = [{"role": "user", "content": "Who decides?"}]
+    expected = _greedy_views(direct, direct.chat_prompt([Message("user", "Who decides?")]), 6, 5)
+    answer = client(hosted, ivy.token).chat.completions.create(
+        model=NAME, messages=messages, max_tokens=6, temperature=0, logprobs=True,
+        top_logprobs=5)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == len(expected) == answer.usage.completion_tokens
+    for got, (token, logprob, top) in zip(content, expected, strict=True):
+        assert got.token == token
+        assert got.bytes == list(got.token.encode("utf-8"))
+        assert abs(got.logprob - logprob) < 1e-4
+        assert got.top_logprobs[0].token == got.token  # greedy: the chosen token is the top-1
+        assert len(got.top_logprobs) == 5
+        for alternative, (other, value) in zip(got.top_logprobs, top.items(), strict=True):
+            assert alternative.token == other
+            assert abs(alternative.logprob - value) < 1e-4
+    assert "".join(c.token for c in content) == answer.choices[0].message.content
+
+    streamed = client(hosted, ivy.token).chat.completions.create(
+        model=NAME, messages=messages, max_tokens=6, temperature=0, logprobs=True,
+        top_logprobs=5, stream=True)
+    views = [v for c in streamed if c.choices and c.choices[0].logprobs
+             for v in c.choices[0].logprobs.content or []]
+    assert [(v.token, v.logprob) for v in views] == [(c.token, c.logprob) for c in content]
+
+
+def test_internals_completion_logprobs_in_the_legacy_shape(hosted, ivy, direct):
+    expected = _greedy_views(direct, PROMPT, 5, 2)
+    answer = client(hosted, ivy.token).completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2)
+    views = answer.choices[0].logprobs
+    assert views.tokens == [t for t, _, _ in expected]
+    assert all(abs(a - b) < 1e-4 for a, (_, b, _) in zip(views.token_logprobs, expected,
+                                                          strict=True))
+    for got, (_, _, top) in zip(views.top_logprobs, expected, strict=True):
+        assert got.keys() == top.keys()  # a JSON object: its order is not kept
+        assert all(abs(got[k] - top[k]) < 1e-4 for k in top)
+    assert views.text_offset[0] == 0 and "".join(views.tokens) == answer.choices[0].text
+
+
+def test_the_same_seed_samples_the_same_text(hosted, ivy):
+    openai = client(hosted, ivy.token)
+    texts = [openai.completions.create(model=NAME, prompt=PROMPT, max_tokens=12,
+                                       temperature=1.0, seed=seed).choices[0].text
+             for seed in (7, 7, 8)]
+    assert texts[0] == texts[1]
+    assert texts[0] != texts[2]  # sampled, not greedy
+
+
+def test_an_inference_grant_asking_for_logprobs_is_refused_with_a_403(hosted, rosa):
+    import openai
+
+    for ask_views in (
+        lambda o: o.chat.completions.create(model=NAME, max_tokens=2, logprobs=True,
+                                            messages=[{"role": "user", "content": "Hi"}]),
+        lambda o: o.completions.create(model=NAME, prompt=PROMPT, max_tokens=2, logprobs=1),
+    ):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            ask_views(client(hosted, rosa.token))
+        assert "of kind inference, which allows no internals" in refused.value.body["message"]
+        assert "--kind internals" in refused.value.body["hint"]
+        assert refused.value.body["code"] == "permission_denied"
+
+
 def test_the_log_has_the_workers_key_releases_and_its_loading(hosted):
     from sqlalchemy import select
 
