@@ -62,6 +62,15 @@ def test_a_grant_section_may_set_an_inference_grants_quotas():
     assert plain is not None and plain.grant.tokens_per_day is None  # no limit
 
 
+def test_access_may_name_internals_and_no_unknown_kind():
+    text = GOOD + "access: [weights, internals]\n"
+    policy, problems = parse_policy(text.encode(), Path("acme-ai.yaml"))
+    assert policy is not None, problems
+    assert policy.access == ("weights", "internals")
+    _, problems = parse_policy((GOOD + "access: [hidden_states]\n").encode(), Path("a.yaml"))
+    assert problems and "internals" in str(problems)  # the kinds it may name are listed
+
+
 def test_examples_and_ndas_subdirectories_are_not_loaded_as_policies(tmp_path):
     copy = tmp_path / "policies"
     shutil.copytree(REPO_POLICIES, copy)
