@@ -353,6 +353,14 @@ def test_an_api_key_queries_its_grants_version_only_and_revoking_it_or_the_grant
     assert all(s["grant"] == grant_id and made["key"] not in str(s) for _, s in events)
 
 
+def test_an_internals_grant_lists_its_version_and_its_api_key_gets_logprobs(hosted, ivy):
+    assert [m.id for m in client(hosted, ivy.token).models.list()] == [NAME]
+    key = _key(hosted, ivy, "create", ivy.grants["internals"])["key"]
+    answer = client(hosted, key).completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=3, temperature=0, logprobs=0)
+    assert len(answer.choices[0].logprobs.token_logprobs) == 3
+
+
 def _set_quotas(hosted: Hosted, grant_id: str, per_minute, per_day) -> None:
     from broker.adapters.db.models import Grant
 
