@@ -185,6 +185,10 @@ def test_internals_completion_logprobs_in_the_legacy_shape(hosted, ivy, direct):
         assert all(abs(got[k] - top[k]) < 1e-4 for k in top)
     assert views.text_offset[0] == 0 and "".join(views.tokens) == answer.choices[0].text
 
+    streamed = [c.choices[0].logprobs for c in client(hosted, ivy.token).completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2, stream=True)]
+    assert [t for v in streamed if v for t in v.tokens] == views.tokens
+
 
 def test_the_same_seed_samples_the_same_text(hosted, ivy):
     openai = client(hosted, ivy.token)
@@ -193,6 +197,11 @@ def test_the_same_seed_samples_the_same_text(hosted, ivy):
              for seed in (7, 7, 8)]
     assert texts[0] == texts[1]
     assert texts[0] != texts[2]  # sampled, not greedy
+    viewed = openai.completions.create(model=NAME, prompt=PROMPT, max_tokens=12,
+                                       temperature=1.0, seed=7, logprobs=1).choices[0]
+    assert viewed.text == texts[0]  # asking for the views does not change the sampling
+    assert "".join(viewed.logprobs.tokens) == viewed.text
+    assert all(lp <= 0 for lp in viewed.logprobs.token_logprobs)
 
 
 def test_an_inference_grant_asking_for_logprobs_is_refused_with_a_403(hosted, rosa):
