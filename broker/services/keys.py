@@ -204,10 +204,8 @@ def prove_key(uow: UnitOfWork, actor: Principal, key_id: str, response: object) 
             hint=f"ask for a new one and answer within {CHALLENGE_TTL.seconds // 60} minutes: "
             f"POST /api/v1/me/keys/{key.id}/challenge (escrow keys prove {key.id} does it)",
         )
-    secret = decode_response(response)
-    # Compare digests in constant time: the stored value is a hash, never the secret itself.
-    presented = hashlib.sha256(secret or b"").digest()
-    if secret is None or not hmac.compare_digest(presented, key.challenge_sha256):
+    presented = matching_digest(response, key.challenge_sha256)
+    if presented is None:
         raise InvalidInput(
             f"the response does not match the challenge of key {key.id}; the key stays unproven",
             hint="decrypt the challenge with the private key of this very key and send the "
@@ -356,13 +354,29 @@ def decode_response(response: object) -> bytes | None:
     return decoded if len(decoded) == SECRET_SIZE else None
 
 
+def matching_digest(response: object, stored_sha256: bytes) -> bytes | None:
+    """The SHA-256 of the secret in `response` when it matches the stored digest, else None.
+    Digests are compared in constant time: the stored value is a hash, never the secret."""
+    secret = decode_response(response)
+    presented = hashlib.sha256(secret or b"").digest()
+    if secret is None or not hmac.compare_digest(presented, stored_sha256):
+        return None
+    return presented
+
+
+def encrypt_challenge(plaintext: str, recipient: age.Recipient) -> bytes:
+    """A challenge's text as an armored age file to `recipient` (only its holder reads it)."""
+    out = io.BytesIO()
+    age.encrypt(io.BytesIO(plaintext.encode()), out, [recipient], armor=True)
+    return out.getvalue()
+
+
 def _set_challenge(key: ResearcherKey, recipient: age.Recipient, origin: str) -> None:
     secret = secrets.token_bytes(SECRET_SIZE)
     expires = now() + CHALLENGE_TTL
-    plaintext = challenge_text(key.id, key.user_id, origin, expires, secret)
-    out = io.BytesIO()
-    age.encrypt(io.BytesIO(plaintext.encode()), out, [recipient], armor=True)
-    key.challenge = out.getvalue()
+    key.challenge = encrypt_challenge(
+        challenge_text(key.id, key.user_id, origin, expires, secret), recipient
+    )
     key.challenge_sha256 = hashlib.sha256(secret).digest()
     key.challenge_expires_at = expires
 

@@ -12,8 +12,6 @@ proposal, and only before it expires. Both steps need a fresh login, as an SSH-s
 from __future__ import annotations
 
 import hashlib
-import hmac
-import io
 import secrets
 from datetime import datetime
 
@@ -43,7 +41,8 @@ from broker.services.keys import (
     SECRET_SIZE,
     ChallengeExpired,
     canonical_recipient,
-    decode_response,
+    encrypt_challenge,
+    matching_digest,
     parse_key,
     proven_keys,
     require_recent_login,
@@ -82,11 +81,11 @@ def vote_challenge(
     )
     uow.session.add(challenge)
     uow.session.flush()
-    text = challenge_text(challenge, trustee, origin, secret)
-    out = io.BytesIO()
-    age.encrypt(io.BytesIO(text.encode()), out, [age.parse_recipient(key.recipient)], armor=True)
+    armored = encrypt_challenge(
+        challenge_text(challenge, trustee, origin, secret), age.parse_recipient(key.recipient)
+    )
     uow.commit()
-    return challenge, out.getvalue()
+    return challenge, armored
 
 
 # Long: each refusal reads best in the order the checks are made.
@@ -133,10 +132,8 @@ def vote_by_challenge(
             f"vote challenge {challenge.id} expired at {_iso(challenge.expires_at)}",
             hint=f"answer within {CHALLENGE_TTL.seconds // 60} minutes; {again}",
         )
-    secret = decode_response(response)
-    # Compare digests in constant time: the stored value is a hash, never the secret itself.
-    presented = hashlib.sha256(secret or b"").digest()
-    if secret is None or not hmac.compare_digest(presented, challenge.secret_sha256):
+    presented = matching_digest(response, challenge.secret_sha256)
+    if presented is None:
         raise InvalidInput(
             f"the response does not match vote challenge {challenge.id}; no vote is recorded",
             hint="decrypt the challenge with the private key it was encrypted to and send the "
