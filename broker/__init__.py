@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         orgs,
         quarantine,
         store_urls,
+        studies,
     )
     from broker.api import models as api_models
     from broker.config import load_settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api_models,
         hosted,
         hosted_keys,
+        studies,
         *page_modules(),
     )
     for module in modules:

@@ -19,21 +19,25 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain import studies as capturing
+from broker.domain.clock import now
 from broker.domain.hosting import internals_asked
-from broker.domain.principals import Principal
+from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.secrets import prefix_of
 from broker.errors import EscrowError, InvalidInput
 from broker.hosting.server import SECRET_HEADER, error_response
 from broker.http.common import caller, escrow, json_body, problem_response
 from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import hosted as service
-from broker.services import hosted_keys, hosting
+from broker.services import hosted_keys, hosting, studies
 from broker.services import hosted_usage as usage
 from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
 
@@ -152,9 +156,14 @@ def _forward(path: str) -> Response:
     with escrow().uow() as uow:
         route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant,
                               internals_asked(body, chat=path == "/v1/chat/completions"))
+        # consent and study state, in the transaction that routes: a withdrawal stops the next
+        targets = (studies.capturing(uow, actor.id, route.deposit_id)
+                   if path in capturing.CAPTURED_PATHS and actor.kind == PrincipalKind.USER
+                   else ())
         usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
     body = {**body, "model": route.model}
     stream = bool(body.get("stream"))
+    capture = _Capture(targets, route.model, path, body, now()) if targets else None
     for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
         try:
             answer = _workers().post(
@@ -168,7 +177,7 @@ def _forward(path: str) -> Response:
                 f"model worker {worker_id} of {route.model} did not answer in time",
                 hint="retry; if it persists, tell the operator",
             ) from None
-        return _relay(answer, stream, route.grant_id)
+        return _relay(answer, stream, route.grant_id, capture)
     raise service.NoWorker(
         f"no model worker is serving {route.model}: the live ones did not answer",
         hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
@@ -176,23 +185,56 @@ def _forward(path: str) -> Response:
     )
 
 
-def _relay(answer: requests.Response, stream: bool, grant_id: str) -> Response:
-    """The worker's answer to the caller; its `usage` (tokens) counted for the grant."""
+@dataclass(frozen=True)
+class _Capture:
+    """An exchange to capture for the studies its caller consents to (broker.services.studies)."""
+
+    targets: tuple[studies.Target, ...]
+    model: str
+    endpoint: str
+    request: dict[str, Any]
+    started_at: datetime
+
+    def store(self, answer: capturing.Answer) -> None:
+        """Encrypt and store the exchange for each study; a failure is logged (never its
+        content) and does not touch the caller's answer."""
+        ended = now()
+        for target in self.targets:
+            try:
+                studies.capture(escrow(), target, model=self.model, endpoint=self.endpoint,
+                                request=self.request, answer=answer,
+                                started_at=self.started_at, ended_at=ended)
+            except Exception as error:  # the answer is given: a lost capture must not break it
+                log.error("study %s: an exchange was not captured (%s)", target.study_id,
+                          type(error).__name__)
+
+
+def _relay(answer: requests.Response, stream: bool, grant_id: str,
+           capture: _Capture | None = None) -> Response:
+    """The worker's answer to the caller; its `usage` (tokens) counted for the grant; captured
+    for the studies the caller consents to (`capture`)."""
     kind = answer.headers.get("Content-Type", "application/json")
     if not stream or answer.status_code != 200:
         _record(grant_id, _usage_of(answer.content) if answer.status_code == 200 else None)
+        if capture is not None and answer.status_code == 200:
+            capture.store(capturing.answer_of_body(answer.content))
         return Response(answer.content, status=answer.status_code, content_type=kind)
 
     def pieces() -> Iterator[bytes]:
         tail = b""  # the stream's last events: the usage comes with the finish reason
+        text = capturing.StreamText() if capture is not None else None
         try:
             for piece in answer.iter_content(chunk_size=None):
                 tail = (tail + piece)[-USAGE_TAIL:]
+                if text is not None:
+                    text.feed(piece)
                 yield piece
         finally:
             answer.close()
             # before the stream's end reaches the caller: its next request sees the count
             _record(grant_id, _usage_of(tail))
+            if capture is not None and text is not None:
+                capture.store(text.finish())
 
     return Response(stream_with_context(pieces()), status=200, content_type=kind,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

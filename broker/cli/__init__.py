@@ -30,6 +30,7 @@ COMMANDS = {
     "demo": "broker.cli.demo:demo",
     "hosted": "broker.cli.hosted:hosted",
     "model-worker": "broker.cli.hosted:model_worker",
+    "study": "broker.cli.study:study",
     # client side: labs, researchers, auditors
     "login": "broker.cli.login:login",
     "whoami": "broker.cli.login:whoami",

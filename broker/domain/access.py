@@ -79,6 +79,12 @@ class Action(StrEnum):
     HOSTING_REGISTER = "hosting.register"
     HOSTED_QUERY = "hosted.query"
     HOSTED_KEYS = "hosted.keys"  # a person's own API keys of their inference grants
+    STUDY_REGISTER = "study.register"
+    STUDY_READ = "study.read"
+    STUDY_DECIDE = "study.decide"
+    STUDY_CLOSE = "study.close"
+    STUDY_CONSENT = "study.consent"
+    STUDY_CAPTURES = "study.captures"
 
 
 RULES: dict[Action, Rule] = {
@@ -128,6 +134,17 @@ RULES: dict[Action, Rule] = {
     Action.HOSTING_REGISTER: Person(),
     Action.HOSTED_QUERY: Person(),
     Action.HOSTED_KEYS: Person(),
+    # studies of live use: a researcher registers one; the model's lab (its admins) approves
+    # or rejects it; its owner closes it (the lab too, through STUDY_DECIDE); any person reads
+    # approved studies and consents to one; only the owner lists and fetches the captures
+    Action.STUDY_REGISTER: Person(),
+    Action.STUDY_READ: Person(),
+    Action.STUDY_DECIDE: OrgRole(("admin",)),
+    Action.STUDY_CLOSE: Owner("study", hint="the study's owner or the lab's admin closes it"),
+    Action.STUDY_CONSENT: Person(),
+    Action.STUDY_CAPTURES: Owner(
+        "study", hint="the captures go to the study's owner only: ask them (escrow study show "
+        "STUDY names the study)"),
 }
 
 

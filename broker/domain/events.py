@@ -69,6 +69,13 @@ class AuditAction(StrEnum):
     ROLE_GRANTED = "role.granted"
     ROLE_REVOKED = "role.revoked"
     SIGNING_KEY_CREATED = "signing_key.created"
+    STUDY_APPROVED = "study.approved"
+    STUDY_CAPTURES = "study.captures"
+    STUDY_CLOSED = "study.closed"
+    STUDY_CONSENT_GIVEN = "study.consent_given"
+    STUDY_CONSENT_WITHDRAWN = "study.consent_withdrawn"
+    STUDY_REGISTERED = "study.registered"
+    STUDY_REJECTED = "study.rejected"
     TOKEN_CREATED = "token.created"  # noqa: S105 (a name, no secret)
     TOKEN_ISSUED = "token.issued"  # noqa: S105 (a name, no secret)
     TOKEN_REPLAYED = "token.replayed"  # noqa: S105 (a name, no secret)

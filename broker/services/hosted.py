@@ -50,6 +50,7 @@ class Route:
     requests_per_minute: int | None = None  # the grant's quotas (broker.services.hosted_usage)
     tokens_per_day: int | None = None
     kind: str = "inference"  # the grant's kind: internals also answers research views
+    deposit_id: str = ""  # the version's deposit (studies that cover it capture the exchange)
 
 
 def parse_model(name: object) -> tuple[str, str]:
@@ -121,7 +122,7 @@ def route(
     first, rest = order[0], order[1:]
     return Route(full, grant.id, first.id, first.url, worker_secret(key, first.id),
                  tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest),
-                 grant.requests_per_minute, grant.tokens_per_day, grant.kind)
+                 grant.requests_per_minute, grant.tokens_per_day, grant.kind, deposit.id)
 
 
 def _inference_grant(

@@ -161,6 +161,14 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.HOSTED_KEY_CREATED,
         AuditAction.HOSTED_KEY_REVOKED,
         AuditAction.HOSTED_USAGE,
+        # studies of live use: registered, decided, closed; consent; captures per day
+        AuditAction.STUDY_APPROVED,
+        AuditAction.STUDY_CAPTURES,
+        AuditAction.STUDY_CLOSED,
+        AuditAction.STUDY_CONSENT_GIVEN,
+        AuditAction.STUDY_CONSENT_WITHDRAWN,
+        AuditAction.STUDY_REGISTERED,
+        AuditAction.STUDY_REJECTED,
     }
 
 

@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from broker.client.fetch.release import Release
 from broker.client.http import USER_AGENT, BrokerClient, BrokerUnreachable, StoreError, store_host
 
 STORE_RETRY = frozenset({429, 500, 502, 503, 504})
+
+
+class SignedUrl(Protocol):
+    """Where an object is read: a presigned URL, renewed by asking the broker again (a file's
+    key release, broker.client.fetch.release; a study's capture, broker.client.studies)."""
+
+    def current(self) -> tuple[str, dict[str, str], int]: ...
+
+    def renew(self, seen_generation: int | None = None) -> None: ...
 
 
 class RangeReader:
@@ -25,7 +33,7 @@ class RangeReader:
         self.timeout = urllib3.Timeout(connect=10, read=120)
         self.on_bytes = on_bytes
 
-    def read_into(self, release: Release, start: int, view: memoryview) -> int:
+    def read_into(self, release: SignedUrl, start: int, view: memoryview) -> int:
         """Fill `view` with payload bytes [start, start + len(view)); return the object size."""
         delays = iter(self.client.retry.delays())
         renewed = False

@@ -115,6 +115,14 @@ from broker.services.views_types.people import (
     PublishedKeys,
     Roles,
 )
+from broker.services.views_types.studies import (
+    StudyCaptureList,
+    StudyCaptureUrl,
+    StudyCaptureView,
+    StudyConsentView,
+    StudyList,
+    StudyView,
+)
 
 __all__ = [
     "AgreementAttached",
@@ -199,6 +207,12 @@ __all__ = [
     "Roles",
     "SignedManifest",
     "SignedNda",
+    "StudyCaptureList",
+    "StudyCaptureUrl",
+    "StudyCaptureView",
+    "StudyConsentView",
+    "StudyList",
+    "StudyView",
     "UploadStart",
     "UploadedPartView",
     "VerificationView",

@@ -1,0 +1,434 @@
+"""Studies of live use, with consent (broker.domain.studies): registration and the lab's
+decision, a person's consent and its withdrawal, capture of consented exchanges, and the
+study team's access to its captures.
+
+Capture: the /v1 API asks `capturing` in the same short transaction that routes the query, so a
+withdrawn consent or a closed study stops the very next exchange; `capture` checks again when it
+records one (a consent withdrawn while an answer streamed stops that one too). The exchange is
+encrypted with age to the study's recipients in memory, at once, and only the age file goes to
+the store (`studies/<study>/captures/<day>/<capture>.age`); the database holds its size and
+SHA-256, the audit log its consent events and a count per study and day (`report_due`), never
+content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from broker import age
+from broker.adapters.db.models import (
+    Deposit,
+    Model,
+    Organisation,
+    Study,
+    StudyCapture,
+    StudyCaptureReport,
+    StudyConsent,
+    User,
+)
+from broker.adapters.db.uow import UnitOfWork
+from broker.container import Escrow
+from broker.domain import studies as domain
+from broker.domain.access import Action, authorize
+from broker.domain.clock import now
+from broker.domain.events import AuditAction
+from broker.domain.names import split_model_name
+from broker.domain.principals import SYSTEM, Principal, PrincipalKind
+from broker.errors import Conflict, InvalidInput, NotFound
+from broker.services.access.requests import find_sealed_deposit
+from broker.services.grants import iso
+from broker.services.keys import canonical_recipient, parse_key
+from broker.services.people import audit_subject
+from broker.services.views_types import (
+    StudyCaptureList,
+    StudyCaptureUrl,
+    StudyCaptureView,
+    StudyConsentView,
+    StudyList,
+    StudyView,
+)
+
+log = logging.getLogger(__name__)
+
+PAGE = 100  # captures per page, at most
+REPORT_GRACE = timedelta(minutes=10)  # a day is counted this long after it ends (late captures)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one exchange of a consenting person goes: a study and its recipients."""
+
+    study_id: str
+    consent_id: str
+    recipients: tuple[str, ...]
+
+
+# --- registration and the lab's decision -------------------------------------------------------
+
+
+def register(uow: UnitOfWork, actor: Principal, target: object, name: object, title: object,
+             purpose: object, recipients: object) -> StudyView:
+    """A researcher's new study of a model or one version: proposed, until the lab decides."""
+    authorize(actor, Action.STUDY_REGISTER)
+    model_name, version = domain.parse_target(target)
+    name = domain.check_study_name(name)
+    purpose = domain.check_text("purpose", purpose, domain.MAX_PURPOSE)
+    title = domain.check_text("title", title, domain.MAX_TITLE, required=False) or name
+    keys = _recipients(recipients)
+    if version is None:
+        model = _model(uow, model_name)
+        deposit_id = None
+    else:
+        deposit = find_sealed_deposit(uow, model_name, version)
+        model, deposit_id = deposit.model, deposit.id
+    if uow.session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise Conflict(f"a study named {name} exists already",
+                       hint="choose another name (escrow study list shows the studies)")
+    study = Study(id="st_" + secrets.token_hex(8), name=name, title=title, purpose=purpose,
+                  model_id=model.id, deposit_id=deposit_id, recipients=json.dumps(keys),
+                  owner_id=int(actor.id), state=domain.PROPOSED, created_at=now())
+    uow.session.add(study)
+    uow.session.flush()
+    uow.audit(AuditAction.STUDY_REGISTERED, actor, _subject(study),
+              {"name": name, "recipients": len(keys)})
+    uow.commit()
+    return _view(uow, study, actor)
+
+
+def decide(uow: UnitOfWork, actor: Principal, ref: str, decision: str,
+           note: object = None) -> StudyView:
+    """The lab (an admin of the model's organisation) approves or rejects a proposed study."""
+    study = _find(uow, actor, ref)
+    authorize(actor, Action.STUDY_DECIDE, org=study.model.organisation.name)
+    if note is not None and not isinstance(note, str):
+        raise InvalidInput("'note' must be a string", hint="say why, in a few words")
+    state = domain.next_state(study.state, decision)
+    if state is None:
+        raise Conflict(f"study {study.name} is {study.state}: only a proposed study is decided",
+                       hint="escrow study show STUDY says its state")
+    study.state, study.decided_at = state, now()
+    study.decided_by = f"{actor.kind.value}:{actor.id}"
+    study.decision_note = (note or "").strip()[:domain.MAX_PURPOSE] or None
+    action = AuditAction.STUDY_APPROVED if state == domain.APPROVED else AuditAction.STUDY_REJECTED
+    uow.audit(action, actor, _subject(study), {"name": study.name})
+    uow.commit()
+    return _view(uow, study, actor)
+
+
+def close(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
+    """Its owner or the lab closes a study: nothing more is captured; captures stay fetchable."""
+    study = _find(uow, actor, ref)
+    if actor.id == str(study.owner_id) and actor.kind == PrincipalKind.USER:
+        authorize(actor, Action.STUDY_CLOSE, owner=str(study.owner_id))
+    else:
+        authorize(actor, Action.STUDY_DECIDE, org=study.model.organisation.name)
+    state = domain.next_state(study.state, "close")
+    if state is None:
+        raise Conflict(f"study {study.name} is {study.state} already",
+                       hint="a closed or rejected study captures nothing; nothing to do")
+    study.state, study.closed_at = state, now()
+    uow.audit(AuditAction.STUDY_CLOSED, actor, _subject(study), {"name": study.name})
+    uow.commit()
+    return _view(uow, study, actor)
+
+
+def list_studies(uow: UnitOfWork, actor: Principal) -> StudyList:
+    """The studies the caller may see: approved and closed ones (to consent to, or to know of),
+    their own, and those of models of labs they administer."""
+    authorize(actor, Action.STUDY_READ)
+    found = uow.session.scalars(select(Study).order_by(Study.created_at)).all()
+    return {"studies": [_view(uow, s, actor) for s in found if _visible(s, actor)]}
+
+
+def show(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
+    return _view(uow, _find(uow, actor, ref), actor)
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+
+def consent(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
+    """The caller donates their hosted exchanges to an approved study from now on (once:
+    consenting again while in force answers the same consent)."""
+    authorize(actor, Action.STUDY_CONSENT)
+    study = _find(uow, actor, ref)
+    if study.state != domain.APPROVED:
+        raise Conflict(
+            f"study {study.name} is {study.state}: only an approved study takes consent",
+            hint="the model's lab approves a study first (escrow study approve STUDY); "
+            "escrow study list shows the approved ones",
+        )
+    current = _consent_in_force(uow, study.id, int(actor.id))
+    if current is not None:
+        return _consent_view(current, study)
+    given = StudyConsent(id="sc_" + secrets.token_hex(8), study_id=study.id,
+                         user_id=int(actor.id), given_at=now())
+    uow.session.add(given)
+    uow.session.flush()
+    uow.audit(AuditAction.STUDY_CONSENT_GIVEN, actor,
+              {**_subject(study), **_person(uow, int(actor.id))}, {"consent": given.id})
+    uow.commit()
+    return _consent_view(given, study)
+
+
+def withdraw(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
+    """The caller's consent ends now: their next exchange is not captured."""
+    authorize(actor, Action.STUDY_CONSENT)
+    study = _find(uow, actor, ref)
+    current = _consent_in_force(uow, study.id, int(actor.id))
+    if current is None:
+        raise NotFound(f"you have no consent in force to study {study.name}",
+                       hint="nothing is captured for you; escrow study list shows your consents")
+    current.withdrawn_at = now()
+    uow.audit(AuditAction.STUDY_CONSENT_WITHDRAWN, actor,
+              {**_subject(study), **_person(uow, int(actor.id))}, {"consent": current.id})
+    uow.commit()
+    return _consent_view(current, study)
+
+
+# --- capture ---------------------------------------------------------------------------------
+
+
+def capturing(uow: UnitOfWork, user_id: str, deposit_id: str) -> tuple[Target, ...]:
+    """The approved studies covering `deposit_id` that person `user_id` consents to now."""
+    deposit = uow.session.get(Deposit, deposit_id)
+    if deposit is None:
+        return ()
+    rows = uow.session.execute(
+        select(Study.id, Study.recipients, StudyConsent.id)
+        .join(StudyConsent, StudyConsent.study_id == Study.id)
+        .where(StudyConsent.user_id == int(user_id), StudyConsent.withdrawn_at.is_(None),
+               Study.state == domain.APPROVED, Study.model_id == deposit.model_id,
+               or_(Study.deposit_id.is_(None), Study.deposit_id == deposit_id))
+        .order_by(Study.id)
+    ).all()
+    return tuple(Target(study_id, consent_id, tuple(json.loads(keys)))
+                 for study_id, keys, consent_id in rows)
+
+
+def capture(escrow: Escrow, target: Target, *, model: str, endpoint: str,
+            request: dict[str, Any], answer: domain.Answer, started_at: datetime,
+            ended_at: datetime) -> str | None:
+    """Encrypt one exchange to the study's recipients and store it: the capture's id, or None
+    when the consent was withdrawn (or the study closed) meanwhile."""
+    capture_id = "cp_" + secrets.token_hex(8)
+    document = domain.exchange(
+        study_id=target.study_id, capture_id=capture_id, participant=target.consent_id,
+        model=model, endpoint=endpoint, request=request, answer=answer,
+        started_at=started_at, ended_at=ended_at)
+    sealed = io.BytesIO()
+    age.encrypt(io.BytesIO(document), sealed, [age.parse_recipient(r) for r in target.recipients])
+    del document
+    data = sealed.getvalue()
+    key = domain.capture_key(target.study_id, ended_at, capture_id)
+    with escrow.uow() as uow:
+        if not _still_consenting(uow, target):
+            return None
+        escrow.store.put_bytes(key, data)
+        uow.session.add(StudyCapture(
+            id=capture_id, study_id=target.study_id, day=ended_at.date().isoformat(),
+            object_key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            created_at=ended_at))
+        try:
+            uow.commit()
+        except Exception:
+            escrow.store.delete(key)  # no object without its index row
+            raise
+    return capture_id
+
+
+def _still_consenting(uow: UnitOfWork, target: Target) -> bool:
+    return uow.session.execute(
+        select(StudyConsent.id).join(Study, Study.id == StudyConsent.study_id)
+        .where(StudyConsent.id == target.consent_id, StudyConsent.withdrawn_at.is_(None),
+               Study.state == domain.APPROVED)
+    ).first() is not None
+
+
+def report_due(escrow: Escrow, at: datetime | None = None) -> int:
+    """One `study.captures` event per study and ended UTC day with captures, not counted yet:
+    the number written. A day is claimed by inserting its report row, so two workers never
+    count it twice."""
+    moment = at or now()
+    last_day = ((moment - REPORT_GRACE).date() - timedelta(days=1)).isoformat()
+    written = 0
+    with escrow.uow() as uow:
+        due = uow.session.execute(
+            select(StudyCapture.study_id, StudyCapture.day, func.count(),
+                   func.sum(StudyCapture.size))
+            .outerjoin(StudyCaptureReport, (StudyCaptureReport.study_id == StudyCapture.study_id)
+                       & (StudyCaptureReport.day == StudyCapture.day))
+            .where(StudyCapture.day <= last_day, StudyCaptureReport.study_id.is_(None))
+            .group_by(StudyCapture.study_id, StudyCapture.day)
+            .order_by(StudyCapture.day, StudyCapture.study_id)
+        ).all()
+        for study_id, day, count, size in due:
+            dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
+            claimed = uow.session.execute(
+                dialect.insert(StudyCaptureReport)
+                .values(study_id=study_id, day=day, captures=count, reported_at=moment)
+                .on_conflict_do_nothing(index_elements=["study_id", "day"])
+                .returning(StudyCaptureReport.study_id)
+            ).first()
+            if claimed is None:
+                continue  # another worker counted it
+            study = uow.session.get(Study, study_id)
+            assert study is not None  # a foreign key
+            uow.audit(AuditAction.STUDY_CAPTURES, SYSTEM, _subject(study),
+                      {"day": day, "captures": count, "bytes": int(size or 0)})
+            uow.commit()
+            written += 1
+    return written
+
+
+# --- the study team's access to its captures -------------------------------------------------
+
+
+def list_captures(uow: UnitOfWork, actor: Principal, ref: str, after: str | None = None,
+                  limit: int = PAGE) -> StudyCaptureList:
+    """The study's captures in order, a page at a time (its owner only)."""
+    study = _owned(uow, actor, ref)
+    limit = max(1, min(limit, PAGE))
+    query = select(StudyCapture).where(StudyCapture.study_id == study.id)
+    if after:
+        last = uow.session.get(StudyCapture, after)
+        if last is None or last.study_id != study.id:
+            raise InvalidInput(f"'after' {after!r} is no capture of study {study.name}",
+                               hint="pass the 'next' of the previous page")
+        query = query.where(or_(StudyCapture.created_at > last.created_at,
+                                (StudyCapture.created_at == last.created_at)
+                                & (StudyCapture.id > last.id)))
+    rows = uow.session.scalars(
+        query.order_by(StudyCapture.created_at, StudyCapture.id).limit(limit + 1)).all()
+    page = list(rows[:limit])
+    return {"captures": [_capture_view(c) for c in page],
+            "next": page[-1].id if len(rows) > limit else None}
+
+
+def capture_url(escrow: Escrow, uow: UnitOfWork, actor: Principal, ref: str,
+                capture_id: str) -> StudyCaptureUrl:
+    """A signed URL of one capture's age file (its owner only)."""
+    study = _owned(uow, actor, ref)
+    found = uow.session.get(StudyCapture, capture_id)
+    if found is None or found.study_id != study.id:
+        raise NotFound(f"study {study.name} has no capture {capture_id}",
+                       hint="escrow study fetch STUDY lists and fetches them all")
+    signed = escrow.store.presign_get(found.object_key, escrow.settings.download_url_ttl_s)
+    return {"id": found.id, "url": signed.url, "headers": dict(signed.headers),
+            "expires_at": iso(signed.expires_at), "size": found.size, "sha256": found.sha256}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _recipients(value: object) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("'recipients' is missing",
+                           hint="give the study team's age recipients (age1…), one or more")
+    if len(value) > domain.MAX_RECIPIENTS:
+        raise InvalidInput(f"at most {domain.MAX_RECIPIENTS} recipients",
+                           hint="encrypt to a few team keys; share one identity if need be")
+    keys = [canonical_recipient(parse_key(text)[0]) for text in value]
+    return list(dict.fromkeys(keys))
+
+
+def _model(uow: UnitOfWork, full: str) -> Model:
+    org, short = split_model_name(full)
+    found = uow.session.scalar(
+        select(Model).join(Organisation).where(Organisation.name == org, Model.name == short))
+    if found is None:
+        raise NotFound(f"model {full} does not exist",
+                       hint="check the organisation and the model name")
+    return found
+
+
+def _find(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
+    """A study by id or name, if the caller may see it (404 otherwise, as for none)."""
+    authorize(actor, Action.STUDY_READ)
+    study = uow.session.get(Study, ref) or uow.session.scalar(
+        select(Study).where(Study.name == ref))
+    if study is None or not _visible(study, actor):
+        raise NotFound(f"no study {ref}", hint="escrow study list shows the studies you may see")
+    return study
+
+
+def _owned(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
+    study = _find(uow, actor, ref)
+    authorize(actor, Action.STUDY_CAPTURES, owner=str(study.owner_id))
+    return study
+
+
+def _visible(study: Study, actor: Principal) -> bool:
+    return (study.state in (domain.APPROVED, domain.CLOSED)
+            or actor.id == str(study.owner_id)
+            or actor.holds(study.model.organisation.name, ("admin",))
+            or actor.kind in (PrincipalKind.OPERATOR, PrincipalKind.SYSTEM)
+            or "operator" in actor.global_roles)
+
+
+def _consent_in_force(uow: UnitOfWork, study_id: str, user_id: int) -> StudyConsent | None:
+    return uow.session.scalar(select(StudyConsent).where(
+        StudyConsent.study_id == study_id, StudyConsent.user_id == user_id,
+        StudyConsent.withdrawn_at.is_(None)))
+
+
+def _person(uow: UnitOfWork, user_id: int) -> dict[str, str]:
+    user = uow.session.get(User, user_id)
+    assert user is not None  # the caller
+    return audit_subject(user)
+
+
+def _target_name(study: Study) -> str:
+    name = study.model.full_name
+    return f"{name}@{study.deposit.version}" if study.deposit is not None else name
+
+
+def _subject(study: Study) -> dict[str, Any]:
+    subject: dict[str, Any] = {"study": study.id, "model": study.model.full_name}
+    if study.deposit is not None:
+        subject.update(deposit=study.deposit.id, version=study.deposit.version)
+    return subject
+
+
+def _view(uow: UnitOfWork, study: Study, actor: Principal) -> StudyView:
+    consenting = (actor.kind == PrincipalKind.USER and actor.id.isdigit()
+                  and _consent_in_force(uow, study.id, int(actor.id)) is not None)
+    return {
+        "id": study.id,
+        "name": study.name,
+        "title": study.title,
+        "purpose": study.purpose,
+        "model": _target_name(study),
+        "recipients": json.loads(study.recipients),
+        "owner": str(study.owner_id),
+        "state": study.state,
+        "created_at": iso(study.created_at),
+        "decided_at": iso(study.decided_at) if study.decided_at else None,
+        "decision_note": study.decision_note,
+        "closed_at": iso(study.closed_at) if study.closed_at else None,
+        "consenting": consenting,
+    }
+
+
+def _consent_view(given: StudyConsent, study: Study) -> StudyConsentView:
+    return {"id": given.id, "study_id": study.id, "study": study.name,
+            "given_at": iso(given.given_at),
+            "withdrawn_at": iso(given.withdrawn_at) if given.withdrawn_at else None}
+
+
+def _capture_view(found: StudyCapture) -> StudyCaptureView:
+    return {"id": found.id, "study_id": found.study_id, "size": found.size,
+            "sha256": found.sha256, "created_at": iso(found.created_at)}
+
