@@ -161,7 +161,7 @@ def consent(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
     """The caller donates their hosted exchanges to an approved study from now on (once:
     consenting again while in force answers the same consent)."""
     authorize(actor, Action.STUDY_CONSENT)
-    study = _find(uow, actor, ref)
+    study = _find(uow, actor, ref, hidden_too=True)  # not approved: say so, not "no study"
     if study.state != domain.APPROVED:
         raise Conflict(
             f"study {study.name} is {study.state}: only an approved study takes consent",
@@ -354,12 +354,13 @@ def _model(uow: UnitOfWork, full: str) -> Model:
     return found
 
 
-def _find(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
-    """A study by id or name, if the caller may see it (404 otherwise, as for none)."""
+def _find(uow: UnitOfWork, actor: Principal, ref: str, hidden_too: bool = False) -> Study:
+    """A study by id or name, if the caller may see it (404 otherwise, as for none);
+    `hidden_too`: one not approved yet as well (its name and state only are said)."""
     authorize(actor, Action.STUDY_READ)
     study = uow.session.get(Study, ref) or uow.session.scalar(
         select(Study).where(Study.name == ref))
-    if study is None or not _visible(study, actor):
+    if study is None or not (hidden_too or _visible(study, actor)):
         raise NotFound(f"no study {ref}", hint="escrow study list shows the studies you may see")
     return study
 

@@ -156,7 +156,8 @@ def test_every_route_answers_every_identity_as_the_table_says(client, lab, ident
               "nda_id": "acme-research-nda", "key_id": "0" * 32,
               "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0",
               "model": deposit["model"].split("/")[1], "version": deposit["version"],
-              "worker_id": "mw_" + "0" * 16}
+              "worker_id": "mw_" + "0" * 16, "study": "st_" + "0" * 16,
+              "capture_id": "cp_" + "0" * 16}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)
