@@ -27,7 +27,7 @@ import requests
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain import studies as capturing
+from broker.domain import studies as exchanges
 from broker.domain.clock import now
 from broker.domain.hosting import internals_asked
 from broker.domain.principals import Principal, PrincipalKind
@@ -158,7 +158,7 @@ def _forward(path: str) -> Response:
                               internals_asked(body, chat=path == "/v1/chat/completions"))
         # consent and study state, in the transaction that routes: a withdrawal stops the next
         targets = (studies.capturing(uow, actor.id, route.deposit_id)
-                   if path in capturing.CAPTURED_PATHS and actor.kind == PrincipalKind.USER
+                   if path in exchanges.CAPTURED_PATHS and actor.kind == PrincipalKind.USER
                    else ())
         usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
     body = {**body, "model": route.model}
@@ -195,7 +195,7 @@ class _Capture:
     request: dict[str, Any]
     started_at: datetime
 
-    def store(self, answer: capturing.Answer) -> None:
+    def store(self, answer: exchanges.Answer) -> None:
         """Encrypt and store the exchange for each study; a failure is logged (never its
         content) and does not touch the caller's answer."""
         ended = now()
@@ -217,12 +217,12 @@ def _relay(answer: requests.Response, stream: bool, grant_id: str,
     if not stream or answer.status_code != 200:
         _record(grant_id, _usage_of(answer.content) if answer.status_code == 200 else None)
         if capture is not None and answer.status_code == 200:
-            capture.store(capturing.answer_of_body(answer.content))
+            capture.store(exchanges.answer_of_body(answer.content))
         return Response(answer.content, status=answer.status_code, content_type=kind)
 
     def pieces() -> Iterator[bytes]:
         tail = b""  # the stream's last events: the usage comes with the finish reason
-        text = capturing.StreamText() if capture is not None else None
+        text = exchanges.StreamText() if capture is not None else None
         try:
             for piece in answer.iter_content(chunk_size=None):
                 tail = (tail + piece)[-USAGE_TAIL:]

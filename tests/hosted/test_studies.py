@@ -279,6 +279,37 @@ def test_escrow_study_fetch_decrypts_every_capture_and_a_rerun_skips_them(
     assert rest["next"] is None
 
 
+def test_a_capture_that_fails_leaves_the_answer_whole_and_logs_no_content(hosted, people):
+    """The store refuses the capture (its day's prefix is an object): the person still gets
+    the answer; nothing is indexed; the broker's log names the study, not the exchange."""
+    from broker.domain.clock import now
+
+    before = captures(hosted)
+    study_id = before[0][1].split("/")[1]
+    day = hosted.broker.data_dir / "objects" / "studies" / study_id / "captures" / \
+        now().date().isoformat()
+    kept = day.with_name("kept")
+    day.rename(kept)
+    day.write_bytes(b"in the way")
+    try:
+        prompt = "Obsidian harbour of failed captures"
+        openai = client(hosted, people["pat"].token)
+        answer = openai.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": prompt}], max_tokens=4)
+        assert answer.choices[0].message.content is not None
+        streamed = list(openai.completions.create(model=NAME, prompt=prompt, max_tokens=4,
+                                                  stream=True))
+        assert streamed
+        time.sleep(1.0)
+        assert captures(hosted) == before
+    finally:
+        day.unlink()
+        kept.rename(day)
+    log = hosted.broker.log.read_text(errors="replace")
+    assert f"study {study_id}: an exchange was not captured (StorageError)" in log
+    assert prompt not in log
+
+
 def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_content(
         hosted, people):
     from broker.domain.clock import now
