@@ -340,8 +340,13 @@ def _recipients(value: object) -> list[str]:
     if len(value) > domain.MAX_RECIPIENTS:
         raise InvalidInput(f"at most {domain.MAX_RECIPIENTS} recipients",
                            hint="encrypt to a few team keys; share one identity if need be")
-    keys = [canonical_recipient(parse_key(text)[0]) for text in value]
-    return list(dict.fromkeys(keys))
+    parsed = [parse_key(text)[0] for text in value]
+    if len({r.post_quantum for r in parsed}) > 1:  # age refuses to encrypt to such a mix
+        raise InvalidInput(
+            "the recipients mix post-quantum (age1pq1…) and classical keys: a capture would be "
+            "only as safe as the classical ones",
+            hint="give only age1pq1… keys, or only classical ones (age1…, ssh-ed25519)")
+    return list(dict.fromkeys(canonical_recipient(r) for r in parsed))
 
 
 def _model(uow: UnitOfWork, full: str) -> Model:

@@ -50,6 +50,11 @@ def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
     with escrow.uow() as uow:
         with pytest.raises(InvalidInput):
             studies.register(uow, rosa, "acme-ai/tiny", "s1", None, "why", ["not a key"])
+        with pytest.raises(InvalidInput) as mixed:
+            studies.register(uow, rosa, "acme-ai/tiny", "s1", None, "why",
+                             [str(team.to_recipient()),
+                              str(age.generate_hybrid_identity().to_recipient())])
+        assert "age1pq1" in mixed.value.hint
         with pytest.raises(NotFound):
             studies.register(uow, rosa, "acme-ai/nope", "s1", None, "why",
                              [str(team.to_recipient())])
