@@ -175,8 +175,10 @@ def consent(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
                          user_id=int(actor.id), given_at=now())
     uow.session.add(given)
     uow.session.flush()
+    # the consent's id is the participant's pseudonym in the captures: never on the log, where
+    # it would stand next to the person
     uow.audit(AuditAction.STUDY_CONSENT_GIVEN, actor,
-              {**_subject(study), **_person(uow, int(actor.id))}, {"consent": given.id})
+              {**_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
     uow.commit()
     return _consent_view(given, study)
 
@@ -191,7 +193,7 @@ def withdraw(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
                        hint="nothing is captured for you; escrow study list shows your consents")
     current.withdrawn_at = now()
     uow.audit(AuditAction.STUDY_CONSENT_WITHDRAWN, actor,
-              {**_subject(study), **_person(uow, int(actor.id))}, {"consent": current.id})
+              {**_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
     uow.commit()
     return _consent_view(current, study)
 

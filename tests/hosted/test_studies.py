@@ -311,7 +311,7 @@ def test_a_capture_that_fails_leaves_the_answer_whole_and_logs_no_content(hosted
 
 
 def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_content(
-        hosted, people):
+        hosted, people, team):
     from broker.domain.clock import now
     from broker.services import studies
 
@@ -342,6 +342,8 @@ def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_cont
     leaves = b"".join(leaf for *_, leaf in events)
     for prompt in (CHAT_PROMPT, COMPLETION_PROMPT, STREAM_PROMPT):
         assert prompt.encode() not in leaves
+    pseudonym = decrypt(stored(hosted, before[0][1]), team.identity)["participant"]
+    assert pseudonym.startswith("sc_") and pseudonym.encode() not in leaves  # not linkable
 
 
 def test_a_closed_study_captures_nothing_and_takes_no_consent(hosted, people):
