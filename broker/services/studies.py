@@ -198,6 +198,17 @@ def withdraw(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
     return _consent_view(current, study)
 
 
+def my_consents(uow: UnitOfWork, actor: Principal) -> list[StudyConsentView]:
+    """The caller's consents, in force and withdrawn, newest first (their page, /me)."""
+    authorize(actor, Action.STUDY_CONSENT)
+    rows = uow.session.execute(
+        select(StudyConsent, Study).join(Study, Study.id == StudyConsent.study_id)
+        .where(StudyConsent.user_id == int(actor.id))
+        .order_by(StudyConsent.given_at.desc())
+    ).all()
+    return [_consent_view(given, study) for given, study in rows]
+
+
 # --- capture ---------------------------------------------------------------------------------
 
 

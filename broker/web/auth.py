@@ -19,7 +19,7 @@ from broker.domain.principals import PrincipalKind
 from broker.errors import BadRequest, EscrowError
 from broker.http.common import escrow, optional_caller
 from broker.http.openapi import INTEGER, STRING, operation, path_params
-from broker.services import keys, ndas, sessions
+from broker.services import keys, ndas, sessions, studies
 from broker.services.people import Claims, describe_caller
 from broker.web import csrf
 from broker.web.common import identify_viewer, page_headers, render_error
@@ -152,6 +152,7 @@ def me() -> Response | str:
             keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
             signatures=[ndas.describe_signature(uow, s)
                         for s in ndas.my_signatures(uow, principal)],
+            consents=studies.my_consents(uow, principal),
             broker=escrow().settings.public_url,
         )
 

@@ -46,3 +46,30 @@ def test_a_researcher_without_keys_is_told_to_make_one_with_escrow(client, escro
     assert "No keys yet" in page
     assert "escrow keys generate" in page  # a command that exists, whatever age is installed
     assert "escrow keys add --identity ~/.config/escrow/key.txt" in page
+
+
+def test_the_page_lists_the_persons_study_consents_and_how_to_withdraw(client, escrow,
+                                                                       make_person):
+    from broker.adapters.db.models import Model, Organisation
+
+    lab = make_person("ada@acme.example", (("acme-ai", "admin"),))
+    with escrow.uow() as uow:
+        org = uow.session.query(Organisation).filter_by(name="acme-ai").one()
+        uow.session.add(Model(org_id=org.id, name="tiny"))
+        uow.commit()
+    made = client.post("/api/v1/studies", headers=lab.auth, json={
+        "model": "acme-ai/tiny", "name": "tutoring-2027", "purpose": "how people ask",
+        "recipients": [str(age.generate_x25519_identity().to_recipient())]})
+    assert made.status_code == 201, made.json
+    assert client.post("/api/v1/studies/tutoring-2027/approve", headers=lab.auth,
+                       json={}).status_code == 200
+    auth = logged_in(client, escrow)
+    assert "escrow study consent STUDY" in client.get("/me").get_data(as_text=True)
+
+    assert client.post("/api/v1/studies/tutoring-2027/consent", headers=auth).status_code == 200
+    page = client.get("/me").get_data(as_text=True)
+    assert "tutoring-2027" in page and "in force" in page
+    assert "escrow study withdraw tutoring-2027" in page
+    assert client.delete("/api/v1/studies/tutoring-2027/consent", headers=auth).status_code == 200
+    page = client.get("/me").get_data(as_text=True)
+    assert "withdrawn" in page and "escrow study withdraw tutoring-2027" not in page
