@@ -279,6 +279,28 @@ def test_escrow_study_fetch_decrypts_every_capture_and_a_rerun_skips_them(
     assert rest["next"] is None
 
 
+def test_an_altered_capture_stops_the_fetch_and_a_rerun_resumes_where_it_stopped(
+        hosted, people, team, tmp_path):
+    rosa = people["rosa"]
+    found = captures(hosted)
+    altered = hosted.broker.data_dir / "objects" / found[1][1]
+    original = altered.read_bytes()
+    altered.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    out = tmp_path / "resumed"
+    try:
+        stopped = cli(hosted, rosa, "study", "fetch", STUDY, "--identity",
+                      str(team.identity_file), "--out", str(out), check=False)
+    finally:
+        altered.write_bytes(original)
+    assert stopped.returncode != 0
+    assert f"capture {found[1][0]}" in stopped.stderr and "altered" in stopped.stderr
+    assert sorted(os.listdir(out)) == [f"{found[0][0]}.json"]  # nothing of the altered one
+    resumed = last_json(cli(hosted, rosa, "study", "fetch", STUDY, "--identity",
+                            str(team.identity_file), "--out", str(out), "--json"))
+    assert resumed["skipped"] == [found[0][0]]
+    assert resumed["fetched"] == [c[0] for c in found[1:]]
+
+
 def test_a_capture_that_fails_leaves_the_answer_whole_and_logs_no_content(hosted, people):
     """The store refuses the capture (its day's prefix is an object): the person still gets
     the answer; nothing is indexed; the broker's log names the study, not the exchange."""
