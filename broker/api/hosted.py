@@ -62,11 +62,13 @@ OPENAPI = {
     "/v1/models": {"get": _openai("OpenAI-compatible: the versions you may query")},
     "/v1/completions": {"post": _openai(
         "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant or its API key (logprobs: an internals grant)",
+        "under your active inference grant or its API key (logprobs, and the extension field "
+        "escrow_views for hidden states and attention of named layers: an internals grant)",
         HOSTED)},
     "/v1/chat/completions": {"post": _openai(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant or its API key (logprobs: an internals grant)",
+        "under your active inference grant or its API key (logprobs, and the extension field "
+        "escrow_views for hidden states and attention of named layers: an internals grant)",
         HOSTED)},
     "/v1/embeddings": {"post": _openai(
         "OpenAI-compatible embeddings of texts by a hosted encoder version, under your active "
