@@ -176,13 +176,19 @@ def _relay(answer: requests.Response, stream: bool, grant_id: str) -> Response:
 
     def pieces() -> Iterator[bytes]:
         tail = b""  # the stream's last events: the usage comes with the finish reason
+        counted = False
         try:
             for piece in answer.iter_content(chunk_size=None):
                 tail = (tail + piece)[-USAGE_TAIL:]
+                if not counted and b"data: [DONE]" in tail:
+                    # counted before the caller reads the end: its next request sees the count
+                    counted = True
+                    _record(grant_id, _usage_of(tail, events=True))
                 yield piece
         finally:
             answer.close()
-            _record(grant_id, _usage_of(tail))
+            if not counted:  # cut short: what the stream said so far
+                _record(grant_id, _usage_of(tail, events=True))
 
     return Response(stream_with_context(pieces()), status=200, content_type=kind,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -191,9 +197,10 @@ def _relay(answer: requests.Response, stream: bool, grant_id: str) -> Response:
 USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage (its last two events)
 
 
-def _usage_of(content: bytes) -> dict[str, Any] | None:
-    """The `usage` of an answer: a JSON body's, or the last SSE event that has one."""
-    texts = [content] if not content.lstrip().startswith(b"data:") else [
+def _usage_of(content: bytes, events: bool = False) -> dict[str, Any] | None:
+    """The `usage` of an answer: a JSON body's, or (`events`: the end of a stream, which may
+    begin mid-event) the last whole SSE event that has one."""
+    texts = [content] if not events else [
         line[5:] for line in content.splitlines() if line.startswith(b"data:")]
     for text in reversed(texts):
         try:

@@ -272,6 +272,13 @@ def _check_views(views: dict, reference, prompt_tokens: int, completion_tokens: 
                 assert abs(sum(row) - 1) < 1e-4
 
 
+def _day_usage(hosted: Hosted, grant_id: str) -> dict[str, int]:
+    from broker.services.hosted_usage import day_usage
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        return day_usage(uow, grant_id)
+
+
 def test_internals_layer_views_equal_transformers_on_the_original_files(
         hosted, ivy, direct, reference):
     openai = client(hosted, ivy.token)
@@ -291,13 +298,19 @@ def test_internals_layer_views_equal_transformers_on_the_original_files(
     chat_views = whole.model_extra["escrow_views"]
     _check_views(chat_views, reference, whole.usage.prompt_tokens,
                  whole.usage.completion_tokens)
+    before = _day_usage(hosted, ivy.grants["internals"])
     chunks = list(openai.chat.completions.create(
         model=NAME, messages=messages, max_tokens=4, temperature=0, stream=True,
         extra_body={"escrow_views": VIEWS}))
     viewed = [c for c in chunks if (c.model_extra or {}).get("escrow_views")]
     assert len(viewed) == 1 and viewed[0].choices == []  # a chunk of its own
     assert chunks.index(viewed[0]) == len(chunks) - 2  # just before the last
-    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens  # counted as usual
+    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+    # a stream of many kilobytes: its usage is still counted, and before it ends
+    after = _day_usage(hosted, ivy.grants["internals"])
+    assert after["requests"] == before["requests"] + 1
+    assert after["input_tokens"] == before["input_tokens"] + whole.usage.prompt_tokens
+    assert after["output_tokens"] == before["output_tokens"] + whole.usage.completion_tokens
     streamed = viewed[0].model_extra["escrow_views"]
     assert streamed["token_ids"] == chat_views["token_ids"]
     assert _close(streamed["layers"]["2"]["hidden_states"],
