@@ -8,7 +8,7 @@ PORT ?= 8080
 # The broker's address as clients see it (signed store URLs point there): follows HOST/PORT.
 export ESCROW_PUBLIC_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: demo run test install test-peers lint typecheck bench clean
+.PHONY: demo demo-hosted run test install test-peers lint typecheck bench clean
 
 $(BIN)/escrow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(BIN)/escrow
 demo: install
 	$(BIN)/escrow init
 	$(BIN)/escrow demo --broker http://$(HOST):$(PORT) --keep-serving
+
+demo-hosted: install
+	$(BIN)/escrow init
+	$(BIN)/escrow demo --hosted --broker http://$(HOST):$(PORT)
 
 run: install
 	$(BIN)/escrow init

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/hosted.py [--rounds 5] [--tokens 64] [--width 256] [--layers 4]
 
-Starts a real broker, deposits and seals a random-weight GPT-2 (tests/hosted/tiny_model.py,
+Starts a real broker, deposits and seals a random-weight GPT-2 (broker/hosting/tiny_model.py,
 here `--width` wide and `--layers` deep), starts a real `escrow model-worker` hosting it, and
 grants a person inference access (as tests/hosted does). Then, in interleaved rounds, for the
 same prompts, greedy, `--tokens` tokens each:
@@ -59,9 +59,9 @@ def main() -> None:
     import openai
     import torch
     from conftest import MODEL, NAME, ask, hosting, make_person
-    from tiny_model import tiny_model_files
 
     from broker.hosting.engine import Sampling, load_engine
+    from broker.hosting.tiny_model import tiny_model_files
 
     torch.set_num_threads(1)
     files = tiny_model_files(width=args.width, layers=args.layers)

@@ -77,11 +77,13 @@ OPENAPI = {
     "/v1/models": {"get": _openai("OpenAI-compatible: the versions you may query")},
     "/v1/completions": {"post": _openai(
         "OpenAI-compatible completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant or its API key (logprobs: an internals grant)",
+        "under your active inference grant or its API key (logprobs, and the extension field "
+        "escrow_views for hidden states and attention of named layers: an internals grant)",
         HOSTED)},
     "/v1/chat/completions": {"post": _openai(
         "OpenAI-compatible chat completion of a hosted version (stream: server-sent events), "
-        "under your active inference grant or its API key (logprobs: an internals grant)",
+        "under your active inference grant or its API key (logprobs, and the extension field "
+        "escrow_views for hidden states and attention of named layers: an internals grant)",
         HOSTED)},
     "/v1/embeddings": {"post": _openai(
         "OpenAI-compatible embeddings of texts by a hosted encoder version, under your active "
@@ -223,16 +225,21 @@ def _relay(answer: requests.Response, stream: bool, grant_id: str,
     def pieces() -> Iterator[bytes]:
         tail = b""  # the stream's last events: the usage comes with the finish reason
         text = exchanges.StreamText() if capture is not None else None
+        counted = False
         try:
             for piece in answer.iter_content(chunk_size=None):
                 tail = (tail + piece)[-USAGE_TAIL:]
                 if text is not None:
                     text.feed(piece)
+                if not counted and b"data: [DONE]" in tail:
+                    # counted before the caller reads the end: its next request sees the count
+                    counted = True
+                    _record(grant_id, _usage_of(tail, events=True))
                 yield piece
         finally:
             answer.close()
-            # before the stream's end reaches the caller: its next request sees the count
-            _record(grant_id, _usage_of(tail))
+            if not counted:  # cut short: what the stream said so far
+                _record(grant_id, _usage_of(tail, events=True))
             if capture is not None and text is not None:
                 capture.store(text.finish())
 
@@ -243,9 +250,10 @@ def _relay(answer: requests.Response, stream: bool, grant_id: str,
 USAGE_TAIL = 4096  # bytes of a stream's end kept to read its usage (its last two events)
 
 
-def _usage_of(content: bytes) -> dict[str, Any] | None:
-    """The `usage` of an answer: a JSON body's, or the last SSE event that has one."""
-    texts = [content] if not content.lstrip().startswith(b"data:") else [
+def _usage_of(content: bytes, events: bool = False) -> dict[str, Any] | None:
+    """The `usage` of an answer: a JSON body's, or (`events`: the end of a stream, which may
+    begin mid-event) the last whole SSE event that has one."""
+    texts = [content] if not events else [
         line[5:] for line in content.splitlines() if line.startswith(b"data:")]
     for text in reversed(texts):
         try:

@@ -4,7 +4,9 @@ An organisation deposits a small generated model; a researcher with a proven pos
 and a signed NDA asks for it; a reviewer approves; the researcher fetches and decrypts it and
 the bytes are compared with the original; the reviewer revokes the grant and the next fetch is
 refused. Everything the researcher, reviewer and depositor do goes over HTTP to a real broker
-(`--broker`; started here, in the background, if nothing answers there).
+(`--broker`; started here, in the background, if nothing answers there). `--hosted` tells the
+hosted-access story instead (`demo_hosted.py`: a model worker serves a tiny language model and
+a researcher queries it through the OpenAI-compatible API; needs the serve extra).
 
 The people are made at the operator console, as `escrow admin user create`, `escrow admin role
 grant`, `escrow admin token create` and `escrow admin login-link` do: this command runs next to
@@ -97,7 +99,7 @@ def ensure_broker(url: str, data_dir: Path, story: Story) -> Served:
 # --- the demo ---------------------------------------------------------------------------------
 
 
-def run_story(url: str, story: Story, scratch: Path) -> dict[str, Any]:
+def run_story(url: str, story: Story, scratch: Path, hosted: bool = False) -> dict[str, Any]:
     from broker.config import load_settings
     from broker.services.setup import initialise
 
@@ -123,7 +125,12 @@ def run_story(url: str, story: Story, scratch: Path) -> dict[str, Any]:
     try:
         _check_same_data(escrow, url)
         story.say("it serves this data directory (its manifest signing key is ours)")
-        play_story(story, escrow, url, version, target, scratch, client_dir)
+        if hosted:
+            from broker.cli.demo_hosted import play_hosted
+
+            play_hosted(story, escrow, url, version, scratch, client_dir)
+        else:
+            play_story(story, escrow, url, version, target, scratch, client_dir)
     except BaseException:
         served.stop()
         raise
@@ -167,22 +174,37 @@ def print_login_links(escrow: Any, url: str) -> dict[str, str]:
               help="the broker to run the story against; started here if none answers")
 @click.option("--keep-serving", is_flag=True,
               help="afterwards print login links and keep the broker serving until Ctrl-C")
+@click.option("--hosted", is_flag=True,
+              help="tell the hosted-access story instead: a model worker serves a tiny language "
+              "model, a researcher queries it (needs the serve extra)")
 @click.option("--json", "as_json", is_flag=True, help="a JSON summary as the last line")
-def demo(broker_url: str, keep_serving: bool, as_json: bool) -> None:
+def demo(broker_url: str, keep_serving: bool, hosted: bool, as_json: bool) -> None:
     """Run the whole story on this data directory: deposit, NDA, request, approval, fetch,
     byte-identical check, revocation, refused fetch; then a version under a release agreement
     released by two trustees' votes, fetched under the policy it unlocks, re-keyed as leaked and
-    refused. Exit 0 only if every check held."""
+    refused. With --hosted: a tiny language model deposited, hosted by a model worker, queried
+    under an inference grant with an API key, the key revoked and refused, the worker stopped.
+    Exit 0 only if every check held."""
     url = broker_url.rstrip("/")
     story = Story()
     served: Served | None = None
     try:
+        if hosted:
+            from broker.cli.demo_hosted import require_serve_extra
+
+            require_serve_extra()
         with tempfile.TemporaryDirectory(prefix="escrow-demo-") as scratch:
-            summary = run_story(url, story, Path(scratch))
+            summary = run_story(url, story, Path(scratch), hosted)
         served, escrow = summary.pop("_served"), summary.pop("_escrow")
-        click.echo(f"\nevery check held: {MODEL}@{summary['version']} was sealed, fetched "
-                   "byte-identical, revoked, and then refused; its copy bound by a release "
-                   "agreement was opened by two trustees, fetched, re-keyed and refused")
+        if hosted:
+            click.echo(f"\nevery check held: {summary['model']}@{summary['version']} was sealed, "
+                       "hosted by a model worker, queried with an API key under an inference "
+                       "grant, its usage counted; the key was revoked and refused, the worker "
+                       "stopped")
+        else:
+            click.echo(f"\nevery check held: {MODEL}@{summary['version']} was sealed, fetched "
+                       "byte-identical, revoked, and then refused; its copy bound by a release "
+                       "agreement was opened by two trustees, fetched, re-keyed and refused")
         if keep_serving:
             summary["login_links"] = print_login_links(escrow, url)
     except (EscrowError, OSError) as error:

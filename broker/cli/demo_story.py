@@ -74,6 +74,7 @@ class Scene:
     originals: list[Path] = field(default_factory=list)
     researcher: BrokerClient | None = None
     reviewer: BrokerClient | None = None
+    researcher_token: str = ""  # the researcher's access token (the /v1 API's bearer too)
     identity_file: Path | None = None
     grant_id: str = ""
     depositor_token: str = ""
@@ -90,7 +91,7 @@ class Scene:
 
     def people(self) -> tuple[BrokerClient, BrokerClient]:
         """(the researcher's client, the reviewer's), once they are logged in."""
-        assert self.researcher is not None and self.reviewer is not None  # _people ran
+        assert self.researcher is not None and self.reviewer is not None  # meet_people ran
         return self.researcher, self.reviewer
 
 
@@ -99,13 +100,13 @@ def play_story(story: Story, escrow: Any, url: str, version: str, target: str, s
     scene = Scene(story, escrow, url, version, target, scratch, client_dir)
     from broker.cli.demo_escrow import escrow_scenes
 
-    for step in (_create_org, _deposit, _people, _prove_key, _sign_nda, _ask_and_approve,
+    for step in (create_org, _deposit, meet_people, prove_key, sign_nda, _ask_and_approve,
                  _show_grant, _fetch_and_compare, _revoke_and_refuse, escrow_scenes, _audit):
         step(scene)
     story.summary["ok"] = True
 
 
-def _create_org(scene: Scene) -> None:
+def create_org(scene: Scene) -> None:
     from broker.domain.principals import OPERATOR
     from broker.services import admin
 
@@ -120,15 +121,8 @@ def _create_org(scene: Scene) -> None:
 
 
 def _deposit(scene: Scene) -> None:
-    from broker.domain.principals import OPERATOR
-    from broker.services import admin
-
-    story, escrow = scene.story, scene.escrow
-    story.step("the operator issues the lab a depositor service token (escrow admin token create)")
-    with escrow.uow() as uow:
-        issued = admin.create_token(uow, OPERATOR, ORG, "depositor", 1, "escrow demo")
-    story.say(f"token {issued.id} for {ORG} (depositor), expires {issued.expires_at:%Y-%m-%d}; "
-              "stored only as a hash")
+    story = scene.story
+    issue_depositor_token(scene)
 
     story.step("the lab has a model: a small safetensors file and its config.json")
     model_dir = scene.scratch / "demo-gpt"
@@ -138,19 +132,34 @@ def _deposit(scene: Scene) -> None:
 
     story.step(f"the lab deposits it as {scene.target}: encrypted on its machine, uploaded, "
                "verified and sealed by the broker")
-    scene.depositor_token = issued.token
     deposit = deposit_model(scene, scene.version)
     story.summary.update(deposit_id=deposit["deposit_id"], sealed=True)
 
 
-def deposit_model(scene: Scene, version: str, agreement: str | None = None) -> dict[str, Any]:
-    """`escrow deposit` of the demo model as `version` with the lab's token, waited until
-    sealed; with `agreement`, that release agreement is attached before the seal."""
+def issue_depositor_token(scene: Scene) -> None:
+    """`escrow admin token create`: the lab's depositor token, kept in the scene."""
+    from broker.domain.principals import OPERATOR
+    from broker.services import admin
+
+    story = scene.story
+    story.step("the operator issues the lab a depositor service token (escrow admin token create)")
+    with scene.escrow.uow() as uow:
+        issued = admin.create_token(uow, OPERATOR, ORG, "depositor", 1, "escrow demo")
+    story.say(f"token {issued.id} for {ORG} (depositor), expires {issued.expires_at:%Y-%m-%d}; "
+              "stored only as a hash")
+    scene.depositor_token = issued.token
+
+
+def deposit_model(scene: Scene, version: str, agreement: str | None = None,
+                  model: str = MODEL) -> dict[str, Any]:
+    """`escrow deposit` of the demo model (the files of `scene.originals`) as
+    `model@version` with the lab's token, waited until sealed; with `agreement`, that release
+    agreement is attached before the seal."""
     from broker.client.deposit import SEALED, DepositOptions, Depositor
 
     story = scene.story
     depositor = Depositor(scene.client(scene.depositor_token), DepositOptions(
-        model=MODEL, version=version, directory=scene.originals[0].parent,
+        model=model, version=version, directory=scene.originals[0].parent,
         config_dir=scene.client_dir, agreement=agreement))
     deposit: dict[str, Any] = depositor.run().deposit
     story.say(f"deposit {deposit['deposit_id']}, escrow recipient {deposit['recipient'][:40]}…")
@@ -161,7 +170,7 @@ def deposit_model(scene: Scene, version: str, agreement: str | None = None) -> d
     return deposit
 
 
-def _people(scene: Scene) -> None:
+def meet_people(scene: Scene) -> None:
     story, escrow = scene.story, scene.escrow
     story.step("the operator creates a researcher and a reviewer of acme-ai "
                "(escrow admin user create, role grant)")
@@ -170,13 +179,14 @@ def _people(scene: Scene) -> None:
         story.say(f"user {user_id}: {name} <{email}>")
     grant_role(escrow, REVIEWER[0], "reviewer", ORG)
     story.say(f"{REVIEWER[0]} is reviewer of {ORG}")
-    scene.researcher = scene.client(user_token(escrow, RESEARCHER[0]))
+    scene.researcher_token = user_token(escrow, RESEARCHER[0])
+    scene.researcher = scene.client(scene.researcher_token)
     scene.reviewer = scene.client(user_token(escrow, REVIEWER[0]))
     story.say("each logged in through a single-use login link: a `link` session and its "
               "ordinary access token")
 
 
-def _prove_key(scene: Scene) -> None:
+def prove_key(scene: Scene) -> None:
     from broker import age
 
     story, (researcher, _) = scene.story, scene.people()
@@ -217,7 +227,7 @@ def register_proven_key(client: BrokerClient, identity: Any) -> dict[str, Any]:
     return proven
 
 
-def _sign_nda(scene: Scene) -> None:
+def sign_nda(scene: Scene) -> None:
     from broker.cli.nda import fetch_text
 
     story, (researcher, _) = scene.story, scene.people()

@@ -3,7 +3,8 @@
 `weights`: key releases to the grantee's own key (the escrow's first kind of access).
 `inference`: querying the model hosted by the escrow (no key, no weights leave it).
 `internals`: inference plus research views of the model's computation (token log-probabilities
-and the top alternatives, asked with OpenAI's `logprobs` fields); no weights leave it either.
+and the top alternatives, asked with OpenAI's `logprobs` fields; hidden states and attention of
+named layers, asked with the extension field `escrow_views`); no weights leave it either.
 `hosting`: the grant of a model worker, the escrow's own process, that obtains the file keys of
 a version to load it into memory; made by an operator (`escrow hosted allow`), never requested.
 """
@@ -45,8 +46,11 @@ def release_refusal(kind: str) -> tuple[str, str] | None:
 
 
 def internals_asked(body: Mapping[str, object], chat: bool) -> bool:
-    """Whether an OpenAI request body asks for a research view (log-probabilities): chat's
-    `logprobs: true` or `top_logprobs`, the legacy completions' `logprobs: N` (0 included)."""
+    """Whether an OpenAI request body asks for a research view: log-probabilities (chat's
+    `logprobs: true` or `top_logprobs`, the legacy completions' `logprobs: N`, 0 included) or
+    layer views (`escrow_views`, whatever its value but null: the worker checks its shape)."""
+    if body.get("escrow_views") is not None:
+        return True
     if chat:
         return body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None
     return body.get("logprobs") is not None
@@ -56,9 +60,9 @@ def internals_refusal(kind: str, full: str) -> tuple[str, str]:
     """Why a grant of `kind` (not internals) gets no research view of version `full`."""
     return (
         f"your grant of {full} is of kind {kind}, which allows no internals (logprobs, "
-        "top_logprobs): it answers text only",
-        f"leave logprobs out, or ask for internals access: escrow request {full} --kind "
-        "internals --purpose '…'",
+        "top_logprobs, escrow_views): it answers text only",
+        f"leave logprobs and escrow_views out, or ask for internals access: escrow request "
+        f"{full} --kind internals --purpose '…'",
     )
 
 

@@ -8,6 +8,13 @@ interface is the OpenAI completions vocabulary (max tokens, temperature, seed, s
 engine that is itself an OpenAI-compatible server (vLLM, for models that need several GPUs or
 hosts) fits behind it later by forwarding. The first engine is Hugging Face transformers on
 PyTorch (`transformers_engine`, the `serve` extra).
+
+Layer views (hidden states and attention of named layers, an `internals` research view) are
+the one thing outside OpenAI's vocabulary: asked as `Sampling.views` (the request's documented
+extension field `escrow_views`, parsed by `views_of`), answered in `Generation.views` once the
+generation is done, as JSON (`LayerViews.as_json`, the answer's `escrow_views`). A forwarding
+engine passes `escrow_views` on to a server that answers it in the same shape, or refuses it
+with a BadRequest (a 400 saying it gives no layer views).
 """
 
 from __future__ import annotations
@@ -20,6 +27,42 @@ from broker.errors import BadRequest, ConfigError, InvalidInput
 
 MAX_TOKENS_LIMIT = 4096  # the most a single call may ask to generate
 MAX_TOP_LOGPROBS = 20  # the most alternatives per token a research view lists (OpenAI's limit)
+MAX_VIEW_LAYERS = 4  # the most layers one request may name, for hidden states and for attention
+MAX_VIEW_TOKENS = 256  # layer views: the prompt's tokens and max_tokens together, at most
+MAX_VIEW_NUMBERS = 1_000_000  # layer views: the most floats one answer may carry
+VIEWS_FIELD = "escrow_views"  # the request's (and the answer's) extension field
+
+
+@dataclass(frozen=True)
+class Views:
+    """The layers whose views a request asks for: layer 0 is the embeddings' output, layer L
+    (1 to the model's layer count) is the output of the L-th block and that block's attention."""
+
+    hidden_states: tuple[int, ...] = ()
+    attention: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerViews:
+    """The answer to `Views`, over every token the model read and wrote (prompt, then the
+    completion's tokens): `hidden[L]` one vector per token; `attention[L]` per head, per token
+    `i`, its weights over tokens 0..i (a causal model attends to nothing later)."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    hidden: dict[int, list[list[float]]]
+    attention: dict[int, list[list[list[float]]]]
+
+    def as_json(self) -> dict[str, object]:
+        layers: dict[str, dict[str, object]] = {}
+        for layer in sorted({*self.hidden, *self.attention}):
+            entry: dict[str, object] = {}
+            if layer in self.hidden:
+                entry["hidden_states"] = self.hidden[layer]
+            if layer in self.attention:
+                entry["attention"] = self.attention[layer]
+            layers[str(layer)] = entry
+        return {"tokens": self.tokens, "token_ids": self.token_ids, "layers": layers}
 
 
 @dataclass(frozen=True)
@@ -32,6 +75,7 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: none; N: each token's logprob and the N likeliest
+    views: Views | None = None  # layer views (hidden states, attention), answered at the end
 
 
 @dataclass(frozen=True)
@@ -53,6 +97,7 @@ class Generation:
     completion_tokens: int = 0
     finish_reason: str = "length"  # "stop" (end of text or a stop string) or "length"
     tokens: list[TokenLogprob] = field(default_factory=list)  # if Sampling.logprobs is set
+    views: LayerViews | None = None  # if Sampling.views is set: once the pieces are all read
 
     def __iter__(self) -> Iterator[str]:
         return self.pieces
@@ -179,6 +224,62 @@ def with_logprobs(sampling: Sampling, body: Mapping[str, object], chat: bool) ->
         raise BadRequest(f"{name} {count!r} is not valid",
                          hint=f"ask for 0 to {MAX_TOP_LOGPROBS} alternatives per token")
     return replace(sampling, logprobs=count)
+
+
+def with_views(sampling: Sampling, body: Mapping[str, object]) -> Sampling:
+    """The layer views a request asks for (`escrow_views: {"hidden_states": [layers],
+    "attention": [layers]}`), checked for shape; the model's own range and the size caps are
+    the engine's to check (`check_views`), as only it knows its layers and the prompt's tokens."""
+    asked = body.get(VIEWS_FIELD)
+    if asked is None:
+        return sampling
+    example = '{"hidden_states": [0, 2], "attention": [2]}'
+    if not isinstance(asked, dict) or not asked or set(asked) - {"hidden_states", "attention"}:
+        raise BadRequest(
+            f"{VIEWS_FIELD} must be an object with hidden_states and/or attention, each a list "
+            "of layer numbers", hint=f"e.g. {example}")
+    found: dict[str, tuple[int, ...]] = {}
+    for name in ("hidden_states", "attention"):
+        layers = asked.get(name, [])
+        if not isinstance(layers, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in layers):
+            raise BadRequest(f"{VIEWS_FIELD}.{name} must be a list of layer numbers (0 or more)",
+                             hint=f"e.g. {example}")
+        if len(set(layers)) > MAX_VIEW_LAYERS:
+            raise BadRequest(
+                f"{VIEWS_FIELD}.{name} names {len(set(layers))} layers, more than "
+                f"{MAX_VIEW_LAYERS}", hint=f"name at most {MAX_VIEW_LAYERS} layers per request")
+        found[name] = tuple(sorted(set(layers)))
+    if not found["hidden_states"] and not found["attention"]:
+        raise BadRequest(f"{VIEWS_FIELD} names no layer", hint=f"e.g. {example}")
+    return replace(sampling, views=Views(found["hidden_states"], found["attention"]))
+
+
+def check_views(views: Views, layers: int, heads: int, width: int, tokens: int) -> None:
+    """A model of `layers` blocks, `heads` attention heads and vectors of `width` can answer
+    `views` over at most `tokens` tokens (the prompt's and max_tokens) within the caps."""
+    for name, named, lowest in (("hidden_states", views.hidden_states, 0),
+                                ("attention", views.attention, 1)):
+        wrong = [n for n in named if not lowest <= n <= layers]
+        if wrong:
+            first = "layer 0 is the embeddings, which have no attention; " if (
+                0 in wrong and name == "attention") else ""
+            raise BadRequest(
+                f"{VIEWS_FIELD}.{name} names layer {wrong[0]}, but this model's {name} are of "
+                f"layers {lowest} to {layers}",
+                hint=f"{first}name layers {lowest} to {layers} (0: the embeddings, "
+                f"{layers}: the last block)")
+    if tokens > MAX_VIEW_TOKENS:
+        raise BadRequest(
+            f"layer views are given for at most {MAX_VIEW_TOKENS} tokens, and the prompt and "
+            f"max_tokens make {tokens}", hint="shorten the prompt or ask for fewer tokens")
+    numbers = (len(views.hidden_states) * tokens * width
+               + len(views.attention) * heads * tokens * (tokens + 1) // 2)
+    if numbers > MAX_VIEW_NUMBERS:
+        raise BadRequest(
+            f"these layer views of up to {tokens} tokens would be {numbers} numbers, more than "
+            f"{MAX_VIEW_NUMBERS} per answer",
+            hint="name fewer layers, shorten the prompt or ask for fewer tokens")
 
 
 def load_engine(files: Mapping[str, bytes]) -> Engine:

@@ -20,6 +20,7 @@ from flask import Flask, Response, jsonify, request
 
 from broker.errors import BadRequest, EscrowError, InvalidInput, Unauthorized
 from broker.hosting.engine import (
+    VIEWS_FIELD,
     Engine,
     Generation,
     Message,
@@ -29,6 +30,7 @@ from broker.hosting.engine import (
     not_an_encoder,
     sampling_of,
     with_logprobs,
+    with_views,
 )
 
 SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name)
@@ -67,7 +69,7 @@ def make_app(state: WorkerState) -> Flask:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidInput("'prompt' must be a string", hint='e.g. "Once upon a time"')
-        sampling = with_logprobs(sampling_of(body), body, chat=False)
+        sampling = with_views(with_logprobs(sampling_of(body), body, chat=False), body)
         generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=False)
 
@@ -85,7 +87,7 @@ def make_app(state: WorkerState) -> Flask:
                 hint='e.g. [{"role": "user", "content": "Hello"}]',
             )
         prompt = state.engine.chat_prompt([Message(m["role"], m["content"]) for m in messages])
-        sampling = with_logprobs(sampling_of(body), body, chat=True)
+        sampling = with_views(with_logprobs(sampling_of(body), body, chat=True), body)
         generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=True)
 
@@ -153,20 +155,24 @@ def _answer(
         choice["logprobs"] = views
     else:
         choice.update(text=text, logprobs=views)
-    return jsonify({
+    answer: dict[str, Any] = {
         "id": ident,
         "object": "chat.completion" if chat else "text_completion",
         "created": created,
         "model": state.model,
         "choices": [choice],
         "usage": _usage(generation),
-    })
+    }
+    if generation.views is not None:
+        answer[VIEWS_FIELD] = generation.views.as_json()
+    return jsonify(answer)
 
 
 def _events(model: str, ident: str, created: int, generation: Generation,
             chat: bool) -> Iterator[str]:
     """Server-sent events: one chunk per text piece, a last chunk with the finish reason and
-    the usage, then [DONE]."""
+    the usage, then [DONE]. Layer views, if asked, come in a chunk of their own (no text) just
+    before the last: the broker reads the usage from the stream's last few kilobytes."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     shown = 0  # the tokens whose research views went out already
@@ -193,6 +199,11 @@ def _events(model: str, ident: str, created: int, generation: Generation,
         yield chunk("", None, first=True)
     for piece in generation:
         yield chunk(piece, None)
+    if generation.views is not None:
+        viewed: dict[str, Any] = {"id": ident, "object": kind, "created": created,
+                                  "model": model, "choices": [], VIEWS_FIELD:
+                                  generation.views.as_json()}
+        yield f"data: {json.dumps(viewed)}\n\n"
     yield chunk(None, generation.finish_reason)
     yield "data: [DONE]\n\n"
 

@@ -24,9 +24,12 @@ from broker.errors import ConfigError, InvalidInput
 from broker.hosting.engine import (
     Embeddings,
     Generation,
+    LayerViews,
     Message,
     Sampling,
     TokenLogprob,
+    Views,
+    check_views,
     not_an_encoder,
     plain_chat_prompt,
 )
@@ -98,6 +101,11 @@ class TransformersEngine:
                 f"the model's context of {self.context} tokens",
                 hint="shorten the prompt or ask for fewer tokens",
             )
+        if sampling.views is not None:
+            config = self.model.config
+            check_views(sampling.views, int(config.num_hidden_layers),
+                        int(config.num_attention_heads), int(config.hidden_size),
+                        len(ids) + sampling.max_tokens)
         generation = Generation(iter(()), prompt_tokens=len(ids))
         generation.pieces = self._pieces(ids, sampling, generation)
         return generation
@@ -129,6 +137,8 @@ class TransformersEngine:
                 cut = _stop_at(text, sampling.stop)
                 if cut is not None:
                     out.finish_reason = "stop"
+                    if sampling.views is not None:
+                        out.views = self._layer_views([*ids, *produced], sampling.views)
                     if text[:cut][len(sent):]:
                         yield text[:cut][len(sent):]
                     return
@@ -139,9 +149,36 @@ class TransformersEngine:
                     yield text[len(sent):ready]
                     sent = text[:ready]
                 step = [token]
+            if sampling.views is not None:
+                out.views = self._layer_views([*ids, *produced], sampling.views)
             text = self.tokenizer.decode(produced, skip_special_tokens=True)
             if text[len(sent):]:
                 yield text[len(sent):]
+
+    def _layer_views(self, ids: list[int], views: Views) -> LayerViews:
+        """Hidden states and attention of the named layers over `ids` (the prompt and the
+        completion's tokens), by one forward pass over them all, as transformers gives them:
+        layer L's hidden states are `hidden_states[L]` (0: the embeddings), its attention
+        `attentions[L - 1]`. Attention weights need the eager implementation (sdpa gives none),
+        set for this pass only (the lock is held: no generation runs meanwhile)."""
+        tensor = torch.tensor([ids], device=self.device)
+        usual = self.model.config._attn_implementation
+        if views.attention and usual != "eager":
+            self.model.set_attn_implementation("eager")
+        try:
+            result = self.model(input_ids=tensor, use_cache=False,
+                                output_hidden_states=bool(views.hidden_states),
+                                output_attentions=bool(views.attention))
+        finally:
+            if self.model.config._attn_implementation != usual:
+                self.model.set_attn_implementation(usual)
+        hidden = {n: result.hidden_states[n][0].float().tolist() for n in views.hidden_states}
+        attention = {
+            n: [[row[:i + 1] for i, row in enumerate(head)]
+                for head in result.attentions[n - 1][0].float().tolist()]
+            for n in views.attention}
+        names = [str(t) for t in self.tokenizer.convert_ids_to_tokens(ids)]
+        return LayerViews(list(ids), names, hidden, attention)
 
     def _view(self, logits: Any, before: list[int], token: int, top: int) -> TokenLogprob:
         """The research view of one chosen token: log_softmax of the model's own logits (not

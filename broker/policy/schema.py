@@ -31,7 +31,8 @@ The format (see `policies/examples/` for commented files):
     description: "…"                   # optional, shown to people
     access: [weights, inference]       # optional; the kinds of access it allows (default
                                        #   [weights]); inference: the model hosted by the escrow;
-                                       #   internals: inference plus logprobs (research views)
+                                       #   internals: inference plus research views
+                                       #   (logprobs, hidden states and attention)
 """
 
 from __future__ import annotations

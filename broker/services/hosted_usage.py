@@ -81,6 +81,19 @@ def record(uow: UnitOfWork, grant_id: str, usage: dict[str, Any] | None,
     uow.commit()
 
 
+def day_usage(uow: UnitOfWork, grant_id: str, moment: datetime | None = None) -> dict[str, int]:
+    """The grant's use so far in the UTC day of `moment` (what its `hosted.usage` event will
+    say once the day ends): requests, input and output tokens."""
+    row = uow.session.execute(
+        select(HostedUsage.requests, HostedUsage.input_tokens, HostedUsage.output_tokens).where(
+            HostedUsage.grant_id == grant_id, HostedUsage.period == DAY,
+            HostedUsage.starts_at == window_start(DAY, moment or now()))
+    ).first()
+    found = tuple(row) if row is not None else (0, 0, 0)
+    return dict(zip(("requests", "input_tokens", "output_tokens"), map(int, found),
+                    strict=True))
+
+
 def report_due(escrow: Escrow, at: datetime | None = None) -> int:
     """One `hosted.usage` event per grant and ended day not reported yet: the number written.
     Each day row is claimed by a conditional UPDATE, so two workers never report it twice."""

@@ -215,7 +215,7 @@ def hosting(base: Path, model: str, folder: Path) -> Iterator[tuple[BrokerProces
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory) -> Iterator[Hosted]:
     require_part(serve_extra_installed(), "the serve extra (pip install -e '.[test,serve]')")
-    from tiny_model import tiny_model_files
+    from broker.hosting.tiny_model import tiny_model_files
 
     base = tmp_path_factory.mktemp("hosted")
     files = tiny_model_files()

@@ -219,6 +219,143 @@ def test_an_inference_grant_asking_for_logprobs_is_refused_with_a_403(hosted, ro
         assert refused.value.body["code"] == "permission_denied"
 
 
+VIEWS = {"hidden_states": [0, 2], "attention": [1, 2]}
+
+
+@pytest.fixture(scope="module")
+def reference(hosted):
+    """The original tiny model, built by transformers itself from the deposited files, with
+    eager attention (sdpa gives no attention weights)."""
+    import json
+
+    import safetensors.torch
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**json.loads(hosted.files["config.json"]))
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model.load_state_dict(safetensors.torch.load(hosted.files["model.safetensors"]),
+                          strict=False)
+    model.tie_weights()
+    return model.eval()
+
+
+def _close(got, expected, tolerance: float = 1e-4) -> bool:
+    import numpy
+
+    return numpy.allclose(numpy.array(got), expected, atol=tolerance, rtol=0)
+
+
+def _check_views(views: dict, reference, prompt_tokens: int, completion_tokens: int) -> None:
+    """The views equal a forward pass of transformers over the same tokens."""
+    import torch
+
+    ids = views["token_ids"]
+    assert len(ids) == len(views["tokens"]) == prompt_tokens + completion_tokens
+    with torch.no_grad():
+        result = reference(input_ids=torch.tensor([ids]), output_hidden_states=True,
+                           output_attentions=True)
+    assert sorted(views["layers"]) == ["0", "1", "2"]
+    assert set(views["layers"]["0"]) == {"hidden_states"}  # the embeddings: no attention
+    assert set(views["layers"]["1"]) == {"attention"}
+    for layer in VIEWS["hidden_states"]:
+        found = views["layers"][str(layer)]["hidden_states"]
+        assert len(found) == len(ids) and len(found[0]) == 64  # one vector a token
+        assert _close(found, result.hidden_states[layer][0].numpy())
+    for layer in VIEWS["attention"]:
+        heads = views["layers"][str(layer)]["attention"]
+        expected = result.attentions[layer - 1][0].numpy()
+        assert len(heads) == 2  # the tiny model's heads
+        for head, rows in enumerate(heads):
+            assert [len(row) for row in rows] == list(range(1, len(ids) + 1))  # causal rows
+            for i, row in enumerate(rows):
+                assert _close(row, expected[head, i, :i + 1])
+                assert abs(sum(row) - 1) < 1e-4
+
+
+def _day_usage(hosted: Hosted, grant_id: str) -> dict[str, int]:
+    from broker.services.hosted_usage import day_usage
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        return day_usage(uow, grant_id)
+
+
+def test_internals_layer_views_equal_transformers_on_the_original_files(
+        hosted, ivy, direct, reference):
+    openai = client(hosted, ivy.token)
+    answer = openai.completions.create(model=NAME, prompt=PROMPT, max_tokens=5, temperature=0,
+                                       extra_body={"escrow_views": VIEWS})
+    views = answer.model_extra["escrow_views"]
+    _check_views(views, reference, answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    prompt_ids = direct.tokenizer.encode(PROMPT, add_special_tokens=False)
+    assert views["token_ids"][:len(prompt_ids)] == prompt_ids
+    completion = views["token_ids"][len(prompt_ids):]
+    assert direct.tokenizer.decode(completion) == answer.choices[0].text  # the text's tokens
+    assert views["tokens"] == direct.tokenizer.convert_ids_to_tokens(views["token_ids"])
+
+    messages = [{"role": "user", "content": "Who decides?"}]
+    whole = openai.chat.completions.create(model=NAME, messages=messages, max_tokens=4,
+                                           temperature=0, extra_body={"escrow_views": VIEWS})
+    chat_views = whole.model_extra["escrow_views"]
+    _check_views(chat_views, reference, whole.usage.prompt_tokens,
+                 whole.usage.completion_tokens)
+    before = _day_usage(hosted, ivy.grants["internals"])
+    chunks = list(openai.chat.completions.create(
+        model=NAME, messages=messages, max_tokens=4, temperature=0, stream=True,
+        extra_body={"escrow_views": VIEWS}))
+    viewed = [c for c in chunks if (c.model_extra or {}).get("escrow_views")]
+    assert len(viewed) == 1 and viewed[0].choices == []  # a chunk of its own
+    assert chunks.index(viewed[0]) == len(chunks) - 2  # just before the last
+    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+    # a stream of many kilobytes: its usage is still counted, and before it ends
+    after = _day_usage(hosted, ivy.grants["internals"])
+    assert after["requests"] == before["requests"] + 1
+    assert after["input_tokens"] == before["input_tokens"] + whole.usage.prompt_tokens
+    assert after["output_tokens"] == before["output_tokens"] + whole.usage.completion_tokens
+    streamed = viewed[0].model_extra["escrow_views"]
+    assert streamed["token_ids"] == chat_views["token_ids"]
+    assert _close(streamed["layers"]["2"]["hidden_states"],
+                  chat_views["layers"]["2"]["hidden_states"], 1e-6)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        whole.choices[0].message.content)
+
+
+def test_layer_views_out_of_bounds_are_a_400_with_a_hint(hosted, ivy):
+    import openai
+
+    query = client(hosted, ivy.token)
+    for views, max_tokens, message, hint in (
+        ({"hidden_states": [3]}, 2, "names layer 3, but this model's hidden_states are of "
+         "layers 0 to 2", "name layers 0 to 2"),
+        ({"attention": [0]}, 2, "attention are of layers 1 to 2",
+         "layer 0 is the embeddings, which have no attention"),
+        ({"hidden_states": [0, 1, 2, 3, 4]}, 2, "more than 4", "at most 4 layers"),
+        ({"hidden_states": ["1"]}, 2, "must be a list of layer numbers",
+         '"hidden_states": [0, 2]'),
+        ({}, 2, "must be an object with hidden_states and/or attention", "e.g."),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            query.completions.create(model=NAME, prompt=PROMPT, max_tokens=max_tokens,
+                                     extra_body={"escrow_views": views})
+        body = refused.value.body
+        assert message in body["message"], (views, body)
+        assert hint in body["hint"], (views, body)
+        assert body["code"] == "invalid_request"
+
+
+def test_an_inference_grant_asking_for_layer_views_is_refused_with_a_403(hosted, rosa):
+    import openai
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client(hosted, rosa.token).chat.completions.create(
+            model=NAME, max_tokens=2, messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"escrow_views": {"hidden_states": [1]}})
+    body = refused.value.body
+    assert "of kind inference, which allows no internals" in body["message"]
+    assert "escrow_views" in body["message"]
+    assert "--kind internals" in body["hint"] and "leave logprobs and escrow_views out" in (
+        body["hint"])
+
+
 def test_the_log_has_the_workers_key_releases_and_its_loading(hosted):
     from sqlalchemy import select
 

@@ -30,6 +30,8 @@ def test_the_shipped_policy_loads_with_its_id_path_and_sha256():
     assert (acme.grant.default_days, acme.grant.max_days, acme.grant.releases_per_file) == (
         14, 30, 3)
     assert acme.embargo_until is None
+    assert acme.access == ("weights", "inference", "internals")  # escrow demo --hosted
+    assert (acme.grant.requests_per_minute, acme.grant.tokens_per_day) == (60, 100000)
 
 
 def test_omitted_optional_sections_take_the_strict_defaults(write, policy_dir):

@@ -1,5 +1,7 @@
-"""A tiny causal language model made in the test: a byte-level BPE tokenizer trained on a few
-sentences, and a 2-layer GPT-2 with random weights (seeded), as a Hugging Face model folder."""
+"""A tiny causal language model made in memory, in seconds: a BPE tokenizer trained on a few
+sentences (with `tokenizers`) and a 2-layer GPT-2 with random weights (seeded), as the files of
+a Hugging Face model folder. Needs the serve extra. `escrow demo --hosted` deposits and hosts
+it; tests/hosted and bench/hosted.py do too."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ SENTENCES = [
 
 
 def tiny_model_files(seed: int = 7, width: int = 64, layers: int = 2) -> dict[str, bytes]:
-    """The model folder's files; bench/hosted.py asks for a wider, deeper one."""
+    """The model folder's files ({path: bytes}); bench/hosted.py asks for a wider, deeper one."""
     import safetensors.torch
     import tokenizers
     import torch
@@ -25,7 +27,8 @@ def tiny_model_files(seed: int = 7, width: int = 64, layers: int = 2) -> dict[st
     # make readable text (no half characters to hold back in a stream)
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
     tokenizer.decoder = tokenizers.decoders.Metaspace()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"])
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                             show_progress=False)
     tokenizer.train_from_iterator(SENTENCES, trainer)
     vocab = tokenizer.get_vocab_size()
     config = transformers.GPT2Config(
