@@ -16,8 +16,8 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import ConfigError, Conflict, InvalidInput
 from broker.http.common import escrow, optional_caller
-from broker.services import access, catalog, grants, keys, ndas
-from broker.web.auth import safe_next
+from broker.services import access, catalog, grants, hosted_keys, keys, ndas
+from broker.web.auth import render_me, safe_next
 from broker.web.common import page_blueprint, page_doc, person
 
 bp = page_blueprint("web_researcher", __name__)
@@ -43,6 +43,11 @@ OPENAPI = {
     "/requests": page_doc(get="your requests and grants, with time left and the fetch command"),
     "/requests/{request_id}/withdraw": page_doc("request_id", post="withdraw a pending request"),
     "/grants/{grant_id}/renew": page_doc("grant_id", post="ask to renew an active grant"),
+    "/me/hosted-keys": page_doc(
+        post="make an API key of one of your inference grants, shown once on the page that "
+        "answers (form: grant_id, csrf_token)"
+    ),
+    "/me/hosted-keys/{key_id}/revoke": page_doc("key_id", post="revoke one of your API keys"),
 }
 
 
@@ -212,3 +217,23 @@ def _renewable(policy_dir: Path, model: str) -> bool:
     except ConfigError:  # a broken policy directory: no button, the page still shows
         return False
     return bool(policy and policy["grant"]["renewal"])
+
+
+# --- API keys of hosted access (shown on /me) ---------------------------------------------------
+
+
+@bp.post("/me/hosted-keys")
+def create_hosted_key() -> str:
+    """The new key is on the page this POST answers, once (never in a URL, never again)."""
+    actor = person()
+    with escrow().uow() as uow:
+        made = hosted_keys.create(uow, actor, request.form.get("grant_id"))
+        return render_me(uow, actor, created=made)
+
+
+@bp.post("/me/hosted-keys/<key_id>/revoke")
+def revoke_hosted_key(key_id: str) -> Response:
+    actor = person()
+    with escrow().uow() as uow:
+        hosted_keys.revoke(uow, actor, key_id)
+    return redirect(f"/me?revoked={key_id}#hosted-keys", code=303)

@@ -38,6 +38,7 @@ TABLE = {
     "/lab": LAB,
     "/lab/reviews": LAB,
     "/lab/{org}/grants": ORG_REVIEWERS,
+    "/lab/{org}/usage": ORG_REVIEWERS,
     "/lab/{org}/deposits": ORG_REVIEWERS,
     "/lab/{org}/members": ORG_ADMINS,
     "/operator": OPERATORS,
