@@ -90,6 +90,12 @@ def close(
     """Record the actor's close-out of an ended grant; (view, created). A second close-out of
     the same grant returns the first, unchanged."""
     grant = _own(uow, actor, grant_id)
+    if grant.kind != WEIGHTS:
+        raise Conflict(
+            f"grant {grant.id} is of kind {grant.kind}: hosted access released no weights, so "
+            "there is nothing to delete and no close-out to make",
+            hint="nothing to do: close-outs are for weights grants (escrow grants lists them)",
+        )
     if attest_deleted is not True:
         raise InvalidInput(
             "'attest_deleted' must be true: a close-out attests that the weights were deleted",

@@ -124,6 +124,10 @@ def test_an_ended_hosted_grant_owes_no_close_out(hosted, keyless, escrow):
               expires_at=now() - timedelta(days=50))
     with escrow.uow() as uow:
         assert closeouts.due_closeouts(uow, int(keyless.user_id), now()) == ()
+    refused = keyless.post(f"/api/v1/grants/{grant['id']}/closeout",
+                           {"attest_deleted": True, "typed_name": "Kim Lee"})
+    assert refused.status_code == 409, refused.json
+    assert "nothing to delete" in refused.json["detail"]
 
 
 def test_the_database_refuses_a_weights_grant_without_a_key(hosted, keyless, escrow):
