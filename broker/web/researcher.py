@@ -13,6 +13,7 @@ from flask import redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from broker.adapters.db.uow import UnitOfWork
+from broker.domain.hosting import WEIGHTS
 from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import ConfigError, Conflict, InvalidInput
 from broker.http.common import escrow, optional_caller
@@ -37,13 +38,16 @@ OPENAPI = {
         "org",
         "model",
         "version",
-        get="request access to a model version: what the policy still misses, and the form",
-        post="make the request (form: purpose, days, key_id, csrf_token)",
+        query=("days", "kind"),
+        get="request access to a model version (of a kind the policy allows: weights, "
+        "inference, internals): what the policy still misses, and the form",
+        post="make the request (form: purpose, days, key_id, kind, csrf_token)",
     ),
     "/requests": page_doc(get="your requests and grants, with time left and the fetch command"),
     "/requests/{request_id}/withdraw": page_doc("request_id", post="withdraw a pending request"),
     "/grants/{grant_id}/renew": page_doc("grant_id", post="ask to renew an active grant"),
     "/me/hosted-keys": page_doc(
+        post_status="200",
         post="make an API key of one of your inference grants, shown once on the page that "
         "answers (form: grant_id, csrf_token)"
     ),
@@ -102,8 +106,9 @@ def sign_nda(nda_id: str) -> Response:
 def request_form(org: str, model: str, version: str) -> str:
     actor = person()
     days = _days(request.args.get("days"))
+    kind = request.args.get("kind") or None
     with escrow().uow() as uow:
-        return _render_request(uow, actor, f"{org}/{model}", version, days)
+        return _render_request(uow, actor, f"{org}/{model}", version, days, kind)
 
 
 @bp.post("/request/<org>/<model>/<version>")
@@ -111,34 +116,46 @@ def make_request(org: str, model: str, version: str) -> Response | tuple[str, in
     actor = person()
     name, form = f"{org}/{model}", request.form
     days = _days(form.get("days"))
+    kind = form.get("kind") or None
     policy_dir = escrow().settings.policy_dir
     try:
         with escrow().uow() as uow:
             made = access.create_request(
                 uow, actor, policy_dir, name, version, form.get("purpose"), days,
-                form.get("key_id") or None,
+                form.get("key_id") or None, kind,
             )
             made_id = made.id
     except access.RequestRefused as refused:
-        return _rerender(actor, name, version, days, refused, refused=refused.request.id)
+        return _rerender(actor, name, version, days, kind, refused, refused=refused.request.id)
     except (InvalidInput, Conflict) as problem:  # the form stays filled in, the problem shown
-        return _rerender(actor, name, version, days, problem)
+        return _rerender(actor, name, version, days, kind, problem)
     return redirect(f"/requests?made={made_id}#{made_id}", code=303)
 
 
 def _rerender(
-    actor: Principal, name: str, version: str, days: object, problem: Any, refused: str = ""
+    actor: Principal, name: str, version: str, days: object, kind: str | None, problem: Any,
+    refused: str = "",
 ) -> tuple[str, int]:
     with escrow().uow() as uow:
-        page = _render_request(uow, actor, name, version, days, problem=problem, refused=refused)
+        page = _render_request(uow, actor, name, version, days, kind, problem=problem,
+                               refused=refused)
     return page, problem.status
 
 
 def _render_request(
-    uow: UnitOfWork, actor: Principal, name: str, version: str, days: object, **extra: Any
+    uow: UnitOfWork, actor: Principal, name: str, version: str, days: object,
+    kind: str | None = None, **extra: Any
 ) -> str:
+    """The request page for one kind of access (weights unless named): the policy's decision
+    on it now, and the form."""
     policy_dir = escrow().settings.policy_dir
-    explained = access.explain(uow, actor, policy_dir, name, version, days)
+    try:
+        explained = access.explain(uow, actor, policy_dir, name, version, days, kind=kind)
+    except InvalidInput:  # a kind that is no kind: the page for weights, which says so
+        if kind is None or kind == WEIGHTS:
+            raise
+        kind = None
+        explained = access.explain(uow, actor, policy_dir, name, version, days)
     policy = catalog.policy_of(policy_dir, name)
     nda_status = None
     if policy and policy["nda"]:
@@ -155,6 +172,7 @@ def _render_request(
         pending_keys=[k for k in my_keys if k["state"] == "pending"],
         form=request.form,
         days=days if isinstance(days, int) else None,
+        kind=kind or WEIGHTS,
         **extra,
     )
 

@@ -28,14 +28,20 @@ MODEL = "acme-ai/hosted-small@1"
 
 
 @pytest.fixture
-def granted(escrow, app, settings) -> str:
-    """A sealed acme-ai/hosted-small@1, and Kim's inference grant of it (asked from her terminal:
-    she has registered no key), used twice today: the grant's id."""
+def hosted_model(escrow, app, settings) -> None:
+    """A sealed acme-ai/hosted-small@1 under a policy allowing weights and inference."""
+    (settings.policy_dir / "acme-ai-hosted.yaml").write_text(HOSTED_POLICY)
+    deposit(app.test_client(), escrow, depositor_token(escrow), model="acme-ai/hosted-small",
+            version="1")
+
+
+@pytest.fixture
+def granted(escrow, app, hosted_model) -> str:
+    """Kim's inference grant of acme-ai/hosted-small@1 (asked from her terminal: she has
+    registered no key), used twice today: the grant's id."""
     from broker.services import hosted_usage
 
-    (settings.policy_dir / "acme-ai-hosted.yaml").write_text(HOSTED_POLICY)
     client = app.test_client()
-    deposit(client, escrow, depositor_token(escrow), model="acme-ai/hosted-small", version="1")
     kim = make_login(escrow, "kim@uni.example", "Kim Lee")
     made = client.post("/api/v1/requests", headers=kim.auth, json={
         "model": "acme-ai/hosted-small", "version": "1", "purpose": "sycophancy over time",
@@ -128,3 +134,28 @@ def test_the_labs_reviewers_see_hosted_usage_per_grant_and_day(tab, escrow, gran
     response = other.page.goto(other.base + "/lab/acme-ai/usage")
     assert response.status == 403
     assert reviewer.errors == []
+
+
+def test_a_person_without_a_key_asks_for_inference_on_the_request_page(tab, escrow,
+                                                                         hosted_model):
+    kira = tab()
+    follow_login_link(kira, login_link(escrow, "kira@uni.example", "Kira Noor"))
+    page = kira.open("/request/acme-ai/hosted-small/1")
+    assert "a proven key" in page.locator("#missing").inner_text()  # weights: a key is missing
+    summary = page.locator("ul.policy").inner_text()
+    assert "(for weights; inference access needs no key)" in summary
+    assert "30 requests per minute and 5000 tokens per day" in summary
+    kira.follow("inference", exact=True)
+    assert "No key is needed for inference access" in page.locator("main").inner_text()
+    assert "would be granted at once" in page.locator("#missing").inner_text()
+    assert page.locator("#key_id").count() == 0
+    kira.shot("request-inference")
+    page.get_by_label("Purpose").fill("how the model answers over a year")
+    page.get_by_role("button", name="Send the request").click()
+    page.wait_for_url(re.compile(r".*/requests\?made="))
+    assert "granted" in page.get_by_role("status").inner_text()
+    card = page.locator("section.card").first
+    assert "inference" in card.inner_text() and "no key, no weights" in card.inner_text()
+    kira.open("/me")
+    assert "acme-ai/hosted-small@1" in page.locator("#hosted-grants").inner_text()
+    assert kira.errors == []
