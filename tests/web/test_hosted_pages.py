@@ -115,3 +115,35 @@ def test_the_usage_service_authorizes_itself(granted, escrow, visitor):
                                org_roles=frozenset({("other-lab", "admin")}))
             with pytest.raises(Forbidden):
                 hosted_usage.org_usage(uow, person, "acme-ai")
+
+
+REVIEWED_POLICY = """\
+organisation: acme-ai
+models: ["acme-ai/reviewed-*"]
+nda: null
+approvals: {count: 1, role: reviewer}
+grant: {default_days: 7, max_days: 10, releases_per_file: 1}
+access: [inference]
+"""
+
+
+def test_a_reviewer_sees_the_kind_asked_and_approves_a_keyless_grant(
+        escrow, client, settings, visitor, reviewer):
+    (settings.policy_dir / "acme-ai-reviewed.yaml").write_text(REVIEWED_POLICY)
+    deposit(client, escrow, depositor_token(escrow), model="acme-ai/reviewed-small",
+            version="1")
+    kim = visitor("kim@uni.example", "Kim Lee")
+    made = client.post("/api/v1/requests", headers=kim.login.auth, json={
+        "model": "acme-ai/reviewed-small", "version": "1", "purpose": "a study",
+        "kind": "inference"})
+    assert made.status_code == 201 and made.json["request"]["state"] == "pending", made.json
+    request_id = made.json["request"]["id"]
+    card = re.search(rf'<section class="card" id="{request_id}".*?</section>',
+                     reviewer.page("/lab/reviews"), re.S).group(0)
+    assert "Kind of access inference: the hosted model" in _text(card)
+    assert "(not needed for inference)" in card
+    decided = reviewer.post(f"/lab/requests/{request_id}/decide", {"decision": "approve"})
+    assert decided.status_code == 303
+    [grant] = client.get("/api/v1/grants", headers=kim.login.auth).json["grants"]
+    assert (grant["kind"], grant["key_id"], grant["state"]) == ("inference", None, "active")
+    assert "none: hosted access" in _text(reviewer.page("/lab/acme-ai/grants"))
