@@ -39,8 +39,6 @@ from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, Wor
 bp = Blueprint("hosted", __name__)
 log = logging.getLogger(__name__)
 
-CONNECT_S = 3.0  # a live worker accepts a connection at once
-READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
 # OpenAI's error body, not problem+json, on the /v1 routes: the clients people use read it.
 OPENAI_ERROR = {
@@ -142,27 +140,9 @@ def _forward(path: str) -> Response:
         route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant,
                               internals_asked(body, chat=path == "/v1/chat/completions"))
         usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
-    body = {**body, "model": route.model}
     stream = bool(body.get("stream"))
-    for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
-        try:
-            answer = requests.post(
-                url + path, json=body, headers={SECRET_HEADER: secret},
-                timeout=(CONNECT_S, READ_S), stream=stream,
-            )
-        except requests.ConnectionError:
-            continue  # dead since its last heartbeat: the next one
-        except requests.Timeout:
-            raise service.NoWorker(
-                f"model worker {worker_id} of {route.model} did not answer in time",
-                hint="retry; if it persists, tell the operator",
-            ) from None
-        return _relay(answer, stream, route.grant_id)
-    raise service.NoWorker(
-        f"no model worker is serving {route.model}: the live ones did not answer",
-        hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
-        "(see the README, Hosted access); retry in a minute",
-    )
+    answer = service.send(route, path, {**body, "model": route.model}, stream)
+    return _relay(answer, stream, route.grant_id)
 
 
 def _relay(answer: requests.Response, stream: bool, grant_id: str) -> Response:

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from broker.domain.hosting import SECRET_HEADER
 from broker.errors import BadRequest, EscrowError, InvalidInput, Unauthorized
 from broker.hosting.engine import (
     Engine,
@@ -30,8 +31,6 @@ from broker.hosting.engine import (
     sampling_of,
     with_logprobs,
 )
-
-SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name)
 
 
 class WorkerState:

@@ -6,6 +6,7 @@ Views only translate: parse the form, call the service (which authorizes), rende
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from werkzeug.wrappers import Response
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.hosting import WEIGHTS
 from broker.domain.principals import Principal, PrincipalKind
-from broker.errors import ConfigError, Conflict, InvalidInput
+from broker.errors import ConfigError, Conflict, EscrowError, Forbidden, InvalidInput, Unavailable
 from broker.http.common import escrow, optional_caller
-from broker.services import access, catalog, grants, hosted_keys, keys, ndas
+from broker.services import access, catalog, grants, hosted_chat, hosted_keys, keys, ndas
+from broker.services.hosted_usage import QuotaExceeded
 from broker.web.auth import render_me, safe_next
 from broker.web.common import page_blueprint, page_doc, person
 
@@ -52,6 +54,13 @@ OPENAPI = {
         "answers (form: grant_id, csrf_token)"
     ),
     "/me/hosted-keys/{key_id}/revoke": page_doc("key_id", post="revoke one of your API keys"),
+    "/me/chat/{grant_id}": page_doc(
+        "grant_id",
+        post_status="200",
+        get="talk to the version of one of your inference grants (greedy decoding)",
+        post="one turn: the model's answer to your message (form: message, max_tokens, "
+        "conversation, csrf_token); the conversation is carried by the page, not stored",
+    ),
 }
 
 
@@ -255,3 +264,37 @@ def revoke_hosted_key(key_id: str) -> Response:
     with escrow().uow() as uow:
         hosted_keys.revoke(uow, actor, key_id)
     return redirect(f"/me?revoked={key_id}#hosted-keys", code=303)
+
+
+# --- the chat page of a hosted grant ------------------------------------------------------------
+
+
+@bp.get("/me/chat/<grant_id>")
+def chat(grant_id: str) -> str:
+    actor = person()
+    model, kind = hosted_chat.grant_model(escrow(), actor, grant_id)
+    return render_template("researcher/chat.html", grant_id=grant_id, model=model, kind=kind,
+                           turns=[], conversation="[]", max_tokens="",
+                           default_tokens=hosted_chat.DEFAULT_TOKENS,
+                           longest_tokens=hosted_chat.MAX_TOKENS)
+
+
+@bp.post("/me/chat/<grant_id>")
+def chat_turn(grant_id: str) -> tuple[str, int]:
+    actor = person()
+    model, kind = hosted_chat.grant_model(escrow(), actor, grant_id)
+    turns = hosted_chat.conversation(request.form.get("conversation"))
+    problem: EscrowError | None = None
+    try:
+        turns = hosted_chat.reply(escrow(), actor, grant_id, turns, request.form.get("message"),
+                                  request.form.get("max_tokens"))
+    except (InvalidInput, Forbidden, QuotaExceeded, Unavailable) as refused:
+        problem = refused  # the conversation so far stays on the page, the problem shown
+    page = render_template(
+        "researcher/chat.html", grant_id=grant_id, model=model, kind=kind, turns=turns,
+        conversation=json.dumps(turns), problem=problem,
+        message=request.form.get("message", "") if problem else "",
+        max_tokens=request.form.get("max_tokens", ""),
+        default_tokens=hosted_chat.DEFAULT_TOKENS, longest_tokens=hosted_chat.MAX_TOKENS,
+    )
+    return page, problem.status if problem else 200
