@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,19 +42,7 @@ from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, Wor
 
 bp = Blueprint("hosted", __name__)
 log = logging.getLogger(__name__)
-_local = threading.local()
 
-
-def _workers() -> requests.Session:
-    """This thread's HTTP session to the workers: it keeps their connections open between
-    calls (a worker's server speaks HTTP/1.1), which saves a connect on every query."""
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-    return session
-
-CONNECT_S = 3.0  # a live worker accepts a connection at once
-READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 HOSTED = {"type": "object"}  # OpenAI's own schemas: https://platform.openai.com/docs/api-reference
 # OpenAI's error body, not problem+json, on the /v1 routes: the clients people use read it.
 OPENAI_ERROR = {
@@ -166,25 +153,8 @@ def _forward(path: str) -> Response:
     body = {**body, "model": route.model}
     stream = bool(body.get("stream"))
     capture = _Capture(targets, route.model, path, body, now()) if targets else None
-    for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
-        try:
-            answer = _workers().post(
-                url + path, json=body, headers={SECRET_HEADER: secret},
-                timeout=(CONNECT_S, READ_S), stream=stream,
-            )
-        except requests.ConnectionError:
-            continue  # dead since its last heartbeat: the next one
-        except requests.Timeout:
-            raise service.NoWorker(
-                f"model worker {worker_id} of {route.model} did not answer in time",
-                hint="retry; if it persists, tell the operator",
-            ) from None
-        return _relay(answer, stream, route.grant_id, capture)
-    raise service.NoWorker(
-        f"no model worker is serving {route.model}: the live ones did not answer",
-        hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
-        "(see the README, Hosted access); retry in a minute",
-    )
+    answer = service.send(route, path, body, stream)
+    return _relay(answer, stream, route.grant_id, capture)
 
 
 @dataclass(frozen=True)

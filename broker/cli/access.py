@@ -50,10 +50,14 @@ def decision_lines(decision: dict[str, Any]) -> list[str]:
 
 def grant_line(grant: dict[str, Any]) -> str:
     renews = f", renews {grant['renews_grant_id']}" if grant.get("renews_grant_id") else ""
+    if grant.get("key_id") is None:  # hosted access (inference, internals): no key, no release
+        terms = f"{grant.get('kind', 'inference')} access through /v1, no key"
+    else:
+        terms = f"key {grant['key_id']}, {grant['releases_per_file']} key release(s) per file"
     return (
         f"{grant['id']}: {grant['model']}@{grant['version']} {grant['state']}, "
-        f"valid {grant['not_before']} to {grant['expires_at']}, key {grant['key_id']}, "
-        f"{grant['releases_per_file']} key release(s) per file{renews}{closeout_note(grant)}"
+        f"valid {grant['not_before']} to {grant['expires_at']}, "
+        f"{terms}{renews}{closeout_note(grant)}"
     )
 
 
@@ -210,10 +214,12 @@ def review_list(client: BrokerClient, as_json: bool) -> None:
 def renewal_lines(renewed: dict[str, Any] | None) -> list[str]:
     if renewed is None:
         return []
+    key = f", key {renewed['key_id']}" if renewed.get("key_id") else ""
+    same = " for the same key" if key else ""
     return [
         f"  renews grant {renewed['id']} ({renewed['state']}, {renewed['not_before']} to "
-        f"{renewed['expires_at']}, key {renewed['key_id']}): granted, it continues from "
-        f"{renewed['expires_at']} for the same key"
+        f"{renewed['expires_at']}{key}): granted, it continues from "
+        f"{renewed['expires_at']}{same}"
     ]
 
 

@@ -116,6 +116,7 @@ def key_list(broker_url: str | None, token: str | None, token_file: Path | None,
     """Your API keys (never their secrets)."""
     found = open_client(broker_url, token, token_file).get("/api/v1/hosted/keys")
     lines = [f"{k['id']}  grant {k['grant_id']}  {k['model']}  created {k['created_at']}"
+             + f"  last used {k.get('last_used_at') or 'never'}"
              + (f"  revoked {k['revoked_at']}" if k["revoked_at"] else "")
              for k in found["keys"]] or ["no API keys"]
     emit(found, as_json, lines)

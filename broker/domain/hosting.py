@@ -25,6 +25,7 @@ KINDS = (*REQUESTABLE_KINDS, HOSTING)
 RELEASING_KINDS = (WEIGHTS, HOSTING)  # grants under which file keys are released
 QUERYING_KINDS = (INFERENCE, INTERNALS)  # grants under which the hosted model is queried
 
+SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name): the broker's calls
 HEARTBEAT_S = 2.0  # a model worker heartbeats this often
 LIVE_FOR = timedelta(seconds=6)  # a worker silent this long gets no more calls (3 heartbeats)
 

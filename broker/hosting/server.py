@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from broker.domain.hosting import SECRET_HEADER
 from broker.errors import BadRequest, EscrowError, InvalidInput, Unauthorized
 from broker.hosting.engine import (
     VIEWS_FIELD,
@@ -32,8 +33,6 @@ from broker.hosting.engine import (
     with_logprobs,
     with_views,
 )
-
-SECRET_HEADER = "X-Escrow-Worker-Secret"  # noqa: S105 (a header's name)
 
 
 class WorkerState:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from broker.domain.hosting import RELEASING_KINDS
 from broker.domain.nda import version_key
 from broker.domain.principals import counts_as, roles_counting_as
 from broker.errors import EscrowError, InvalidInput
@@ -188,6 +189,11 @@ def _affiliation_matches(rule: str, value: str) -> bool:
 
 
 def _check_key(policy: Policy, facts: Facts, found: _Findings) -> None:
+    """The key requirements (`eligibility.proven_key`, `require_post_quantum_key`) are about
+    the key file keys are released to: they apply to weights only. Hosted access (inference,
+    internals) releases no key, so a person who registered none may have it."""
+    if facts.kind not in RELEASING_KINDS:
+        return
     if policy.require_post_quantum_key:
         if not any(key.post_quantum for key in facts.keys):
             found.unmet(

@@ -18,7 +18,9 @@ The format (see `policies/examples/` for commented files):
       verified_email: true
       email_domains: []                # [] = any; "uni.example" or "*.uni.example"
       affiliations: []                 # [] = any; "faculty@uni.example" or "*@uni.example"
-      proven_key: true
+      proven_key: true                 # a proven key (weights only: hosted access,
+                                       #   inference and internals, releases no key, so
+                                       #   neither this nor require_post_quantum_key applies)
     approvals: {count: 1, role: reviewer, allow_requester_org: false, auto: false}
     grant: {default_days: 14, max_days: 30, releases_per_file: 3, renewal: false}
                                        # inference grants may also have quotas:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from broker.adapters.db.models import Deposit, DepositFile, Model, Organisation
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
+from broker.domain.hosting import INFERENCE, INTERNALS, QUERYING_KINDS, WEIGHTS
 from broker.domain.principals import Principal
 from broker.domain.states import FileState
 from broker.errors import ConfigError
@@ -166,6 +167,7 @@ def describe_policy(policy: Policy) -> PolicyView:
             "renewal": policy.grant.renewal,
         },
         "embargo_until": policy.embargo_until.isoformat() if policy.embargo_until else None,
+        "access": list(policy.access),
         "summary": policy_words(policy),
     }
 
@@ -179,11 +181,29 @@ def policy_words(policy: Policy) -> list[str]:
         f"{_days(grant.max_days)} at most"
         + ("; it can be renewed." if grant.renewal else "; it is not renewable.")
     )
-    words.append(
-        f"Each file's key can be released {_times(grant.releases_per_file)} per grant."
-    )
+    if WEIGHTS in policy.access:
+        words.append(
+            f"Each file's key can be released {_times(grant.releases_per_file)} per grant."
+        )
+    if policy.access != (WEIGHTS,):
+        words.append(_access_words(policy))
     if policy.embargo_until:
         words.append(f"No access before {policy.embargo_until.isoformat()} (an embargo).")
+    return words
+
+
+def _access_words(policy: Policy) -> str:
+    """The kinds of access the policy allows, for a policy that allows more than weights."""
+    meaning = {
+        WEIGHTS: "weights (file keys released to your key)",
+        INFERENCE: "inference (querying the hosted model through /v1; no weights leave)",
+        INTERNALS: "internals (inference with token log-probabilities)",
+    }
+    words = "Kinds of access: " + "; ".join(meaning.get(k, k) for k in policy.access) + "."
+    limits = [f"{n} {what}" for n, what in ((policy.grant.requests_per_minute, "requests per "
+              "minute"), (policy.grant.tokens_per_day, "tokens per day")) if n is not None]
+    if limits and any(k in QUERYING_KINDS for k in policy.access):
+        words += f" Hosted access is limited to {' and '.join(limits)}."
     return words
 
 
@@ -206,7 +226,10 @@ def _eligibility_words(policy: Policy) -> list[str]:
                      f"{_either(rules.affiliations)}.")
     if rules.proven_key or policy.require_post_quantum_key:
         kind = "post-quantum (age1pq1…) " if policy.require_post_quantum_key else ""
-        words.append(f"A registered {kind}key that you have proven you hold.")
+        hosted = [k for k in policy.access if k in QUERYING_KINDS]
+        # the key is the one file keys are released to: hosted access needs none
+        scope = f" (for weights; {' and '.join(hosted)} access needs no key)" if hosted else ""
+        words.append(f"A registered {kind}key that you have proven you hold{scope}.")
     return words
 
 

@@ -28,6 +28,7 @@ from broker.domain import sshsig
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
+from broker.domain.hosting import WEIGHTS
 from broker.domain.principals import Principal
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.services import grants as grant_service
@@ -63,7 +64,7 @@ def closeout_message(grant: Grant) -> str:
         f"grant: {grant.id}\n"
         f"model: {deposit.model.full_name}@{deposit.version}\n"
         f"deposit: {deposit.id}\n"
-        f"key: {grant.key_id}\n"
+        f"key: {grant.key_id or 'none (hosted access)'}\n"
         "I attest that I have deleted every copy of these model weights that I obtained under "
         "this grant, encrypted or decrypted, and every copy I gave to anyone else.\n"
     )
@@ -89,6 +90,12 @@ def close(
     """Record the actor's close-out of an ended grant; (view, created). A second close-out of
     the same grant returns the first, unchanged."""
     grant = _own(uow, actor, grant_id)
+    if grant.kind != WEIGHTS:
+        raise Conflict(
+            f"grant {grant.id} is of kind {grant.kind}: hosted access released no weights, so "
+            "there is nothing to delete and no close-out to make",
+            hint="nothing to do: close-outs are for weights grants (escrow grants lists them)",
+        )
     if attest_deleted is not True:
         raise InvalidInput(
             "'attest_deleted' must be true: a close-out attests that the weights were deleted",
@@ -196,7 +203,8 @@ def with_closeouts(
 def status(
     grant: Grant, row: GrantCloseout | None, continued: bool, overdue_days: int, moment: datetime
 ) -> CloseoutStatus:
-    end = None if continued else ended_at(grant, moment)
+    # hosted access (inference, internals) released no weights: nothing to delete, no close-out
+    end = None if continued or grant.kind != WEIGHTS else ended_at(grant, moment)
     return {
         "due_since": _iso(end) if end and row is None else None,
         "attested_at": _iso(row.attested_at) if row else None,
@@ -216,6 +224,7 @@ def due_closeouts(uow: UnitOfWork, user_id: int, moment: datetime) -> tuple[date
             .outerjoin(GrantCloseout, GrantCloseout.grant_id == Grant.id)
             .where(
                 Grant.user_id == user_id,
+                Grant.kind == WEIGHTS,  # hosted access released no weights to delete
                 GrantCloseout.grant_id.is_(None),
                 (Grant.revoked_at.is_not(None)) | (Grant.expires_at <= moment),
             )

@@ -368,7 +368,10 @@ def _refuse(
 
 
 def _key_refusal(grant: Row[Any]) -> tuple[str, str] | None:
-    """A key the researcher retired (lost, leaked) receives nothing more, even under a grant."""
+    """A key the researcher retired (lost, leaked) receives nothing more, even under a grant.
+    (A grant pinned to no key, of hosted access, is refused by its kind before this.)"""
+    if grant.key_id is None:
+        return "no_key", f"grant {grant.id} is pinned to no key: nothing is released under it"
     if grant.key_found is None or grant.key_retired_at is not None:
         return "key_retired", f"the key {grant.key_id} this grant was issued to has been retired"
     return None

@@ -1,7 +1,8 @@
 """Grants and key releases: what an approved request lets its researcher do, and for how long.
 
 A grant is fixed when it is made: the deposit, the researcher's key pinned at approval (keys
-registered later do not receive its releases), `not_before`, `expires_at`, and how many times
+registered later do not receive its releases; a grant of hosted access, inference or internals,
+releases nothing and is pinned to no key), `not_before`, `expires_at`, and how many times
 each file's key may be released. Revocation takes effect on the next call.
 
 A renewal (asked by `broker.services.access.request_renewal`, when the policy allows it) is a new
@@ -37,9 +38,10 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
+from broker.domain.hosting import RELEASING_KINDS, WEIGHTS
 from broker.domain.principals import Principal, PrincipalKind
 from broker.domain.states import GrantState
-from broker.errors import Conflict, Forbidden, NotFound, Unauthorized
+from broker.errors import Conflict, EscrowError, Forbidden, NotFound, Unauthorized
 from broker.services.keys import fingerprint
 from broker.services.people import audit_subject
 from broker.services.views_types import GrantView
@@ -142,21 +144,28 @@ def renewal_conflict(grant: Grant, moment: datetime) -> tuple[str, str] | None:
 def create_grant(
     uow: UnitOfWork,
     request: AccessRequest,
-    key: ResearcherKey,
+    key: ResearcherKey | None,
     *,
     not_before: datetime,
     expires_at: datetime,
     releases_per_file: int,
-    kind: str = "weights",
+    kind: str = WEIGHTS,
 ) -> Grant:
-    """A new grant for an approved request (the caller audits it with `audit_grant`)."""
+    """A new grant for an approved request (the caller audits it with `audit_grant`). A grant
+    that releases file keys (weights, hosting) is pinned to `key`; one of hosted access
+    (inference, internals) to none: `key` must be None (nothing is ever released to it)."""
+    if (kind in RELEASING_KINDS) != (key is not None):
+        raise EscrowError(  # a programming error: the database's check refuses it too
+            f"a {kind} grant is made {'with' if kind in RELEASING_KINDS else 'without'} a key",
+            hint="pass the researcher's pinned key for weights and hosting grants only",
+        )
     grant = Grant(
         id="gr_" + secrets.token_hex(8),
         request_id=request.id,
         user_id=request.user_id,
         deposit_id=request.deposit_id,
-        key_id=key.id,
-        recipient=key.recipient,
+        key_id=key.id if key else None,
+        recipient=key.recipient if key else None,
         not_before=not_before,
         expires_at=expires_at,
         releases_per_file=releases_per_file,
@@ -180,15 +189,17 @@ def audit_grant(
     request = uow.session.get(AccessRequest, grant.request_id)
     if request is not None and request.renews_grant_id:
         subject["renews_grant"] = request.renews_grant_id  # the chain of a continued access
-    if grant.kind != "weights":  # a weights grant's leaf stays as it was before there were kinds
+    if grant.kind != WEIGHTS:  # a weights grant's leaf stays as it was before there were kinds
         subject["kind"] = grant.kind
+    # a grant of hosted access has no key: its leaf names none
+    pinned = {} if grant.recipient is None else {
+        "key": grant.key_id, "key_fingerprint": fingerprint(grant.recipient)}
     uow.audit(
         AuditAction.GRANT_CREATED,
         actor,
         subject,
         {
-            "key": grant.key_id,
-            "key_fingerprint": fingerprint(grant.recipient),
+            **pinned,
             "not_before": iso(grant.not_before),
             "expires_at": iso(grant.expires_at),
             "releases_per_file": grant.releases_per_file,
@@ -321,7 +332,7 @@ def describe(uow: UnitOfWork, grant: Grant, moment: datetime | None = None) -> G
         "researcher": str(grant.user_id),
         "key_id": grant.key_id,
         "recipient": grant.recipient,
-        "key_fingerprint": fingerprint(grant.recipient),
+        "key_fingerprint": fingerprint(grant.recipient) if grant.recipient else None,
         "state": state_at(grant, moment or now()),
         "not_before": iso(grant.not_before),
         "expires_at": iso(grant.expires_at),

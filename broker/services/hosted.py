@@ -10,8 +10,11 @@ leaves routing within LIVE_FOR (its calls fail over to the others meanwhile).
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
+from typing import Any
 
+import requests
 from sqlalchemy import select
 
 from broker.adapters.db.models import Deposit, Grant, ModelWorker
@@ -22,6 +25,7 @@ from broker.domain.hosting import (
     INTERNALS,
     LIVE_FOR,
     QUERYING_KINDS,
+    SECRET_HEADER,
     internals_refusal,
     model_name,
 )
@@ -31,6 +35,9 @@ from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import refusal
 from broker.services.hosting import worker_secret
 from broker.services.quarantine import refusal as quarantine_refusal
+
+CONNECT_S = 3.0  # a live worker accepts a connection at once
+READ_S = 120.0  # the longest wait for a worker's next bytes (a generation's first piece)
 
 
 class NoWorker(Unavailable):
@@ -123,6 +130,43 @@ def route(
     return Route(full, grant.id, first.id, first.url, worker_secret(key, first.id),
                  tuple((w.id, w.url, worker_secret(key, w.id)) for w in rest),
                  grant.requests_per_minute, grant.tokens_per_day, grant.kind, deposit.id)
+
+
+_local = threading.local()
+
+
+def _workers() -> requests.Session:
+    """This thread's HTTP session to the workers: it keeps their connections open between
+    calls (a worker's server speaks HTTP/1.1), which saves a connect on every query."""
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
+
+
+def send(route: Route, path: str, body: dict[str, Any], stream: bool) -> requests.Response:
+    """POST `body` to `path` of the route's worker, failing over to the next live one when a
+    worker refuses the connection (dead since its last heartbeat); NoWorker when none answers
+    or one does not in time. The worker's answer, streamed if `stream`, for the caller to relay
+    (and count: broker.services.hosted_usage.record)."""
+    for worker_id, url, secret in ((route.worker_id, route.url, route.secret), *route.others):
+        try:
+            return _workers().post(
+                url + path, json=body, headers={SECRET_HEADER: secret},
+                timeout=(CONNECT_S, READ_S), stream=stream,
+            )
+        except requests.ConnectionError:
+            continue  # dead since its last heartbeat: the next one
+        except requests.Timeout:
+            raise NoWorker(
+                f"model worker {worker_id} of {route.model} did not answer in time",
+                hint="retry; if it persists, tell the operator",
+            ) from None
+    raise NoWorker(
+        f"no model worker is serving {route.model}: the live ones did not answer",
+        hint=f"the operator starts one: escrow model-worker {route.model} --broker BROKER "
+        "(see the README, Hosted access); retry in a minute",
+    )
 
 
 def _inference_grant(

@@ -9,8 +9,9 @@ so revoking the key or the grant stops the next request. Made and revoked on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from broker.adapters.db.models import Grant, HostedKey, User
 from broker.adapters.db.uow import UnitOfWork
@@ -25,6 +26,7 @@ from broker.services.grants import iso, refusal
 from broker.services.views_types import HostedKeyCreated, HostedKeyList, HostedKeyView
 
 PREFIX = "ehk"
+LAST_USED_STEP = timedelta(minutes=1)  # how fresh a key's last_used_at is kept
 
 INVALID_KEY = Unauthorized(
     "the API key is invalid or revoked",
@@ -100,13 +102,19 @@ def authenticate(uow: UnitOfWork, presented: str) -> KeyCaller:
         raise INVALID_KEY
     found = uow.session.execute(
         select(HostedKey.id, HostedKey.secret_sha256, HostedKey.revoked_at, HostedKey.grant_id,
-               HostedKey.user_id, User.disabled_at)
+               HostedKey.user_id, HostedKey.last_used_at, User.disabled_at)
         .join(User, User.id == HostedKey.user_id)
         .where(HostedKey.id == parts[0])
     ).first()
     if (found is None or not secret_matches(parts[1], found.secret_sha256)
             or found.revoked_at is not None or found.disabled_at is not None):
         raise INVALID_KEY
+    moment = now()
+    if found.last_used_at is None or moment - found.last_used_at >= LAST_USED_STEP:
+        # to the minute: one write a minute per key at most, not one per request
+        uow.session.execute(update(HostedKey).where(HostedKey.id == found.id)
+                            .values(last_used_at=moment))
+        uow.commit()
     return KeyCaller(Principal(kind=PrincipalKind.USER, id=str(found.user_id)), found.id,
                      found.grant_id)
 
@@ -125,5 +133,6 @@ def _view(key: HostedKey, grant: Grant) -> HostedKeyView:
         "model": model_name(deposit.model.organisation.name, deposit.model.name,
                             deposit.version),
         "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at) if key.last_used_at else None,
         "revoked_at": iso(key.revoked_at) if key.revoked_at else None,
     }

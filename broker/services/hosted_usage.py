@@ -11,6 +11,9 @@ A request is admitted (`admit`) before it is forwarded; its tokens are counted a
 answered (`record`, from the answer's `usage`), so the token quota refuses the requests that
 come once the day's count reached the limit. The worker reports each ended day once
 (`report_due`): one `hosted.usage` event per grant and day, numbers only, never text.
+
+The pages read the same rows: a person's hosted grants with today's use (`my_hosted_grants`,
+on /me), and the lab's use per grant and day (`org_usage`, /lab/ORG/usage).
 """
 
 from __future__ import annotations
@@ -21,15 +24,37 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from broker.adapters.db.models import Grant, HostedUsage
+from broker.adapters.db.models import (
+    Deposit,
+    Grant,
+    HostedUsage,
+    Model,
+    Organisation,
+    UserProfile,
+)
 from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
+from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
-from broker.domain.hosting import DAY, MINUTE, retry_after_s, window_end, window_start
-from broker.domain.principals import SYSTEM
+from broker.domain.hosting import (
+    DAY,
+    MINUTE,
+    QUERYING_KINDS,
+    model_name,
+    retry_after_s,
+    window_end,
+    window_start,
+)
+from broker.domain.principals import SYSTEM, Principal
 from broker.errors import EscrowError
-from broker.services.grants import iso
+from broker.services.grants import iso, state_at
+from broker.services.views_types import (
+    GrantUsageView,
+    HostedGrantView,
+    OrgUsageView,
+    UsageDay,
+)
 
 REPORT_GRACE = timedelta(minutes=10)  # a day is reported this long after it ends (late answers)
 KEEP_MINUTES = timedelta(hours=1)  # minute rows older than this are deleted when reporting
@@ -160,3 +185,102 @@ def _refusal(grant_id: str, limit: str, period: str, moment: datetime) -> QuotaE
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+# --- reading (pages) ----------------------------------------------------------------------------
+
+USAGE_DAYS = 14  # the lab's view: this many recent UTC days, today included
+
+
+def my_hosted_grants(uow: UnitOfWork, actor: Principal,
+                     moment: datetime | None = None) -> list[HostedGrantView]:
+    """The actor's grants of hosted access (inference, internals), newest first, each with
+    today's use against its quotas."""
+    authorize(actor, Action.GRANT_READ_OWN)
+    moment = moment or now()
+    found = list(uow.session.scalars(
+        select(Grant).where(Grant.user_id == int(actor.id), Grant.kind.in_(QUERYING_KINDS))
+        .order_by(Grant.created_at.desc(), Grant.id)
+    ))
+    today = window_start(DAY, moment)
+    used = _day_rows(uow, [g.id for g in found], today)
+    return [{
+        **_grant_terms(grant, moment),  # type: ignore[typeddict-item]
+        "today": used.get((grant.id, today)) or _zero(today),
+    } for grant in found]
+
+
+def org_usage(uow: UnitOfWork, actor: Principal, org: str, days: int = USAGE_DAYS,
+              moment: datetime | None = None) -> OrgUsageView:
+    """Hosted use of an organisation's models per grant and UTC day over the last `days` days
+    (reviewers and admins of the organisation, who see its grants)."""
+    authorize(actor, Action.GRANT_READ_ORG, org)
+    moment = moment or now()
+    found = list(uow.session.scalars(
+        select(Grant)
+        .join(Deposit, Grant.deposit_id == Deposit.id)
+        .join(Model, Deposit.model_id == Model.id)
+        .join(Organisation, Model.org_id == Organisation.id)
+        .where(Organisation.name == org, Grant.kind.in_(QUERYING_KINDS))
+        .order_by(Grant.created_at.desc(), Grant.id)
+    ))
+    last = window_start(DAY, moment)
+    window = [last - timedelta(days=n) for n in range(days)]  # newest first
+    used = _day_rows(uow, [g.id for g in found], window[-1])
+    emails = dict(uow.session.execute(
+        select(UserProfile.user_id, UserProfile.email)
+        .where(UserProfile.user_id.in_({g.user_id for g in found}))
+    ).all())
+    grants: list[GrantUsageView] = []
+    for grant in found:
+        per_day = [used.get((grant.id, day)) or _zero(day) for day in window]
+        terms = _grant_terms(grant, moment)
+        grants.append({
+            "id": grant.id, "model": terms["model"], "kind": grant.kind,
+            "state": terms["state"],
+            "researcher": emails.get(grant.user_id) or f"user {grant.user_id}",
+            "requests_per_minute": grant.requests_per_minute,
+            "tokens_per_day": grant.tokens_per_day,
+            "days": per_day,
+            "total": {
+                "day": window[-1].date().isoformat(),
+                "requests": sum(d["requests"] for d in per_day),
+                "input_tokens": sum(d["input_tokens"] for d in per_day),
+                "output_tokens": sum(d["output_tokens"] for d in per_day),
+            },
+        })
+    return {"org": org, "days": [day.date().isoformat() for day in window], "grants": grants}
+
+
+def _grant_terms(grant: Grant, moment: datetime) -> dict[str, Any]:
+    deposit = grant.deposit
+    return {
+        "id": grant.id,
+        "model": model_name(deposit.model.organisation.name, deposit.model.name,
+                            deposit.version),
+        "kind": grant.kind,
+        "state": str(state_at(grant, moment)),
+        "not_before": iso(grant.not_before),
+        "expires_at": iso(grant.expires_at),
+        "revoked_at": iso(grant.revoked_at) if grant.revoked_at else None,
+        "requests_per_minute": grant.requests_per_minute,
+        "tokens_per_day": grant.tokens_per_day,
+    }
+
+
+def _day_rows(uow: UnitOfWork, grant_ids: list[str],
+              since: datetime) -> dict[tuple[str, datetime], UsageDay]:
+    """The day rows of these grants from `since` on, by (grant, day start)."""
+    if not grant_ids:
+        return {}
+    rows = uow.session.scalars(select(HostedUsage).where(
+        HostedUsage.grant_id.in_(grant_ids), HostedUsage.period == DAY,
+        HostedUsage.starts_at >= since))
+    return {(row.grant_id, row.starts_at): {
+        "day": row.starts_at.date().isoformat(), "requests": row.requests,
+        "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+    } for row in rows}
+
+
+def _zero(day: datetime) -> UsageDay:
+    return {"day": day.date().isoformat(), "requests": 0, "input_tokens": 0, "output_tokens": 0}

@@ -9,17 +9,19 @@ JSON); a failed login writes nothing and starts no session.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from broker.adapters.db.uow import UnitOfWork
 from broker.adapters.oidc import PendingLogin, VerifiedLogin, oidc_providers, trusted_claims
-from broker.domain.principals import PrincipalKind
+from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import BadRequest, EscrowError
 from broker.http.common import escrow, optional_caller
 from broker.http.openapi import INTEGER, STRING, operation, path_params
-from broker.services import keys, ndas, sessions, studies
+from broker.services import hosted_keys, hosted_usage, keys, ndas, sessions, studies
 from broker.services.people import Claims, describe_caller
 from broker.web import csrf
 from broker.web.common import identify_viewer, page_headers, render_error
@@ -146,15 +148,25 @@ def me() -> Response | str:
     if principal is None or principal.kind != PrincipalKind.USER:
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
-        return render_template(
-            "auth/me.html",
-            me=describe_caller(uow, principal),
-            keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
-            signatures=[ndas.describe_signature(uow, s)
-                        for s in ndas.my_signatures(uow, principal)],
-            consents=studies.my_consents(uow, principal),
-            broker=escrow().settings.public_url,
-        )
+        return render_me(uow, principal, revoked=request.args.get("revoked", ""))
+
+
+def render_me(uow: UnitOfWork, principal: Principal, **extra: Any) -> str:
+    """The person's page: identity, keys, NDA signatures, and hosted access (grants with
+    today's use, API keys); `extra` for the page's notices (a key made: shown once)."""
+    return render_template(
+        "auth/me.html",
+        me=describe_caller(uow, principal),
+        keys=[keys.describe(k) for k in keys.list_keys(uow, principal)],
+        signatures=[ndas.describe_signature(uow, s)
+                    for s in ndas.my_signatures(uow, principal)],
+        hosted=hosted_usage.my_hosted_grants(uow, principal),
+        consents=studies.my_consents(uow, principal),
+        api_keys=hosted_keys.list_keys(uow, principal)["keys"],
+        key_prefix=hosted_keys.PREFIX,
+        broker=escrow().settings.public_url,
+        **extra,
+    )
 
 
 @bp.errorhandler(EscrowError)

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from broker.domain.access import Action
 from broker.errors import BadRequest
 from broker.http.common import escrow
-from broker.services import access, catalog, closeouts, grants, members
+from broker.services import access, catalog, closeouts, grants, hosted_usage, members
 from broker.web.common import (
     allowed,
     page_blueprint,
@@ -29,6 +29,7 @@ bp = page_blueprint("web_lab", __name__)
 LAB_ACTIONS = {  # section of an organisation's lab page -> the action that opens it
     "reviews": Action.REVIEW_READ,
     "grants": Action.GRANT_READ_ORG,
+    "usage": Action.GRANT_READ_ORG,
     "deposits": Action.DEPOSIT_READ,
     "members": Action.ORG_MEMBERS_READ,
 }
@@ -44,6 +45,9 @@ OPENAPI = {
     ),
     "/lab/{org}/grants": page_doc("org", get="an organisation's grants, with revocation"),
     "/lab/grants/{grant_id}/revoke": page_doc("grant_id", post="revoke a grant at once"),
+    "/lab/{org}/usage": page_doc(
+        "org", get="hosted use of an organisation's models per grant and day (requests, tokens)"
+    ),
     "/lab/{org}/deposits": page_doc(
         "org", get="an organisation's deposits and their verification"
     ),
@@ -131,6 +135,15 @@ def revoke(grant_id: str) -> Response:
         revoked = grants.revoke(uow, actor, grant_id)
         org = revoked.deposit.model.organisation.name
     return redirect(f"/lab/{org}/grants?revoked={grant_id}#{grant_id}", code=303)
+
+
+@bp.get("/lab/<org>/usage")
+def usage(org: str) -> str:
+    actor = person()
+    require(actor, Action.GRANT_READ_ORG, org)
+    with escrow().uow() as uow:
+        found = hosted_usage.org_usage(uow, actor, org)
+    return render_template("lab/usage.html", org=org, usage=found)
 
 
 # --- deposits and members -----------------------------------------------------------------------

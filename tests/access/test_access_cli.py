@@ -62,3 +62,26 @@ def test_request_review_grants_and_revoke_from_the_command_line(broker, tmp_path
     assert revoked["state"] == "revoked"
     again = broker.escrow("review", "revoke", grant_id, *rita, check=False)
     assert again.returncode == 1 and "revoked already" in again.stderr
+
+
+def test_hosted_access_from_the_command_line_needs_no_key(broker, tmp_path, policy_dir):
+    from test_keyless_hosted import HOSTED_POLICY
+
+    (policy_dir / "acme-ai-hosted.yaml").write_text(HOSTED_POLICY)
+    model = tmp_path / "hosted-small"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(os.urandom(20_000))
+    broker.escrow("deposit", str(model), "--model", "acme-ai/hosted-small", "--version", "1")
+    kim = ["--token", person_token(broker, "kim@uni.example")]  # no key registered
+    target = "acme-ai/hosted-small@1"
+
+    named = broker.escrow("request", target, "--kind", "inference", "--key", "rk_0123456789abcdef",
+                          "--purpose", "study", *kim, check=False)
+    assert named.returncode == 1 and "hosted access needs no key" in named.stderr
+    assert "leave the key out" in named.stderr
+    made = broker.escrow("request", target, "--kind", "inference", "--purpose", "study", *kim)
+    assert "approved" in made.stdout, made.stdout
+    listed = broker.escrow("grants", *kim).stdout
+    assert "inference access through /v1, no key" in listed, listed
+    weights = broker.escrow("request", target, "--purpose", "study", *kim, check=False)
+    assert weights.returncode == 1 and "a proven key" in weights.stderr

@@ -68,9 +68,9 @@ class Person:
     views: dict[str, dict] = field(default_factory=dict)  # grant id -> the API's view of it
 
 
-def make_person(broker: BrokerProcess, name: str) -> Person:
-    """A person with a verified email, a proven key and an API token (the OIDC login and
-    `escrow keys add` of the README, seeded: those are tested elsewhere)."""
+def make_person(broker: BrokerProcess, name: str, key: bool = True) -> Person:
+    """A person with a verified email, a proven key (unless `key` is false) and an API token
+    (the OIDC login and `escrow keys add` of the README, seeded: those are tested elsewhere)."""
     import secrets
 
     from broker import age
@@ -83,9 +83,10 @@ def make_person(broker: BrokerProcess, name: str) -> Person:
         user = people.upsert_user(uow, OPERATOR, "https://idp.uni.example", email,
                                   people.Claims(email=email, email_verified=True, name=name))
         recipient = str(age.generate_x25519_identity().to_recipient())
-        uow.session.add(ResearcherKey(id="rk_" + secrets.token_hex(6), user_id=user.id,
-                                      recipient=recipient, key_type="x25519", label="test",
-                                      proven_at=datetime.now(UTC)))
+        if key:
+            uow.session.add(ResearcherKey(id="rk_" + secrets.token_hex(6), user_id=user.id,
+                                          recipient=recipient, key_type="x25519",
+                                          label="test", proven_at=datetime.now(UTC)))
         session = sessions.start_session(uow, user, "device", user.issuer, datetime.now(UTC))
         pair = sessions.issue_tokens(uow, session)
         uow.commit()

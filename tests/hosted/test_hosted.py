@@ -75,6 +75,27 @@ def test_models_lists_what_the_caller_may_query(hosted, rosa):
     assert list(client(hosted, nobody.token).models.list()) == []
 
 
+def test_a_person_without_a_key_gets_inference_and_queries_it(hosted, direct):
+    """The policy's proven_key is for weights: hosted access releases no key, so a verified
+    person who registered none gets it, and queries the model; weights stay refused."""
+    from broker.hosting.engine import Sampling
+
+    kira = make_person(hosted.broker, "kira", key=False)
+    grant = ask(hosted.broker, kira, "inference")
+    assert kira.views[grant]["key_id"] is None
+    answer = client(hosted, kira.token).completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=5, temperature=0)
+    assert answer.choices[0].text == direct.generate(PROMPT, Sampling(max_tokens=5)).text()
+    chat = client(hosted, kira.token).chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert chat.usage.completion_tokens == 3
+    weights = requests.post(f"{hosted.broker.url}/api/v1/requests", timeout=30,
+                            headers={"Authorization": f"Bearer {kira.token}"},
+                            json={"model": MODEL, "version": "1", "purpose": "a study",
+                                  "kind": "weights"})
+    assert weights.status_code == 422 and "a proven key" in weights.json()["detail"]
+
+
 def test_no_grant_or_a_weights_grant_is_refused_and_an_inference_grant_releases_no_key(
         hosted, rosa):
     import openai

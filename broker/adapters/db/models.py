@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Integer,
@@ -429,15 +430,23 @@ class Review(Base):
 
 
 class Grant(Base):
-    """Time-limited access to one deposit for one researcher key, pinned at approval."""
+    """Time-limited access to one deposit for one person: a grant that releases file keys
+    (weights, hosting) is pinned to a researcher key at approval; a grant of hosted access
+    (inference, internals) has no key (key_id and recipient null): nothing is released to it."""
 
     __tablename__ = "grants"
+    __table_args__ = (
+        CheckConstraint(
+            "kind NOT IN ('weights', 'hosting') OR (key_id IS NOT NULL AND recipient IS NOT NULL)",
+            name="releasing_kind_has_key",
+        ),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), index=True)
-    key_id: Mapped[str] = mapped_column(ForeignKey("researcher_keys.id"))
-    recipient: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("researcher_keys.id"), nullable=True)
+    recipient: Mapped[str | None] = mapped_column(Text, nullable=True)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     releases_per_file: Mapped[int] = mapped_column(Integer)
@@ -477,6 +486,8 @@ class HostedKey(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # when it last authenticated a request, to the minute (hosted_keys.authenticate)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class HostedUsage(Base):

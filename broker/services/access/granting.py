@@ -13,7 +13,7 @@ from broker.adapters.db.models import (
     ResearcherKey,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.domain.hosting import QUERYING_KINDS
+from broker.domain.hosting import QUERYING_KINDS, RELEASING_KINDS
 from broker.errors import Conflict
 from broker.policy.facts import Decision, Facts
 from broker.policy.schema import Policy
@@ -29,9 +29,11 @@ def grant_for(
     uow: UnitOfWork, request: AccessRequest, policy: Policy, decision: Decision, facts: Facts
 ) -> Grant:
     """The grant of an allowed request: from now for the decided days (never beyond the
-    policy's longest), to the researcher's key pinned now: the key the request named, else
-    their newest proven key that the policy accepts. Keys registered later get nothing of it."""
-    key = _pinned_key(uow, request, policy)
+    policy's longest). A weights grant is pinned now to the researcher's key: the key the
+    request named, else their newest proven key that the policy accepts (keys registered later
+    get nothing of it). A grant of hosted access (inference, internals) releases no file key,
+    so it is pinned to none, even when the researcher has keys."""
+    key = _pinned_key(uow, request, policy) if request.kind in RELEASING_KINDS else None
     days = min(decision.grant_days, policy.grant.max_days)
     start = facts.now
     if request.renews_grant_id is not None:

@@ -22,7 +22,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
-from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
+from broker.domain.hosting import RELEASING_KINDS, REQUESTABLE_KINDS, WEIGHTS
 from broker.domain.names import check_version, split_model_name
 from broker.domain.principals import Principal
 from broker.errors import Conflict, InvalidInput, NotFound
@@ -91,8 +91,9 @@ def explain(
     user = user_of(uow, actor)
     deposit = find_sealed_deposit(uow, model, version)
     policy = policy_for(policy_dir, deposit)
-    key = _requested_key(uow, user, key_id)
-    facts = gather_facts(uow, policy_dir, user, deposit, _days(days), key, [], _kind(kind))
+    asked = _kind(kind)
+    key = _requested_key(uow, user, key_id, asked)
+    facts = gather_facts(uow, policy_dir, user, deposit, _days(days), key, [], asked)
     decision = evaluate(policy, facts)
     return {
         "model": deposit.model.full_name,
@@ -122,9 +123,10 @@ def create_request(
     requested_days = _days(days)
     deposit = find_sealed_deposit(uow, model, version)
     policy = policy_for(policy_dir, deposit)
-    key = _requested_key(uow, user, key_id)
+    asked = _kind(kind)
+    key = _requested_key(uow, user, key_id, asked)
     _refuse_second_pending(uow, user, deposit)
-    ask = _Ask(user, deposit, policy, key, text, requested_days, kind=_kind(kind))
+    ask = _Ask(user, deposit, policy, key, text, requested_days, kind=asked)
     return _record(uow, actor, policy_dir, ask)
 
 
@@ -264,9 +266,20 @@ def _kind(kind: object) -> str:
     return str(kind)
 
 
-def _requested_key(uow: UnitOfWork, user: User, key_id: object) -> ResearcherKey | None:
+def _requested_key(
+    uow: UnitOfWork, user: User, key_id: object, kind: str
+) -> ResearcherKey | None:
+    """The proven key a request names (None: none named). Only weights are released to a key:
+    naming one for hosted access (inference, internals) is refused, not ignored, so that
+    nobody believes their grant is pinned to it."""
     if key_id is None or key_id == "":
         return None
+    if kind not in RELEASING_KINDS:
+        raise InvalidInput(
+            f"'key_id' names the key file keys are released to, and an {kind} grant releases "
+            "none: hosted access needs no key",
+            hint=f"leave the key out (no --key) when you ask for {kind} access",
+        )
     if not isinstance(key_id, str):
         raise InvalidInput("'key_id' must be a string", hint="e.g. rk_0123456789abcdef")
     for key in proven_keys(uow, user.id):
@@ -378,8 +391,11 @@ def request_renewal(
     return _record(uow, actor, policy_dir, ask)
 
 
-def _renewal_key(uow: UnitOfWork, renewed: Grant) -> ResearcherKey:
-    """The key the renewed grant is pinned to: a renewal continues access for the same key."""
+def _renewal_key(uow: UnitOfWork, renewed: Grant) -> ResearcherKey | None:
+    """The key the renewed grant is pinned to: a renewal continues access for the same key.
+    Hosted access (inference, internals) is pinned to none, and its renewal neither."""
+    if renewed.kind not in RELEASING_KINDS:
+        return None
     key = uow.session.get(ResearcherKey, renewed.key_id)
     if key is None or key.retired_at is not None or key.proven_at is None:
         raise Conflict(

@@ -74,7 +74,8 @@ class RenewedGrant(TypedDict):
     state: GrantState
     not_before: str
     expires_at: str
-    key_id: str
+    key_id: str | None
+    """null for hosted access (inference, internals): no key"""
 
 
 class RequestView(TypedDict):
@@ -184,7 +185,8 @@ class RekeyView(TypedDict):
 
 
 class GrantView(TypedDict):
-    """A grant: a researcher's access to one deposit, for one key, for a period."""
+    """A grant: a person's access to one deposit, of one kind, for a period (weights: to one
+    key)."""
 
     id: str
     request_id: str
@@ -193,9 +195,11 @@ class GrantView(TypedDict):
     version: str
     deposit_id: str
     researcher: str
-    key_id: str
-    recipient: str
-    key_fingerprint: str
+    key_id: str | None
+    """the researcher key the grant is pinned to; null for hosted access (inference,
+    internals), which releases no file key and needs no key"""
+    recipient: str | None
+    key_fingerprint: str | None
     state: GrantState
     not_before: str
     expires_at: str

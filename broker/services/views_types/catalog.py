@@ -56,6 +56,8 @@ class PolicyView(TypedDict):
     approvals: Approvals
     grant: GrantTerms
     embargo_until: str | None
+    access: list[str]
+    """the kinds of access it allows: weights, inference, internals"""
     summary: list[str]
     """the policy in sentences"""
 

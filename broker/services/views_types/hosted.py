@@ -33,6 +33,8 @@ class HostedKeyView(TypedDict):
     model: str
     """ORG/MODEL@VERSION: the one version the key may query"""
     created_at: str
+    last_used_at: str | None
+    """when it last authenticated a request (to the minute); null: never"""
     revoked_at: str | None
 
 
@@ -43,3 +45,54 @@ class HostedKeyCreated(HostedKeyView):
 
 class HostedKeyList(TypedDict):
     keys: list[HostedKeyView]
+
+
+class UsageDay(TypedDict):
+    """A grant's use of the hosted API on one UTC day (answered requests and their tokens)."""
+
+    day: str
+    """YYYY-MM-DD, UTC"""
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+class HostedGrantView(TypedDict):
+    """A grant of hosted access (inference, internals) as its holder sees it, with today's
+    use against its quotas."""
+
+    id: str
+    model: str
+    """ORG/MODEL@VERSION, the name the /v1 API knows the version by"""
+    kind: str
+    state: str
+    not_before: str
+    expires_at: str
+    revoked_at: str | None
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+    today: UsageDay
+
+
+class GrantUsageView(TypedDict):
+    """One grant's hosted use over the recent days, for the lab."""
+
+    id: str
+    model: str
+    kind: str
+    state: str
+    researcher: str
+    """the holder's verified email (else their user id)"""
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+    days: list[UsageDay]
+    """newest first, one per day of the window (zeros where unused)"""
+    total: UsageDay
+    """the window's sum (`day`: its first day)"""
+
+
+class OrgUsageView(TypedDict):
+    org: str
+    days: list[str]
+    """the window's days, newest first"""
+    grants: list[GrantUsageView]
