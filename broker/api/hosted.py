@@ -168,17 +168,8 @@ class _Capture:
     started_at: datetime
 
     def store(self, answer: exchanges.Answer) -> None:
-        """Encrypt and store the exchange for each study; a failure is logged (never its
-        content) and does not touch the caller's answer."""
-        ended = now()
-        for target in self.targets:
-            try:
-                studies.capture(escrow(), target, model=self.model, endpoint=self.endpoint,
-                                request=self.request, answer=answer,
-                                started_at=self.started_at, ended_at=ended)
-            except Exception as error:  # the answer is given: a lost capture must not break it
-                log.error("study %s: an exchange was not captured (%s)", target.study_id,
-                          type(error).__name__)
+        studies.capture_all(escrow(), self.targets, model=self.model, endpoint=self.endpoint,
+                            request=self.request, answer=answer, started_at=self.started_at)
 
 
 def _relay(answer: requests.Response, stream: bool, grant_id: str,

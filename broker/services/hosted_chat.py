@@ -17,16 +17,19 @@ from typing_extensions import TypedDict
 
 from broker.adapters.db.models import Grant
 from broker.container import Escrow
+from broker.domain import studies as exchanges
 from broker.domain.access import Action, authorize
+from broker.domain.clock import now
 from broker.domain.hosting import QUERYING_KINDS, model_name
 from broker.domain.principals import Principal
 from broker.errors import InvalidInput, NotFound, Unavailable
-from broker.services import hosted, hosted_usage
+from broker.services import hosted, hosted_usage, studies
 
 DEFAULT_TOKENS = 64  # the longest answer of one turn, unless the person asks otherwise
 MAX_TOKENS = 1024
 MAX_MESSAGES = 40  # turns carried by the page (both sides)
 MAX_CHARS = 16_000  # of the whole conversation
+CHAT_PATH = "/v1/chat/completions"  # the worker route a turn goes to (and its captures name)
 
 
 class Turn(TypedDict):
@@ -83,10 +86,11 @@ def reply(escrow: Escrow, actor: Principal, grant_id: str, turns: list[Turn],
     name, _ = grant_model(escrow, actor, grant_id)
     with escrow.uow() as uow:
         route = hosted.route(uow, escrow.worker_key, actor, name, grant_id)
+        targets = studies.capturing(uow, actor.id, route.deposit_id)  # as /v1 does
         hosted_usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
-    answer = hosted.send(route, "/v1/chat/completions", {
-        "model": route.model, "messages": asked, "max_tokens": longest, "temperature": 0,
-    }, stream=False)
+    started = now()
+    sent = {"model": route.model, "messages": asked, "max_tokens": longest, "temperature": 0}
+    answer = hosted.send(route, CHAT_PATH, sent, stream=False)
     body: Any = answer.json() if answer.headers.get("Content-Type", "").startswith(
         "application/json") else None
     if answer.status_code != 200 or not isinstance(body, dict):
@@ -106,6 +110,10 @@ def reply(escrow: Escrow, actor: Principal, grant_id: str, turns: list[Turn],
         )
     with escrow.uow() as uow:
         hosted_usage.record(uow, route.grant_id, body.get("usage"))
+    if targets:  # the person consents to a study of this version: the turn is donated
+        studies.capture_all(escrow, targets, model=route.model, endpoint=CHAT_PATH,
+                            request=sent, answer=exchanges.answer_of_body(answer.content),
+                            started_at=started)
     text = body["choices"][0]["message"]["content"] or ""
     return [*asked, {"role": "assistant", "content": text}]
 

@@ -229,6 +229,20 @@ def capturing(uow: UnitOfWork, user_id: str, deposit_id: str) -> tuple[Target, .
                  for study_id, keys, consent_id in rows)
 
 
+def capture_all(escrow: Escrow, targets: tuple[Target, ...], *, model: str, endpoint: str,
+                request: dict[str, Any], answer: domain.Answer, started_at: datetime) -> None:
+    """Capture one exchange for each study in `targets` (`capturing`); a failure is logged
+    (the study and the error's type, never content) and does not touch the caller's answer."""
+    ended = now()
+    for target in targets:
+        try:
+            capture(escrow, target, model=model, endpoint=endpoint, request=request,
+                    answer=answer, started_at=started_at, ended_at=ended)
+        except Exception as error:  # the answer is given: a lost capture must not break it
+            log.error("study %s: an exchange was not captured (%s)", target.study_id,
+                      type(error).__name__)
+
+
 def capture(escrow: Escrow, target: Target, *, model: str, endpoint: str,
             request: dict[str, Any], answer: domain.Answer, started_at: datetime,
             ended_at: datetime) -> str | None:

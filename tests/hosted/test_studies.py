@@ -332,6 +332,48 @@ def test_a_capture_that_fails_leaves_the_answer_whole_and_logs_no_content(hosted
     assert prompt not in log
 
 
+def test_a_turn_on_the_chat_page_is_captured_like_a_v1_call(hosted, people, team):
+    """The chat page (/me/chat/GRANT) is the hosted model in use too: a consenting person's
+    turn there is donated as a /v1 chat completion would be."""
+    import html
+    import re
+
+    from broker.adapters.db.models import User
+    from broker.domain.principals import OPERATOR
+    from broker.services import sessions
+
+    pat = people["pat"]
+    before = captures(hosted)
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        secret = sessions.create_login_link(uow, OPERATOR, uow.session.get(User, pat.user_id))
+        uow.commit()
+    browser = requests.Session()
+    link = f"{hosted.broker.url}/auth/link/{secret}"
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(link, timeout=30).text)
+    browser.post(link, data={"csrf_token": token.group(1)}, timeout=30)
+    me = browser.get(f"{hosted.broker.url}/me", timeout=30).text
+    grant = re.search(r'href="/me/chat/(gr_[0-9a-f]+)"', me).group(1)
+    url = f"{hosted.broker.url}/me/chat/{grant}"
+    page = browser.get(url, timeout=30).text
+    said = "Saffron orbit of the chat page"
+    answered = browser.post(url, timeout=120, data={
+        "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page).group(1),
+        "conversation": html.unescape(
+            re.search(r'name="conversation" value="([^"]*)"', page).group(1)),
+        "message": said, "max_tokens": "5"})
+    assert answered.status_code == 200, answered.text
+
+    found = captures(hosted)
+    [new] = [c for c in found if c not in before]
+    data = stored(hosted, new[1])
+    assert said.encode() not in data
+    document = decrypt(data, team.identity)
+    assert document["endpoint"] == "/v1/chat/completions" and document["model"] == NAME
+    assert document["request"]["messages"][-1] == {"role": "user", "content": said}
+    answer = document["response"]["choices"][0]["text"]
+    assert html.escape(answer, quote=False) in answered.text
+
+
 def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_content(
         hosted, people, team):
     from broker.domain.clock import now
