@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 import requests
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from broker import age
 from broker.client.fetch.memory import fetch_into_memory
@@ -43,6 +43,16 @@ class WorkerOptions:
     config_dir: Path | None = None
 
 
+class _StreamingHandler(WSGIRequestHandler):
+    """Each streamed token leaves in one packet, at once: werkzeug writes a chunk's size, data
+    and end as three writes and flushes after them, so a buffered writer makes them one send,
+    and without Nagle's algorithm the send does not wait for the last one's ACK."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams (what threaded implies)
+    wbufsize = -1  # buffered: flushed after each chunk
+    disable_nagle_algorithm = True
+
+
 class ModelWorker:
     def __init__(self, client: BrokerClient, options: WorkerOptions,
                  say: Callable[[str], None]) -> None:
@@ -59,7 +69,8 @@ class ModelWorker:
         engine = load_engine(files)
         files.clear()  # the engine holds the weights now; the plaintext bytes go
         state = WorkerState(engine, self.options.target)
-        server = make_server(self.options.host, self.options.port, make_app(state), threaded=True)
+        server = make_server(self.options.host, self.options.port, make_app(state), threaded=True,
+                             request_handler=_StreamingHandler)
         url = f"http://{self.options.host}:{server.server_port}"
         serving = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
         serving.start()
