@@ -65,6 +65,16 @@ REPORT_GRACE = timedelta(minutes=10)  # a day is counted this long after it ends
 
 
 @dataclass(frozen=True)
+class Listed:
+    """A study as the pages show it: its view, its team (the owner's display name) and, to the
+    lab deciding it only, the owner's email."""
+
+    study: StudyView
+    team: str
+    email: str | None = None
+
+
+@dataclass(frozen=True)
 class Target:
     """Where one exchange of a consenting person goes: a study and its recipients."""
 
@@ -152,6 +162,27 @@ def list_studies(uow: UnitOfWork, actor: Principal) -> StudyList:
 
 def show(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
     return _view(uow, _find(uow, actor, ref), actor)
+
+
+def joinable(uow: UnitOfWork, actor: Principal) -> list[Listed]:
+    """The approved studies, oldest first, with their team: what a person may consent to (the
+    page of studies); each view says whether the caller's consent is in force."""
+    authorize(actor, Action.STUDY_CONSENT)
+    found = uow.session.scalars(
+        select(Study).where(Study.state == domain.APPROVED).order_by(Study.created_at)).all()
+    return [Listed(_view(uow, s, actor), _team(uow, s)) for s in found]
+
+
+def org_studies(uow: UnitOfWork, actor: Principal, org: str) -> list[Listed]:
+    """The studies of an organisation's models, for its admins (the lab's page): proposed ones
+    first (oldest first: the next to decide), then the others, newest first."""
+    authorize(actor, Action.STUDY_DECIDE, org=org)
+    found = uow.session.scalars(
+        select(Study).join(Model, Model.id == Study.model_id).join(Organisation)
+        .where(Organisation.name == org).order_by(Study.created_at)).all()
+    ordered = ([s for s in found if s.state == domain.PROPOSED]
+               + [s for s in reversed(found) if s.state != domain.PROPOSED])
+    return [Listed(_view(uow, s, actor), _team(uow, s), _email(uow, s)) for s in ordered]
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -421,6 +452,17 @@ def _person(uow: UnitOfWork, user_id: int) -> dict[str, str]:
     user = uow.session.get(User, user_id)
     assert user is not None  # the caller
     return audit_subject(user)
+
+
+def _team(uow: UnitOfWork, study: Study) -> str:
+    owner = uow.session.get(User, study.owner_id)
+    profile = owner.profile if owner is not None else None
+    return (profile.name if profile is not None else None) or "a researcher (no name given)"
+
+
+def _email(uow: UnitOfWork, study: Study) -> str | None:
+    owner = uow.session.get(User, study.owner_id)
+    return owner.profile.email if owner is not None and owner.profile is not None else None
 
 
 def _target_name(study: Study) -> str:
