@@ -3,7 +3,7 @@ studies with what each captures, consents with the button (CSRF checked), sees t
 force on /me and withdraws it there (or on /studies); a proposed study is not offered and
 refuses consent with its reason; the model's lab admins approve or reject proposed studies on
 the lab's page, with a note, and nobody else can. (In Chromium:
-tests/browser/test_study_pages.py.)"""
+tests/browser/test_studies_in_chromium.py.)"""
 
 from __future__ import annotations
 
