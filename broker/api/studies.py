@@ -7,8 +7,10 @@ POST   /api/v1/studies/<study>/approve | reject      the model's lab decides ({n
 POST   /api/v1/studies/<study>/close                 its owner or the lab: capture stops
 POST   /api/v1/studies/<study>/consent               the caller donates their exchanges from now
 DELETE /api/v1/studies/<study>/consent               withdrawn: the next exchange is not captured
-GET    /api/v1/studies/<study>/captures?after=&limit=   the captures, a page at a time (owner)
-GET    /api/v1/studies/<study>/captures/<capture>/url   a signed URL of one age file (owner)
+GET    /api/v1/studies/<study>/members           its team besides the owner (the team)
+POST   /api/v1/studies/<study>/members           the owner adds one ({user}: email or user id)
+GET    /api/v1/studies/<study>/captures?after=&limit=   the captures, a page at a time (team)
+GET    /api/v1/studies/<study>/captures/<capture>/url   a signed URL of one age file (team)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from broker.services.views_types import (
     StudyCaptureUrl,
     StudyConsentView,
     StudyList,
+    StudyMemberList,
     StudyView,
 )
 
@@ -38,8 +41,8 @@ PAGE_PARAMS = [
 
 
 def _captures() -> dict[str, object]:
-    spec = operation("the study's captures (age files), in order, a page at a time: its owner "
-                     "only", StudyCaptureList)
+    spec = operation("the study's captures (age files), in order, a page at a time: its team "
+                     "(owner and members) only", StudyCaptureList)
     spec["parameters"] = PAGE_PARAMS
     return spec
 
@@ -70,10 +73,17 @@ OPENAPI = {
         "delete": operation("withdraw your consent: your next exchange is not captured",
                             StudyConsentView),
     },
+    STUDY + "/members": {
+        "parameters": path_params("study"),
+        "get": operation("the study's team besides its owner: its team only", StudyMemberList),
+        "post": operation("its owner adds a person (email or user id) to the study's team: "
+                          "they list and fetch its captures too", StudyMemberList,
+                          obj(user=STRING)),
+    },
     STUDY + "/captures": {"parameters": path_params("study"), "get": _captures()},
     STUDY + "/captures/{capture_id}/url": {
         "parameters": path_params("study", "capture_id"),
-        "get": operation("a signed URL of one capture's age file: the study's owner only",
+        "get": operation("a signed URL of one capture's age file: the study's team only",
                          StudyCaptureUrl)},
 }
 
@@ -138,6 +148,21 @@ def withdraw(study: str) -> Response:
     actor = caller()
     with escrow().uow() as uow:
         return jsonify(service.withdraw(uow, actor, study))
+
+
+@bp.get("/api/v1/studies/<study>/members")
+def members(study: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(service.list_members(uow, actor, study))
+
+
+@bp.post("/api/v1/studies/<study>/members")
+def add_member(study: str) -> Response:
+    actor = caller()
+    body = json_body()
+    with escrow().uow() as uow:
+        return jsonify(service.add_member(uow, actor, study, body.get("user")))
 
 
 @bp.get("/api/v1/studies/<study>/captures")

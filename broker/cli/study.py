@@ -5,7 +5,8 @@
     escrow study approve STUDY | reject STUDY [--note TEXT]     the model's lab (an admin)
     escrow study close STUDY                                    its owner or the lab
     escrow study consent STUDY | withdraw STUDY                 a person using the hosted model
-    escrow study fetch STUDY --identity KEY [--out DIR]         the study's owner: its captures
+    escrow study member add STUDY EMAIL|USER | member list STUDY    its team, added by the owner
+    escrow study fetch STUDY --identity KEY [--out DIR]         the study's team: its captures
 """
 
 from __future__ import annotations
@@ -146,6 +147,41 @@ def withdraw(ref: str, broker_url: str | None, token: str | None, token_file: Pa
     done = open_client(broker_url, token, token_file).delete(_path(ref, "/consent"))
     emit(done, as_json, [f"consent to study {done['study']} withdrawn at {done['withdrawn_at']}: "
                          "nothing more is captured"])
+
+
+@study.group("member")
+def member() -> None:
+    """The study's team besides its owner: members list and fetch its captures too."""
+
+
+def _member_lines(team: dict[str, Any]) -> list[str]:
+    return [f"user {m['user']}  {m['name'] or '(no name given)'}  added {m['added_at']}"
+            for m in team["members"]] or ["no members besides the owner"]
+
+
+@member.command("add")
+@click.argument("ref", metavar="STUDY")
+@click.argument("who", metavar="EMAIL|USER")
+@client_options
+@reporting
+def member_add(ref: str, who: str, broker_url: str | None, token: str | None,
+               token_file: Path | None, as_json: bool) -> None:
+    """Add a person (their email or user id) to the team of your study: they list and fetch
+    its captures too (escrow study fetch)."""
+    team = open_client(broker_url, token, token_file).post(_path(ref, "/members"),
+                                                           {"user": who})
+    emit(team, as_json, _member_lines(team))
+
+
+@member.command("list")
+@click.argument("ref", metavar="STUDY")
+@client_options
+@reporting
+def member_list(ref: str, broker_url: str | None, token: str | None, token_file: Path | None,
+                as_json: bool) -> None:
+    """The team of a study you are in, besides its owner."""
+    team = open_client(broker_url, token, token_file).get(_path(ref, "/members"))
+    emit(team, as_json, _member_lines(team))
 
 
 @study.command("fetch")

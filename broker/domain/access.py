@@ -85,6 +85,7 @@ class Action(StrEnum):
     STUDY_CLOSE = "study.close"
     STUDY_CONSENT = "study.consent"
     STUDY_CAPTURES = "study.captures"
+    STUDY_MEMBERS = "study.members"
 
 
 RULES: dict[Action, Rule] = {
@@ -136,25 +137,31 @@ RULES: dict[Action, Rule] = {
     Action.HOSTED_KEYS: Person(),
     # studies of live use: a researcher registers one; the model's lab (its admins) approves
     # or rejects it; its owner closes it (the lab too, through STUDY_DECIDE); any person reads
-    # approved studies and consents to one; only the owner lists and fetches the captures
+    # approved studies and consents to one; only its team (the owner and the members the owner
+    # added) lists and fetches the captures
     Action.STUDY_REGISTER: Person(),
     Action.STUDY_READ: Person(),
     Action.STUDY_DECIDE: OrgRole(("admin",)),
     Action.STUDY_CLOSE: Owner("study", hint="the study's owner or the lab's admin closes it"),
     Action.STUDY_CONSENT: Person(),
     Action.STUDY_CAPTURES: Owner(
-        "study", hint="the captures go to the study's owner only: ask them (escrow study show "
-        "STUDY names the study)"),
+        "study", hint="the captures go to the study's team only (its owner and the members "
+        "the owner adds: escrow study member add STUDY EMAIL); escrow study show STUDY names "
+        "the owner"),
+    Action.STUDY_MEMBERS: Owner("study", hint="the study's owner adds the members of its team"),
 }
 
 
 def authorize(
-    principal: Principal, action: Action, org: str | None = None, owner: str | None = None
+    principal: Principal,
+    action: Action,
+    org: str | None = None,
+    owner: str | frozenset[str] | None = None,
 ) -> None:
     """Allow, or raise Forbidden saying which role is needed. Console operators may do all.
 
     `org`: the organisation owning what is acted on (org rules); `owner`: the id of the person
-    it belongs to (owner rules)."""
+    it belongs to, or the ids of the people it belongs to together (owner rules)."""
     if principal.kind in (PrincipalKind.OPERATOR, PrincipalKind.SYSTEM):
         return
     rule = RULES.get(action)
@@ -190,10 +197,11 @@ def authorize(
     )
 
 
-def _authorize_owner(principal: Principal, action: Action, rule: Owner, owner: str | None) -> None:
+def _authorize_owner(principal: Principal, action: Action, rule: Owner,
+                     owner: str | frozenset[str] | None) -> None:
     if owner is None:
         raise Forbidden(f"{action} needs the owner's id", hint="this is a bug; please report it")
-    if principal.id == owner:
+    if principal.id == owner or (isinstance(owner, frozenset) and principal.id in owner):
         return
     raise Forbidden(
         f"{action} is done only by the person whose {rule.thing} it is, and it is not yours",

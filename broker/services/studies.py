@@ -1,6 +1,6 @@
 """Studies of live use, with consent (broker.domain.studies): registration and the lab's
 decision, a person's consent and its withdrawal, capture of consented exchanges, and the
-study team's access to its captures.
+study team's access to its captures (its owner, and the members the owner adds).
 
 Capture: the /v1 API asks `capturing` in the same short transaction that routes the query, so a
 withdrawn consent or a closed study stops the very next exchange; `capture` checks again when it
@@ -34,6 +34,7 @@ from broker.adapters.db.models import (
     StudyCapture,
     StudyCaptureReport,
     StudyConsent,
+    StudyMember,
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
@@ -48,13 +49,14 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import iso
 from broker.services.keys import canonical_recipient, parse_key
-from broker.services.people import audit_subject
+from broker.services.people import audit_subject, get_user
 from broker.services.views_types import (
     StudyCaptureList,
     StudyCaptureUrl,
     StudyCaptureView,
     StudyConsentView,
     StudyList,
+    StudyMemberList,
     StudyView,
 )
 
@@ -62,6 +64,16 @@ log = logging.getLogger(__name__)
 
 PAGE = 100  # captures per page, at most
 REPORT_GRACE = timedelta(minutes=10)  # a day is counted this long after it ends (late captures)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A study as the pages show it: its view, its team (the owner's display name) and, to the
+    lab deciding it only, the owner's email."""
+
+    study: StudyView
+    team: str
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,11 +159,32 @@ def list_studies(uow: UnitOfWork, actor: Principal) -> StudyList:
     their own, and those of models of labs they administer."""
     authorize(actor, Action.STUDY_READ)
     found = uow.session.scalars(select(Study).order_by(Study.created_at)).all()
-    return {"studies": [_view(uow, s, actor) for s in found if _visible(s, actor)]}
+    return {"studies": [_view(uow, s, actor) for s in found if _visible(uow, s, actor)]}
 
 
 def show(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
     return _view(uow, _find(uow, actor, ref), actor)
+
+
+def joinable(uow: UnitOfWork, actor: Principal) -> list[Listed]:
+    """The approved studies, oldest first, with their team: what a person may consent to (the
+    page of studies); each view says whether the caller's consent is in force."""
+    authorize(actor, Action.STUDY_CONSENT)
+    found = uow.session.scalars(
+        select(Study).where(Study.state == domain.APPROVED).order_by(Study.created_at)).all()
+    return [Listed(_view(uow, s, actor), _team(uow, s)) for s in found]
+
+
+def org_studies(uow: UnitOfWork, actor: Principal, org: str) -> list[Listed]:
+    """The studies of an organisation's models, for its admins (the lab's page): proposed ones
+    first (oldest first: the next to decide), then the others, newest first."""
+    authorize(actor, Action.STUDY_DECIDE, org=org)
+    found = uow.session.scalars(
+        select(Study).join(Model, Model.id == Study.model_id).join(Organisation)
+        .where(Organisation.name == org).order_by(Study.created_at)).all()
+    ordered = ([s for s in found if s.state == domain.PROPOSED]
+               + [s for s in reversed(found) if s.state != domain.PROPOSED])
+    return [Listed(_view(uow, s, actor), _team(uow, s), _email(uow, s)) for s in ordered]
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -318,12 +351,53 @@ def report_due(escrow: Escrow, at: datetime | None = None) -> int:
     return written
 
 
+# --- the study's team -------------------------------------------------------------------------
+
+
+def add_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> StudyMemberList:
+    """The study's owner adds a person (by email or user id) to its team: they list and fetch
+    its captures too. Adding a member again changes nothing. The team after it."""
+    study = _find(uow, actor, ref)
+    authorize(actor, Action.STUDY_MEMBERS, owner=str(study.owner_id))
+    if not isinstance(who, str) or not who.strip():
+        raise InvalidInput("'user' is missing",
+                           hint="name the person by their email or user id")
+    user = get_user(uow, who.strip())
+    if user.id == study.owner_id:
+        raise Conflict(f"user {user.id} owns study {study.name}: they are in its team already",
+                       hint="add the other people of the team")
+    if uow.session.get(StudyMember, (study.id, user.id)) is None:
+        uow.session.add(StudyMember(study_id=study.id, user_id=user.id, added_at=now(),
+                                    added_by=f"{actor.kind.value}:{actor.id}"))
+        uow.session.flush()
+        uow.audit(AuditAction.STUDY_MEMBER_ADDED, actor,
+                  {**_subject(study), **audit_subject(user)}, {"name": study.name})
+        uow.commit()
+    return _members(uow, study)
+
+
+def list_members(uow: UnitOfWork, actor: Principal, ref: str) -> StudyMemberList:
+    """The study's team besides its owner (to the team)."""
+    return _members(uow, _owned(uow, actor, ref))
+
+
+def _members(uow: UnitOfWork, study: Study) -> StudyMemberList:
+    rows = uow.session.execute(
+        select(StudyMember, User).join(User, User.id == StudyMember.user_id)
+        .where(StudyMember.study_id == study.id)
+        .order_by(StudyMember.added_at, StudyMember.user_id)
+    ).all()
+    return {"study_id": study.id, "members": [
+        {"user": str(user.id), "name": user.profile.name if user.profile else None,
+         "added_at": iso(member.added_at)} for member, user in rows]}
+
+
 # --- the study team's access to its captures -------------------------------------------------
 
 
 def list_captures(uow: UnitOfWork, actor: Principal, ref: str, after: str | None = None,
                   limit: int = PAGE) -> StudyCaptureList:
-    """The study's captures in order, a page at a time (its owner only)."""
+    """The study's captures in order, a page at a time (its team only)."""
     study = _owned(uow, actor, ref)
     limit = max(1, min(limit, PAGE))
     query = select(StudyCapture).where(StudyCapture.study_id == study.id)
@@ -344,7 +418,7 @@ def list_captures(uow: UnitOfWork, actor: Principal, ref: str, after: str | None
 
 def capture_url(escrow: Escrow, uow: UnitOfWork, actor: Principal, ref: str,
                 capture_id: str) -> StudyCaptureUrl:
-    """A signed URL of one capture's age file (its owner only)."""
+    """A signed URL of one capture's age file (its team only)."""
     study = _owned(uow, actor, ref)
     found = uow.session.get(StudyCapture, capture_id)
     if found is None or found.study_id != study.id:
@@ -392,23 +466,31 @@ def _find(uow: UnitOfWork, actor: Principal, ref: str, hidden_too: bool = False)
     authorize(actor, Action.STUDY_READ)
     study = uow.session.get(Study, ref) or uow.session.scalar(
         select(Study).where(Study.name == ref))
-    if study is None or not (hidden_too or _visible(study, actor)):
+    if study is None or not (hidden_too or _visible(uow, study, actor)):
         raise NotFound(f"no study {ref}", hint="escrow study list shows the studies you may see")
     return study
 
 
 def _owned(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
+    """The study, if the caller is in its team (its owner or a member)."""
     study = _find(uow, actor, ref)
-    authorize(actor, Action.STUDY_CAPTURES, owner=str(study.owner_id))
+    authorize(actor, Action.STUDY_CAPTURES, owner=_team_ids(uow, study))
     return study
 
 
-def _visible(study: Study, actor: Principal) -> bool:
+def _team_ids(uow: UnitOfWork, study: Study) -> frozenset[str]:
+    members = uow.session.scalars(
+        select(StudyMember.user_id).where(StudyMember.study_id == study.id)).all()
+    return frozenset({str(study.owner_id), *(str(m) for m in members)})
+
+
+def _visible(uow: UnitOfWork, study: Study, actor: Principal) -> bool:
     return (study.state in (domain.APPROVED, domain.CLOSED)
             or actor.id == str(study.owner_id)
             or actor.holds(study.model.organisation.name, ("admin",))
             or actor.kind in (PrincipalKind.OPERATOR, PrincipalKind.SYSTEM)
-            or "operator" in actor.global_roles)
+            or "operator" in actor.global_roles
+            or (actor.kind == PrincipalKind.USER and actor.id in _team_ids(uow, study)))
 
 
 def _consent_in_force(uow: UnitOfWork, study_id: str, user_id: int) -> StudyConsent | None:
@@ -421,6 +503,17 @@ def _person(uow: UnitOfWork, user_id: int) -> dict[str, str]:
     user = uow.session.get(User, user_id)
     assert user is not None  # the caller
     return audit_subject(user)
+
+
+def _team(uow: UnitOfWork, study: Study) -> str:
+    owner = uow.session.get(User, study.owner_id)
+    profile = owner.profile if owner is not None else None
+    return (profile.name if profile is not None else None) or "a researcher (no name given)"
+
+
+def _email(uow: UnitOfWork, study: Study) -> str | None:
+    owner = uow.session.get(User, study.owner_id)
+    return owner.profile.email if owner is not None and owner.profile is not None else None
 
 
 def _target_name(study: Study) -> str:

@@ -8,6 +8,6 @@ from types import ModuleType
 def page_modules() -> tuple[ModuleType, ...]:
     """The modules of the role pages, each with a `bp` blueprint and its `OPENAPI` paths: the
     app registers them and the OpenAPI document describes them from this one list."""
-    from broker.web import audit, lab, operator, public, researcher
+    from broker.web import audit, lab, operator, public, researcher, studies
 
-    return (public, researcher, lab, operator, audit)
+    return (public, researcher, studies, lab, operator, audit)

@@ -86,7 +86,13 @@ OPENAPI = {
             content_type=HTML,
         ),
     },
-    "/me": {"get": operation("the logged-in person's page", content_type=HTML)},
+    "/me": {
+        "get": {
+            **operation("the logged-in person's page", content_type=HTML),
+            "parameters": [{"name": name, **_QUERY, "schema": STRING}
+                           for name in ("revoked", "withdrawn")],
+        }
+    },
 }
 
 
@@ -148,7 +154,8 @@ def me() -> Response | str:
     if principal is None or principal.kind != PrincipalKind.USER:
         return redirect(url_for(".login", next=request.path))
     with escrow().uow() as uow:
-        return render_me(uow, principal, revoked=request.args.get("revoked", ""))
+        return render_me(uow, principal, revoked=request.args.get("revoked", ""),
+                         withdrawn=request.args.get("withdrawn", ""))
 
 
 def render_me(uow: UnitOfWork, principal: Principal, **extra: Any) -> str:

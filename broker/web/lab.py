@@ -1,6 +1,7 @@
 """The lab's pages, for an organisation's reviewers, admins and depositors: the review queue with
 the researchers' verified facts, decisions, grants and revocation, deposits with their
-verification state, and members with their roles.
+verification state, members with their roles, and the studies of live use proposed for the
+organisation's models, to approve or reject.
 
 Every page asks `authorize` (through `require`, and again inside the services) for the
 organisation concerned; views only parse, call a service and render.
@@ -14,7 +15,7 @@ from werkzeug.wrappers import Response
 from broker.domain.access import Action
 from broker.errors import BadRequest
 from broker.http.common import escrow
-from broker.services import access, catalog, closeouts, grants, hosted_usage, members
+from broker.services import access, catalog, closeouts, grants, hosted_usage, members, studies
 from broker.web.common import (
     allowed,
     page_blueprint,
@@ -32,6 +33,7 @@ LAB_ACTIONS = {  # section of an organisation's lab page -> the action that open
     "usage": Action.GRANT_READ_ORG,
     "deposits": Action.DEPOSIT_READ,
     "members": Action.ORG_MEMBERS_READ,
+    "studies": Action.STUDY_DECIDE,
 }
 
 
@@ -55,6 +57,15 @@ OPENAPI = {
         "org",
         get="an organisation's members and their roles",
         post="grant or take away a role (form: action, user, role, csrf_token)",
+    ),
+    "/lab/{org}/studies": page_doc(
+        "org",
+        query=("decided",),
+        get="the studies of live use of an organisation's models (to its admins): the "
+        "proposed ones to approve or reject, and the others",
+    ),
+    "/lab/studies/{study_id}/decide": page_doc(
+        "study_id", post="approve or reject a proposed study (form: decision, note, csrf_token)"
     ),
 }
 
@@ -183,3 +194,32 @@ def change_member(org: str) -> Response:
         members.set_member_role(uow, actor, org, form.get("user", "").strip(),
                                 form.get("role", ""), action == "grant")
     return redirect(f"/lab/{org}/members?changed={action}", code=303)
+
+
+# --- studies of live use ------------------------------------------------------------------------
+
+
+@bp.get("/lab/<org>/studies")
+def org_studies(org: str) -> str:
+    actor = person()
+    require(actor, Action.STUDY_DECIDE, org)
+    with escrow().uow() as uow:
+        found = studies.org_studies(uow, actor, org)
+    decided = next((listed.study for listed in found
+                    if listed.study["id"] == request.args.get("decided")
+                    and listed.study["state"] != "proposed"), None)
+    return render_template("lab/studies.html", org=org, studies=found, decided=decided)
+
+
+@bp.post("/lab/studies/<study_id>/decide")
+def decide_study(study_id: str) -> Response:
+    actor = person()
+    choice = request.form.get("decision")
+    if choice not in ("approve", "reject"):
+        raise BadRequest(f"decision must be approve or reject, not {str(choice)[:20]!r}",
+                         hint="use the Approve or Reject button of the lab's studies page")
+    with escrow().uow() as uow:
+        decided = studies.decide(uow, actor, study_id, choice, request.form.get("note"))
+    org = decided["model"].split("/", 1)[0]
+    return redirect(f"/lab/{org}/studies?decided={decided['id']}#study-{decided['id']}",
+                    code=303)

@@ -106,7 +106,8 @@ TABLE = {
     ("POST", "/api/v1/hosted/workers/{worker_id}/heartbeat"): PUBLIC,
     ("DELETE", "/api/v1/hosted/workers/{worker_id}"): PUBLIC,
     # studies of live use: any person registers, reads and consents; the service checks the
-    # lab's admin (decide), the owner (close, captures) on the study itself (404 for none)
+    # lab's admin (decide), the owner (close, members), the team (captures) on the study itself
+    # (404 for none)
     ("POST", "/api/v1/studies"): PERSON_ONLY,
     ("GET", "/api/v1/studies"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}"): PERSON_ONLY,
@@ -115,6 +116,8 @@ TABLE = {
     ("POST", "/api/v1/studies/{study}/close"): PERSON_ONLY,
     ("POST", "/api/v1/studies/{study}/consent"): PERSON_ONLY,
     ("DELETE", "/api/v1/studies/{study}/consent"): PERSON_ONLY,
+    ("GET", "/api/v1/studies/{study}/members"): PERSON_ONLY,
+    ("POST", "/api/v1/studies/{study}/members"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}/captures"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}/captures/{capture_id}/url"): PERSON_ONLY,
 }

@@ -61,3 +61,31 @@ def test_the_studies_routes_answer_as_documented(escrow, client, make_person):
     assert closed.status_code == 200 and closed.json["state"] == "closed"
     rejected = client.post(f"/api/v1/studies/{study}/reject", headers=lab.auth, json={})
     assert rejected.status_code == 409
+
+
+def test_the_owner_adds_a_member_who_lists_the_captures(escrow, client, make_person):
+    make_person("ada@acme.example", (("acme-ai", "admin"),))  # the lab
+    rosa = make_person("rosa@uni.example")
+    sam = make_person("sam@uni.example", name="Sam Team")
+    pat = make_person("pat@uni.example")
+    _model(escrow)
+    made = client.post("/api/v1/studies", headers=rosa.auth, json={
+        "model": "acme-ai/tiny", "name": "s1", "purpose": "how people ask",
+        "recipients": [str(age.generate_x25519_identity().to_recipient())]})
+    study = made.json["id"]
+    members = f"/api/v1/studies/{study}/members"
+
+    assert client.get(f"/api/v1/studies/{study}/captures", headers=sam.auth).status_code == 404
+    refused = client.post(members, headers=pat.auth, json={"user": "pat@uni.example"})
+    assert refused.status_code == 404  # proposed: not shown to others
+    missing = client.post(members, headers=rosa.auth, json={})
+    assert missing.status_code == 422 and missing.json["hint"]
+    added = client.post(members, headers=rosa.auth, json={"user": "sam@uni.example"})
+    assert added.status_code == 200, added.json
+    assert [(m["user"], m["name"]) for m in added.json["members"]] == [
+        (str(sam.user_id), "Sam Team")]
+    assert client.get(members, headers=sam.auth).json == added.json
+    page = client.get(f"/api/v1/studies/{study}/captures", headers=sam.auth)
+    assert page.status_code == 200 and page.json == {"captures": [], "next": None}
+    by_member = client.post(members, headers=sam.auth, json={"user": "pat@uni.example"})
+    assert by_member.status_code == 403 and "owner" in by_member.json["hint"]

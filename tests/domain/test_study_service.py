@@ -118,3 +118,60 @@ def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
         assert studies.close(uow, lab, "s1")["state"] == "closed"
         with pytest.raises(Conflict):
             studies.close(uow, rosa, "s1")
+
+
+def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting, make_person):
+    from broker.adapters.db.models import AuditEvent
+    from broker.services import studies
+
+    lab, rosa, pat = setting
+    sam_login = make_person("sam@uni.example", name="Sam Team")
+    sam = _person(sam_login.user_id)
+    team = age.generate_x25519_identity()
+    with escrow.uow() as uow:
+        made = studies.register(uow, rosa, "acme-ai/tiny", "s2", None, "why",
+                                [str(team.to_recipient())])
+        with pytest.raises(NotFound):
+            studies.list_captures(uow, sam, "s2")  # proposed: not shown to a stranger
+        with pytest.raises(Forbidden):
+            studies.add_member(uow, lab, "s2", "sam@uni.example")  # the lab is not the owner
+        with pytest.raises(NotFound):
+            studies.add_member(uow, rosa, "s2", "nobody@uni.example")
+        with pytest.raises(InvalidInput):
+            studies.add_member(uow, rosa, "s2", "")
+        with pytest.raises(Conflict):
+            studies.add_member(uow, rosa, "s2", rosa.id)  # the owner is in the team already
+        added = studies.add_member(uow, rosa, "s2", "sam@uni.example")
+        assert added["study_id"] == made["id"]
+        assert [(m["user"], m["name"]) for m in added["members"]] == [(sam.id, "Sam Team")]
+        again = studies.add_member(uow, rosa, "s2", sam.id)  # by user id: nothing changes
+        assert again == added
+        assert studies.show(uow, sam, "s2")["state"] == "proposed"  # a member sees it
+        assert studies.list_members(uow, sam, "s2") == added
+        with pytest.raises(Forbidden):
+            studies.add_member(uow, sam, "s2", "pat@uni.example")  # the owner adds, only
+        studies.decide(uow, lab, "s2", "approve")
+        studies.consent(uow, pat, "s2")
+        [target] = studies.capturing(uow, pat.id, "d" * 32)
+        with pytest.raises(Forbidden):
+            studies.list_members(uow, pat, "s2")  # not in the team
+        events = uow.session.query(AuditEvent).filter_by(action="study.member_added").all()
+        assert len(events) == 1
+
+    moment = datetime.now(UTC)
+    answer = domain.answer_of_body(json.dumps(
+        {"choices": [{"index": 0, "text": "fine", "finish_reason": "stop"}]}).encode())
+    capture_id = studies.capture(escrow, target, model="acme-ai/tiny@1",
+                                 endpoint="/v1/completions", request={"prompt": "hello"},
+                                 answer=answer, started_at=moment, ended_at=moment)
+    with escrow.uow() as uow:
+        for member in (rosa, sam):
+            page = studies.list_captures(uow, member, "s2")
+            assert [c["id"] for c in page["captures"]] == [capture_id]
+            assert studies.capture_url(escrow, uow, member, "s2", capture_id)["id"] == capture_id
+        for outsider in (pat, lab):
+            with pytest.raises(Forbidden) as refused:
+                studies.list_captures(uow, outsider, "s2")
+            assert "escrow study member add" in refused.value.hint
+            with pytest.raises(Forbidden):
+                studies.capture_url(escrow, uow, outsider, "s2", capture_id)

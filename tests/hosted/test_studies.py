@@ -279,6 +279,21 @@ def test_escrow_study_fetch_decrypts_every_capture_and_a_rerun_skips_them(
     assert rest["next"] is None
 
 
+def test_a_member_the_owner_adds_fetches_the_captures_too(hosted, people, team, tmp_path):
+    rosa, nina, pat = people["rosa"], people["nina"], people["pat"]
+    refused = cli(hosted, pat, "study", "member", "add", STUDY, "pat@uni.example", check=False)
+    assert refused.returncode != 0 and "owner" in refused.stderr  # the owner adds, only
+    added = last_json(cli(hosted, rosa, "study", "member", "add", STUDY, "nina@uni.example",
+                          "--json"))
+    assert [(m["user"], m["name"]) for m in added["members"]] == [(str(nina.user_id), "nina")]
+    listed = cli(hosted, nina, "study", "member", "list", STUDY)
+    assert f"user {nina.user_id}  nina" in listed.stdout
+    found = captures(hosted)
+    fetched = last_json(cli(hosted, nina, "study", "fetch", STUDY, "--identity",
+                            str(team.identity_file), "--out", str(tmp_path / "nina"), "--json"))
+    assert sorted(fetched["fetched"]) == sorted(c[0] for c in found)
+
+
 def test_an_altered_capture_stops_the_fetch_and_a_rerun_resumes_where_it_stopped(
         hosted, people, team, tmp_path):
     rosa = people["rosa"]
@@ -398,7 +413,7 @@ def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_cont
     events = actions(hosted)
     names = [a for a, *_ in events if a.startswith("study.")]
     assert names == ["study.registered", "study.approved", "study.consent_given",
-                     "study.consent_withdrawn", "study.captures"]
+                     "study.member_added", "study.consent_withdrawn", "study.captures"]
     [counted] = [d for a, _, d, _ in events if a == "study.captures"]
     assert counted["captures"] == len(before) and counted["day"] == now().date().isoformat()
     consent = [s for a, s, _, _ in events if a == "study.consent_given"][0]

@@ -37,12 +37,14 @@ TABLE = {
     "/request/{org}/{model}/{version}": PERSON,
     # only the grant's holder (tests/hosted/test_chat_page.py); nobody here holds grant gr_0…
     "/me/chat/{grant_id}": row(404, anonymous=LOGIN),
+    "/studies": PERSON,
     "/lab": LAB,
     "/lab/reviews": LAB,
     "/lab/{org}/grants": ORG_REVIEWERS,
     "/lab/{org}/usage": ORG_REVIEWERS,
     "/lab/{org}/deposits": ORG_REVIEWERS,
     "/lab/{org}/members": ORG_ADMINS,
+    "/lab/{org}/studies": row(FORBIDDEN, anonymous=LOGIN, org_admin=OK),  # no operators
     "/operator": OPERATORS,
     "/audit": AUDITORS,
     "/audit/events/{seq}": AUDITORS,

@@ -725,6 +725,17 @@ class StudyConsent(Base):
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class StudyMember(Base):
+    """A member of a study's team besides its owner (added by the owner): lists and fetches
+    its captures."""
+
+    __tablename__ = "study_members"
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    added_by: Mapped[str] = mapped_column(String(64))
+
+
 class StudyCapture(Base):
     """One captured exchange: an age file in the store (never plaintext anywhere)."""
 

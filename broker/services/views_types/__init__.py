@@ -125,6 +125,8 @@ from broker.services.views_types.studies import (
     StudyCaptureView,
     StudyConsentView,
     StudyList,
+    StudyMemberList,
+    StudyMemberView,
     StudyView,
 )
 
@@ -220,6 +222,8 @@ __all__ = [
     "StudyCaptureView",
     "StudyConsentView",
     "StudyList",
+    "StudyMemberList",
+    "StudyMemberView",
     "StudyView",
     "UploadStart",
     "UploadedPartView",

@@ -44,6 +44,23 @@ class StudyConsentView(TypedDict):
     withdrawn_at: str | None
 
 
+class StudyMemberView(TypedDict):
+    """A member of a study's team besides its owner: lists and fetches its captures."""
+
+    user: str
+    """the member's user id"""
+    name: str | None
+    """their display name, as their institution gave it"""
+    added_at: str
+
+
+class StudyMemberList(TypedDict):
+    """A study's team besides its owner, in the order they were added."""
+
+    study_id: str
+    members: list[StudyMemberView]
+
+
 class StudyCaptureView(TypedDict):
     """One captured exchange: an age file (to the study's recipients) in the store."""
 
