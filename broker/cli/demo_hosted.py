@@ -136,7 +136,8 @@ def _start_worker(scene: HostedScene) -> None:
     story.say(f"account {account}, key {key_id}; its identity in {identity_file} (mode 0600), "
               f"its login in {config}")
     with escrow.uow() as uow:
-        grant = hosting.allow_hosting(uow, OPERATOR, HOSTED_MODEL, scene.version, WORKER, 1)
+        grant = hosting.allow_hosting(uow, OPERATOR, escrow.settings.policy_dir, HOSTED_MODEL,
+                                      scene.version, WORKER, 1)
         story.say(f"hosting grant {grant.id}: {WORKER} may obtain the version's file keys "
                   "(each release on the audit log)")
 

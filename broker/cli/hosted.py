@@ -77,8 +77,10 @@ def allow(target: str, worker_name: str, days: int, as_json: bool) -> None:
     from broker.services import hosting
 
     model, _, version = target.partition("@")
-    with server_escrow().uow() as uow:
-        grant = hosting.allow_hosting(uow, OPERATOR, model, version, worker_name, days)
+    escrow = server_escrow()
+    with escrow.uow() as uow:
+        grant = hosting.allow_hosting(uow, OPERATOR, escrow.settings.policy_dir, model, version,
+                                      worker_name, days)
         result = {"grant_id": grant.id, "worker": worker_name, "model": model,
                   "version": version, "kind": grant.kind,
                   "expires_at": grant.expires_at.isoformat()}

@@ -3,10 +3,12 @@
 A model worker is its own principal: a person account of the issuer `escrow:model-worker`
 (the operator makes it at the console with the worker's recipient, read from the worker's own
 identity file), logged in like anyone with `escrow login`'s stored credentials. To host a
-version it needs a grant of kind `hosting`, made by the operator (`escrow hosted allow`): why
-not under the lab's policy? A policy says which people may have a version's weights or query
-it; running it is the escrow's own job, decided by its operator, and every key the worker
-obtains is still a key release on the audit log, through the same path as a researcher's.
+version it needs a grant of kind `hosting`, made by the operator (`escrow hosted allow`) under
+the version's access policy: only where the policy allows a hosted kind (`inference` or
+`internals` in its `access`) has the lab agreed that the escrow runs the model, and the grant
+names that policy and its SHA-256 on the log. Which worker runs it, and for how long, is the
+operator's call; every key the worker obtains is a key release on the audit log, through the
+same path as a researcher's.
 
 A worker registers (under its hosting grant, active and not quarantined) with its loopback URL
 and gets a worker id and a secret; it heartbeats with them, and the broker sends the secret on
@@ -22,6 +24,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -39,11 +42,12 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
-from broker.domain.hosting import HEARTBEAT_S, HOSTING
+from broker.domain.hosting import HEARTBEAT_S, HOSTING, QUERYING_KINDS
 from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from broker.services import grants as grant_service
 from broker.services import people, sessions
+from broker.services.access.facts import policy_for
 from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import refusal
 from broker.services.keys import canonical_recipient, fingerprint, parse_key
@@ -56,11 +60,11 @@ HOSTING_RELEASES = 1000  # key releases per file: one per worker start
 
 
 @dataclass(frozen=True)
-class _OperatorDecision:
-    """What `grants.audit_grant` records of a decision, for a grant the operator made."""
+class _HostingDecision:
+    """What `grants.audit_grant` records of a hosting grant: the policy that allows hosting."""
 
-    policy_id: str = "operator:hosting"
-    policy_sha256: str = ""
+    policy_id: str
+    policy_sha256: str
 
 
 # --- the operator's side ------------------------------------------------------------------------
@@ -130,13 +134,22 @@ def worker_account(uow: UnitOfWork, name: str) -> User:
 
 
 def allow_hosting(
-    uow: UnitOfWork, actor: Principal, model: str, version: str, worker: str,
+    uow: UnitOfWork, actor: Principal, policy_dir: Path, model: str, version: str, worker: str,
     days: int = HOSTING_DAYS,
 ) -> Grant:
     """A hosting grant of version model@version to model worker `worker`, pinned to its newest
-    key: the worker obtains the version's file keys under it, each release on the log."""
+    key, where the version's policy allows hosted access: the worker obtains the version's
+    file keys under it, each release on the log."""
     authorize(actor, Action.HOSTING_MANAGE)
     deposit = find_sealed_deposit(uow, model, version)
+    policy = policy_for(policy_dir, deposit)
+    if not set(policy.access) & set(QUERYING_KINDS):
+        raise Forbidden(
+            f"the access policy of {model} ({policy.id}) allows no hosted access (access: "
+            f"[{', '.join(policy.access)}]): its lab has not agreed that the escrow runs it",
+            hint="the lab adds inference (or internals) to the policy's access list; then "
+            "allow hosting again",
+        )
     user = worker_account(uow, worker)
     keys = uow.session.scalars(
         select(ResearcherKey)
@@ -153,7 +166,7 @@ def allow_hosting(
     request = AccessRequest(
         id="rq_" + secrets.token_hex(8), user_id=user.id, deposit_id=deposit.id,
         key_id=keys[-1].id, purpose=f"hosting by model worker {worker}", days_requested=days,
-        state="approved", policy_id="operator:hosting", created_at=moment, decided_at=moment,
+        state="approved", policy_id=policy.id, created_at=moment, decided_at=moment,
         kind=HOSTING,
     )
     uow.session.add(request)
@@ -162,7 +175,8 @@ def allow_hosting(
         uow, request, keys[-1], not_before=moment, expires_at=moment + timedelta(days=days),
         releases_per_file=HOSTING_RELEASES, kind=HOSTING,
     )
-    grant_service.audit_grant(uow, actor, user, grant, _OperatorDecision())
+    grant_service.audit_grant(uow, actor, user, grant,
+                              _HostingDecision(policy.id, policy.sha256))
     uow.commit()
     return grant
 

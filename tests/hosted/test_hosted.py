@@ -389,6 +389,44 @@ def test_the_log_has_the_workers_key_releases_and_its_loading(hosted):
     assert "key.release_refused" in actions  # rosa's refused release, above
 
 
+def test_hosting_is_granted_under_the_policy_only_where_it_allows_hosted_access(hosted):
+    """The worker's hosting grant names the policy that allows hosting (and its SHA-256); a
+    policy whose access is weights only refuses `escrow hosted allow`, and nothing is made."""
+    import hashlib
+    import json
+    import subprocess
+
+    from live import ESCROW_BIN
+    from sqlalchemy import func, select
+
+    from broker.adapters.db.models import AuditEvent, Grant
+
+    policy_file = hosted.base / "policies" / "acme.yaml"
+    text = policy_file.read_text()
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        leaves = uow.session.scalars(
+            select(AuditEvent.leaf).where(AuditEvent.action == "grant.created")).all()
+        hosting = [json.loads(leaf) for leaf in leaves
+                   if json.loads(leaf)["subject"].get("kind") == "hosting"]
+        grants_before = uow.session.scalar(select(func.count()).select_from(Grant))
+    assert hosting and {h["details"]["policy"] for h in hosting} == {"acme"}  # the file acme.yaml
+    assert hosting[0]["details"]["policy_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+
+    policy_file.write_text(text.replace("access: [weights, inference, internals]",
+                                        "access: [weights]"))
+    try:
+        env = {k: v for k, v in hosted.broker.env.items() if k != "ESCROW_TOKEN"}
+        refused = subprocess.run([ESCROW_BIN, "hosted", "allow", NAME, "--worker", "host-1"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        policy_file.write_text(text)
+    assert refused.returncode != 0
+    assert "allows no hosted access (access: [weights])" in refused.stderr
+    assert "adds inference (or internals) to the policy's access list" in refused.stderr
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Grant)) == grants_before
+
+
 def test_no_plaintext_weight_byte_is_on_the_workers_disk(hosted):
     weights = hosted.files["model.safetensors"]
     middle = len(weights) // 2
