@@ -36,7 +36,7 @@ from broker.hosting.server import SECRET_HEADER, error_response
 from broker.http.common import caller, escrow, json_body, problem_response
 from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import hosted as service
-from broker.services import hosted_keys, hosting, studies
+from broker.services import hosted_keys, hosting, study_captures
 from broker.services import hosted_usage as usage
 from broker.services.views_types import WorkerHeartbeat, WorkerRegistration, WorkerStopped
 
@@ -146,7 +146,7 @@ def _forward(path: str) -> Response:
         route = service.route(uow, escrow().worker_key, actor, body.get("model"), key_grant,
                               internals_asked(body, chat=path == "/v1/chat/completions"))
         # consent and study state, in the transaction that routes: a withdrawal stops the next
-        targets = (studies.capturing(uow, actor.id, route.deposit_id)
+        targets = (study_captures.capturing(uow, actor.id, route.deposit_id)
                    if path in exchanges.CAPTURED_PATHS and actor.kind == PrincipalKind.USER
                    else ())
         usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
@@ -161,14 +161,14 @@ def _forward(path: str) -> Response:
 class _Capture:
     """An exchange to capture for the studies its caller consents to (broker.services.studies)."""
 
-    targets: tuple[studies.Target, ...]
+    targets: tuple[study_captures.Target, ...]
     model: str
     endpoint: str
     request: dict[str, Any]
     started_at: datetime
 
     def store(self, answer: exchanges.Answer) -> None:
-        studies.capture_all(escrow(), self.targets, model=self.model, endpoint=self.endpoint,
+        study_captures.capture_all(escrow(), self.targets, model=self.model, endpoint=self.endpoint,
                             request=self.request, answer=answer, started_at=self.started_at)
 
 

@@ -21,6 +21,7 @@ from broker.errors import InvalidInput
 from broker.http.common import caller, escrow, json_body
 from broker.http.openapi import STRING, obj, operation, path_params
 from broker.services import studies as service
+from broker.services import study_captures
 from broker.services.views_types import (
     StudyCaptureList,
     StudyCaptureUrl,
@@ -36,7 +37,7 @@ STUDY = "/api/v1/studies/{study}"
 PAGE_PARAMS = [
     {"name": "after", "in": "query", "required": False, "schema": STRING},
     {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": service.PAGE}},
+     "schema": {"type": "integer", "minimum": 1, "maximum": study_captures.PAGE}},
 ]
 
 
@@ -168,17 +169,17 @@ def add_member(study: str) -> Response:
 @bp.get("/api/v1/studies/<study>/captures")
 def captures(study: str) -> Response:
     actor = caller()
-    limit = request.args.get("limit", str(service.PAGE))
-    if not limit.isdigit() or not 1 <= int(limit) <= service.PAGE:
-        raise InvalidInput(f"?limit={limit!r} is not a number from 1 to {service.PAGE}",
-                           hint=f"give limit as digits, at most {service.PAGE}")
+    limit = request.args.get("limit", str(study_captures.PAGE))
+    if not limit.isdigit() or not 1 <= int(limit) <= study_captures.PAGE:
+        raise InvalidInput(f"?limit={limit!r} is not a number from 1 to {study_captures.PAGE}",
+                           hint=f"give limit as digits, at most {study_captures.PAGE}")
     with escrow().uow() as uow:
-        return jsonify(service.list_captures(uow, actor, study, request.args.get("after"),
-                                             int(limit)))
+        return jsonify(study_captures.list_captures(uow, actor, study, request.args.get("after"),
+                                                    int(limit)))
 
 
 @bp.get("/api/v1/studies/<study>/captures/<capture_id>/url")
 def capture_url(study: str, capture_id: str) -> Response:
     actor = caller()
     with escrow().uow() as uow:
-        return jsonify(service.capture_url(escrow(), uow, actor, study, capture_id))
+        return jsonify(study_captures.capture_url(escrow(), uow, actor, study, capture_id))

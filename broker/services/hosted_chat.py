@@ -23,7 +23,7 @@ from broker.domain.clock import now
 from broker.domain.hosting import QUERYING_KINDS, model_name
 from broker.domain.principals import Principal
 from broker.errors import InvalidInput, NotFound, Unavailable
-from broker.services import hosted, hosted_usage, studies
+from broker.services import hosted, hosted_usage, study_captures
 
 DEFAULT_TOKENS = 64  # the longest answer of one turn, unless the person asks otherwise
 MAX_TOKENS = 1024
@@ -86,7 +86,7 @@ def reply(escrow: Escrow, actor: Principal, grant_id: str, turns: list[Turn],
     name, _ = grant_model(escrow, actor, grant_id)
     with escrow.uow() as uow:
         route = hosted.route(uow, escrow.worker_key, actor, name, grant_id)
-        targets = studies.capturing(uow, actor.id, route.deposit_id)  # as /v1 does
+        targets = study_captures.capturing(uow, actor.id, route.deposit_id)  # as /v1 does
         hosted_usage.admit(uow, route.grant_id, route.requests_per_minute, route.tokens_per_day)
     started = now()
     sent = {"model": route.model, "messages": asked, "max_tokens": longest, "temperature": 0}
@@ -111,7 +111,7 @@ def reply(escrow: Escrow, actor: Principal, grant_id: str, turns: list[Turn],
     with escrow.uow() as uow:
         hosted_usage.record(uow, route.grant_id, body.get("usage"))
     if targets:  # the person consents to a study of this version: the turn is donated
-        studies.capture_all(escrow, targets, model=route.model, endpoint=CHAT_PATH,
+        study_captures.capture_all(escrow, targets, model=route.model, endpoint=CHAT_PATH,
                             request=sent, answer=exchanges.answer_of_body(answer.content),
                             started_at=started)
     text = body["choices"][0]["message"]["content"] or ""

@@ -1,59 +1,40 @@
 """Studies of live use, with consent (broker.domain.studies): registration and the lab's
-decision, a person's consent and its withdrawal, capture of consented exchanges, and the
-study team's access to its captures (its owner, and the members the owner adds).
-
-Capture: the /v1 API asks `capturing` in the same short transaction that routes the query, so a
-withdrawn consent or a closed study stops the very next exchange; `capture` checks again when it
-records one (a consent withdrawn while an answer streamed stops that one too). The exchange is
-encrypted with age to the study's recipients in memory, at once, and only the age file goes to
-the store (`studies/<study>/captures/<day>/<capture>.age`); the database holds its size and
-SHA-256, the audit log its consent events and a count per study and day (`report_due`), never
-content.
+decision, a person's consent and its withdrawal, the study's team (its owner and the members
+the owner adds), and the views the API and pages show. Capture of consented exchanges and the
+team's access to them: broker.services.study_captures.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 
-from broker import age
 from broker.adapters.db.models import (
-    Deposit,
     Model,
     Organisation,
     Study,
-    StudyCapture,
-    StudyCaptureReport,
     StudyConsent,
     StudyMember,
     User,
 )
 from broker.adapters.db.uow import UnitOfWork
-from broker.container import Escrow
 from broker.domain import studies as domain
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.names import split_model_name
-from broker.domain.principals import SYSTEM, Principal, PrincipalKind
+from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.services.access.requests import find_sealed_deposit
 from broker.services.grants import iso
 from broker.services.keys import canonical_recipient, parse_key
 from broker.services.people import audit_subject, get_user
 from broker.services.views_types import (
-    StudyCaptureList,
-    StudyCaptureUrl,
-    StudyCaptureView,
     StudyConsentView,
     StudyList,
     StudyMemberList,
@@ -62,8 +43,7 @@ from broker.services.views_types import (
 
 log = logging.getLogger(__name__)
 
-PAGE = 100  # captures per page, at most
-REPORT_GRACE = timedelta(minutes=10)  # a day is counted this long after it ends (late captures)
+
 
 
 @dataclass(frozen=True)
@@ -74,15 +54,6 @@ class Listed:
     study: StudyView
     team: str
     email: str | None = None
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one exchange of a consenting person goes: a study and its recipients."""
-
-    study_id: str
-    consent_id: str
-    recipients: tuple[str, ...]
 
 
 # --- registration and the lab's decision -------------------------------------------------------
@@ -111,7 +82,7 @@ def register(uow: UnitOfWork, actor: Principal, target: object, name: object, ti
                   owner_id=int(actor.id), state=domain.PROPOSED, created_at=now())
     uow.session.add(study)
     uow.session.flush()
-    uow.audit(AuditAction.STUDY_REGISTERED, actor, _subject(study),
+    uow.audit(AuditAction.STUDY_REGISTERED, actor, study_subject(study),
               {"name": name, "recipients": len(keys)})
     uow.commit()
     return _view(uow, study, actor)
@@ -132,7 +103,7 @@ def decide(uow: UnitOfWork, actor: Principal, ref: str, decision: str,
     study.decided_by = f"{actor.kind.value}:{actor.id}"
     study.decision_note = (note or "").strip()[:domain.MAX_PURPOSE] or None
     action = AuditAction.STUDY_APPROVED if state == domain.APPROVED else AuditAction.STUDY_REJECTED
-    uow.audit(action, actor, _subject(study), {"name": study.name})
+    uow.audit(action, actor, study_subject(study), {"name": study.name})
     uow.commit()
     return _view(uow, study, actor)
 
@@ -149,7 +120,7 @@ def close(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
         raise Conflict(f"study {study.name} is {study.state} already",
                        hint="a closed or rejected study captures nothing; nothing to do")
     study.state, study.closed_at = state, now()
-    uow.audit(AuditAction.STUDY_CLOSED, actor, _subject(study), {"name": study.name})
+    uow.audit(AuditAction.STUDY_CLOSED, actor, study_subject(study), {"name": study.name})
     uow.commit()
     return _view(uow, study, actor)
 
@@ -211,7 +182,7 @@ def consent(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
     # the consent's id is the participant's pseudonym in the captures: never on the log, where
     # it would stand next to the person
     uow.audit(AuditAction.STUDY_CONSENT_GIVEN, actor,
-              {**_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
+              {**study_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
     uow.commit()
     return _consent_view(given, study)
 
@@ -226,7 +197,7 @@ def withdraw(uow: UnitOfWork, actor: Principal, ref: str) -> StudyConsentView:
                        hint="nothing is captured for you; escrow study list shows your consents")
     current.withdrawn_at = now()
     uow.audit(AuditAction.STUDY_CONSENT_WITHDRAWN, actor,
-              {**_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
+              {**study_subject(study), **_person(uow, int(actor.id))}, {"name": study.name})
     uow.commit()
     return _consent_view(current, study)
 
@@ -240,115 +211,6 @@ def my_consents(uow: UnitOfWork, actor: Principal) -> list[StudyConsentView]:
         .order_by(StudyConsent.given_at.desc())
     ).all()
     return [_consent_view(given, study) for given, study in rows]
-
-
-# --- capture ---------------------------------------------------------------------------------
-
-
-def capturing(uow: UnitOfWork, user_id: str, deposit_id: str) -> tuple[Target, ...]:
-    """The approved studies covering `deposit_id` that person `user_id` consents to now."""
-    deposit = uow.session.get(Deposit, deposit_id)
-    if deposit is None:
-        return ()
-    rows = uow.session.execute(
-        select(Study.id, Study.recipients, StudyConsent.id)
-        .join(StudyConsent, StudyConsent.study_id == Study.id)
-        .where(StudyConsent.user_id == int(user_id), StudyConsent.withdrawn_at.is_(None),
-               Study.state == domain.APPROVED, Study.model_id == deposit.model_id,
-               or_(Study.deposit_id.is_(None), Study.deposit_id == deposit_id))
-        .order_by(Study.id)
-    ).all()
-    return tuple(Target(study_id, consent_id, tuple(json.loads(keys)))
-                 for study_id, keys, consent_id in rows)
-
-
-def capture_all(escrow: Escrow, targets: tuple[Target, ...], *, model: str, endpoint: str,
-                request: dict[str, Any], answer: domain.Answer, started_at: datetime) -> None:
-    """Capture one exchange for each study in `targets` (`capturing`); a failure is logged
-    (the study and the error's type, never content) and does not touch the caller's answer."""
-    ended = now()
-    for target in targets:
-        try:
-            capture(escrow, target, model=model, endpoint=endpoint, request=request,
-                    answer=answer, started_at=started_at, ended_at=ended)
-        except Exception as error:  # the answer is given: a lost capture must not break it
-            log.error("study %s: an exchange was not captured (%s)", target.study_id,
-                      type(error).__name__)
-
-
-def capture(escrow: Escrow, target: Target, *, model: str, endpoint: str,
-            request: dict[str, Any], answer: domain.Answer, started_at: datetime,
-            ended_at: datetime) -> str | None:
-    """Encrypt one exchange to the study's recipients and store it: the capture's id, or None
-    when the consent was withdrawn (or the study closed) meanwhile."""
-    capture_id = "cp_" + secrets.token_hex(8)
-    document = domain.exchange(
-        study_id=target.study_id, capture_id=capture_id, participant=target.consent_id,
-        model=model, endpoint=endpoint, request=request, answer=answer,
-        started_at=started_at, ended_at=ended_at)
-    sealed = io.BytesIO()
-    age.encrypt(io.BytesIO(document), sealed, [age.parse_recipient(r) for r in target.recipients])
-    del document
-    data = sealed.getvalue()
-    key = domain.capture_key(target.study_id, ended_at, capture_id)
-    with escrow.uow() as uow:
-        if not _still_consenting(uow, target):
-            return None
-        escrow.store.put_bytes(key, data)
-        uow.session.add(StudyCapture(
-            id=capture_id, study_id=target.study_id, day=ended_at.date().isoformat(),
-            object_key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            created_at=ended_at))
-        try:
-            uow.commit()
-        except Exception:
-            escrow.store.delete(key)  # no object without its index row
-            raise
-    return capture_id
-
-
-def _still_consenting(uow: UnitOfWork, target: Target) -> bool:
-    return uow.session.execute(
-        select(StudyConsent.id).join(Study, Study.id == StudyConsent.study_id)
-        .where(StudyConsent.id == target.consent_id, StudyConsent.withdrawn_at.is_(None),
-               Study.state == domain.APPROVED)
-    ).first() is not None
-
-
-def report_due(escrow: Escrow, at: datetime | None = None) -> int:
-    """One `study.captures` event per study and ended UTC day with captures, not counted yet:
-    the number written. A day is claimed by inserting its report row, so two workers never
-    count it twice."""
-    moment = at or now()
-    last_day = ((moment - REPORT_GRACE).date() - timedelta(days=1)).isoformat()
-    written = 0
-    with escrow.uow() as uow:
-        due = uow.session.execute(
-            select(StudyCapture.study_id, StudyCapture.day, func.count(),
-                   func.sum(StudyCapture.size))
-            .outerjoin(StudyCaptureReport, (StudyCaptureReport.study_id == StudyCapture.study_id)
-                       & (StudyCaptureReport.day == StudyCapture.day))
-            .where(StudyCapture.day <= last_day, StudyCaptureReport.study_id.is_(None))
-            .group_by(StudyCapture.study_id, StudyCapture.day)
-            .order_by(StudyCapture.day, StudyCapture.study_id)
-        ).all()
-        for study_id, day, count, size in due:
-            dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
-            claimed = uow.session.execute(
-                dialect.insert(StudyCaptureReport)
-                .values(study_id=study_id, day=day, captures=count, reported_at=moment)
-                .on_conflict_do_nothing(index_elements=["study_id", "day"])
-                .returning(StudyCaptureReport.study_id)
-            ).first()
-            if claimed is None:
-                continue  # another worker counted it
-            study = uow.session.get(Study, study_id)
-            assert study is not None  # a foreign key
-            uow.audit(AuditAction.STUDY_CAPTURES, SYSTEM, _subject(study),
-                      {"day": day, "captures": count, "bytes": int(size or 0)})
-            uow.commit()
-            written += 1
-    return written
 
 
 # --- the study's team -------------------------------------------------------------------------
@@ -371,14 +233,14 @@ def add_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> Stud
                                     added_by=f"{actor.kind.value}:{actor.id}"))
         uow.session.flush()
         uow.audit(AuditAction.STUDY_MEMBER_ADDED, actor,
-                  {**_subject(study), **audit_subject(user)}, {"name": study.name})
+                  {**study_subject(study), **audit_subject(user)}, {"name": study.name})
         uow.commit()
     return _members(uow, study)
 
 
 def list_members(uow: UnitOfWork, actor: Principal, ref: str) -> StudyMemberList:
     """The study's team besides its owner (to the team)."""
-    return _members(uow, _owned(uow, actor, ref))
+    return _members(uow, team_study(uow, actor, ref))
 
 
 def _members(uow: UnitOfWork, study: Study) -> StudyMemberList:
@@ -390,43 +252,6 @@ def _members(uow: UnitOfWork, study: Study) -> StudyMemberList:
     return {"study_id": study.id, "members": [
         {"user": str(user.id), "name": user.profile.name if user.profile else None,
          "added_at": iso(member.added_at)} for member, user in rows]}
-
-
-# --- the study team's access to its captures -------------------------------------------------
-
-
-def list_captures(uow: UnitOfWork, actor: Principal, ref: str, after: str | None = None,
-                  limit: int = PAGE) -> StudyCaptureList:
-    """The study's captures in order, a page at a time (its team only)."""
-    study = _owned(uow, actor, ref)
-    limit = max(1, min(limit, PAGE))
-    query = select(StudyCapture).where(StudyCapture.study_id == study.id)
-    if after:
-        last = uow.session.get(StudyCapture, after)
-        if last is None or last.study_id != study.id:
-            raise InvalidInput(f"'after' {after!r} is no capture of study {study.name}",
-                               hint="pass the 'next' of the previous page")
-        query = query.where(or_(StudyCapture.created_at > last.created_at,
-                                (StudyCapture.created_at == last.created_at)
-                                & (StudyCapture.id > last.id)))
-    rows = uow.session.scalars(
-        query.order_by(StudyCapture.created_at, StudyCapture.id).limit(limit + 1)).all()
-    page = list(rows[:limit])
-    return {"captures": [_capture_view(c) for c in page],
-            "next": page[-1].id if len(rows) > limit else None}
-
-
-def capture_url(escrow: Escrow, uow: UnitOfWork, actor: Principal, ref: str,
-                capture_id: str) -> StudyCaptureUrl:
-    """A signed URL of one capture's age file (its team only)."""
-    study = _owned(uow, actor, ref)
-    found = uow.session.get(StudyCapture, capture_id)
-    if found is None or found.study_id != study.id:
-        raise NotFound(f"study {study.name} has no capture {capture_id}",
-                       hint="escrow study fetch STUDY lists and fetches them all")
-    signed = escrow.store.presign_get(found.object_key, escrow.settings.download_url_ttl_s)
-    return {"id": found.id, "url": signed.url, "headers": dict(signed.headers),
-            "expires_at": iso(signed.expires_at), "size": found.size, "sha256": found.sha256}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -471,7 +296,7 @@ def _find(uow: UnitOfWork, actor: Principal, ref: str, hidden_too: bool = False)
     return study
 
 
-def _owned(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
+def team_study(uow: UnitOfWork, actor: Principal, ref: str) -> Study:
     """The study, if the caller is in its team (its owner or a member)."""
     study = _find(uow, actor, ref)
     authorize(actor, Action.STUDY_CAPTURES, owner=_team_ids(uow, study))
@@ -521,7 +346,7 @@ def _target_name(study: Study) -> str:
     return f"{name}@{study.deposit.version}" if study.deposit is not None else name
 
 
-def _subject(study: Study) -> dict[str, Any]:
+def study_subject(study: Study) -> dict[str, Any]:
     subject: dict[str, Any] = {"study": study.id, "model": study.model.full_name}
     if study.deposit is not None:
         subject.update(deposit=study.deposit.id, version=study.deposit.version)
@@ -552,9 +377,3 @@ def _consent_view(given: StudyConsent, study: Study) -> StudyConsentView:
     return {"id": given.id, "study_id": study.id, "study": study.name,
             "given_at": iso(given.given_at),
             "withdrawn_at": iso(given.withdrawn_at) if given.withdrawn_at else None}
-
-
-def _capture_view(found: StudyCapture) -> StudyCaptureView:
-    return {"id": found.id, "study_id": found.study_id, "size": found.size,
-            "sha256": found.sha256, "created_at": iso(found.created_at)}
-

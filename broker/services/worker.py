@@ -34,7 +34,7 @@ from broker.services import (
     notifications,
     rekey,
     rekey_run,
-    studies,
+    study_captures,
     uploads,
 )
 from broker.services.fixity import FixitySchedule
@@ -387,7 +387,7 @@ def run_forever(escrow: Escrow, stop: threading.Event, poll_s: float = 1.0) -> N
             _guarded("mail", lambda: notifications.send_due(escrow))
         if _due(timers, "hosted usage", HOSTED_USAGE_INTERVAL_S):
             _guarded("hosted usage", lambda: hosted_usage.report_due(escrow))
-            _guarded("study captures", lambda: studies.report_due(escrow))
+            _guarded("study captures", lambda: study_captures.report_due(escrow))
         if not _guarded("fixity", fixity.step) and not busy:
             stop.wait(poll_s)
     _shut_down(escrow, name)

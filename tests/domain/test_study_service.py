@@ -43,7 +43,7 @@ def setting(escrow, make_person):
 
 
 def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
-    from broker.services import studies
+    from broker.services import studies, study_captures
 
     lab, rosa, pat = setting
     team = age.generate_x25519_identity()
@@ -77,22 +77,22 @@ def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
             studies.decide(uow, lab, "s1", "reject")  # decided already
         given = studies.consent(uow, pat, made["name"])
         assert studies.consent(uow, pat, "s1")["id"] == given["id"]  # once in force
-        [target] = studies.capturing(uow, pat.id, "d" * 32)
-        assert studies.capturing(uow, rosa.id, "d" * 32) == ()
+        [target] = study_captures.capturing(uow, pat.id, "d" * 32)
+        assert study_captures.capturing(uow, rosa.id, "d" * 32) == ()
 
     moment = datetime.now(UTC)
     answer = domain.answer_of_body(json.dumps(
         {"choices": [{"index": 0, "text": "fine", "finish_reason": "stop"}]}).encode())
-    capture_id = studies.capture(escrow, target, model="acme-ai/tiny@1", endpoint="/v1/completions",
-                                 request={"prompt": "secret words"}, answer=answer,
-                                 started_at=moment, ended_at=moment)
+    capture_id = study_captures.capture(
+        escrow, target, model="acme-ai/tiny@1", endpoint="/v1/completions",
+        request={"prompt": "secret words"}, answer=answer, started_at=moment, ended_at=moment)
     assert capture_id
     with escrow.uow() as uow:
-        page = studies.list_captures(uow, rosa, "s1")
+        page = study_captures.list_captures(uow, rosa, "s1")
         assert [c["id"] for c in page["captures"]] == [capture_id] and page["next"] is None
         with pytest.raises(Forbidden):
-            studies.list_captures(uow, pat, "s1")  # the owner's only
-        url = studies.capture_url(escrow, uow, rosa, "s1", capture_id)
+            study_captures.list_captures(uow, pat, "s1")  # the owner's only
+        url = study_captures.capture_url(escrow, uow, rosa, "s1", capture_id)
     data = escrow.store.get_bytes(domain.capture_key(made["id"], moment, capture_id))
     assert b"secret words" not in data and len(data) == url["size"]
     plain = io.BytesIO()
@@ -101,16 +101,16 @@ def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
 
     with escrow.uow() as uow:
         studies.withdraw(uow, pat, "s1")
-        assert studies.capturing(uow, pat.id, "d" * 32) == ()
+        assert study_captures.capturing(uow, pat.id, "d" * 32) == ()
         with pytest.raises(NotFound):
             studies.withdraw(uow, pat, "s1")
-    assert studies.capture(escrow, target, model="acme-ai/tiny@1", endpoint="/v1/completions",
-                           request={}, answer=answer, started_at=moment,
-                           ended_at=moment) is None  # withdrawn while it was answered
+    assert study_captures.capture(
+        escrow, target, model="acme-ai/tiny@1", endpoint="/v1/completions", request={},
+        answer=answer, started_at=moment, ended_at=moment) is None  # withdrawn meanwhile
 
-    assert studies.report_due(escrow, moment) == 0
-    assert studies.report_due(escrow, moment + timedelta(days=1)) == 1
-    assert studies.report_due(escrow, moment + timedelta(days=2)) == 0
+    assert study_captures.report_due(escrow, moment) == 0
+    assert study_captures.report_due(escrow, moment + timedelta(days=1)) == 1
+    assert study_captures.report_due(escrow, moment + timedelta(days=2)) == 0
 
     with escrow.uow() as uow:
         with pytest.raises(Forbidden):
@@ -122,7 +122,7 @@ def test_register_decide_consent_capture_withdraw_and_count(escrow, setting):
 
 def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting, make_person):
     from broker.adapters.db.models import AuditEvent
-    from broker.services import studies
+    from broker.services import studies, study_captures
 
     lab, rosa, pat = setting
     sam_login = make_person("sam@uni.example", name="Sam Team")
@@ -132,7 +132,7 @@ def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting,
         made = studies.register(uow, rosa, "acme-ai/tiny", "s2", None, "why",
                                 [str(team.to_recipient())])
         with pytest.raises(NotFound):
-            studies.list_captures(uow, sam, "s2")  # proposed: not shown to a stranger
+            study_captures.list_captures(uow, sam, "s2")  # proposed: not shown to a stranger
         with pytest.raises(Forbidden):
             studies.add_member(uow, lab, "s2", "sam@uni.example")  # the lab is not the owner
         with pytest.raises(NotFound):
@@ -152,7 +152,7 @@ def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting,
             studies.add_member(uow, sam, "s2", "pat@uni.example")  # the owner adds, only
         studies.decide(uow, lab, "s2", "approve")
         studies.consent(uow, pat, "s2")
-        [target] = studies.capturing(uow, pat.id, "d" * 32)
+        [target] = study_captures.capturing(uow, pat.id, "d" * 32)
         with pytest.raises(Forbidden):
             studies.list_members(uow, pat, "s2")  # not in the team
         events = uow.session.query(AuditEvent).filter_by(action="study.member_added").all()
@@ -161,17 +161,18 @@ def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting,
     moment = datetime.now(UTC)
     answer = domain.answer_of_body(json.dumps(
         {"choices": [{"index": 0, "text": "fine", "finish_reason": "stop"}]}).encode())
-    capture_id = studies.capture(escrow, target, model="acme-ai/tiny@1",
+    capture_id = study_captures.capture(escrow, target, model="acme-ai/tiny@1",
                                  endpoint="/v1/completions", request={"prompt": "hello"},
                                  answer=answer, started_at=moment, ended_at=moment)
     with escrow.uow() as uow:
         for member in (rosa, sam):
-            page = studies.list_captures(uow, member, "s2")
+            page = study_captures.list_captures(uow, member, "s2")
             assert [c["id"] for c in page["captures"]] == [capture_id]
-            assert studies.capture_url(escrow, uow, member, "s2", capture_id)["id"] == capture_id
+            url = study_captures.capture_url(escrow, uow, member, "s2", capture_id)
+            assert url["id"] == capture_id
         for outsider in (pat, lab):
             with pytest.raises(Forbidden) as refused:
-                studies.list_captures(uow, outsider, "s2")
+                study_captures.list_captures(uow, outsider, "s2")
             assert "escrow study member add" in refused.value.hint
             with pytest.raises(Forbidden):
-                studies.capture_url(escrow, uow, outsider, "s2", capture_id)
+                study_captures.capture_url(escrow, uow, outsider, "s2", capture_id)

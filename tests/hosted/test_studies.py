@@ -392,7 +392,7 @@ def test_a_turn_on_the_chat_page_is_captured_like_a_v1_call(hosted, people, team
 def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_content(
         hosted, people, team):
     from broker.domain.clock import now
-    from broker.services import studies
+    from broker.services import study_captures
 
     pat = people["pat"]
     before = captures(hosted)
@@ -407,9 +407,9 @@ def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_cont
     assert captures(hosted) == before
 
     with broker_escrow(hosted.broker) as escrow:
-        assert studies.report_due(escrow, now()) == 0  # today has not ended
-        assert studies.report_due(escrow, now() + timedelta(days=1)) == 1
-        assert studies.report_due(escrow, now() + timedelta(days=1, hours=1)) == 0  # once
+        assert study_captures.report_due(escrow, now()) == 0  # today has not ended
+        assert study_captures.report_due(escrow, now() + timedelta(days=1)) == 1
+        assert study_captures.report_due(escrow, now() + timedelta(days=1, hours=1)) == 0  # once
     events = actions(hosted)
     names = [a for a, *_ in events if a.startswith("study.")]
     assert names == ["study.registered", "study.approved", "study.consent_given",
