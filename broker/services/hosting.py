@@ -5,7 +5,7 @@ A model worker is its own principal: a person account of the issuer `escrow:mode
 identity file), logged in like anyone with `escrow login`'s stored credentials. To host a
 version it needs a grant of kind `hosting`, made by the operator (`escrow hosted allow`) under
 the version's access policy: only where the policy allows a hosted kind (`inference` or
-`internals` in its `access`) has the lab agreed that the escrow runs the model, and the grant
+`internals` in its `access`) has the lab agreed that its model is run by the escrow, and the grant
 names that policy and its SHA-256 on the log. Which worker runs it, and for how long, is the
 operator's call; every key the worker obtains is a key release on the audit log, through the
 same path as a researcher's.
@@ -146,7 +146,7 @@ def allow_hosting(
     if not set(policy.access) & set(QUERYING_KINDS):
         raise Forbidden(
             f"the access policy of {model} ({policy.id}) allows no hosted access (access: "
-            f"[{', '.join(policy.access)}]): its lab has not agreed that the escrow runs it",
+            f"[{', '.join(policy.access)}]): its lab has not agreed to its being hosted",
             hint="the lab adds inference (or internals) to the policy's access list; then "
             "allow hosting again",
         )
