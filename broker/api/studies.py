@@ -9,6 +9,7 @@ POST   /api/v1/studies/<study>/consent               the caller donates their ex
 DELETE /api/v1/studies/<study>/consent               withdrawn: the next exchange is not captured
 GET    /api/v1/studies/<study>/members           its team besides the owner (the team)
 POST   /api/v1/studies/<study>/members           the owner adds one ({user}: email or user id)
+DELETE /api/v1/studies/<study>/members/<user>    the owner removes one (email or user id)
 GET    /api/v1/studies/<study>/captures?after=&limit=   the captures, a page at a time (team)
 GET    /api/v1/studies/<study>/captures/<capture>/url   a signed URL of one age file (team)
 """
@@ -80,6 +81,11 @@ OPENAPI = {
         "post": operation("its owner adds a person (email or user id) to the study's team: "
                           "they list and fetch its captures too", StudyMemberList,
                           obj(user=STRING)),
+    },
+    STUDY + "/members/{user}": {
+        "parameters": path_params("study", "user"),
+        "delete": operation("its owner removes a person (email or user id) from the study's "
+                            "team: they no longer list or fetch its captures", StudyMemberList),
     },
     STUDY + "/captures": {"parameters": path_params("study"), "get": _captures()},
     STUDY + "/captures/{capture_id}/url": {
@@ -164,6 +170,13 @@ def add_member(study: str) -> Response:
     body = json_body()
     with escrow().uow() as uow:
         return jsonify(service.add_member(uow, actor, study, body.get("user")))
+
+
+@bp.delete("/api/v1/studies/<study>/members/<user>")
+def remove_member(study: str, user: str) -> Response:
+    actor = caller()
+    with escrow().uow() as uow:
+        return jsonify(service.remove_member(uow, actor, study, user))
 
 
 @bp.get("/api/v1/studies/<study>/captures")

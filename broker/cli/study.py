@@ -6,6 +6,7 @@
     escrow study close STUDY                                    its owner or the lab
     escrow study consent STUDY | withdraw STUDY                 a person using the hosted model
     escrow study member add STUDY EMAIL|USER | member list STUDY    its team, added by the owner
+    escrow study member remove STUDY EMAIL|USER                 the owner removes a member
     escrow study fetch STUDY --identity KEY [--out DIR]         the study's team: its captures
 """
 
@@ -170,6 +171,20 @@ def member_add(ref: str, who: str, broker_url: str | None, token: str | None,
     its captures too (escrow study fetch)."""
     team = open_client(broker_url, token, token_file).post(_path(ref, "/members"),
                                                            {"user": who})
+    emit(team, as_json, _member_lines(team))
+
+
+@member.command("remove")
+@click.argument("ref", metavar="STUDY")
+@click.argument("who", metavar="EMAIL|USER")
+@client_options
+@reporting
+def member_remove(ref: str, who: str, broker_url: str | None, token: str | None,
+                  token_file: Path | None, as_json: bool) -> None:
+    """Remove a person (their email or user id) from the team of your study: from now on they
+    neither list nor fetch its captures."""
+    team = open_client(broker_url, token, token_file).delete(
+        _path(ref, "/members/" + quote(who, safe="")))
     emit(team, as_json, _member_lines(team))
 
 

@@ -148,7 +148,8 @@ RULES: dict[Action, Rule] = {
         "study", hint="the captures go to the study's team only (its owner and the members "
         "the owner adds: escrow study member add STUDY EMAIL); escrow study show STUDY names "
         "the owner"),
-    Action.STUDY_MEMBERS: Owner("study", hint="the study's owner adds the members of its team"),
+    Action.STUDY_MEMBERS: Owner(
+        "study", hint="the study's owner adds and removes the members of its team"),
 }
 
 

@@ -75,6 +75,7 @@ class AuditAction(StrEnum):
     STUDY_CONSENT_GIVEN = "study.consent_given"
     STUDY_CONSENT_WITHDRAWN = "study.consent_withdrawn"
     STUDY_MEMBER_ADDED = "study.member_added"
+    STUDY_MEMBER_REMOVED = "study.member_removed"
     STUDY_REGISTERED = "study.registered"
     STUDY_REJECTED = "study.rejected"
     TOKEN_CREATED = "token.created"  # noqa: S105 (a name, no secret)

@@ -56,6 +56,19 @@ class Listed:
     email: str | None = None
 
 
+@dataclass(frozen=True)
+class StudyPage:
+    """A study as its own page shows it: its view and team's name; its members, to its team;
+    whether the caller manages the team (its owner) and may close it (its owner or the lab's
+    admin, while it is open)."""
+
+    study: StudyView
+    team: str
+    members: StudyMemberList | None
+    manages: bool
+    may_close: bool
+
+
 # --- registration and the lab's decision -------------------------------------------------------
 
 
@@ -135,6 +148,18 @@ def list_studies(uow: UnitOfWork, actor: Principal) -> StudyList:
 
 def show(uow: UnitOfWork, actor: Principal, ref: str) -> StudyView:
     return _view(uow, _find(uow, actor, ref), actor)
+
+
+def study_page(uow: UnitOfWork, actor: Principal, ref: str) -> StudyPage:
+    """One study for its page, to whoever may see it (as `show`)."""
+    study = _find(uow, actor, ref)
+    owner = actor.kind == PrincipalKind.USER and actor.id == str(study.owner_id)
+    in_team = actor.kind == PrincipalKind.USER and actor.id in _team_ids(uow, study)
+    lab = actor.holds(study.model.organisation.name, ("admin",))
+    return StudyPage(
+        study=_view(uow, study, actor), team=_team(uow, study),
+        members=_members(uow, study) if in_team else None, manages=owner,
+        may_close=(owner or lab) and domain.next_state(study.state, "close") is not None)
 
 
 def joinable(uow: UnitOfWork, actor: Principal) -> list[Listed]:
@@ -235,6 +260,30 @@ def add_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> Stud
         uow.audit(AuditAction.STUDY_MEMBER_ADDED, actor,
                   {**study_subject(study), **audit_subject(user)}, {"name": study.name})
         uow.commit()
+    return _members(uow, study)
+
+
+def remove_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> StudyMemberList:
+    """The study's owner removes a person (by email or user id) from its team: from now on they
+    neither list nor fetch its captures. The team after it."""
+    study = _find(uow, actor, ref)
+    authorize(actor, Action.STUDY_MEMBERS, owner=str(study.owner_id))
+    if not isinstance(who, str) or not who.strip():
+        raise InvalidInput("'user' is missing",
+                           hint="name the person by their email or user id")
+    user = get_user(uow, who.strip())
+    if user.id == study.owner_id:
+        raise Conflict(f"user {user.id} owns study {study.name}: the owner stays in its team",
+                       hint="close the study instead (escrow study close STUDY)")
+    member = uow.session.get(StudyMember, (study.id, user.id))
+    if member is None:
+        raise NotFound(f"user {user.id} is not in the team of study {study.name}",
+                       hint="escrow study member list STUDY shows its members")
+    uow.session.delete(member)
+    uow.session.flush()
+    uow.audit(AuditAction.STUDY_MEMBER_REMOVED, actor,
+              {**study_subject(study), **audit_subject(user)}, {"name": study.name})
+    uow.commit()
     return _members(uow, study)
 
 

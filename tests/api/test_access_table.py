@@ -118,6 +118,7 @@ TABLE = {
     ("DELETE", "/api/v1/studies/{study}/consent"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}/members"): PERSON_ONLY,
     ("POST", "/api/v1/studies/{study}/members"): PERSON_ONLY,
+    ("DELETE", "/api/v1/studies/{study}/members/{user}"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}/captures"): PERSON_ONLY,
     ("GET", "/api/v1/studies/{study}/captures/{capture_id}/url"): PERSON_ONLY,
 }
@@ -160,7 +161,7 @@ def test_every_route_answers_every_identity_as_the_table_says(client, lab, ident
               "request_id": "rq_" + "0" * 16, "grant_id": "gr_" + "0" * 16, "seq": "0",
               "model": deposit["model"].split("/")[1], "version": deposit["version"],
               "worker_id": "mw_" + "0" * 16, "study": "st_" + "0" * 16,
-              "capture_id": "cp_" + "0" * 16}
+              "capture_id": "cp_" + "0" * 16, "user": "0"}
     mismatches = []
     for (method, path), expected in sorted(TABLE.items()):
         url = path.format(**values)

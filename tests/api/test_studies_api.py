@@ -89,3 +89,17 @@ def test_the_owner_adds_a_member_who_lists_the_captures(escrow, client, make_per
     assert page.status_code == 200 and page.json == {"captures": [], "next": None}
     by_member = client.post(members, headers=sam.auth, json={"user": "pat@uni.example"})
     assert by_member.status_code == 403 and "owner" in by_member.json["hint"]
+
+    # the owner removes Sam: Sam no longer lists the captures; the team after it answers
+    assert client.delete(f"{members}/sam@uni.example", headers=pat.auth).status_code == 404
+    assert client.delete(f"{members}/{sam.user_id}", headers=sam.auth).status_code == 403
+    owner = client.delete(f"{members}/{rosa.user_id}", headers=rosa.auth)
+    assert owner.status_code == 409 and owner.json["hint"]
+    stranger = client.delete(f"{members}/pat@uni.example", headers=rosa.auth)
+    assert stranger.status_code == 404 and "member list" in stranger.json["hint"]
+    removed = client.delete(f"{members}/sam@uni.example", headers=rosa.auth)
+    assert removed.status_code == 200, removed.json
+    assert removed.json == {"study_id": study, "members": []}
+    assert client.get(f"/api/v1/studies/{study}/captures", headers=sam.auth).status_code == 404
+    assert client.get(members, headers=sam.auth).status_code == 404  # proposed: hidden again
+    assert client.get(members, headers=rosa.auth).json == removed.json

@@ -168,6 +168,7 @@ def test_the_vector_names_actions_of_the_enum() -> None:
         AuditAction.STUDY_CONSENT_GIVEN,
         AuditAction.STUDY_CONSENT_WITHDRAWN,
         AuditAction.STUDY_MEMBER_ADDED,
+        AuditAction.STUDY_MEMBER_REMOVED,
         AuditAction.STUDY_REGISTERED,
         AuditAction.STUDY_REJECTED,
     }

@@ -1,7 +1,8 @@
 """Studies of live use in Chromium (issue 19): the model's lab admin approves a proposed study
 on the lab's page, with a note; a person finds it from their page, reads what it captures,
 consents with the button, sees the consent in force on /me and withdraws it there with the
-button. (Every case and refusal, on both databases: tests/web/test_study_pages.py.)"""
+button; a study's owner adds and removes a member and closes the study on its page. (Every
+case and refusal, on both databases: tests/web/test_study_pages.py.)"""
 
 from __future__ import annotations
 
@@ -77,3 +78,29 @@ def test_the_lab_approves_and_a_person_consents_and_withdraws_by_clicking(tab, e
     assert "withdrawn" in row.inner_text() and row.locator("button").count() == 0
     pat.shot("me-study-withdrawn")
     assert ada.errors == [] and pat.errors == []
+
+
+def test_the_owner_adds_and_removes_a_member_and_closes_the_study_by_clicking(tab, escrow,
+                                                                             proposed):
+    make_login(escrow, "sam@uni.example", "Sam Team")
+    rosa = tab()
+    follow_login_link(rosa, login_link(escrow, "rosa@uni.example", "Rosa Franklin"))
+    page = rosa.open(f"/studies/{proposed}")
+    assert "proposed" in page.locator("h1").inner_text()
+    assert "No members besides the owner" in page.locator("#team").inner_text()
+    page.get_by_label("Email of the person to add").fill("sam@uni.example")
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(re.compile(r".*/studies/st_\w+\?added=\d+"))
+    assert "Sam Team is in the team now" in page.get_by_role("status").inner_text()
+    rosa.shot("study-team")
+    page.locator("#team tbody tr").first.get_by_role("button", name="Remove").click()
+    page.wait_for_url(re.compile(r".*/studies/st_\w+\?removed=\d+"))
+    assert "is no longer in the team" in page.get_by_role("status").inner_text()
+    assert "No members besides the owner" in page.locator("#team").inner_text()
+    page.get_by_role("button", name="Close").click()
+    page.wait_for_url(re.compile(r".*/studies/st_\w+\?closed=1"))
+    assert "is closed" in page.get_by_role("status").inner_text()
+    assert "closed" in page.locator("h1").inner_text()
+    assert page.locator("#close").count() == 0
+    rosa.shot("study-closed")
+    assert rosa.errors == []

@@ -176,3 +176,31 @@ def test_the_owner_adds_members_who_list_and_fetch_the_captures(escrow, setting,
             assert "escrow study member add" in refused.value.hint
             with pytest.raises(Forbidden):
                 study_captures.capture_url(escrow, uow, outsider, "s2", capture_id)
+
+    # the owner removes Sam: from now on Sam neither lists nor fetches the captures
+    with escrow.uow() as uow:
+        with pytest.raises(Forbidden):
+            studies.remove_member(uow, lab, "s2", sam.id)  # the lab is not the owner
+        with pytest.raises(Forbidden):
+            studies.remove_member(uow, sam, "s2", sam.id)  # the owner removes, only
+        with pytest.raises(Conflict) as owner:
+            studies.remove_member(uow, rosa, "s2", rosa.id)  # the owner stays
+        assert "escrow study close" in owner.value.hint
+        with pytest.raises(NotFound) as stranger:
+            studies.remove_member(uow, rosa, "s2", "pat@uni.example")  # not a member
+        assert "escrow study member list" in stranger.value.hint
+        left = studies.remove_member(uow, rosa, "s2", "sam@uni.example")
+        assert left == {"study_id": made["id"], "members": []}
+        with pytest.raises(NotFound):
+            studies.remove_member(uow, rosa, "s2", sam.id)  # removed already
+        events = uow.session.query(AuditEvent).filter_by(action="study.member_removed").all()
+        assert len(events) == 1
+    with escrow.uow() as uow:
+        with pytest.raises(Forbidden):
+            study_captures.list_captures(uow, sam, "s2")
+        with pytest.raises(Forbidden):
+            study_captures.capture_url(escrow, uow, sam, "s2", capture_id)
+        with pytest.raises(Forbidden):
+            studies.list_members(uow, sam, "s2")
+        assert [c["id"] for c in study_captures.list_captures(uow, rosa, "s2")["captures"]] == [
+            capture_id]

@@ -293,6 +293,15 @@ def test_a_member_the_owner_adds_fetches_the_captures_too(hosted, people, team, 
                             str(team.identity_file), "--out", str(tmp_path / "nina"), "--json"))
     assert sorted(fetched["fetched"]) == sorted(c[0] for c in found)
 
+    # the owner removes Nina: she fetches nothing more
+    kept = cli(hosted, nina, "study", "member", "remove", STUDY, str(nina.user_id), check=False)
+    assert kept.returncode != 0 and "owner" in kept.stderr
+    removed = cli(hosted, rosa, "study", "member", "remove", STUDY, "nina@uni.example")
+    assert "no members besides the owner" in removed.stdout
+    again = cli(hosted, nina, "study", "fetch", STUDY, "--identity", str(team.identity_file),
+                "--out", str(tmp_path / "nina-again"), check=False)
+    assert again.returncode != 0 and "escrow study member add" in again.stderr
+
 
 def test_an_altered_capture_stops_the_fetch_and_a_rerun_resumes_where_it_stopped(
         hosted, people, team, tmp_path):
@@ -413,7 +422,8 @@ def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_cont
     events = actions(hosted)
     names = [a for a, *_ in events if a.startswith("study.")]
     assert names == ["study.registered", "study.approved", "study.consent_given",
-                     "study.member_added", "study.consent_withdrawn", "study.captures"]
+                     "study.member_added", "study.member_removed",
+                     "study.consent_withdrawn", "study.captures"]
     [counted] = [d for a, _, d, _ in events if a == "study.captures"]
     assert counted["captures"] == len(before) and counted["day"] == now().date().isoformat()
     consent = [s for a, s, _, _ in events if a == "study.consent_given"][0]

@@ -38,6 +38,8 @@ TABLE = {
     # only the grant's holder (tests/hosted/test_chat_page.py); nobody here holds grant gr_0…
     "/me/chat/{grant_id}": row(404, anonymous=LOGIN),
     "/studies": PERSON,
+    # whoever may see the study (tests/web/test_study_pages.py); nobody sees st_0…, none such
+    "/studies/{study}": row(404, anonymous=LOGIN),
     "/lab": LAB,
     "/lab/reviews": LAB,
     "/lab/{org}/grants": ORG_REVIEWERS,
@@ -82,7 +84,8 @@ def people(visitor) -> dict:
 
 def test_every_page_answers_every_person_as_the_table_says(people, sealed):
     values = {"nda_id": "acme-research-nda", "org": "acme-ai", "model": "gpt-small",
-              "version": "2024-05", "seq": "0", "grant_id": "gr_0000000000000000"}
+              "version": "2024-05", "seq": "0", "grant_id": "gr_0000000000000000",
+              "study": "st_0000000000000000"}
     mismatches = []
     for path, expected in sorted(TABLE.items()):
         url = path.format(**values)

@@ -2,7 +2,9 @@
 studies with what each captures, consents with the button (CSRF checked), sees the consent in
 force on /me and withdraws it there (or on /studies); a proposed study is not offered and
 refuses consent with its reason; the model's lab admins approve or reject proposed studies on
-the lab's page, with a note, and nobody else can. (In Chromium:
+the lab's page, with a note, and nobody else can; on a study's own page its owner adds and
+removes members and closes it, the lab's admin closes it, a member sees the team but no
+buttons. (In Chromium:
 tests/browser/test_studies_in_chromium.py.)"""
 
 from __future__ import annotations
@@ -193,3 +195,101 @@ def test_the_lab_listing_service_authorizes_itself(proposed, escrow, visitor):
                        org_roles=frozenset({("other-lab", "admin"), ("acme-ai", "reviewer")}))
     with escrow.uow() as uow, pytest.raises(Forbidden):
         studies.org_studies(uow, person, "acme-ai")
+
+
+def _card(html: str, section: str) -> str:
+    found = re.search(rf'<section class="card" id="{section}".*?</section>', html, re.S)
+    return found.group(0) if found else ""
+
+
+def test_the_owner_manages_the_team_and_closes_the_study_on_its_page(approved, client,
+                                                                     visitor):
+    rosa = visitor("rosa@uni.example", "Rosa Franklin")
+    sam = visitor("sam@uni.example", "Sam Team")
+    pat = visitor("pat@uni.example", "Pat Doe")
+    study, proposed = approved["tutoring"], approved["flattery"]
+    members = f"/api/v1/studies/{study}/members"
+    assert f'href="/studies/{study}"' in pat.page("/studies")
+
+    html = rosa.page(f"/studies/{study}")
+    page = _text(html)
+    for fact in ("Tutoring over a year", "approved", MODEL, "Rosa Franklin",
+                 "how people ask a retired model for help, over time",
+                 "No members besides the owner"):
+        assert fact in page, fact
+    assert f'action="/studies/{study}/members"' in html
+    assert f'action="/studies/{study}/close"' in html
+
+    refused = rosa.post(f"/studies/{study}/members", {"email": "sam@uni.example"}, csrf=False)
+    assert refused.status_code == 403 and "csrf" in refused.get_data(as_text=True)
+    assert client.get(members, headers=rosa.login.auth).json["members"] == []
+    added = rosa.post(f"/studies/{study}/members", {"email": "sam@uni.example"})
+    assert added.status_code == 303
+    sam_id = str(sam.login.user_id)
+    assert added.headers["Location"] == f"/studies/{study}?added={sam_id}#team"
+    html = rosa.page(f"/studies/{study}?added={sam_id}")
+    assert "Sam Team is in the team now" in _text(html)
+    assert f'action="/studies/{study}/members/{sam_id}/remove"' in _card(html, "team")
+    again = rosa.post(f"/studies/{study}/members", {"email": "sam@uni.example"})
+    assert again.headers["Location"] == f"/studies/{study}?added=already#team"
+    assert "in the team already" in _text(rosa.page(f"/studies/{study}?added=already"))
+    nobody = rosa.post(f"/studies/{study}/members", {"email": "nobody@uni.example"})
+    assert nobody.status_code == 404
+    assert rosa.post(f"/studies/{study}/members", {"email": ""}).status_code == 422
+
+    # a member sees the page and the team, but no buttons
+    html = sam.page(f"/studies/{study}")
+    assert "Sam Team" in _card(html, "team") and "<form" not in html.split("<main", 1)[-1]
+    assert client.get(f"/api/v1/studies/{study}/captures",
+                      headers=sam.login.auth).status_code == 200
+    for who in (sam, pat):  # neither may remove nor close
+        assert who.post(f"/studies/{study}/members/{sam_id}/remove").status_code == 403
+        assert who.post(f"/studies/{study}/close").status_code == 403
+    # a stranger sees an approved study, not its team; a proposed one not at all
+    html = pat.page(f"/studies/{study}")
+    assert "Tutoring over a year" in html and 'id="team"' not in html
+    assert "<form" not in html.split("<main", 1)[-1]
+    assert pat.get(f"/studies/{proposed}").status_code == 404
+    assert "Flattery in the wild" in rosa.page(f"/studies/{proposed}")
+
+    kept = rosa.post(f"/studies/{study}/members/{sam_id}/remove", csrf=False)
+    assert kept.status_code == 403
+    assert len(client.get(members, headers=rosa.login.auth).json["members"]) == 1
+    removed = rosa.post(f"/studies/{study}/members/{sam_id}/remove")
+    assert removed.status_code == 303
+    assert removed.headers["Location"] == f"/studies/{study}?removed={sam_id}#team"
+    page = _text(rosa.page(f"/studies/{study}?removed={sam_id}"))
+    assert f"User {sam_id} is no longer in the team" in page
+    assert "No members besides the owner" in page
+    assert client.get(f"/api/v1/studies/{study}/captures",
+                      headers=sam.login.auth).status_code == 403
+    assert 'id="team"' not in sam.page(f"/studies/{study}")
+    again = rosa.post(f"/studies/{study}/members/{sam_id}/remove")
+    assert again.status_code == 404 and "escrow study member list" in again.get_data(as_text=True)
+
+    assert rosa.post(f"/studies/{study}/close", csrf=False).status_code == 403
+    closed = rosa.post(f"/studies/{study}/close")
+    assert closed.status_code == 303 and closed.headers["Location"] == f"/studies/{study}?closed=1"
+    html = rosa.page(f"/studies/{study}?closed=1")
+    assert "is closed: nothing more is captured" in _text(html)
+    assert f'action="/studies/{study}/close"' not in html
+    assert client.get(f"/api/v1/studies/{study}",
+                      headers=rosa.login.auth).json["state"] == "closed"
+    assert rosa.post(f"/studies/{study}/close").status_code == 409
+
+
+def test_the_labs_admin_closes_a_study_on_its_page(approved, client, lab_admin, visitor):
+    study = approved["tutoring"]
+    html = lab_admin.page(f"/studies/{study}")
+    assert f'action="/studies/{study}/close"' in html
+    assert 'id="team"' not in html and f'action="/studies/{study}/members"' not in html
+    assert "Flattery in the wild" in lab_admin.page(f"/studies/{approved['flattery']}")
+    other = visitor("olaf@other.example", org_roles=(("other-lab", "admin"),))
+    assert f'action="/studies/{study}/close"' not in other.page(f"/studies/{study}")
+    assert other.post(f"/studies/{study}/close").status_code == 403
+    closed = lab_admin.post(f"/studies/{study}/close")
+    assert closed.status_code == 303
+    assert "is closed" in _text(lab_admin.page(f"/studies/{study}?closed=1"))
+    assert client.get(f"/api/v1/studies/{study}",
+                      headers=lab_admin.login.auth).json["state"] == "closed"
+    assert visitor().get(f"/studies/{study}").status_code == 302  # to the login page
