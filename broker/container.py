@@ -53,18 +53,24 @@ def build_escrow(settings: Settings) -> Escrow:
         region=settings.aws_region,
         local_quota_bytes=settings.local_store_quota_bytes or None,
     )
-    custody = open_custody(
+    custody = build_custody(settings)
+    mirror = open_mirror(settings) if settings.mirror_url else None
+    return Escrow(
+        settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror,
+        worker_key=hmac.digest(url_secret, b"escrow model-worker secrets v1", "sha256"),
+    )
+
+
+def build_custody(settings: Settings) -> KeyCustody:
+    """The key custody `settings` name (ESCROW_KEY_CUSTODY, ESCROW_KEY_FILE, ESCROW_KMS_KEY_ID):
+    the broker's own, and a model worker host's (`escrow hosted worker identity`)."""
+    return open_custody(
         settings.key_custody,
         data_dir=settings.data_dir,
         key_file=settings.key_file,
         kms_key_id=settings.kms_key_id,
         region=settings.aws_region,
         endpoint_url=settings.kms_endpoint_url,
-    )
-    mirror = open_mirror(settings) if settings.mirror_url else None
-    return Escrow(
-        settings, engine, sessionmaker(engine, expire_on_commit=False), store, custody, mirror,
-        worker_key=hmac.digest(url_secret, b"escrow model-worker secrets v1", "sha256"),
     )
 
 

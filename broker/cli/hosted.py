@@ -2,6 +2,9 @@
 
     escrow hosted worker create NAME --recipient age1… [--config-dir DIR]
         the worker's account and key; its login is stored in DIR (the worker's own config dir)
+    escrow hosted worker identity --out FILE [--x25519]
+        on the worker host: its age identity, wrapped by the host's key custody (no plaintext
+        on disk); prints the recipient for `worker create`
     escrow hosted allow ORG/MODEL@VERSION --worker NAME [--days N]
         a hosting grant: the worker may obtain the version's file keys (each on the audit log)
     escrow model-worker ORG/MODEL@VERSION --identity FILE [--broker URL] [--port N]
@@ -64,6 +67,50 @@ def worker_create(name: str, recipient: str, config_dir: Path, as_json: bool) ->
         [f"model worker {name}: account {user_id}, key {key_id}; its login at {url} is stored "
          f"in {config_dir} (run the worker with ESCROW_CONFIG_DIR={config_dir})"],
     )
+
+
+@worker.command("identity")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="where to write the wrapped identity (0600; never replaced)")
+@click.option("--post-quantum", "kind", flag_value="post-quantum", default=True,
+              help="a post-quantum hybrid key, mlkem768x25519 (age1pq1…); the default")
+@click.option("--x25519", "kind", flag_value="x25519",
+              help="a classical X25519 age key (age1…)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+@reporting
+def worker_identity(out: Path, kind: str, as_json: bool) -> None:
+    """On the worker host: make the worker's age identity, held by this host's key custody.
+
+    The identity is wrapped with the custody this host's ESCROW_* settings name (a local master
+    key file by default, made here if missing) and only the wrapped blob is written: the
+    plaintext never touches disk. Prints the recipient for `escrow hosted worker create`."""
+    from broker.adapters.custody.local import LocalCustody
+    from broker.client.local import write_private
+    from broker.config import load_settings
+    from broker.container import build_custody
+    from broker.errors import Conflict
+    from broker.hosting.identity import wrap_new_identity
+
+    if out.exists() or out.is_symlink():
+        raise Conflict(f"{out} exists already; it is not replaced (the worker's grants are "
+                       "issued to the identity in it)",
+                       hint="give another file with --out FILE, or move the old one away first")
+    settings = load_settings()
+    lines: list[str] = []
+    if settings.key_custody == "local" and not settings.key_file.exists():
+        LocalCustody.create_key_file(settings.key_file)
+        lines.append(f"made local master key file {settings.key_file} (mode 0600): without it "
+                     "the identity cannot be unwrapped; keep a backup")
+    wrapped = wrap_new_identity(build_custody(settings), kind)
+    write_private(out, wrapped.blob)
+    custody = f"{settings.key_custody} custody"
+    lines = [wrapped.recipient, *lines,
+             f"wrote the worker's {kind} identity, wrapped by {custody}, to {out} (mode 0600)",
+             f"next, at the server console: escrow hosted worker create NAME --recipient "
+             f"{wrapped.recipient} --config-dir DIR; then: escrow model-worker ORG/MODEL@VERSION "
+             f"--identity {out}"]
+    emit({"recipient": wrapped.recipient, "type": kind, "path": str(out),
+          "key_custody": settings.key_custody}, as_json, lines)
 
 
 @hosted.command("allow")
@@ -142,7 +189,8 @@ def key_revoke(key_id: str, broker_url: str | None, token: str | None,
 @click.command("model-worker")
 @click.argument("target", metavar="ORG/MODEL@VERSION")
 @click.option("--identity", "identity_file", type=click.Path(path_type=Path, exists=True),
-              required=True, help="the worker's own age identity file")
+              required=True, help="the worker's own age identity file, or the identity "
+              "`escrow hosted worker identity` wrapped with this host's key custody")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="the address the worker serves on (the broker must reach it)")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
@@ -160,12 +208,15 @@ def model_worker(
     as_json: bool,
 ) -> None:
     """Load a version into memory (no plaintext on disk) and serve it to the broker."""
-    from broker.client.fetch.manifest import load_identities
     from broker.client.local import config_dir
+    from broker.config import load_settings
+    from broker.container import build_custody
+    from broker.hosting.identity import load_worker_identities
     from broker.hosting.worker import ModelWorker, WorkerOptions
 
+    identities = load_worker_identities(identity_file, lambda: build_custody(load_settings()))
     client = open_client(broker_url, token, token_file)
-    options = WorkerOptions(target, load_identities(identity_file), host, port, config_dir())
+    options = WorkerOptions(target, identities, host, port, config_dir())
 
     def say(line: str) -> None:
         click.echo(line, err=True)

@@ -9,6 +9,7 @@ without them they skip locally and fail in CI (`require_part`, ESCROW_TEST_REQUI
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -149,25 +150,39 @@ def console(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def start_worker(broker: BrokerProcess, base: Path, name: str, model: str = NAME) -> Worker:
+def start_worker(broker: BrokerProcess, base: Path, name: str, model: str = NAME,
+                 wrapped: bool = False) -> Worker:
     """The operator makes worker `name` (its identity file is its own) and its hosting grant;
-    then the worker process starts with its own home, temp dir, data dir and config dir."""
+    then the worker process starts with its own home, temp dir, data dir and config dir.
+
+    `wrapped`: the worker host makes its identity with `escrow hosted worker identity`, held by
+    the host's own key custody (a local master key in its data dir): no plaintext on disk."""
     from broker import age
 
     home, tmp, data, config = (base / name / d for d in ("home", "tmp", "data", "config"))
     for folder in (home, tmp, data):
         folder.mkdir(parents=True)
-    identity = age.generate_x25519_identity()
-    identity_file = home / "worker-key.txt"
-    identity_file.write_text(identity.encode() + "\n")
-    identity_file.chmod(0o600)
-    console(broker, "hosted", "worker", "create", name, "--recipient",
-            str(identity.to_recipient()), "--config-dir", str(config))
-    console(broker, "hosted", "allow", model, "--worker", name)
     env = {k: v for k, v in broker.env.items()
            if not k.startswith("ESCROW_") or k == "ESCROW_BROKER"}
     env.update(HOME=str(home), TMPDIR=str(tmp), ESCROW_CONFIG_DIR=str(config),
                ESCROW_DATA_DIR=str(data), OMP_NUM_THREADS="1")
+    if wrapped:
+        identity_file = home / "worker-key.blob"
+        made = subprocess.run(
+            [ESCROW_BIN, "hosted", "worker", "identity", "--out", str(identity_file), "--json"],
+            env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert made.returncode == 0, f"{made.stdout}\n{made.stderr}"
+        recipient = json.loads(made.stdout.strip().splitlines()[-1])["recipient"]
+    else:
+        identity = age.generate_x25519_identity()
+        identity_file = home / "worker-key.txt"
+        identity_file.write_text(identity.encode() + "\n")
+        identity_file.chmod(0o600)
+        recipient = str(identity.to_recipient())
+    console(broker, "hosted", "worker", "create", name, "--recipient", recipient,
+            "--config-dir", str(config))
+    console(broker, "hosted", "allow", model, "--worker", name)
     log = base / name / "worker.log"
     process = subprocess.Popen(
         [ESCROW_BIN, "model-worker", model, "--identity", str(identity_file)],

@@ -636,8 +636,18 @@ def test_two_workers_share_the_load_and_sigterm_deregisters_one(hosted, rosa):
 
     from broker.adapters.db.models import AuditEvent
 
-    second = start_worker(hosted.broker, hosted.base, "host-2")
+    # The second worker's identity is held by its host's key custody (issue 19): a real worker
+    # process loads it from the wrapped blob, and no file of its host holds the secret.
+    second = start_worker(hosted.broker, hosted.base, "host-2", wrapped=True)
     try:
+        identity_blob = (second.home / "worker-key.blob").read_bytes()
+        secret = identities_of(second)
+        assert secret.startswith("AGE-SECRET-KEY-PQ-1")
+        for path in (hosted.base / "host-2").rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                text = path.read_bytes().upper()
+                assert b"AGE-SECRET-KEY" not in text and secret.encode() not in text, path
+        assert (second.home / "worker-key.blob").read_bytes() == identity_blob
         query = client(hosted, rosa.token)
         for _ in range(12):
             assert query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1).choices
@@ -655,6 +665,16 @@ def test_two_workers_share_the_load_and_sigterm_deregisters_one(hosted, rosa):
         actions = uow.session.scalars(select(AuditEvent.action)).all()
     assert actions.count("model_worker.loaded") == 2
     assert actions.count("model_worker.stopped") == 1
+
+
+def identities_of(worker) -> str:
+    """The secret of a wrapped worker identity, unwrapped as its host would (for the scan)."""
+    from broker.adapters.custody.local import LocalCustody
+    from broker.hosting.identity import CONTEXT
+
+    custody = LocalCustody(worker.data / "keys" / "master.key")
+    secret = custody.unwrap((worker.home / "worker-key.blob").read_bytes(), CONTEXT).decode()
+    return next(line for line in secret.splitlines() if line.startswith("AGE-SECRET-KEY"))
 
 
 def test_a_killed_worker_leaves_routing_with_a_503_and_a_hint(hosted, rosa):
