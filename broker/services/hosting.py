@@ -114,10 +114,11 @@ def create_worker_account(
 def create_worker_login(
     uow: UnitOfWork, actor: Principal, name: str, recipient_text: str
 ) -> tuple[User, ResearcherKey, sessions.TokenPair]:
-    """The worker's account and key (`create_worker_account`) and a login for it (a device
-    session, refreshed by the worker like `escrow login`'s): its tokens, committed."""
+    """The worker's account and key (`create_worker_account`) and a login for it (a `worker`
+    session, as long as a hosting grant; its tokens refreshed by the worker like `escrow
+    login`'s): its tokens, committed."""
     user, key = create_worker_account(uow, actor, name, recipient_text)
-    session = sessions.start_session(uow, user, "device", WORKER_ISSUER, now())
+    session = sessions.start_session(uow, user, "worker", WORKER_ISSUER, now())
     pair = sessions.issue_tokens(uow, session)
     uow.commit()
     return user, key, pair

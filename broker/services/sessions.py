@@ -38,6 +38,9 @@ SESSION_TTL = {
     "web": timedelta(hours=12),
     "device": timedelta(days=30),
     "link": timedelta(hours=12),
+    # a model worker's login (broker.services.hosting): as long as a hosting grant's default,
+    # so a worker restarted months later still registers; revoked with the worker's account
+    "worker": timedelta(days=365),
 }
 ACCESS_TTL = timedelta(hours=1)
 LOGIN_LINK_TTL = timedelta(minutes=10)

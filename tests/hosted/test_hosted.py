@@ -427,6 +427,24 @@ def test_hosting_is_granted_under_the_policy_only_where_it_allows_hosted_access(
         assert uow.session.scalar(select(func.count()).select_from(Grant)) == grants_before
 
 
+def test_a_workers_login_lasts_as_long_as_a_hosting_grant(hosted):
+    """A worker restarted months later still registers: its login is a `worker` session of
+    365 days (a hosting grant's default), not a person's 30-day device login."""
+    from sqlalchemy import select
+
+    from broker.adapters.db.models import LoginSession, User
+    from broker.services.hosting import WORKER_ISSUER
+
+    with broker_escrow(hosted.broker) as escrow, escrow.uow() as uow:
+        found = uow.session.execute(
+            select(LoginSession.kind, LoginSession.auth_time, LoginSession.expires_at)
+            .join(User, User.id == LoginSession.user_id)
+            .where(User.issuer == WORKER_ISSUER)).all()
+    assert found and {kind for kind, _, _ in found} == {"worker"}
+    for _, auth_time, expires_at in found:
+        assert 364 <= (expires_at - auth_time).days <= 365
+
+
 def test_no_plaintext_weight_byte_is_on_the_workers_disk(hosted):
     weights = hosted.files["model.safetensors"]
     middle = len(weights) // 2

@@ -74,7 +74,7 @@ class LoginSession(Base):
     __tablename__ = "login_sessions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "web" | "device" | "link"
+    kind: Mapped[str] = mapped_column(String(16))  # "web" | "device" | "link" | "worker"
     issuer: Mapped[str] = mapped_column(Text)  # the provider that authenticated this login
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
