@@ -323,16 +323,22 @@ def _revoke_key(scene: HostedScene) -> None:
     done = researcher.delete(f"/api/v1/hosted/keys/{quote(scene.key_id, safe='')}")
     story.say(f"revoked at {done['revoked_at']}")
     story.step("the key's next request")
-    try:
-        chat(scene.url, scene.key, scene.target, stream=False)
-        refused: Refused | None = None
-    except Refused as error:
-        refused = error
-        story.say(f"refused ({error.status}): {error.message}")
+    refused = _refusal(scene.url, scene.key, scene.target)
+    if refused is not None:
+        story.say(f"refused ({refused.status}): {refused.message}")
     story.check(refused is not None and refused.status == 401, "refused at once",
                 "a request with the revoked key was answered")
     assert refused is not None
     story.summary.update(key_revoked=True, key_refusal=refused.message)
+
+
+def _refusal(url: str, token: str, target: str) -> Refused | None:
+    """Why a chat query with `token` is refused, or None if it is answered."""
+    try:
+        chat(url, token, target, stream=False)
+    except Refused as error:
+        return error
+    return None
 
 
 def _stop_worker(scene: HostedScene) -> None:
@@ -344,12 +350,9 @@ def _stop_worker(scene: HostedScene) -> None:
     story.check(process is not None and code == 0,
                 f"worker process {process.pid if process else '?'} exited {code}",
                 f"the worker exited {code}: " + _tail(scene.worker_log))
-    try:
-        chat(scene.url, scene.researcher_token, scene.target, stream=False)
-        refused: Refused | None = None
-    except Refused as error:
-        refused = error
-        story.say(f"the researcher's next query ({error.status}): {error.message}")
+    refused = _refusal(scene.url, scene.researcher_token, scene.target)
+    if refused is not None:
+        story.say(f"the researcher's next query ({refused.status}): {refused.message}")
     story.check(refused is not None and refused.status == 503,
                 "no worker serves the version now", "a query after the worker stopped was "
                 "answered")

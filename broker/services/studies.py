@@ -244,12 +244,7 @@ def my_consents(uow: UnitOfWork, actor: Principal) -> list[StudyConsentView]:
 def add_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> StudyMemberList:
     """The study's owner adds a person (by email or user id) to its team: they list and fetch
     its captures too. Adding a member again changes nothing. The team after it."""
-    study = _find(uow, actor, ref)
-    authorize(actor, Action.STUDY_MEMBERS, owner=str(study.owner_id))
-    if not isinstance(who, str) or not who.strip():
-        raise InvalidInput("'user' is missing",
-                           hint="name the person by their email or user id")
-    user = get_user(uow, who.strip())
+    study, user = _team_change(uow, actor, ref, who)
     if user.id == study.owner_id:
         raise Conflict(f"user {user.id} owns study {study.name}: they are in its team already",
                        hint="add the other people of the team")
@@ -266,12 +261,7 @@ def add_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> Stud
 def remove_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> StudyMemberList:
     """The study's owner removes a person (by email or user id) from its team: from now on they
     neither list nor fetch its captures. The team after it."""
-    study = _find(uow, actor, ref)
-    authorize(actor, Action.STUDY_MEMBERS, owner=str(study.owner_id))
-    if not isinstance(who, str) or not who.strip():
-        raise InvalidInput("'user' is missing",
-                           hint="name the person by their email or user id")
-    user = get_user(uow, who.strip())
+    study, user = _team_change(uow, actor, ref, who)
     if user.id == study.owner_id:
         raise Conflict(f"user {user.id} owns study {study.name}: the owner stays in its team",
                        hint="close the study instead (escrow study close STUDY)")
@@ -290,6 +280,17 @@ def remove_member(uow: UnitOfWork, actor: Principal, ref: str, who: object) -> S
 def list_members(uow: UnitOfWork, actor: Principal, ref: str) -> StudyMemberList:
     """The study's team besides its owner (to the team)."""
     return _members(uow, team_study(uow, actor, ref))
+
+
+def _team_change(uow: UnitOfWork, actor: Principal, ref: str,
+                 who: object) -> tuple[Study, User]:
+    """The study whose team its owner changes, and the person named by email or user id."""
+    study = _find(uow, actor, ref)
+    authorize(actor, Action.STUDY_MEMBERS, owner=str(study.owner_id))
+    if not isinstance(who, str) or not who.strip():
+        raise InvalidInput("'user' is missing",
+                           hint="name the person by their email or user id")
+    return study, get_user(uow, who.strip())
 
 
 def _members(uow: UnitOfWork, study: Study) -> StudyMemberList:
