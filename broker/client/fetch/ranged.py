@@ -99,15 +99,15 @@ class RangeReader:
                 )
             total = _content_range_total(response.headers.get("Content-Range", ""))
             filled = 0
+            body = _body_reader(response)
             try:
                 while filled < len(view):
-                    data = response.read(min(len(view) - filled, 1 << 20))
-                    if not data:
+                    got = body.readinto(view[filled : filled + (1 << 20)])
+                    if not got:
                         break
-                    view[filled : filled + len(data)] = data
-                    filled += len(data)
+                    filled += got
                     if self.on_bytes:
-                        self.on_bytes(len(data))
+                        self.on_bytes(got)
             except (Urllib3Error, OSError) as error:
                 raise _StoreTransient(f"no answer: {type(error).__name__}") from None
             if filled != len(view):
@@ -115,6 +115,16 @@ class RangeReader:
             return total
         finally:
             response.release_conn()
+
+
+def _body_reader(response: urllib3.BaseHTTPResponse) -> Any:
+    """What fills a buffer with the answer's body. urllib3's own `readinto` reads into a new
+    bytes object and copies it (an allocation and two copies per read); the `http.client`
+    response under it reads from the socket straight into the buffer. Nothing is decoded
+    (`decode_content=False`), so both give the same bytes. That response is urllib3's private
+    `_fp`: where a urllib3 release lacks it, urllib3's own reader is used."""
+    raw = getattr(response, "_fp", None)
+    return raw if hasattr(raw, "readinto") else response
 
 
 class _StoreTransient(Exception):
