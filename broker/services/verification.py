@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -119,12 +120,14 @@ def check_payload(
 ) -> str:
     """Decrypt a payload stream and compare its plaintext's size and SHA-256 with what was
     declared: "" if they match, else the problem. Memory: one batch of chunks."""
-    hasher = hashlib.sha256()
+    hasher = _HashAside()
     sink = _CountingSink(cancelled or (lambda: False))
     try:
         age.decrypt_payload(payload, sink, file_key, plaintext_hash=hasher)
     except age.AgeError as error:
         return f"payload does not decrypt after {sink.size} bytes: {error}"
+    finally:
+        hasher.close()
     seen = sink.size
     digest = hasher.hexdigest()
     if seen != size:
@@ -132,6 +135,47 @@ def check_payload(
     if digest != sha256:
         return f"SHA-256 is {digest}, expected {sha256}"
     return ""
+
+
+class _HashAside:
+    """SHA-256 on a thread of its own, so that one batch is hashed while the next decrypts:
+    the hash is the slower half (~1.3-2 GB/s per core, ChaCha20-Poly1305 ~3-4), and both let
+    go of the GIL. The decryptor reuses its buffer, so each batch is copied first (~0.1 s per
+    GiB); two copies alternate, the older one waited for before it is reused."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+        self._copies = [bytearray(), bytearray()]
+        self._hashing: list[Future[None] | None] = [None, None]
+        self._turn = 0
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        turn, self._turn = self._turn, self._turn ^ 1
+        self._wait(turn)
+        view = memoryview(data).cast("B")
+        if len(self._copies[turn]) < len(view):
+            self._copies[turn] = bytearray(len(view))
+        copy = memoryview(self._copies[turn])[: len(view)]
+        copy[:] = view
+        self._hashing[turn] = self._thread.submit(self._hash.update, copy)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the batches handed over (raising what hashing raised); stop the thread."""
+        try:
+            for turn in (self._turn, self._turn ^ 1):  # the older first: the order they ran
+                self._wait(turn)
+        finally:
+            self._thread.shutdown()
+
+    def _wait(self, turn: int) -> None:
+        hashing, self._hashing[turn] = self._hashing[turn], None
+        if hashing is not None:
+            hashing.result()
 
 
 class _CountingSink:
