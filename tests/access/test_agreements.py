@@ -247,6 +247,80 @@ def test_the_lab_releases_early(sealed, admin, client, events):
         "agreement.triggered"))] == ["agreement.lab_released", "agreement.triggered"]
 
 
+def test_a_date_trigger_fires_when_the_clock_reaches_it(sealed, admin, escrow, client, events):
+    text = ("model: acme-ai/gpt-small\ntrustees: [tina@trust.example]\n"
+            "triggers: [{name: sunset, when: {date: 2100-01-01}, unlocks: public}]\n")
+    made = admin.client.put(PATH, json={"text": text}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    deposit_id = made.json["agreement"]["deposit_id"]
+    eve = datetime(2099, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert agreements.fire_due(escrow, eve) == []  # the clock moves; nobody sleeps
+    assert client.get(PATH).json["state"] == "sealed" and events("agreement.triggered") == []
+    assert agreements.fire_due(escrow, datetime(2100, 1, 1, tzinfo=UTC)) == [deposit_id]
+    assert client.get(PATH).json["state"] == "released: sunset"
+    assert events("agreement.triggered")[0]["details"]["reasons"] == [
+        "the date 2100-01-01 has come"]
+
+
+BOTH = """\
+model: acme-ai/gpt-small
+trustees: [tina@trust.example, tom@trust.example, tess@trust.example]
+triggers:
+  - name: gone-and-voted
+    when:
+      all_of:
+        - lab_silence: {days: 30}
+        - trustee_vote: {count: 2}
+    unlocks: acme-ai-auto
+"""
+
+
+def test_silence_and_votes_combined_need_both_as_the_clock_moves(sealed, admin, trustee, escrow,
+                                                                  client, events):
+    made = admin.client.put(PATH, json={"text": BOTH}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    deposit_id = made.json["agreement"]["deposit_id"]
+    start = datetime.fromisoformat(admin.post("/api/v1/orgs/acme-ai/checkins").json["at"])
+    # the lab silent long enough, but no trustee voted: the AND holds it back
+    assert agreements.fire_due(escrow, start + timedelta(days=31)) == []
+    # two votes, but the lab checked in just now: still sealed
+    for email in TRUSTEES[:2]:
+        voted = vote(*trustee(email))
+        assert voted.status_code == 201, voted.json
+        assert voted.json["agreement"]["state"] == "sealed"
+    (missing,) = client.get(PATH).json["triggers"][0]["missing"]
+    assert missing.startswith("the lab silent for 30 days")
+    assert agreements.fire_due(escrow, start + timedelta(days=29)) == []
+    # both: the clock reaches the silence with the votes in
+    assert agreements.fire_due(escrow, start + timedelta(days=30, seconds=1)) == [deposit_id]
+    assert client.get(PATH).json["state"] == "released: gone-and-voted"
+    (fired,) = events("agreement.triggered")
+    assert len(fired["details"]["reasons"]) == 2
+
+
+def test_a_release_is_not_undone_even_by_an_amendment_the_lab_may_make_alone(
+    sealed, admin, escrow, researcher, client, events
+):
+    lab_amends = AGREEMENT + "amendment: {lab_admin: true}\n"
+    made = admin.client.put(PATH, json={"text": lab_amends}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    released = agreements.fire_due(escrow, datetime.now(UTC) + timedelta(days=31))
+    assert released == [made.json["agreement"]["deposit_id"]]
+    # the lab, alone, amends it to a trigger that can never have fired: the release stands
+    never = ("model: acme-ai/gpt-small\ntrustees: [tina@trust.example]\n"
+             "triggers: [{name: far, when: {date: 2999-01-01}, unlocks: public}]\n"
+             "amendment: {lab_admin: true}\n")
+    amended = admin.client.put(PATH, json={"text": never}, headers=admin.auth)
+    assert amended.status_code == 200 and amended.json["outcome"] == "amended", amended.json
+    shown = client.get(PATH).json
+    assert shown["state"] == "released: lab-gone" and shown["release"]["unlocks"] == "acme-ai-auto"
+    assert client.delete(PATH, headers=admin.auth).status_code == 409  # nor removed
+    assert events("agreement.change_refused")[-1]["details"]["attempt"] == "remove"
+    granted = researcher.ask()  # still decided under what the release unlocked
+    assert granted.json["request"]["state"] == "approved", granted.json
+    assert granted.json["request"]["policy"]["id"] == "acme-ai-auto"
+
+
 @pytest.fixture
 def fresh(escrow, tmp_path):
     """The same store and master key, a new empty database (as in tests/access/test_recovery)."""
