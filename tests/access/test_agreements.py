@@ -391,7 +391,7 @@ def test_the_worker_fires_a_date_trigger_on_its_schedule(sealed, admin, escrow, 
     assert reasons == ["the date 2001-01-01 has come"]
 
 
-def test_the_public_pages_show_the_agreement(attached, trustee, client):
+def test_the_public_pages_show_the_agreement(attached, admin, trustee, client):
     tina, tina_key = trustee("tina@trust.example")
     assert vote(tina, tina_key).status_code == 201
     home = client.get("/").get_data(as_text=True)
@@ -403,4 +403,10 @@ def test_the_public_pages_show_the_agreement(attached, trustee, client):
            "acme-ai-auto" in text
     assert "1 more trustee vote (of tom@trust.example, tess@trust.example)" in text
     assert "tina@trust.example: release" in text and attached["sha256"] in text
+    assert '<span class="badge">sealed</span>' in text
+    assert "<dt>Last check-in of the lab</dt><dd>never</dd>" in text
+    assert admin.post("/api/v1/orgs/acme-ai/checkins").status_code == 200
+    text = client.get("/agreements/acme-ai/gpt-small/2024-05").get_data(as_text=True)
+    assert "<dt>Last check-in of the lab</dt><dd>never</dd>" not in text
+    assert "<dt>Last check-in of the lab</dt><dd>" in text
     assert client.get("/agreements/acme-ai/gpt-small/1999").status_code == 404
