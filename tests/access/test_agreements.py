@@ -126,7 +126,7 @@ def test_an_invalid_agreement_is_refused_with_its_line(sealed, admin):
 
 
 def test_a_sealed_agreement_cannot_be_removed_or_weakened_and_the_attempts_are_logged(
-    attached, admin, lab, client, events
+    attached, admin, lab, person, client, events
 ):
     removed = client.delete(PATH, headers=admin.auth)
     assert removed.status_code == 409
@@ -135,11 +135,39 @@ def test_a_sealed_agreement_cannot_be_removed_or_weakened_and_the_attempts_are_l
     weaker = client.put(PATH, json={"text": WEAKER}, headers=admin.auth)
     assert weaker.status_code == 409
     assert "amendment rule is not met: still missing 2 more trustee votes" in weaker.json["detail"]
-    # a depositor no longer may touch it at all once sealed
-    assert client.put(PATH, json={"text": WEAKER}, headers=lab.auth).status_code == 403
     refused = events("agreement.change_refused")
     assert [e["details"]["attempt"] for e in refused] == ["remove", "amend"]
     assert refused[1]["details"]["proposal_sha256"] == hashlib.sha256(WEAKER.encode()).hexdigest()
+    assert refused[0]["details"]["reason"] == "a sealed version's agreement is never removed"
+
+    # members of the lab without the admin role (its depositor's token, a reviewer) no longer
+    # may touch it at all once sealed: refused, naming who may, and logged all the same
+    reviewer = person("rita@acme.example", (("acme-ai", "reviewer"),))
+    for who, role in ((lab, "depositor"), (reviewer, "reviewer")):
+        for attempt in ("amend", "remove"):
+            answer = (client.put(PATH, json={"text": WEAKER}, headers=who.auth)
+                      if attempt == "amend" else client.delete(PATH, headers=who.auth))
+            assert answer.status_code == 403, answer.json
+            assert f"the role {role} in 'acme-ai' may not change it" in answer.json["detail"]
+            assert "the attempt is on the audit log" in answer.json["detail"]
+            assert "only an admin of 'acme-ai' changes it" in answer.json["hint"]
+            logged = events("agreement.change_refused")[-1]
+            assert logged["details"]["attempt"] == attempt
+            assert logged["details"]["roles"] == [role]
+            assert logged["details"]["sha256"] == attached["sha256"]
+            assert f"the role {role} in 'acme-ai' may not change it" in logged["details"]["reason"]
+            assert logged["actor"]["kind"] == ("token" if who is lab else "user")
+    assert len(events("agreement.change_refused")) == 6
+
+    # someone with no role in the organisation: a plain 403, not logged (strangers cannot fill
+    # the log), even an admin of another organisation
+    for outsider in (person("eve@evil.example"),
+                     person("olga@other.example", (("other-lab", "admin"),))):
+        for answer in (client.put(PATH, json={"text": WEAKER}, headers=outsider.auth),
+                       client.delete(PATH, headers=outsider.auth)):
+            assert answer.status_code == 403
+            assert "audit log" not in answer.json["detail"]
+    assert len(events("agreement.change_refused")) == 6
     assert client.get(PATH).json["sha256"] == attached["sha256"]  # unchanged
 
 
