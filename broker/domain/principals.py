@@ -54,6 +54,10 @@ class Principal:
     def holds(self, org: str, roles: tuple[str, ...]) -> bool:
         return any((org, role) in self.org_roles for role in roles)
 
+    def roles_in(self, org: str) -> tuple[str, ...]:
+        """The roles held in `org`, sorted: none for someone outside the organisation."""
+        return tuple(sorted(role for held, role in self.org_roles if held == org))
+
     def audit_ref(self) -> dict[str, str]:
         """How the actor appears on the audit log: stable ids only, no personal data."""
         return {"kind": self.kind.value, "id": self.id}

@@ -46,6 +46,8 @@ def test_attach_with_the_deposit_show_vote_and_refuse_a_weaker_one(broker, tmp_p
     assert "board: when (2 trustee votes OR the lab silent for 90 days), anyone logged in may " \
            "fetch it, without review" in shown.stdout
     assert "last check-in: never" in shown.stdout
+    assert "trigger board: still missing one of: 2 more trustee votes (of tina@trust.example, " \
+           "tom@trust.example, tess@trust.example) | the lab silent for 90 days" in shown.stdout
 
     ada = ["--token", person_token(broker, "ada@acme.example", (("acme-ai", "admin"),))]
     checked = broker.escrow("agreement", "checkin", "acme-ai", *ada)
@@ -70,6 +72,17 @@ def test_attach_with_the_deposit_show_vote_and_refuse_a_weaker_one(broker, tmp_p
     assert state["state"] == "released: board"
     assert [v["trustee"] for v in state["votes"]] == ["tina@trust.example", "tom@trust.example"]
     assert state["last_checkin"] is not None
+    shown = broker.escrow("agreement", "show", target).stdout
+    assert f"{target}: released: board" in shown and "trigger board: met" in shown
+    assert "vote: tina@trust.example for release at " in shown
+    assert f"last check-in: {state['last_checkin']}" in shown
+
+    # a version deposited without one: its lab's admin attaches it later
+    broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small", "--version", "2024-06")
+    later = broker.escrow("agreement", "attach", "acme-ai/gpt-small@2024-06", str(agreement),
+                          *ada)
+    assert "release agreement attached (sha256 " in later.stdout
+    assert "acme-ai/gpt-small@2024-06: sealed" in later.stdout
 
 
 def test_vote_by_age_challenge_with_an_identity_file(broker, tmp_path):

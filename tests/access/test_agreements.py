@@ -126,7 +126,7 @@ def test_an_invalid_agreement_is_refused_with_its_line(sealed, admin):
 
 
 def test_a_sealed_agreement_cannot_be_removed_or_weakened_and_the_attempts_are_logged(
-    attached, admin, lab, client, events
+    attached, admin, lab, person, client, events
 ):
     removed = client.delete(PATH, headers=admin.auth)
     assert removed.status_code == 409
@@ -135,11 +135,39 @@ def test_a_sealed_agreement_cannot_be_removed_or_weakened_and_the_attempts_are_l
     weaker = client.put(PATH, json={"text": WEAKER}, headers=admin.auth)
     assert weaker.status_code == 409
     assert "amendment rule is not met: still missing 2 more trustee votes" in weaker.json["detail"]
-    # a depositor no longer may touch it at all once sealed
-    assert client.put(PATH, json={"text": WEAKER}, headers=lab.auth).status_code == 403
     refused = events("agreement.change_refused")
     assert [e["details"]["attempt"] for e in refused] == ["remove", "amend"]
     assert refused[1]["details"]["proposal_sha256"] == hashlib.sha256(WEAKER.encode()).hexdigest()
+    assert refused[0]["details"]["reason"] == "a sealed version's agreement is never removed"
+
+    # members of the lab without the admin role (its depositor's token, a reviewer) no longer
+    # may touch it at all once sealed: refused, naming who may, and logged all the same
+    reviewer = person("rita@acme.example", (("acme-ai", "reviewer"),))
+    for who, role in ((lab, "depositor"), (reviewer, "reviewer")):
+        for attempt in ("amend", "remove"):
+            answer = (client.put(PATH, json={"text": WEAKER}, headers=who.auth)
+                      if attempt == "amend" else client.delete(PATH, headers=who.auth))
+            assert answer.status_code == 403, answer.json
+            assert f"the role {role} in 'acme-ai' may not change it" in answer.json["detail"]
+            assert "the attempt is on the audit log" in answer.json["detail"]
+            assert "only an admin of 'acme-ai' changes it" in answer.json["hint"]
+            logged = events("agreement.change_refused")[-1]
+            assert logged["details"]["attempt"] == attempt
+            assert logged["details"]["roles"] == [role]
+            assert logged["details"]["sha256"] == attached["sha256"]
+            assert f"the role {role} in 'acme-ai' may not change it" in logged["details"]["reason"]
+            assert logged["actor"]["kind"] == ("token" if who is lab else "user")
+    assert len(events("agreement.change_refused")) == 6
+
+    # someone with no role in the organisation: a plain 403, not logged (strangers cannot fill
+    # the log), even an admin of another organisation
+    for outsider in (person("eve@evil.example"),
+                     person("olga@other.example", (("other-lab", "admin"),))):
+        for answer in (client.put(PATH, json={"text": WEAKER}, headers=outsider.auth),
+                       client.delete(PATH, headers=outsider.auth)):
+            assert answer.status_code == 403
+            assert "audit log" not in answer.json["detail"]
+    assert len(events("agreement.change_refused")) == 6
     assert client.get(PATH).json["sha256"] == attached["sha256"]  # unchanged
 
 
@@ -247,6 +275,80 @@ def test_the_lab_releases_early(sealed, admin, client, events):
         "agreement.triggered"))] == ["agreement.lab_released", "agreement.triggered"]
 
 
+def test_a_date_trigger_fires_when_the_clock_reaches_it(sealed, admin, escrow, client, events):
+    text = ("model: acme-ai/gpt-small\ntrustees: [tina@trust.example]\n"
+            "triggers: [{name: sunset, when: {date: 2100-01-01}, unlocks: public}]\n")
+    made = admin.client.put(PATH, json={"text": text}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    deposit_id = made.json["agreement"]["deposit_id"]
+    eve = datetime(2099, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert agreements.fire_due(escrow, eve) == []  # the clock moves; nobody sleeps
+    assert client.get(PATH).json["state"] == "sealed" and events("agreement.triggered") == []
+    assert agreements.fire_due(escrow, datetime(2100, 1, 1, tzinfo=UTC)) == [deposit_id]
+    assert client.get(PATH).json["state"] == "released: sunset"
+    assert events("agreement.triggered")[0]["details"]["reasons"] == [
+        "the date 2100-01-01 has come"]
+
+
+BOTH = """\
+model: acme-ai/gpt-small
+trustees: [tina@trust.example, tom@trust.example, tess@trust.example]
+triggers:
+  - name: gone-and-voted
+    when:
+      all_of:
+        - lab_silence: {days: 30}
+        - trustee_vote: {count: 2}
+    unlocks: acme-ai-auto
+"""
+
+
+def test_silence_and_votes_combined_need_both_as_the_clock_moves(sealed, admin, trustee, escrow,
+                                                                  client, events):
+    made = admin.client.put(PATH, json={"text": BOTH}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    deposit_id = made.json["agreement"]["deposit_id"]
+    start = datetime.fromisoformat(admin.post("/api/v1/orgs/acme-ai/checkins").json["at"])
+    # the lab silent long enough, but no trustee voted: the AND holds it back
+    assert agreements.fire_due(escrow, start + timedelta(days=31)) == []
+    # two votes, but the lab checked in just now: still sealed
+    for email in TRUSTEES[:2]:
+        voted = vote(*trustee(email))
+        assert voted.status_code == 201, voted.json
+        assert voted.json["agreement"]["state"] == "sealed"
+    (missing,) = client.get(PATH).json["triggers"][0]["missing"]
+    assert missing.startswith("the lab silent for 30 days")
+    assert agreements.fire_due(escrow, start + timedelta(days=29)) == []
+    # both: the clock reaches the silence with the votes in
+    assert agreements.fire_due(escrow, start + timedelta(days=30, seconds=1)) == [deposit_id]
+    assert client.get(PATH).json["state"] == "released: gone-and-voted"
+    (fired,) = events("agreement.triggered")
+    assert len(fired["details"]["reasons"]) == 2
+
+
+def test_a_release_is_not_undone_even_by_an_amendment_the_lab_may_make_alone(
+    sealed, admin, escrow, researcher, client, events
+):
+    lab_amends = AGREEMENT + "amendment: {lab_admin: true}\n"
+    made = admin.client.put(PATH, json={"text": lab_amends}, headers=admin.auth)
+    assert made.status_code == 200, made.json
+    released = agreements.fire_due(escrow, datetime.now(UTC) + timedelta(days=31))
+    assert released == [made.json["agreement"]["deposit_id"]]
+    # the lab, alone, amends it to a trigger that can never have fired: the release stands
+    never = ("model: acme-ai/gpt-small\ntrustees: [tina@trust.example]\n"
+             "triggers: [{name: far, when: {date: 2999-01-01}, unlocks: public}]\n"
+             "amendment: {lab_admin: true}\n")
+    amended = admin.client.put(PATH, json={"text": never}, headers=admin.auth)
+    assert amended.status_code == 200 and amended.json["outcome"] == "amended", amended.json
+    shown = client.get(PATH).json
+    assert shown["state"] == "released: lab-gone" and shown["release"]["unlocks"] == "acme-ai-auto"
+    assert client.delete(PATH, headers=admin.auth).status_code == 409  # nor removed
+    assert events("agreement.change_refused")[-1]["details"]["attempt"] == "remove"
+    granted = researcher.ask()  # still decided under what the release unlocked
+    assert granted.json["request"]["state"] == "approved", granted.json
+    assert granted.json["request"]["policy"]["id"] == "acme-ai-auto"
+
+
 @pytest.fixture
 def fresh(escrow, tmp_path):
     """The same store and master key, a new empty database (as in tests/access/test_recovery)."""
@@ -317,7 +419,7 @@ def test_the_worker_fires_a_date_trigger_on_its_schedule(sealed, admin, escrow, 
     assert reasons == ["the date 2001-01-01 has come"]
 
 
-def test_the_public_pages_show_the_agreement(attached, trustee, client):
+def test_the_public_pages_show_the_agreement(attached, admin, trustee, client):
     tina, tina_key = trustee("tina@trust.example")
     assert vote(tina, tina_key).status_code == 201
     home = client.get("/").get_data(as_text=True)
@@ -329,4 +431,10 @@ def test_the_public_pages_show_the_agreement(attached, trustee, client):
            "acme-ai-auto" in text
     assert "1 more trustee vote (of tom@trust.example, tess@trust.example)" in text
     assert "tina@trust.example: release" in text and attached["sha256"] in text
+    assert '<span class="badge">sealed</span>' in text
+    assert "<dt>Last check-in of the lab</dt><dd>never</dd>" in text
+    assert admin.post("/api/v1/orgs/acme-ai/checkins").status_code == 200
+    text = client.get("/agreements/acme-ai/gpt-small/2024-05").get_data(as_text=True)
+    assert "<dt>Last check-in of the lab</dt><dd>never</dd>" not in text
+    assert "<dt>Last check-in of the lab</dt><dd>" in text
     assert client.get("/agreements/acme-ai/gpt-small/1999").status_code == 404

@@ -79,12 +79,16 @@ def test_grants_close(broker, grant_id, rosa, rita, tmp_path, require_part):
     [listed] = broker.last_json(broker.escrow("grants", "--json", *rosa))["grants"]
     assert listed["closeout"]["attested_at"] is None  # the refusals recorded nothing
 
+    broker.escrow("keys", "add", "--identity", str(unproven), *rosa)  # proven now
     closed = broker.escrow("grants", "close", grant_id, "--attest-deleted", "--name",
-                           "Rosa Example", *rosa)
+                           "Rosa Example", "--ssh-key", str(unproven), *rosa)
     assert f"grant {grant_id} closed out at " in closed.stdout
+    assert "ssh signature by key " in closed.stdout
     again = broker.last_json(broker.escrow("grants", "close", grant_id, "--attest-deleted",
                                            "--name", "Rosa Example", "--json", *rosa))
-    assert again["grant_id"] == grant_id and again["ssh_key"] is None
+    assert again["grant_id"] == grant_id and again["ssh_key"] is not None
+    assert "SSH SIGNATURE" in again["ssh_signature"]
+    assert again["ssh_key_fingerprint"].startswith("SHA256:")
     assert again["attested_at"] in closed.stdout  # made once: the same attestation
     assert f"grant: {grant_id}" in again["message"]
     listed = broker.escrow("grants", *rosa).stdout

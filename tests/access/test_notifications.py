@@ -131,6 +131,30 @@ def test_a_request_waiting_mails_the_reviewers_not_the_researcher(pending, escro
     assert [m.state for m in outbox(escrow)] == ["sent"]
 
 
+def test_the_worker_sends_the_mail_never_the_request(sealed, reviewer, researcher, escrow, smtp,
+                                                    mailbox):
+    import threading
+
+    from broker.services.worker import run_forever
+
+    asked = researcher.ask()  # the SMTP server is up, yet the request only queues the notice
+    assert asked.json["request"]["state"] == "pending", asked.json
+    assert received(mailbox) == [] and [m.state for m in outbox(escrow)] == ["queued"]
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, args=(escrow, stop, 0.05))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not received(mailbox) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(30)
+    [message] = received(mailbox)
+    assert subject(message) == f"Review waiting: {VERSION} ({asked.json['request']['id']})"
+    assert [m.state for m in outbox(escrow)] == ["sent"]
+
+
 def test_a_decision_mails_the_researcher(pending, reviewer, escrow, smtp, mailbox):
     notifications.send_due(escrow)
     approved = reviewer.post(f"/api/v1/requests/{pending}/approve")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 
@@ -15,7 +15,7 @@ from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
-from broker.errors import InvalidInput
+from broker.errors import EscrowError, Forbidden, InvalidInput
 from broker.policy.agreement import Agreement, load_agreement
 from broker.policy.agreement_rules import evaluate_amendment
 from broker.services.agreements.common import (
@@ -46,10 +46,7 @@ def attach(
     """Attach (or, before sealing, replace; after sealing, amend) a version's agreement.
     Returns the agreement in force and what happened: attached, replaced, amended, unchanged."""
     deposit = find_deposit(uow, model, version)
-    org = org_of(deposit)
-    authorize(
-        actor, Action.AGREEMENT_ATTACH if deposit.state != SEALED else Action.AGREEMENT_AMEND, org
-    )
+    _authorize_change(uow, actor, deposit, "amend")
     raw = _text(text)
     agreement = load_agreement(raw, Path("agreement.yaml"))
     _check_fits(escrow, agreement, deposit)
@@ -100,7 +97,7 @@ def remove(
 ) -> None:
     """Remove a version's agreement: only before it is sealed. After, refused and logged."""
     deposit = find_deposit(uow, model, version)
-    authorize(actor, Action.AGREEMENT_ATTACH, org_of(deposit))
+    _authorize_change(uow, actor, deposit, "remove")
     existing = required(uow, deposit, lock=True)
     if deposit.state == SEALED:
         _refuse(
@@ -125,6 +122,35 @@ def remove(
         escrow.store.delete(key)
 
 
+def _authorize_change(uow: UnitOfWork, actor: Principal, deposit: Deposit, attempt: str) -> None:
+    """Whether `actor` may attach (before the seal) or amend (after it) the version's agreement,
+    as `authorize` decides; a member of the lab's organisation refused a sealed agreement's
+    change (a depositor, a reviewer) is logged as the admin's refused changes are."""
+    sealed = deposit.state == SEALED
+    org = org_of(deposit)
+    try:
+        authorize(actor, Action.AGREEMENT_AMEND if sealed else Action.AGREEMENT_ATTACH, org)
+    except Forbidden as refused:
+        existing = current(uow, deposit.id) if sealed else None
+        roles = actor.roles_in(org)
+        # Only members are logged: someone with no role in the organisation gets the plain 403
+        # and no audit event, so that strangers cannot fill the log with refusals.
+        if existing is None or not roles:
+            raise
+        _refuse(
+            uow,
+            actor,
+            deposit,
+            existing,
+            attempt,
+            f"the role {' and '.join(roles)} in {org!r} may not change it ({refused.message})",
+            hint=f"only an admin of {org!r} changes it, and only by an amendment its own rule "
+            f"allows: escrow agreement attach {name_of(deposit)} FILE",
+            extra={"roles": list(roles)},
+            error=Forbidden,
+        )
+
+
 def _refuse(
     uow: UnitOfWork,
     actor: Principal,
@@ -135,16 +161,23 @@ def _refuse(
     *,
     hint: str,
     extra: dict[str, Any] | None = None,
-) -> None:
-    """Log the refused change (committed: a refusal leaves its trace), then raise."""
+    error: type[EscrowError] = AgreementBinds,
+) -> NoReturn:
+    """Log the refused change and why (committed: a refusal leaves its trace), then raise."""
     uow.audit(
         AuditAction.AGREEMENT_CHANGE_REFUSED,
         actor,
         subject_of(deposit),
-        {"attempt": attempt, "number": existing.number, "sha256": existing.sha256, **(extra or {})},
+        {
+            "attempt": attempt,
+            "number": existing.number,
+            "sha256": existing.sha256,
+            "reason": why,
+            **(extra or {}),
+        },
     )
     uow.commit()
-    raise AgreementBinds(
+    raise error(
         f"{name_of(deposit)} is sealed under release agreement #{existing.number} "
         f"(sha256 {existing.sha256[:16]}…): {why}; the attempt is on the audit log",
         hint=hint,

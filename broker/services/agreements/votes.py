@@ -212,7 +212,11 @@ def withdraw(
             AuditAction.AGREEMENT_CHANGE_REFUSED,
             actor,
             {**subject_of(deposit), **audit_subject(user)},
-            {"attempt": "withdraw_vote", "trigger": release.trigger},
+            {
+                "attempt": "withdraw_vote",
+                "trigger": release.trigger,
+                "reason": "the quorum was reached and the release is not undone",
+            },
         )
         uow.commit()
         raise AgreementBinds(
