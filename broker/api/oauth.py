@@ -26,7 +26,7 @@ from broker.http.openapi import STRING, obj
 from broker.services import device as service
 from broker.services.sessions import TokenPair
 from broker.services.views_types import (
-    DeviceAuthorization,
+    DeviceStart,
     OAuthErrorAnswer,
     Revoked,
     TokenAnswer,
@@ -66,7 +66,7 @@ OPENAPI = {
             "verification_uri",
             {"client_id": {"const": service.CLIENT_ID}, "scope": STRING},
             ["client_id"],
-            DeviceAuthorization,
+            DeviceStart,
         )
     },
     "/oauth/token": {
@@ -105,15 +105,7 @@ def device_authorization() -> Response:
         started = service.start(
             uow, _client_id(), _param("scope") or "", escrow().settings.public_url
         )
-    answer: DeviceAuthorization = {
-        "device_code": started.device_code,
-        "user_code": started.user_code,
-        "verification_uri": started.verification_uri,
-        "verification_uri_complete": started.verification_uri_complete,
-        "expires_in": started.expires_in,
-        "interval": started.interval,
-    }
-    return _answer(answer)
+    return _answer(started)
 
 
 @bp.post("/token")

@@ -108,7 +108,7 @@ from broker.services.views_types.keys_ndas import (
     NdaVersion,
 )
 from broker.services.views_types.oauth import (
-    DeviceAuthorization,
+    DeviceStart,
     OAuthErrorAnswer,
     Revoked,
     TokenAnswer,
@@ -163,7 +163,7 @@ __all__ = [
     "DecisionView",
     "DepositFileView",
     "DepositView",
-    "DeviceAuthorization",
+    "DeviceStart",
     "Done",
     "Eligibility",
     "Explanation",

@@ -7,7 +7,7 @@ from typing import NotRequired
 from typing_extensions import TypedDict
 
 
-class DeviceAuthorization(TypedDict):
+class DeviceStart(TypedDict):
     """RFC 8628 §3.2: a CLI login started; `device_code` is shown only here."""
 
     device_code: str
