@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported on use: client commands must not pay for Flask at start-up
+    from types import ModuleType
+
     from flask import Flask
 
     from broker.config import Settings
@@ -14,31 +16,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from broker.adapters.oidc import init_oidc
-    from broker.api import (
-        access,
-        agreements,
-        audit,
-        deposits,
-        hosted,
-        hosted_keys,
-        idempotency,
-        keys,
-        meta,
-        ndas,
-        oauth,
-        orgs,
-        quarantine,
-        store_urls,
-        studies,
-    )
-    from broker.api import models as api_models
+    from broker.api import idempotency
     from broker.config import load_settings
     from broker.container import build_escrow
     from broker.http.common import check_request_values, register_error_handlers
-    from broker.web import auth as web_auth
     from broker.web import common as web_common
-    from broker.web import csrf, page_modules
-    from broker.web import device as web_device
+    from broker.web import csrf
 
     app = Flask(__name__)
     settings = settings or load_settings()
@@ -50,7 +33,40 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     web_common.init_app(app)
     init_oidc(app, settings.oidc_issuers)
-    modules = (
+    modules = _route_modules()
+    for module in modules:
+        app.register_blueprint(module.bp)
+    # One document, from the routes each registered blueprint declares (served by api/meta.py,
+    # made on first use by broker.http.openapi.document_of)
+    app.extensions["openapi_modules"] = modules
+    return app
+
+
+def _route_modules() -> tuple[ModuleType, ...]:
+    """Every module with a blueprint `bp` (and its `OPENAPI` routes), in registration order: a new
+    API or page module goes here, registered and described from this one list."""
+    from broker.api import (
+        access,
+        agreements,
+        audit,
+        deposits,
+        hosted,
+        hosted_keys,
+        keys,
+        meta,
+        ndas,
+        oauth,
+        orgs,
+        quarantine,
+        store_urls,
+        studies,
+    )
+    from broker.api import models as api_models
+    from broker.web import auth as web_auth
+    from broker.web import device as web_device
+    from broker.web import page_modules
+
+    return (
         web_auth,
         meta,
         deposits,
@@ -70,12 +86,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         studies,
         *page_modules(),
     )
-    for module in modules:
-        app.register_blueprint(module.bp)
-    # One document, from the routes each registered blueprint declares (served by api/meta.py,
-    # made on first use by broker.http.openapi.document_of)
-    app.extensions["openapi_modules"] = modules
-    return app
 
 
 def _configure(app: Flask, settings: Settings) -> None:

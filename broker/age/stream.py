@@ -227,7 +227,7 @@ def encrypt_payload(
         filled = 1
 
 
-# long because the read loop, final-chunk rules and release-in-finally share state: one to audit
+# long: the read loop, the final-chunk rules and the release in `finally` share state; one to audit
 def decrypt_payload(
     src: BinaryIO,
     dst: SupportsWrite,

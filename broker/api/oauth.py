@@ -8,7 +8,7 @@ not problem+json. Views only translate; `broker.services.device` decides.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Mapping
 from typing import Any
 
 from authlib.consts import default_json_headers
@@ -22,26 +22,27 @@ from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
 from flask import Blueprint, Response, jsonify, request
 
 from broker.http.common import escrow
-from broker.http.openapi import INTEGER, STRING, obj
+from broker.http.openapi import STRING, obj
 from broker.services import device as service
 from broker.services.sessions import TokenPair
+from broker.services.views_types import (
+    DeviceStart,
+    OAuthErrorAnswer,
+    Revoked,
+    TokenAnswer,
+)
 
 bp = Blueprint("oauth", __name__, url_prefix="/oauth")
 
 FORM = "application/x-www-form-urlencoded"
 OAUTH_ERROR = {
     "description": "RFC 6749 §5.2 error",
-    "content": {
-        "application/json": {
-            "schema": obj(error=STRING, error_description=STRING),
-        }
-    },
+    "content": {"application/json": {"schema": OAuthErrorAnswer}},
 }
-TOKEN = obj(access_token=STRING, token_type=STRING, expires_in=INTEGER, refresh_token=STRING)
 
 
 def _form_operation(
-    summary: str, fields: dict[str, Any], required: list[str], ok: dict[str, Any]
+    summary: str, fields: dict[str, Any], required: list[str], ok: type
 ) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -65,14 +66,7 @@ OPENAPI = {
             "verification_uri",
             {"client_id": {"const": service.CLIENT_ID}, "scope": STRING},
             ["client_id"],
-            obj(
-                device_code=STRING,
-                user_code=STRING,
-                verification_uri=STRING,
-                verification_uri_complete=STRING,
-                expires_in=INTEGER,
-                interval=INTEGER,
-            ),
+            DeviceStart,
         )
     },
     "/oauth/token": {
@@ -87,7 +81,7 @@ OPENAPI = {
                 "refresh_token": STRING,
             },
             ["grant_type", "client_id"],
-            TOKEN,
+            TokenAnswer,
         )
     },
     "/oauth/revoke": {
@@ -99,7 +93,7 @@ OPENAPI = {
                 "client_id": {"const": service.CLIENT_ID},
             },
             ["token", "client_id"],
-            obj(),
+            Revoked,
         )
     },
 }
@@ -111,7 +105,7 @@ def device_authorization() -> Response:
         started = service.start(
             uow, _client_id(), _param("scope") or "", escrow().settings.public_url
         )
-    return _answer(asdict(started))
+    return _answer(started)
 
 
 @bp.post("/token")
@@ -135,10 +129,11 @@ def token() -> Response:
 def revoke() -> Response:
     with escrow().uow() as uow:
         service.revoke(uow, _client_id(), _param("token"))
-    return _answer({})
+    revoked: Revoked = {}
+    return _answer(revoked)
 
 
-def _token_response(pair: TokenPair) -> dict[str, Any]:
+def _token_response(pair: TokenPair) -> TokenAnswer:
     return {
         "access_token": pair.access_token,
         "token_type": "Bearer",
@@ -162,7 +157,7 @@ def _client_id() -> str | None:
 
 
 def _answer(
-    body: dict[str, Any], status: int = 200, headers: list[tuple[str, str]] | None = None
+    body: Mapping[str, Any], status: int = 200, headers: list[tuple[str, str]] | None = None
 ) -> Response:
     response = jsonify(body)
     response.status_code = status

@@ -33,17 +33,23 @@ import json
 import os
 import random
 import re
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from broker.client.http_errors import BrokerError as BrokerError
+from broker.client.http_errors import BrokerUnreachable as BrokerUnreachable
+from broker.client.http_errors import StoreError as StoreError
+from broker.client.http_errors import never_reached as never_reached
+from broker.client.http_errors import not_a_broker as not_a_broker
+from broker.client.http_errors import problem_error as problem_error
+from broker.client.http_errors import problem_of, reason_of, store_problem
+from broker.client.http_errors import store_host as store_host
 from broker.errors import EscrowError, Unauthorized
 
 T = TypeVar("T")
@@ -59,42 +65,6 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 OUTCOME_UNKNOWN = "outcome-unknown"  # the end of the broker's problem type for it
 USER_AGENT = "weights-escrow-client/0.1"
-
-
-class BrokerError(EscrowError):
-    """The broker answered with an error (problem+json): its status, detail and hint."""
-
-    def __init__(self, status: int, title: str, detail: str, hint: str = "",
-                 problem_type: str = "about:blank") -> None:
-        super().__init__(detail or title, hint=hint)
-        self.status = status
-        self.title = title
-        self.problem_type = problem_type
-
-
-class BrokerUnreachable(EscrowError):
-    """The broker or the object store stayed unreachable through every retry."""
-
-    status = 503
-    title = "broker unreachable"
-
-
-class StoreError(EscrowError):
-    """The object store refused an upload (not a transient failure)."""
-
-    status = 502
-    title = "object store refused the upload"
-
-    def __init__(self, message: str, *, hint: str = "", status_code: int = 0,
-                 code: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.status_code = status_code
-        self.code = code
-
-    @property
-    def url_expired(self) -> bool:
-        """S3 answers 403 to an expired presigned URL; the local store answers 401/403/410."""
-        return self.status_code in (401, 403, 410)
 
 
 @dataclass(frozen=True)
@@ -184,26 +154,6 @@ def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-def _problem(response: urllib3.BaseHTTPResponse) -> dict[str, Any] | None:
-    """The answer's problem+json object (or a JSON object with a detail or title), if any."""
-    if "json" not in response.headers.get("Content-Type", ""):
-        return None
-    try:
-        payload = json.loads(response.data or b"null")
-    except ValueError:
-        return None
-    if isinstance(payload, dict) and ("detail" in payload or "title" in payload):
-        return payload
-    return None
-
-
-def problem_error(status: int, problem: dict[str, Any]) -> BrokerError:
-    title = str(problem.get("title") or "error")
-    return BrokerError(status, title, str(problem.get("detail") or title),
-                       str(problem.get("hint") or ""),
-                       str(problem.get("type") or "about:blank"))
-
-
 def broker_transient(response: urllib3.BaseHTTPResponse, base_url: str) -> _Transient | None:
     """Whether a broker's answer is worth another try (and what to say if the tries run out):
     429; the broker's own 503 "outcome unknown"; a 502/503/504 that is not the broker's
@@ -211,7 +161,7 @@ def broker_transient(response: urllib3.BaseHTTPResponse, base_url: str) -> _Tran
     status = response.status
     if status != TOO_MANY_REQUESTS and status not in RETRY_STATUSES:
         return None
-    problem = _problem(response)
+    problem = problem_of(response)
     if problem is not None:
         error = problem_error(status, problem)
         if status == TOO_MANY_REQUESTS:
@@ -236,51 +186,6 @@ def broker_transient(response: urllib3.BaseHTTPResponse, base_url: str) -> _Tran
         hint="the broker behind it is down or overloaded: run the same command again later "
         "(nothing finished is lost); if it persists, tell the broker's operator"),
         _retry_after(response))
-
-
-def _describe(error: BaseException) -> str:
-    """A short reason for a connection failure, without URLs (which may carry signatures)."""
-    inner = error
-    while isinstance(reason := getattr(inner, "reason", None), BaseException):
-        inner = reason
-    text = type(inner).__name__
-    message = str(inner)
-    for marker in ("Connection refused", "timed out", "reset by peer", "Broken pipe",
-                   "Name or service not known", "Remote end closed", "IncompleteRead"):
-        if marker.lower() in message.lower():
-            return f"{text} ({marker.lower()})"
-    return text
-
-
-def never_reached(error: BaseException) -> str | None:
-    """Why a connection could not even be opened (refused, or an unknown host name), or None
-    when it may have been opened (a timeout, a reset: the request may have arrived)."""
-    seen: set[int] = set()
-    inner: BaseException | None = error
-    while inner is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        if isinstance(inner, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(inner, socket.gaierror) or type(inner).__name__ == "NameResolutionError":
-            return "the host name is not known"
-        reason = getattr(inner, "reason", None)
-        inner = reason if isinstance(reason, BaseException) else (
-            inner.__cause__ or inner.__context__)
-    return None
-
-
-def not_a_broker(base_url: str, why: str) -> BrokerUnreachable:
-    """The error for a broker URL where nothing could be reached on first contact."""
-    return BrokerUnreachable(
-        f"cannot reach a broker at {base_url}: {why}",
-        hint="check --broker (or ESCROW_BROKER): is it the broker's URL, and is the broker "
-        "running there? (`escrow serve` prints the URL it listens on)",
-    )
-
-
-def store_host(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc.rsplit("@", 1)[-1] or "the object store"
 
 
 class BrokerClient:
@@ -355,7 +260,7 @@ class BrokerClient:
             if why is not None:
                 raise not_a_broker(self.base_url, why) from None
             raise BrokerUnreachable(
-                f"the broker at {self.base_url} went away: no answer: {_describe(error)}",
+                f"the broker at {self.base_url} went away: no answer: {reason_of(error)}",
                 hint=self.hint_when_gone()) from None
         self.answered = True
         try:
@@ -394,7 +299,7 @@ class BrokerClient:
                                              timeout=self.api_timeout, redirect=False)
             except (Urllib3Error, OSError) as error:
                 self.refused_on_first_contact(error)
-                raise _Transient(f"no answer: {_describe(error)}") from None
+                raise _Transient(f"no answer: {reason_of(error)}") from None
             self.answered = True
             transient = broker_transient(response, self.base_url)
             if transient is not None:
@@ -435,7 +340,7 @@ class BrokerClient:
                     hint=f"check that {self.base_url} is an escrow broker",
                 )
             return payload
-        problem = _problem(response)
+        problem = problem_of(response)
         if problem is not None:
             raise problem_error(response.status, problem)
         raise BrokerError(
@@ -470,11 +375,11 @@ class BrokerClient:
                     timeout=self.upload_timeout, redirect=False, preload_content=True,
                 )
             except (Urllib3Error, OSError) as error:
-                raise _Transient(f"no answer: {_describe(error)}") from None
+                raise _Transient(f"no answer: {reason_of(error)}") from None
             if 200 <= response.status < 300:
                 etag: str = response.headers.get("ETag") or ""
                 return etag.strip().strip('"')
-            code, message, hint = _store_problem(response)
+            code, message, hint = store_problem(response)
             said = f"HTTP {response.status}" + (f" {code}" if code else "") + (
                 f": {message}" if message else "")
             if response.status in STORE_RETRY_STATUSES:
@@ -498,20 +403,3 @@ class BrokerClient:
 
     def close(self) -> None:
         self.pool.clear()
-
-
-def _store_problem(response: urllib3.BaseHTTPResponse) -> tuple[str, str, str]:
-    """(code, message, hint): S3's XML <Code>/<Message>, or the title, detail and hint of a
-    problem+json from the broker's local store."""
-    data = response.data or b""
-    try:
-        payload = json.loads(data)
-        if isinstance(payload, dict):
-            return (str(payload.get("title") or ""), str(payload.get("detail") or ""),
-                    str(payload.get("hint") or ""))
-    except ValueError:
-        pass
-    code = re.search(rb"<Code>([^<]{1,100})</Code>", data)
-    message = re.search(rb"<Message>([^<]{1,300})</Message>", data)
-    return (code.group(1).decode(errors="replace") if code else "",
-            message.group(1).decode(errors="replace") if message else "", "")

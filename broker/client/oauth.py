@@ -25,11 +25,11 @@ from broker.client.http import (
     BrokerClient,
     BrokerError,
     BrokerUnreachable,
-    _describe,
     _retrying,
     _Transient,
     broker_transient,
 )
+from broker.client.http_errors import reason_of
 from broker.errors import EscrowError
 
 CLIENT_ID = "escrow-cli"
@@ -160,12 +160,12 @@ def _post_form(
             )
         except (NewConnectionError, ConnectTimeoutError) as error:
             client.refused_on_first_contact(error)
-            raise _Transient(f"no answer: {_describe(error)}") from None  # never sent: safe again
+            raise _Transient(f"no answer: {reason_of(error)}") from None  # never sent: safe again
         except (Urllib3Error, OSError) as error:
             if replayable:
-                raise _Transient(f"no answer: {_describe(error)}") from None
+                raise _Transient(f"no answer: {reason_of(error)}") from None
             raise BrokerUnreachable(
-                f"the broker at {client.base_url} went away during {path}: {_describe(error)}",
+                f"the broker at {client.base_url} went away during {path}: {reason_of(error)}",
                 hint="run the same command again (a login that was cut off needs "
                 "`escrow login` again)",
             ) from None

@@ -63,11 +63,7 @@ def make_app(state: WorkerState) -> Flask:
     def completions() -> Response:
         body = _body()
         _can(state, "generate")
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise InvalidInput("'prompt' must be a string", hint='e.g. "Once upon a time"')
+        prompt = _completion_prompt(body)
         sampling = with_views(with_logprobs(sampling_of(body), body, chat=False), body)
         generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=False)
@@ -76,16 +72,7 @@ def make_app(state: WorkerState) -> Flask:
     def chat() -> Response:
         body = _body()
         _can(state, "generate")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str) for m in messages
-        ):
-            raise InvalidInput(
-                "'messages' must be a list of {role, content} with text content",
-                hint='e.g. [{"role": "user", "content": "Hello"}]',
-            )
-        prompt = state.engine.chat_prompt([Message(m["role"], m["content"]) for m in messages])
+        prompt = state.engine.chat_prompt(_chat_messages(body))
         sampling = with_views(with_logprobs(sampling_of(body), body, chat=True), body)
         generation = state.engine.generate(prompt, sampling)
         return _answer(state, body, generation, chat=True)
@@ -94,27 +81,56 @@ def make_app(state: WorkerState) -> Flask:
     def embeddings() -> Response:
         body = _body()
         _can(state, "embed")
-        texts = embed_inputs(body)
-        form = body.get("encoding_format", "float")
-        if form not in ("float", "base64"):
-            raise BadRequest("encoding_format must be float or base64", hint="float")
-        result = state.engine.embed(texts)
-        wanted = body.get("dimensions")
-        if wanted is not None and result.vectors and wanted != len(result.vectors[0]):
-            raise BadRequest(
-                f"this model's vectors have {len(result.vectors[0])} dimensions, not {wanted!r}",
-                hint="leave 'dimensions' out",
-            )
-        return jsonify({
-            "object": "list",
-            "model": state.model,
-            "data": [{"object": "embedding", "index": i, "embedding": _encoded(v, form)}
-                     for i, v in enumerate(result.vectors)],
-            "usage": {"prompt_tokens": result.prompt_tokens,
-                      "total_tokens": result.prompt_tokens},
-        })
+        return jsonify(_embeddings(state, body))
 
     return app
+
+
+def _completion_prompt(body: dict[str, Any]) -> str:
+    """A completion's prompt: one string (or a list of exactly one)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise InvalidInput("'prompt' must be a string", hint='e.g. "Once upon a time"')
+    return prompt
+
+
+def _chat_messages(body: dict[str, Any]) -> list[Message]:
+    """A chat's messages: a non-empty list of {role, content} with text content."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise InvalidInput(
+            "'messages' must be a list of {role, content} with text content",
+            hint='e.g. [{"role": "user", "content": "Hello"}]',
+        )
+    return [Message(m["role"], m["content"]) for m in messages]
+
+
+def _embeddings(state: WorkerState, body: dict[str, Any]) -> dict[str, Any]:
+    """The embeddings' answer, in the requested encoding and checked against `dimensions`."""
+    texts = embed_inputs(body)
+    form = body.get("encoding_format", "float")
+    if form not in ("float", "base64"):
+        raise BadRequest("encoding_format must be float or base64", hint="float")
+    result = state.engine.embed(texts)
+    wanted = body.get("dimensions")
+    if wanted is not None and result.vectors and wanted != len(result.vectors[0]):
+        raise BadRequest(
+            f"this model's vectors have {len(result.vectors[0])} dimensions, not {wanted!r}",
+            hint="leave 'dimensions' out",
+        )
+    return {
+        "object": "list",
+        "model": state.model,
+        "data": [{"object": "embedding", "index": i, "embedding": _encoded(v, form)}
+                 for i, v in enumerate(result.vectors)],
+        "usage": {"prompt_tokens": result.prompt_tokens,
+                  "total_tokens": result.prompt_tokens},
+    }
 
 
 def _can(state: WorkerState, task: str) -> None:

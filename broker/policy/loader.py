@@ -22,13 +22,12 @@ from pathlib import Path
 
 from broker.domain.nda import NdaLibrary, NdaTextError, load_library, version_key
 from broker.errors import NotFound
+from broker.policy.patterns import pattern_key, pattern_specificity
 from broker.policy.schema import (
     Policy,
     PolicyError,
     PolicyProblem,
     parse_policy,
-    pattern_key,
-    pattern_specificity,
 )
 
 POLICY_SUFFIXES = (".yaml", ".yml")

@@ -51,6 +51,14 @@ from broker.domain.hosting import REQUESTABLE_KINDS, WEIGHTS
 from broker.domain.principals import ORG_ROLES
 from broker.errors import ConfigError
 from broker.policy.nodes import NodeReader, PolicyProblem, tagged
+from broker.policy.patterns import (
+    SLUG,
+    WILDCARD,
+    pattern_key,
+    pattern_matches,
+    pattern_problem,
+    pattern_specificity,
+)
 
 __all__ = [
     "MAX_DAYS",
@@ -73,13 +81,10 @@ __all__ = [
 
 MAX_POLICY_BYTES = 64 * 1024  # a policy, not a data file; keeps a bad file from filling memory
 MAX_DAYS = 3650  # a sanity bound on grant durations: ten years is already not "time-limited"
-WILDCARD = "*"
 
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 _POLICY_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 _NDA_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
 _NDA_VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?$")
-_LITERAL = re.compile(r"^[a-z0-9._-]*$")
 _DOMAIN = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 _AFFILIATION = re.compile(
     r"^(?:\*|[a-z][a-z0-9_-]{0,63})@"
@@ -180,48 +185,6 @@ class PolicyError(ConfigError):
         )
 
 
-# --- patterns -----------------------------------------------------------------------------------
-
-
-def pattern_problem(pattern: str, organisation: str) -> str | None:
-    """Why `pattern` is not a valid model pattern of `organisation`, or None."""
-    org, sep, rest = pattern.partition("/")
-    if not sep:
-        return f"model pattern {pattern!r} is not ORG/NAME or ORG/PREFIX*"
-    if org != organisation:
-        return (
-            f"model pattern {pattern!r} is outside organisation {organisation!r}: "
-            f"a policy only names its own organisation's models ({organisation}/…)"
-        )
-    literal = rest[:-1] if rest.endswith(WILDCARD) else rest
-    if WILDCARD in literal or not _LITERAL.match(literal):
-        return (
-            f"model pattern {pattern!r} is not valid: use lowercase letters, digits, "
-            f"'.', '_' or '-', and at most one '*', at the end"
-        )
-    if not rest.endswith(WILDCARD) and not _SLUG.match(rest):
-        return f"model pattern {pattern!r} does not name a valid model"
-    return None
-
-
-def pattern_key(pattern: str) -> str:
-    """The key of a pattern's line in `Policy.lines`."""
-    return "models:" + pattern
-
-
-def pattern_matches(pattern: str, model: str) -> bool:
-    if pattern.endswith(WILDCARD):
-        return model.startswith(pattern[:-1])
-    return model == pattern
-
-
-def pattern_specificity(pattern: str) -> tuple[int, int]:
-    """Exact names beat every wildcard; among wildcards, the longer literal prefix wins."""
-    if pattern.endswith(WILDCARD):
-        return (0, len(pattern) - 1)
-    return (1, len(pattern))
-
-
 # --- reading one file ---------------------------------------------------------------------------
 
 
@@ -284,7 +247,7 @@ class _Reader(NodeReader):
         organisation = self.at(
             fields,
             "organisation",
-            lambda n: self.string(n, "organisation", _SLUG, "an organisation name such as acme-ai"),
+            lambda n: self.string(n, "organisation", SLUG, "an organisation name such as acme-ai"),
         )
         models = self.at(fields, "models", lambda n: self.models(n, organisation))
         nda = self.at(fields, "nda", self.nda)

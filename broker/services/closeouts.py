@@ -90,6 +90,31 @@ def close(
     """Record the actor's close-out of an ended grant; (view, created). A second close-out of
     the same grant returns the first, unchanged."""
     grant = _own(uow, actor, grant_id)
+    _require_weights_attested(grant, attest_deleted)
+    name = check_typed_name(typed_name)
+    existing = uow.session.get(GrantCloseout, grant.id)
+    if existing is not None:
+        return describe(uow, grant, existing), False
+    moment = now()
+    _require_ended(uow, grant, moment)
+    text = closeout_message(grant)
+    key, armored = _checked_signature(uow, grant, text, ssh_signature)
+    row = GrantCloseout(
+        grant_id=grant.id,
+        typed_name=name,
+        message=text,
+        ssh_signature=armored,
+        ssh_key_id=key.id if key else None,
+        attested_at=moment,
+    )
+    uow.session.add(row)
+    _audit_closed(uow, actor, grant, text, key, moment)
+    uow.commit()
+    return describe(uow, grant, row), True
+
+
+def _require_weights_attested(grant: Grant, attest_deleted: object) -> None:
+    """A close-out is of a weights grant, and attests the deletion."""
     if grant.kind != WEIGHTS:
         raise Conflict(
             f"grant {grant.id} is of kind {grant.kind}: hosted access released no weights, so "
@@ -102,11 +127,10 @@ def close(
             hint="delete every copy first, then: escrow grants close GRANT --attest-deleted "
             '--name "Full Name"',
         )
-    name = check_typed_name(typed_name)
-    existing = uow.session.get(GrantCloseout, grant.id)
-    if existing is not None:
-        return describe(uow, grant, existing), False
-    moment = now()
+
+
+def _require_ended(uow: UnitOfWork, grant: Grant, moment: datetime) -> None:
+    """The grant ended by `moment`, and no renewal continues it."""
     if ended_at(grant, moment) is None:
         raise Conflict(
             f"grant {grant.id} has not ended: it is valid until "
@@ -121,27 +145,34 @@ def close(
             hint=f"close grant {continued.id} once it ends: escrow grants close {continued.id} "
             '--attest-deleted --name "Full Name"',
         )
-    text = closeout_message(grant)
-    key = None
-    armored = None
-    if ssh_signature is not None and ssh_signature != "":
-        if not isinstance(ssh_signature, str):
-            raise InvalidInput(
-                "'ssh_signature' must be the armored text of the .sig file", hint=SIGN_HINT
-            )
-        parsed = sshsig.parse_armored(ssh_signature)
-        key = signer_key(uow, grant.user_id, parsed)
-        sshsig.verify(parsed, text.encode("utf-8"), NAMESPACE)
-        armored = sshsig.armor(sshsig.encode_blob(parsed))
-    row = GrantCloseout(
-        grant_id=grant.id,
-        typed_name=name,
-        message=text,
-        ssh_signature=armored,
-        ssh_key_id=key.id if key else None,
-        attested_at=moment,
-    )
-    uow.session.add(row)
+
+
+def _checked_signature(
+    uow: UnitOfWork, grant: Grant, text: str, ssh_signature: object
+) -> tuple[ResearcherKey | None, str | None]:
+    """The signer's key and the signature re-armored, after checking it over `text` with one of
+    the researcher's proven keys; (None, None) where none was given."""
+    if ssh_signature is None or ssh_signature == "":
+        return None, None
+    if not isinstance(ssh_signature, str):
+        raise InvalidInput(
+            "'ssh_signature' must be the armored text of the .sig file", hint=SIGN_HINT
+        )
+    parsed = sshsig.parse_armored(ssh_signature)
+    key = signer_key(uow, grant.user_id, parsed)
+    sshsig.verify(parsed, text.encode("utf-8"), NAMESPACE)
+    return key, sshsig.armor(sshsig.encode_blob(parsed))
+
+
+def _audit_closed(
+    uow: UnitOfWork,
+    actor: Principal,
+    grant: Grant,
+    text: str,
+    key: ResearcherKey | None,
+    moment: datetime,
+) -> None:
+    """The `grant.closed` event: the person, the grant, the message's SHA-256 and the key."""
     user = uow.session.get(User, grant.user_id)
     assert user is not None  # a foreign key
     details: dict[str, object] = {
@@ -157,8 +188,6 @@ def close(
         {**audit_subject(user), "grant": grant.id, "deposit": grant.deposit_id},
         details,
     )
-    uow.commit()
-    return describe(uow, grant, row), True
 
 
 def describe(uow: UnitOfWork, grant: Grant, row: GrantCloseout | None) -> CloseoutView:

@@ -301,15 +301,38 @@ def complete_upload(
     reported = parse_reported_parts(reported_parts)
     prefix = deposit_prefix(deposit.id)
     key = prefix + payload_key(index)
+    _assemble(escrow, uow, actor, deposit, file, key, file.upload_id, reported)
+    escrow.store.put_bytes(prefix + header_key(index), file.header)
+    file.state, file.sha256, file.upload_id = FileState.UPLOADED, sha256, None
+    uow.audit(
+        AuditAction.DEPOSIT_FILE_UPLOADED,
+        actor,
+        {"deposit": deposit.id, "path": file.path},
+        {"size": file.size, "sha256": sha256},
+    )
+    uow.commit()
+    return {"index": file.idx, "state": file.state}
+
+
+def _assemble(
+    escrow: Escrow,
+    uow: UnitOfWork,
+    actor: Principal,
+    deposit: Deposit,
+    file: DepositFile,
+    key: str,
+    upload_id: str,
+    reported: dict[int, UploadedPart] | None,
+) -> None:
+    """Complete the multipart upload at `key` from its parts and check the payload's size. An
+    upload the store lost, or a payload of another size, resets the file (committed) and raises."""
     try:
-        uploaded = _uploaded_parts(escrow, key, file.upload_id, reported)
+        uploaded = _uploaded_parts(escrow, key, upload_id, reported)
     except ObjectMissing:
         raise _upload_lost(uow, actor, deposit, file) from None
     _require_every_part(file, uploaded)
     try:
-        escrow.store.complete_multipart(
-            key, file.upload_id, [uploaded[n] for n in sorted(uploaded)]
-        )
+        escrow.store.complete_multipart(key, upload_id, [uploaded[n] for n in sorted(uploaded)])
     except ObjectMissing:
         raise _upload_lost(uow, actor, deposit, file) from None
     stored = escrow.store.head(key)
@@ -323,16 +346,6 @@ def complete_upload(
             f"expected {expected}",
             hint="the file's upload was discarded; run the same `escrow deposit` command again",
         )
-    escrow.store.put_bytes(prefix + header_key(index), file.header)
-    file.state, file.sha256, file.upload_id = FileState.UPLOADED, sha256, None
-    uow.audit(
-        AuditAction.DEPOSIT_FILE_UPLOADED,
-        actor,
-        {"deposit": deposit.id, "path": file.path},
-        {"size": file.size, "sha256": sha256},
-    )
-    uow.commit()
-    return {"index": file.idx, "state": file.state}
 
 
 def _require_every_part(file: DepositFile, uploaded: dict[int, UploadedPart]) -> None:

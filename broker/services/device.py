@@ -13,7 +13,6 @@ on the audit log in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from authlib.common.urls import add_params_to_uri
@@ -44,6 +43,7 @@ from broker.services.sessions import (
     refresh_tokens,
     start_session,
 )
+from broker.services.views_types import DeviceStart
 
 CLIENT_ID = "escrow-cli"  # the only client: public (RFC 6749 §2.1), so it has no secret
 DEVICE_CODE_TTL = timedelta(minutes=10)
@@ -58,18 +58,6 @@ USER_CODE_ALPHABET = frozenset("BCDFGHJKLMNPQRSTVWXZ")
 DEVICE_CODE_PREFIX = "edc"
 
 PENDING, APPROVED, DENIED, USED = "pending", "approved", "denied", "used"
-
-
-@dataclass(frozen=True)
-class DeviceStart:
-    """The device authorization response (RFC 8628 §3.2). `device_code` is shown only here."""
-
-    device_code: str
-    user_code: str
-    verification_uri: str
-    verification_uri_complete: str
-    expires_in: int
-    interval: int
 
 
 def check_client(client_id: str | None) -> None:
@@ -101,14 +89,15 @@ def start(uow: UnitOfWork, client_id: str | None, scope: str, public_url: str) -
     )
     uow.commit()
     verification_uri = f"{public_url.rstrip('/')}/device"
-    return DeviceStart(
-        device_code=device_code,
-        user_code=user_code,
-        verification_uri=verification_uri,
-        verification_uri_complete=add_params_to_uri(verification_uri, [("user_code", user_code)]),
-        expires_in=int(DEVICE_CODE_TTL.total_seconds()),
-        interval=POLL_INTERVAL_S,
-    )
+    complete = add_params_to_uri(verification_uri, [("user_code", user_code)])
+    return {
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": verification_uri,
+        "verification_uri_complete": complete,
+        "expires_in": int(DEVICE_CODE_TTL.total_seconds()),
+        "interval": POLL_INTERVAL_S,
+    }
 
 
 def _unused_user_code(uow: UnitOfWork) -> str:

@@ -20,6 +20,7 @@ from broker.adapters.db.uow import UnitOfWork
 from broker.container import Escrow
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
+from broker.domain.events import AuditAction
 from broker.domain.principals import Principal
 from broker.errors import EscrowError, Unavailable
 from broker.services import copies
@@ -168,7 +169,7 @@ def last_fixity(uow: UnitOfWork) -> list[dict[str, Any]]:
     """The newest completed fixity run (a list of one, or empty): when, and its summary."""
     event = uow.session.scalar(
         select(AuditEvent)
-        .where(AuditEvent.action == "fixity.completed")
+        .where(AuditEvent.action == AuditAction.FIXITY_COMPLETED)
         .order_by(AuditEvent.seq.desc())
         .limit(1)
     )

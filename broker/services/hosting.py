@@ -44,6 +44,7 @@ from broker.domain.clock import now
 from broker.domain.events import AuditAction
 from broker.domain.hosting import HEARTBEAT_S, HOSTING, QUERYING_KINDS
 from broker.domain.principals import Principal, PrincipalKind
+from broker.domain.states import RequestState
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from broker.services import grants as grant_service
 from broker.services import people, sessions
@@ -167,7 +168,7 @@ def allow_hosting(
     request = AccessRequest(
         id="rq_" + secrets.token_hex(8), user_id=user.id, deposit_id=deposit.id,
         key_id=keys[-1].id, purpose=f"hosting by model worker {worker}", days_requested=days,
-        state="approved", policy_id=policy.id, created_at=moment, decided_at=moment,
+        state=RequestState.APPROVED, policy_id=policy.id, created_at=moment, decided_at=moment,
         kind=HOSTING,
     )
     uow.session.add(request)

@@ -268,7 +268,7 @@ def _retired_earlier(escrow: Escrow, key: str) -> set[str]:
     """Keys earlier runs of this rotation moved away from (e.g. before the switch to KMS)."""
     with escrow.uow() as uow:
         leaves = uow.session.scalars(
-            select(AuditEvent.leaf).where(AuditEvent.action == "custody.rotation_started")
+            select(AuditEvent.leaf).where(AuditEvent.action == AuditAction.CUSTODY_ROTATION_STARTED)
         )
         events = [json.loads(leaf) for leaf in leaves]
     return {

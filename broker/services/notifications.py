@@ -37,6 +37,7 @@ from broker.domain import notices
 from broker.domain.access import Action, authorize
 from broker.domain.clock import now
 from broker.domain.principals import Principal
+from broker.domain.states import RequestState
 from broker.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def request_decided(uow: UnitOfWork, request: AccessRequest, grant: Grant | None
     if uow.notices is None:
         return
     notice = notices.decision(
-        uow.notices, request.id, _version(request.deposit), request.state == "approved",
+        uow.notices, request.id, _version(request.deposit), request.state == RequestState.APPROVED,
         grant.id if grant else None, grant.expires_at if grant else None,
     )
     queue(uow, notice, _emails(uow, [request.user_id]))

@@ -168,9 +168,9 @@ def test_a_log_in_overlapping_batches_is_rebuilt_a_chunk_at_a_time(escrow, bucke
     """The log is read one batch at a time and written a chunk at a time: re-mirrored as
     batches of 5 entries every 3 (and one inside another), written in chunks of 4, every
     entry comes back with the tree nodes it had."""
-    from broker.services import recovery
+    from broker.services.recovery import log as recovery_log
 
-    monkeypatch.setattr(recovery, "_WRITE_CHUNK", 4)
+    monkeypatch.setattr(recovery_log, "_WRITE_CHUNK", 4)
     [batch] = escrow.store.list_keys(audit.ENTRIES_PREFIX)
     lines = escrow.store.get_bytes(batch).split(b"\n")[:-1]
     assert len(lines) == bucket > 8  # more than two chunks

@@ -81,20 +81,24 @@ def test_a_member_the_type_does_not_declare_is_reported() -> None:
 
 
 def test_every_json_answer_of_the_api_is_a_services_type(app) -> None:
-    """No hand-written schema of a JSON answer under /api/v1 (the OAuth endpoints answer as
-    RFC 6749 and RFC 8628 say, the document as OpenAPI says): each refers to a TypedDict of
+    """No hand-written schema of a JSON answer under /api/v1 or /oauth (the OAuth endpoints'
+    answers and errors are RFC 6749's and RFC 8628's, typed; the document is as OpenAPI says;
+    /v1 answers as OpenAI's API does): each refers to a TypedDict of
     broker/services/views_types/, and the document's schemas are those derived from them."""
     document = document_of(app)
     used = set()
     for path, item in document["paths"].items():
         for method, spec in item.items():
-            if path == "/api/v1/openapi.json" or not path.startswith(("/api/v1/", "/healthz")):
+            if path == "/api/v1/openapi.json" or not path.startswith(
+                ("/api/v1/", "/healthz", "/oauth/")
+            ):
                 continue
             if method == "parameters":
                 continue
             for status, answer in spec["responses"].items():
                 schema = answer.get("content", {}).get("application/json", {}).get("schema")
-                if not status.startswith("2") or schema is None:
+                oauth_error = path.startswith("/oauth/") and status.startswith("4")
+                if not (status.startswith("2") or oauth_error) or schema is None:
                     continue
                 where = f"{method.upper()} {path} -> {status}"
                 assert set(schema) == {"$ref"}, f"{where}: a schema written by hand: {schema}"

@@ -13,7 +13,7 @@ import pytest
 from live import ESCROW_BIN
 
 from broker.adapters.custody.local import LocalCustody, key_id_of, read_key_file
-from broker.cli.admin import TEST_ONLY_PAUSE_ROTATION_AFTER
+from broker.cli.admin_key import TEST_ONLY_PAUSE_ROTATION_AFTER
 from broker.config import Settings
 
 from .support import bucket_keys, fresh_escrow, keys_in_use, plaintexts

@@ -79,13 +79,7 @@ def decide(
     _refuse_undecidable(request, reviewer, org)
     reviews = reviews_of(uow, request.id)
     mine = next((r for r in reviews if r.reviewer_id == reviewer.id), None)
-    if mine is not None and mine.approve == approve:
-        raise Conflict(
-            f"you have {'approved' if approve else 'denied'} request {request.id} already",
-            hint="it waits for the reviews of others"
-            if approve
-            else "nothing to do: the request is closed by your denial",
-        )
+    _refuse_same_review(request, mine, approve)
     requester = uow.session.get(User, request.user_id)
     assert requester is not None  # a foreign key
     key = _usable_key(uow, request)
@@ -105,6 +99,38 @@ def decide(
         facts = replace(facts, keys=())
     decision = evaluate(policy, facts)
     grant = _conclude(uow, request, policy, decision, facts, approve)
+    _audit_review(uow, actor, reviewer, request, approve, changed_from, decision, facts)
+    if grant is not None:
+        grant_service.audit_grant(uow, actor, requester, grant, decision)
+    if request.state != PENDING:
+        notifications.request_decided(uow, request, grant)
+    uow.commit()
+    return request, decision
+
+
+def _refuse_same_review(request: AccessRequest, mine: Review | None, approve: bool) -> None:
+    """Refuse the reviewer's own review given again (409): a changed review is allowed."""
+    if mine is not None and mine.approve == approve:
+        raise Conflict(
+            f"you have {'approved' if approve else 'denied'} request {request.id} already",
+            hint="it waits for the reviews of others"
+            if approve
+            else "nothing to do: the request is closed by your denial",
+        )
+
+
+def _audit_review(
+    uow: UnitOfWork,
+    actor: Principal,
+    reviewer: User,
+    request: AccessRequest,
+    approve: bool,
+    changed_from: str | None,
+    decision: Decision,
+    facts: Facts,
+) -> None:
+    """The `review.approved` or `review.denied` event: the request's state after it, the
+    decision, and the review it replaced."""
     details: dict[str, Any] = {"state": request.state, **decision_log(decision, facts)}
     if changed_from is not None:
         details["changed_from"] = changed_from
@@ -114,12 +140,6 @@ def decide(
         {**audit_subject(reviewer), **request_subject(request)},
         details,
     )
-    if grant is not None:
-        grant_service.audit_grant(uow, actor, requester, grant, decision)
-    if request.state != PENDING:
-        notifications.request_decided(uow, request, grant)
-    uow.commit()
-    return request, decision
 
 
 def _refuse_undecidable(request: AccessRequest, reviewer: User, org: str) -> None:

@@ -107,6 +107,12 @@ from broker.services.views_types.keys_ndas import (
     NdaTextView,
     NdaVersion,
 )
+from broker.services.views_types.oauth import (
+    DeviceStart,
+    OAuthErrorAnswer,
+    Revoked,
+    TokenAnswer,
+)
 from broker.services.views_types.people import (
     CallerView,
     CheckpointKey,
@@ -157,6 +163,7 @@ __all__ = [
     "DecisionView",
     "DepositFileView",
     "DepositView",
+    "DeviceStart",
     "Done",
     "Eligibility",
     "Explanation",
@@ -184,6 +191,7 @@ __all__ = [
     "NdaTerm",
     "NdaTextView",
     "NdaVersion",
+    "OAuthErrorAnswer",
     "PolicyRef",
     "PolicyView",
     "PresignedPart",
@@ -214,6 +222,7 @@ __all__ = [
     "ResearcherFacts",
     "ReviewQueue",
     "ReviewView",
+    "Revoked",
     "Roles",
     "SignedManifest",
     "SignedNda",
@@ -225,6 +234,7 @@ __all__ = [
     "StudyMemberList",
     "StudyMemberView",
     "StudyView",
+    "TokenAnswer",
     "UploadStart",
     "UploadedPartView",
     "VerificationView",
