@@ -51,8 +51,8 @@ OPENAPI = {
         ),
         "put": operation(
             "attach the version's release agreement (depositor or admin, before the seal), or "
-            "amend it (admin, after the seal: only as its own amendment rule allows; a refusal "
-            "is logged)",
+            "amend it (admin, or a trustee the agreement in force names, after the seal: only "
+            "as its own amendment rule allows; a refusal is logged)",
             AgreementAttached,
             obj(text=STRING),
         ),

@@ -25,7 +25,7 @@ silence, trustees' votes, the lab's early release) under which it opens, to an a
 to everyone. Once the version is sealed, it changes only as its own amendment rule allows.
 
 \b
-  escrow agreement attach acme-ai/gpt-small@2024-05 agreement.yaml     (lab's admin)
+  escrow agreement attach acme-ai/gpt-small@2024-05 agreement.yaml     (lab's admin, or a trustee)
   escrow agreement show acme-ai/gpt-small@2024-05
   escrow agreement checkin acme-ai                                     (lab's admin)
   escrow agreement vote acme-ai/gpt-small@2024-05 --ssh-key ~/.ssh/id_ed25519   (trustee)
@@ -89,8 +89,9 @@ def describe(shown: dict[str, Any]) -> list[str]:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @client_command
 def attach(target: str, file: Path, client: BrokerClient, as_json: bool) -> None:
-    """Attach FILE as the version's release agreement: before the seal freely; after it, only
-    as an amendment the agreement in force allows (a refusal is logged)."""
+    """Attach FILE as the version's release agreement: before the seal freely (the lab); after
+    it, only as an amendment the agreement in force allows (the lab's admin, or a trustee it
+    names; a refusal is logged)."""
     made = client.put(_path(target), {"text": file.read_text(encoding="utf-8")})
     shown = made["agreement"]
     emit(

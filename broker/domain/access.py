@@ -68,6 +68,7 @@ class Action(StrEnum):
     GRANT_RENEW = "grant.renew"
     AGREEMENT_ATTACH = "agreement.attach"
     AGREEMENT_AMEND = "agreement.amend"
+    AGREEMENT_AMEND_AS_TRUSTEE = "agreement.amend_as_trustee"
     AGREEMENT_CHECKIN = "agreement.checkin"
     AGREEMENT_RELEASE = "agreement.release"
     AGREEMENT_VOTE = "agreement.vote"
@@ -112,10 +113,16 @@ RULES: dict[Action, Rule] = {
     Action.GRANT_RELEASE: Person(),
     Action.HEALTH_READ: GlobalRole(("operator",)),  # the operator's page: health, verifications
     Action.GRANT_RENEW: Owner("grant", hint="list your grants with `escrow grants`"),
-    # release agreements: attached with the deposit (before the seal), amended only by the
-    # lab's admin and only as the agreement's own rule allows (checked by the service)
+    # release agreements: attached by the lab with the deposit (before the seal); after the
+    # seal, amended only as the agreement's own rule allows (checked by the service), and
+    # proposed either by the lab's admin or by a trustee the agreement in force names. The
+    # trustee is a second line, not a second principal in AGREEMENT_AMEND's rule: who a trustee
+    # is depends on the agreement (verified e-mail addresses it lists), which the service checks
+    # as it does for votes; a lab that has vanished must not keep its trustees from exercising
+    # an amendment rule that needs no admin (a trustee's proposal counts as no admin's)
     Action.AGREEMENT_ATTACH: OrgRole(("depositor", "admin")),
     Action.AGREEMENT_AMEND: OrgRole(("admin",)),
+    Action.AGREEMENT_AMEND_AS_TRUSTEE: Person(),  # a trustee the sealed agreement names
     Action.AGREEMENT_CHECKIN: OrgRole(("admin",)),
     Action.AGREEMENT_RELEASE: OrgRole(("admin",)),
     Action.AGREEMENT_VOTE: Person(),  # a trustee the agreement names (checked by the service)

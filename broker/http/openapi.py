@@ -25,7 +25,7 @@ PROBLEM = {"$ref": "#/components/responses/Problem"}
 PAGE_PROBLEM = {"$ref": "#/components/responses/PageProblem"}
 HTML = "text/html"
 # The version of the document (semantic versioning; docs/API-CHANGELOG.md lists the changes).
-API_VERSION = "1.13.1"
+API_VERSION = "1.14.0"
 STRING: dict[str, Any] = {"type": "string"}
 INTEGER: dict[str, Any] = {"type": "integer"}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}

@@ -76,6 +76,10 @@ def test_attach_with_the_deposit_show_vote_and_refuse_a_weaker_one(broker, tmp_p
     assert f"{target}: released: board" in shown and "trigger board: met" in shown
     assert "vote: tina@trust.example for release at " in shown
     assert f"last check-in: {state['last_checkin']}" in shown
+    # a trustee's login attaches an amendment too; the default rule still wants the lab's admin
+    tina = ["--token", person_token(broker, "tina@trust.example")]
+    proposed = broker.escrow("agreement", "attach", target, str(weaker), *tina, check=False)
+    assert proposed.returncode == 1 and "the lab's admin proposing it" in proposed.stderr
 
     # a version deposited without one: its lab's admin attaches it later
     broker.escrow("deposit", str(model), "--model", "acme-ai/gpt-small", "--version", "2024-06")

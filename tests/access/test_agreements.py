@@ -150,7 +150,8 @@ def test_a_sealed_agreement_cannot_be_removed_or_weakened_and_the_attempts_are_l
             assert answer.status_code == 403, answer.json
             assert f"the role {role} in 'acme-ai' may not change it" in answer.json["detail"]
             assert "the attempt is on the audit log" in answer.json["detail"]
-            assert "only an admin of 'acme-ai' changes it" in answer.json["hint"]
+            assert "only an admin of 'acme-ai', or a trustee the agreement names," in \
+                answer.json["hint"]
             logged = events("agreement.change_refused")[-1]
             assert logged["details"]["attempt"] == attempt
             assert logged["details"]["roles"] == [role]

@@ -8,8 +8,10 @@ deposit (`deposits/<id>/agreements/`) so that recovery restores them.
 Binding: before a version is sealed, its depositor or admin may attach and replace its agreement
 freely. Once sealed, the agreement in force is replaced only by an amendment that its own
 amendment rule allows (by default the lab's admin proposing AND a trustee majority voting for
-that exact text); any other replacement or a removal is refused, and the refusal is an audit
-event of its own. A release under a trigger is permanent: no route undoes it.
+that exact text), attached by the lab's admin or by a trustee the agreement names (so that a rule
+needing no admin still works for a lab that has vanished); any other replacement or a removal is
+refused, and the refusal is an audit event of its own. A release under a trigger is permanent:
+no route undoes it.
 
 Trustees vote as `ssh-keygen -Y sign -n escrow-agreement` over `vote_message(...)`, with a proven
 ssh-ed25519 key of theirs (as NDA signatures), or by answering an age challenge bound to that

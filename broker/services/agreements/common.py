@@ -14,10 +14,12 @@ from broker.adapters.db.models import (
     Model,
     Organisation,
     ReleaseAgreement,
+    User,
 )
 from broker.adapters.db.uow import UnitOfWork
 from broker.domain import sshsig
 from broker.domain.names import check_version, split_model_name
+from broker.domain.principals import Principal, PrincipalKind
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.policy.agreement import Agreement, load_agreement
 from broker.policy.loader import PolicyLibrary
@@ -114,3 +116,22 @@ def active_votes(uow: UnitOfWork, agreement_id: int) -> list[AgreementVote]:
             .order_by(AgreementVote.created_at, AgreementVote.id)
         )
     )
+
+
+def trustee_email(uow: UnitOfWork, actor: Principal, row: ReleaseAgreement) -> str | None:
+    """The logged-in person's verified e-mail address if the agreement `row` names it among
+    its trustees, else None: who a trustee is, for votes and for a trustee's amendment."""
+    found = verified_email(uow, actor)
+    return found[1] if found and found[1] in parsed(row).trustees else None
+
+
+def verified_email(uow: UnitOfWork, actor: Principal) -> tuple[User, str] | None:
+    """The person acting and their verified e-mail address ("" if not verified); None for
+    a service token, an operator or the worker, or a person no longer there."""
+    if actor.kind != PrincipalKind.USER:
+        return None
+    user = uow.session.get(User, int(actor.id))
+    if user is None:
+        return None
+    profile = user.profile
+    return user, (profile.email or "").lower() if profile and profile.email_verified else ""

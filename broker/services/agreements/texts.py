@@ -30,6 +30,7 @@ from broker.services.agreements.common import (
     policy_library,
     required,
     subject_of,
+    trustee_email,
 )
 from broker.services.agreements.triggers import gather_facts
 from broker.services.deposits import SEALED, deposit_prefix
@@ -66,7 +67,8 @@ def attach(
                 "amend",
                 f"its amendment rule is not met: still missing {'; '.join(decision.missing)}",
                 hint="the trustees vote for this exact text (escrow agreement vote "
-                f"{name_of(deposit)} --amendment FILE), then its lab's admin attaches it again",
+                f"{name_of(deposit)} --amendment FILE), then the lab's admin or a trustee "
+                "attaches it again, as the rule asks",
                 extra={"proposal_sha256": agreement.sha256, "missing": list(decision.missing)},
             )
         outcome = "amended"
@@ -124,14 +126,22 @@ def remove(
 
 def _authorize_change(uow: UnitOfWork, actor: Principal, deposit: Deposit, attempt: str) -> None:
     """Whether `actor` may attach (before the seal) or amend (after it) the version's agreement,
-    as `authorize` decides; a member of the lab's organisation refused a sealed agreement's
-    change (a depositor, a reviewer) is logged as the admin's refused changes are."""
+    as `authorize` decides: before the seal the lab (its depositor or admin) only; after it the
+    lab's admin, or a trustee the agreement in force names (a lab that has vanished cannot
+    attach the amendment its trustees voted for), the agreement's own amendment rule deciding
+    then. A member of the lab's organisation refused a sealed agreement's change (a depositor, a
+    reviewer) is logged as the admin's refused changes are."""
     sealed = deposit.state == SEALED
     org = org_of(deposit)
     try:
         authorize(actor, Action.AGREEMENT_AMEND if sealed else Action.AGREEMENT_ATTACH, org)
     except Forbidden as refused:
-        existing = current(uow, deposit.id) if sealed else None
+        # locked as `attach` reads it next: the trustees checked are those of the agreement
+        # whose rule then decides
+        existing = current(uow, deposit.id, lock=True) if sealed else None
+        if existing is not None and trustee_email(uow, actor, existing) is not None:
+            authorize(actor, Action.AGREEMENT_AMEND_AS_TRUSTEE)
+            return
         roles = actor.roles_in(org)
         # Only members are logged: someone with no role in the organisation gets the plain 403
         # and no audit event, so that strangers cannot fill the log with refusals.
@@ -144,8 +154,9 @@ def _authorize_change(uow: UnitOfWork, actor: Principal, deposit: Deposit, attem
             existing,
             attempt,
             f"the role {' and '.join(roles)} in {org!r} may not change it ({refused.message})",
-            hint=f"only an admin of {org!r} changes it, and only by an amendment its own rule "
-            f"allows: escrow agreement attach {name_of(deposit)} FILE",
+            hint=f"only an admin of {org!r}, or a trustee the agreement names, proposes a "
+            "change, and only by an amendment its own rule allows: escrow agreement attach "
+            f"{name_of(deposit)} FILE",
             extra={"roles": list(roles)},
             error=Forbidden,
         )

@@ -35,6 +35,7 @@ from broker.services.agreements.common import (
     parsed,
     required,
     subject_of,
+    verified_email,
 )
 from broker.services.agreements.triggers import fire_if_met
 from broker.services.deposits import SEALED
@@ -267,11 +268,10 @@ def trustee_of(
     deposit = find_deposit(uow, model, version)
     _require_sealed(deposit)
     row = required(uow, deposit, lock=True)
-    user = uow.session.get(User, int(actor.id))
-    if user is None:
+    found = verified_email(uow, actor)
+    if found is None:
         raise NotFound(f"user {actor.id} does not exist", hint="log in again")
-    profile = user.profile
-    email = (profile.email or "").lower() if profile and profile.email_verified else ""
+    user, email = found
     if not email or email not in parsed(row).trustees:
         raise Forbidden(
             f"you are not a trustee of {name_of(deposit)}'s release agreement (trustees are named "
