@@ -43,6 +43,10 @@ class Reencrypting(io.RawIOBase):
         self.sha256 = hashlib.sha256()
         self.chunks, self.counter = chunk_count(size), 0
         self.pending = memoryview(self.encryptor.nonce)  # bytes made, not yet read
+        # One batch's buffers, reused: a batch is read out (`pending`) before the next is made.
+        self._sealed = bytearray(BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE)
+        self._plain = bytearray(BATCH_CHUNKS * CHUNK_SIZE)
+        self._out = bytearray(BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE)
 
     def readable(self) -> bool:
         return True
@@ -55,32 +59,35 @@ class Reencrypting(io.RawIOBase):
         self.pending = self.pending[n:]
         return n
 
-    def _next_batch(self) -> bytes:
+    def _next_batch(self) -> memoryview:
         if self.cancelled():
             raise Cancelled(f"rekey stopped after {self.counter} chunk(s) of a file")
         if self.decryptor is None:
-            self.decryptor = PayloadDecryptor(self.old_key, self._read(NONCE_SIZE))
+            nonce = memoryview(bytearray(NONCE_SIZE))
+            self.decryptor = PayloadDecryptor(self.old_key, bytes(self._read_into(nonce)))
         count = min(BATCH_CHUNKS, self.chunks - self.counter)
         final = self.counter + count == self.chunks
         plain_len = (count * CHUNK_SIZE) if not final else self.size - self.counter * CHUNK_SIZE
-        sealed = self._read(plain_len + count * (ENCRYPTED_CHUNK_SIZE - CHUNK_SIZE))
-        plain = bytearray(plain_len)
+        sealed_len = plain_len + count * (ENCRYPTED_CHUNK_SIZE - CHUNK_SIZE)
+        sealed = self._read_into(memoryview(self._sealed)[:sealed_len])
+        plain = memoryview(self._plain)[:plain_len]
         self.decryptor.decrypt_chunks(sealed, plain, self.counter, final=final)
         if final and self.source.read(1):
             raise PayloadError("age payload: data after the final chunk")
         self.sha256.update(plain)
-        out = bytearray(len(sealed))
-        written = self.encryptor.encrypt_chunks(plain, out, self.counter, final=final)
+        written = self.encryptor.encrypt_chunks(plain, self._out, self.counter, final=final)
         self.counter += count
-        return bytes(out[:written])
+        return memoryview(self._out)[:written]
 
-    def _read(self, length: int) -> bytes:
-        data = bytearray()
-        while len(data) < length:
-            piece = self.source.read(length - len(data))
+    def _read_into(self, view: memoryview) -> memoryview:
+        """Fill `view` from the old payload; PayloadError if it ends first."""
+        filled = 0
+        while filled < len(view):
+            piece = self.source.read(len(view) - filled)
             if not piece:
                 raise PayloadError(
-                    f"age payload: truncated ({len(data)} of {length} bytes of a chunk run)"
+                    f"age payload: truncated ({filled} of {len(view)} bytes of a chunk run)"
                 )
-            data += piece
-        return bytes(data)
+            view[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return view
