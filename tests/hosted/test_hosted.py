@@ -610,8 +610,12 @@ def test_quotas_answer_429_with_retry_after_and_usage_goes_on_the_log_once_a_day
     query = client(hosted, quinn.token)
 
     _set_quotas(hosted, grant_id, 2, None)
+    midnight = now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    if (midnight - now()).total_seconds() < 90:  # the day's quota and report: one UTC day
+        time.sleep((midnight - now()).total_seconds() + 0.5)
     if now().second >= 50:  # three requests in one minute: start in a fresh one if it ends soon
         time.sleep(60.5 - now().second - now().microsecond / 1e6)
+    day = now().date().isoformat()
     minute = now().replace(second=0, microsecond=0)
     answered = [query.completions.create(model=NAME, prompt=PROMPT, max_tokens=1)
                 for _ in range(2)]
@@ -634,13 +638,16 @@ def test_quotas_answer_429_with_retry_after_and_usage_goes_on_the_log_once_a_day
     assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 86400
 
     with broker_escrow(hosted.broker) as escrow:
-        tomorrow = now() + timedelta(days=1)
-        assert hosted_usage.report_due(escrow, now()) == 0  # today has not ended
-        assert hosted_usage.report_due(escrow, tomorrow) >= 1
-        assert hosted_usage.report_due(escrow, tomorrow + timedelta(hours=1)) == 0  # once
+        moment = now()
+        # Days that ended before now (other tests' usage, in a run across midnight UTC) first.
+        hosted_usage.report_due(escrow, moment)
+        assert hosted_usage.report_due(escrow, moment) == 0  # today has not ended
+        after_today = moment + timedelta(days=1) + hosted_usage.REPORT_GRACE
+        assert hosted_usage.report_due(escrow, after_today) >= 1
+        assert hosted_usage.report_due(escrow, after_today + timedelta(hours=1)) == 0  # once
     events = _actions(hosted)
     usage = [d for a, s, d, _ in events if a == "hosted.usage" and s["grant"] == grant_id]
-    assert usage == [{"day": now().date().isoformat(), "requests": len(answered) + 1,
+    assert usage == [{"day": day, "requests": len(answered) + 1,
                       "input_tokens": (len(answered) + 1) * prompt,
                       "output_tokens": outputs + 12}]
     leaves = b"".join(leaf for *_, leaf in events)  # numbers only: no prompt or output text

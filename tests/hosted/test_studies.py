@@ -415,17 +415,23 @@ def test_withdrawal_stops_capture_at_once_and_consent_is_on_the_log_without_cont
     time.sleep(1.0)
     assert captures(hosted) == before
 
+    # The UTC days of the captures: one count per study and day (two in a run across midnight).
+    days = sorted({key.split("/captures/")[1].split("/")[0] for _, key, _, _ in before})
     with broker_escrow(hosted.broker) as escrow:
-        assert study_captures.report_due(escrow, now()) == 0  # today has not ended
-        assert study_captures.report_due(escrow, now() + timedelta(days=1)) == 1
-        assert study_captures.report_due(escrow, now() + timedelta(days=1, hours=1)) == 0  # once
+        moment = now()
+        ended = study_captures.report_due(escrow, moment)  # days that ended before now
+        assert study_captures.report_due(escrow, moment) == 0  # today has not ended
+        after_today = moment + timedelta(days=1) + study_captures.REPORT_GRACE
+        assert ended + study_captures.report_due(escrow, after_today) == len(days)
+        assert study_captures.report_due(escrow, after_today + timedelta(hours=1)) == 0  # once
     events = actions(hosted)
     names = [a for a, *_ in events if a.startswith("study.")]
     assert names == ["study.registered", "study.approved", "study.consent_given",
                      "study.member_added", "study.member_removed",
-                     "study.consent_withdrawn", "study.captures"]
-    [counted] = [d for a, _, d, _ in events if a == "study.captures"]
-    assert counted["captures"] == len(before) and counted["day"] == now().date().isoformat()
+                     "study.consent_withdrawn", *["study.captures"] * len(days)]
+    counted = [d for a, _, d, _ in events if a == "study.captures"]
+    assert sum(c["captures"] for c in counted) == len(before)
+    assert [c["day"] for c in counted] == days
     consent = [s for a, s, _, _ in events if a == "study.consent_given"][0]
     assert consent["user"] == str(pat.user_id) and consent["model"] == "acme-ai/tiny"
     leaves = b"".join(leaf for *_, leaf in events)
