@@ -168,3 +168,15 @@ def audit_events(escrow, action: str) -> list[dict]:
 def events(escrow):
     """events(action) -> the audit leaves of that action, oldest first."""
     return lambda action: audit_events(escrow, action)
+
+
+@pytest.fixture
+def fresh(escrow, tmp_path):
+    """The same data directory, store and master key, with a new empty database (as after
+    `escrow init` on a new database server): where recovery from the bucket is tested."""
+    from broker.services.setup import initialise
+
+    url = f"sqlite:///{tmp_path / 'recovered.db'}"
+    made, _ = initialise(escrow.settings.with_overrides(database_url=url))
+    yield made
+    made.engine.dispose()

@@ -59,17 +59,6 @@ def vote_for(trustees: dict, count: int, text: str) -> None:
         assert voted.status_code == 201, voted.json
 
 
-@pytest.fixture
-def fresh(escrow, tmp_path):
-    """The same store and master key, a new empty database (as in tests/access/test_recovery)."""
-    from broker.services.setup import initialise
-
-    made, _ = initialise(escrow.settings.with_overrides(
-        database_url=f"sqlite:///{tmp_path / 'recovered.db'}"))
-    yield made
-    made.engine.dispose()
-
-
 def test_trustees_amend_it_without_the_lab_under_a_rule_of_trustees_only(
     sealed, admin, trustees, escrow, client, events, fresh
 ):

@@ -350,17 +350,6 @@ def test_a_release_is_not_undone_even_by_an_amendment_the_lab_may_make_alone(
     assert granted.json["request"]["policy"]["id"] == "acme-ai-auto"
 
 
-@pytest.fixture
-def fresh(escrow, tmp_path):
-    """The same store and master key, a new empty database (as in tests/access/test_recovery)."""
-    from broker.services.setup import initialise
-
-    made, _ = initialise(escrow.settings.with_overrides(
-        database_url=f"sqlite:///{tmp_path / 'recovered.db'}"))
-    yield made
-    made.engine.dispose()
-
-
 def test_recovery_restores_agreements_and_the_release(attached, admin, escrow, trustee, fresh):
     from broker.services import audit
     from broker.services.recovery import recover

@@ -11,17 +11,6 @@ from broker.services.fixity import run_fixity
 from broker.services.recovery import RecoveryFailed, recover
 
 
-@pytest.fixture
-def fresh(escrow, tmp_path):
-    """The same data directory, store and master key, with a new empty database."""
-    from broker.services.setup import initialise
-
-    url = f"sqlite:///{tmp_path / 'recovered.db'}"
-    made, _ = initialise(escrow.settings.with_overrides(database_url=url))
-    yield made
-    made.engine.dispose()
-
-
 def test_fixity_restores_the_signing_keys_and_recovery_accepts_the_bucket(
     escrow,
     sealed,

@@ -27,18 +27,6 @@ def bucket(escrow, sealed, make_person):
         return size
 
 
-@pytest.fixture
-def fresh(escrow, tmp_path):
-    """The same data directory, store and master key, with a new empty database (as after
-    `escrow init` on a new database server)."""
-    from broker.services.setup import initialise
-
-    url = f"sqlite:///{tmp_path / 'recovered.db'}"
-    made, _ = initialise(escrow.settings.with_overrides(database_url=url))
-    yield made
-    made.engine.dispose()
-
-
 def count(escrow, table) -> int:
     with escrow.uow() as uow:
         return uow.session.scalar(select(func.count()).select_from(table))
