@@ -19,6 +19,7 @@ from werkzeug.wsgi import FileWrapper
 from broker.adapters.objectstore.local import BLOCK_SIZE, OP_GET, OP_PUT_PART, LocalStore
 from broker.errors import NotFound, PayloadTooLarge
 from broker.http.openapi import operation, path_params
+from broker.http.socket_body import sized_body
 
 bp = Blueprint("store_urls", __name__, url_prefix="/store/v1")
 
@@ -58,7 +59,7 @@ def put_part(token: str) -> Response:
             "cuts parts otherwise is out of date",
         )
     part = store.write_part(
-        grant.key, grant.upload_id, grant.part_number, request.stream, request.content_length
+        grant.key, grant.upload_id, grant.part_number, sized_body(request), request.content_length
     )
     response = Response(status=200)
     response.set_etag(part.etag)
