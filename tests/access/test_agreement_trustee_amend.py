@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from access_support import WEIGHTS
+from access_support import WEIGHTS, mirror_whole_log
 from test_agreement_vote_challenges import answer, ask
 from test_agreements import PATH
 
@@ -62,7 +62,6 @@ def vote_for(trustees: dict, count: int, text: str) -> None:
 def test_trustees_amend_it_without_the_lab_under_a_rule_of_trustees_only(
     sealed, admin, trustees, escrow, client, events, fresh
 ):
-    from broker.services import audit
     from broker.services.recovery import recover
 
     first = attach(admin, TRUSTEES_DECIDE)
@@ -83,10 +82,7 @@ def test_trustees_amend_it_without_the_lab_under_a_rule_of_trustees_only(
     assert escrow.store.get_bytes(f"deposits/{deposit_id}/agreements/000002.yaml") == \
         AMENDED.encode()
     with escrow.uow() as uow:
-        size = audit.sign_checkpoint(escrow, uow).size
-        for key in escrow.store.list_keys(audit.ENTRIES_PREFIX):
-            escrow.store.delete(key)
-        audit.mirror_entries(escrow, uow, size)
+        mirror_whole_log(escrow, uow)
     recover(fresh)
     shown = __import__("broker").create_app(fresh.settings).test_client().get(PATH).json
     assert shown["number"] == 2 and shown["sha256"] == sha(AMENDED)

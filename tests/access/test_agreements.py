@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from access_support import WEIGHTS, proven_ssh_key
+from access_support import WEIGHTS, mirror_whole_log, proven_ssh_key
 
 from broker.services import agreements
 
@@ -351,7 +351,6 @@ def test_a_release_is_not_undone_even_by_an_amendment_the_lab_may_make_alone(
 
 
 def test_recovery_restores_agreements_and_the_release(attached, admin, escrow, trustee, fresh):
-    from broker.services import audit
     from broker.services.recovery import recover
 
     amended = WEAKER
@@ -363,10 +362,7 @@ def test_recovery_restores_agreements_and_the_release(attached, admin, escrow, t
     released = agreements.fire_due(escrow, datetime.now(UTC) + timedelta(days=31))
     assert released == [attached["deposit_id"]]
     with escrow.uow() as uow:
-        size = audit.sign_checkpoint(escrow, uow).size
-        for key in escrow.store.list_keys(audit.ENTRIES_PREFIX):
-            escrow.store.delete(key)
-        audit.mirror_entries(escrow, uow, size)
+        mirror_whole_log(escrow, uow)
 
     recover(fresh)
     app = __import__("broker").create_app(fresh.settings)

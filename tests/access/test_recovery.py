@@ -4,7 +4,7 @@ when the bucket is damaged or the key is wrong, a refusal naming the problem tha
 from __future__ import annotations
 
 import pytest
-from access_support import WEIGHTS
+from access_support import WEIGHTS, mirror_whole_log
 from sqlalchemy import func, select
 
 from broker.adapters.db.models import AuditEvent, Deposit, Organisation
@@ -19,12 +19,7 @@ def bucket(escrow, sealed, make_person):
     mirrored to the bucket."""
     make_person("rosa@uni.example")
     with escrow.uow() as uow:
-        size = audit.sign_checkpoint(escrow, uow).size
-        # The whole log in one batch, as these tests cut it (the seal mirrored a first batch).
-        for key in escrow.store.list_keys(audit.ENTRIES_PREFIX):
-            escrow.store.delete(key)
-        audit.mirror_entries(escrow, uow, size)
-        return size
+        return mirror_whole_log(escrow, uow)
 
 
 def count(escrow, table) -> int:

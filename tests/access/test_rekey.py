@@ -14,7 +14,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
-from access_support import WEIGHTS
+from access_support import WEIGHTS, mirror_whole_log
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
@@ -291,7 +291,6 @@ def test_the_cli_queues_and_shows_the_rekey(escrow, deposited, monkeypatch):
 def test_recovery_after_a_rekey_restores_the_new_state(escrow, deposited, tmp_path, request):
     """The bucket's manifest and identity say the rekeyed deposit: a database rebuilt from the
     bucket serves the new objects, verified by decrypting them with the new identity."""
-    from broker.services import audit
     from broker.services.recovery import recover
     from broker.services.setup import initialise
 
@@ -299,10 +298,7 @@ def test_recovery_after_a_rekey_restores_the_new_state(escrow, deposited, tmp_pa
         rekey.request_rekey(escrow, uow, OPERATOR, "acme-ai/gpt-small", "2024-05", "leak 5")
     worker.run_pending(escrow)
     with escrow.uow() as uow:
-        size = audit.sign_checkpoint(escrow, uow).size
-        for key in escrow.store.list_keys(audit.ENTRIES_PREFIX):
-            escrow.store.delete(key)
-        audit.mirror_entries(escrow, uow, size)
+        mirror_whole_log(escrow, uow)
         switched = uow.session.get(Deposit, deposited["deposit_id"])
         expected = (switched.generation, switched.recipient, bytes(switched.wrapped_identity),
                     sorted(bytes(f.header) for f in switched.files))
