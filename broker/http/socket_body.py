@@ -7,10 +7,11 @@ development box, against ~0.6 for `recv_into` the caller's buffer (measured with
 sync worker writing 1 GiB to /dev/shm; most of the rest is the kernel's). On 2 cores that CPU is
 taken from the depositing client.
 
-Only gunicorn's sync worker with a `Content-Length` body qualifies, and only before anything read
-the body; anything else (another server, Flask's test client, a chunked body) gets the plain WSGI
-stream. gunicorn's own count of what is left of the body is kept in step, so after the answer it
-drains exactly what the client still sends, as it does when the application reads less.
+Only a gunicorn worker that reads the socket itself (sync, as `escrow serve` runs, or gthread)
+with a `Content-Length` body qualifies, and only before anything read the body; anything else
+(another server, Flask's test client, a chunked body) gets the plain WSGI stream. gunicorn's own
+count of what is left of the body is kept in step, so after the answer it drains exactly what
+the client still sends, as it does when the application reads less.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ __all__ = ["SocketBody", "sized_body"]
 
 def sized_body(request: Request) -> IO[bytes]:
     """The body of `request` (with a Content-Length): straight from the socket under
-    gunicorn's sync worker, else the WSGI stream."""
+    gunicorn, else the WSGI stream. Its readers call `readinto` only (`local_io.receive`)."""
     direct = SocketBody.take(request.environ)
     return cast(IO[bytes], direct) if direct is not None else request.stream
 
 
 class SocketBody:
-    """`readinto` / `read` of what is left of a gunicorn request body of known length."""
+    """`readinto` of what is left of a gunicorn request body of known length."""
 
     def __init__(self, reader: Any, unreader: Any) -> None:
         self._reader = reader  # gunicorn.http.body.LengthReader: `.length` is what is left
@@ -75,9 +76,3 @@ class SocketBody:
                 raise ClientDisconnected(f"the client went away mid-body: {e}") from None
         self._reader.length -= n
         return n
-
-    def read(self, size: int = -1) -> bytes:
-        left = self._reader.length
-        buffer = bytearray(left if size < 0 else min(size, left))
-        n = self.readinto(buffer)
-        return bytes(buffer[:n])
