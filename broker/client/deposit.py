@@ -423,7 +423,7 @@ class Depositor:
 
     def _verify_kept(self, item: Item, entry: FileEntry, parts: list[Part],
                      stored: dict[int, int], start: dict[str, Any]) -> tuple[set[int], str]:
-        """Re-encrypt every journaled part locally (nothing is sent) and compare fingerprints.
+        """Fingerprint every journaled part again locally (nothing is sent) and compare.
 
         Returns the parts the broker has that can be kept, or a reason to start over."""
         if entry.part_size != start["part_size"]:

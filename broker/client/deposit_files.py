@@ -93,7 +93,7 @@ def part_source(item: Item, entry: FileEntry) -> PlainSource | CipherSource:
     if item.header is not None:
         return CipherSource(item.source, item.path, item.payload_offset)
     assert entry.file_key is not None and entry.nonce is not None
-    return PlainSource(item.source, item.path, age.PayloadEncryptor(entry.file_key, entry.nonce))
+    return PlainSource.keyed(item.source, item.path, entry.file_key, entry.nonce)
 
 
 def b64(data: bytes) -> str:

@@ -8,13 +8,13 @@ on every change and deleted when the deposit seals. For each unfinished file it 
 - the recipients the header was made for and the part size used;
 - the broker's reference to the store upload the parts went to (`upload`), so a run that finds
   the broker on a new upload (the store lost the old one) starts the file over with a new key;
-- for every part ever sent, a fingerprint: SHA-256 over the part's Poly1305 tags (see
-  `encrypt.py`), written (and fsynced) BEFORE the first byte of the part is sent: a
-  write-ahead record. Under one key and nonce the tags are a function of the plaintext, so
-  re-encrypting a part locally and comparing fingerprints proves it unchanged without sending
-  anything. Hence the invariant a resumed run relies on: a part with no fingerprint was never
-  sent under this key, and a part with one is only sent again under this key if its plaintext
-  is proven to be the one fingerprinted (a part in flight when the client was killed included).
+- for every part ever sent, a fingerprint: a Poly1305 tag of the part's plaintext under a key
+  derived from the file key (see `encrypt.py`), written (and fsynced) BEFORE the first byte of
+  the part is sent: a write-ahead record. Reading a part locally and comparing fingerprints
+  proves it unchanged without sending anything. Hence the invariant a resumed run relies on: a
+  part with no fingerprint was never sent under this key, and a part with one is only sent again
+  under this key if its plaintext is proven to be the one fingerprinted (a part in flight when
+  the client was killed included).
 
 Why the key is kept rather than re-made: a part already stored must be re-sent (or kept) with
 the same key, or the payload would mix keys. Why it is thrown away whenever the plaintext may
@@ -38,11 +38,13 @@ from typing import Any
 from broker.client.local import config_dir, private_dir, remove_private, write_private
 from broker.errors import EscrowError
 
-JOURNAL_VERSION = 2
+JOURNAL_VERSION = 3
 # Version 1 journaled a fingerprint only once a part's encryption had finished, so a part in
-# flight at a crash had none and could be re-encrypted under the same key after an edit. Its
-# unfinished files are not trusted (they start over with new keys); finished files are kept.
-UNTRUSTED_FILES_VERSIONS = (1,)
+# flight at a crash had none and could be re-encrypted under the same key after an edit.
+# Version 2 fingerprinted a part by its chunk tags, which this version no longer computes
+# before sending, so its fingerprints cannot be compared. Unfinished files of either are not
+# trusted (they start over with new keys, always safe); finished files are kept.
+UNTRUSTED_FILES_VERSIONS = (1, 2)
 
 
 @dataclass

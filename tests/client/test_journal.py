@@ -114,15 +114,17 @@ def test_a_second_run_on_the_same_deposit_is_refused_while_the_first_holds_it(tm
     Journal.open("dep1", "http://b", tmp_path).close()  # released: a later run may resume
 
 
-def test_a_version_1_journal_keeps_finished_files_but_no_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_journal_keeps_finished_files_but_no_keys(tmp_path: Path, version: int) -> None:
     """Version 1 journaled fingerprints only after a part was encrypted, so its keys may have
-    encrypted a part with no fingerprint: such files start over with new keys."""
+    encrypted a part with no fingerprint; version 2's fingerprints were of another kind. Such
+    files start over with new keys."""
     journal = Journal.open("dep1", "http://b", tmp_path)
     journal.start_file(entry())
     journal.finish_file(1, "done.bin", DoneEntry(10, 123, 7, "ef" * 32))
     journal.close()
     data = json.loads(journal.path.read_text())
-    data["version"] = 1
+    data["version"] = version
     journal.path.write_text(json.dumps(data))
     again = Journal.open("dep1", "http://b", tmp_path)
     assert again.files == {}
