@@ -9,9 +9,12 @@ Makes a random file on /dev/shm and times, in the same run:
   start-up), with its peak RSS from `/usr/bin/time -v`;
 - the verification of that deposit (decrypt + SHA-256 of every payload, in process) against
   `age -d` then `openssl dgst -sha256`;
-- `escrow deposit` to an S3 server (moto in server mode) against plain boto3 `upload_file` of a
-  same-size file to the same server with the same part size (64 MiB) and threads, with
-  botocore's default checksums and without them.
+- `escrow deposit` to an S3 server (moto in server mode, and bench/discard_s3.py, which throws
+  the bytes away) against plain boto3 `upload_file` of the same file to the same server with the
+  same part size (64 MiB) and threads, with botocore's default checksums and without them
+  (bench/boto3_upload.py). The peer runs twice: in this process, timed from the transfer's start
+  (the peer of the CLI's upload phase), and as a process of its own timed from outside, start-up
+  and imports included (the peer of the CLI's wall time, which includes the CLI's start-up).
 Both sides write into memory the same way: the peer's output replaces the last round's
 (`-o peer.age`), and so each round's deposit payload is removed once it was verified. On some
 virtual machines a tmpfs write into never-used memory costs 3-4 times the CPU of one into memory
@@ -38,6 +41,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import boto3_upload  # bench/boto3_upload.py, beside this file
 
 from broker.cli.serving import wait_until_serving
 
@@ -258,22 +263,11 @@ def drop_payloads(env: dict[str, str], deposit_id: str) -> None:
         payload.unlink()
 
 
-def boto3_upload(endpoint: str, plain: Path, jobs: int, checksums: bool) -> float:
-    import boto3
-    from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
-
-    config = Config(
-        s3={"addressing_style": "path"},
-        request_checksum_calculation="when_supported" if checksums else "when_required",
-    )
-    s3 = boto3.client("s3", endpoint_url=endpoint, config=config, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
-                              max_concurrency=jobs, use_threads=True)
-    start = time.perf_counter()
-    s3.upload_file(str(plain), BUCKET, f"peer/{time.time_ns()}", Config=transfer)
-    return time.perf_counter() - start
+def boto3_process(endpoint: str, plain: Path, jobs: int, checksums: bool) -> float:
+    """bench/boto3_upload.py as a process of its own, timed from outside like the CLI."""
+    seconds, _ = timed([sys.executable, str(ROOT / "bench" / "boto3_upload.py"), endpoint,
+                        str(plain), BUCKET, str(jobs), "1" if checksums else "0"])
+    return seconds
 
 
 @contextmanager
@@ -421,6 +415,8 @@ def run(options: argparse.Namespace, size: int, work: Path) -> None:
         found = s3[name] = {key: Measure(label) for key, label in (
             ("boto3", "boto3 upload_file (default checksums)"),
             ("boto3-nock", "boto3 upload_file (checksums off)"),
+            ("process", "boto3 as a process (default checksums)"),
+            ("process-nock", "boto3 as a process (checksums off)"),
             ("escrow", "escrow deposit --no-wait (CLI wall)"),
             ("phase", "escrow deposit: upload phase (in the CLI)"))}
         with server(work) as (endpoint, server_pgid):
@@ -431,9 +427,15 @@ def run(options: argparse.Namespace, size: int, work: Path) -> None:
                 for i in range(m):
                     for key, checksums in (("boto3", True), ("boto3-nock", False)):
                         c0, s0 = self_cpu(), group_cpu(server_pgid)
-                        seconds = boto3_upload(endpoint, plain, jobs, checksums)
+                        seconds = boto3_upload.upload(endpoint, str(plain), BUCKET, jobs,
+                                                      checksums)
                         found[key].add(seconds, client=self_cpu() - c0,
                                        server=group_cpu(server_pgid) - s0)
+                        c0, s0 = children_cpu(), group_cpu(server_pgid)
+                        seconds = boto3_process(endpoint, plain, jobs, checksums)
+                        found[key.replace("boto3", "process")].add(
+                            seconds, client=children_cpu() - c0,
+                            server=group_cpu(server_pgid) - s0)
                     c0, s0 = children_cpu(), group_cpu(server_pgid)
                     seconds, peak, out = escrow_deposit(env, model, f"s3-{i}", jobs)
                     found["escrow"].add(seconds, client=children_cpu() - c0,
@@ -450,10 +452,15 @@ def run(options: argparse.Namespace, size: int, work: Path) -> None:
           "(goal >= 1.0)")
     for name, found in s3.items():
         best = min(found["boto3"].wall, found["boto3-nock"].wall)
-        print(f"  S3 ({name:7}) CLI wall   vs boto3    {best / found['escrow'].wall:5.2f}   "
-              f"(goal >= 0.9; vs default-checksum boto3: "
-              f"{found['boto3'].wall / found['escrow'].wall:.2f})")
-        print(f"  S3 ({name:7}) upload phase vs boto3  {best / found['phase'].wall:5.2f}")
+        process = min(found["process"].wall, found["process-nock"].wall)
+        print(f"  S3 ({name:7}) CLI wall   vs boto3 as a process  "
+              f"{process / found['escrow'].wall:5.2f}   (goal >= 0.9; vs its default checksums: "
+              f"{found['process'].wall / found['escrow'].wall:.2f})")
+        print(f"  S3 ({name:7}) CLI wall   vs boto3 in process    "
+              f"{best / found['escrow'].wall:5.2f}   (vs its default checksums: "
+              f"{found['boto3'].wall / found['escrow'].wall:.2f}; no start-up on its side)")
+        print(f"  S3 ({name:7}) upload phase vs boto3 in process  "
+              f"{best / found['phase'].wall:5.2f}")
     print(f"\npeak RSS of escrow deposit: local {max(rss) / MIB:.0f} MiB"
           + (f", S3 {max(rss_s3) / MIB:.0f} MiB" if rss_s3 else "") + "  (goal <= 256 MiB)")
 
