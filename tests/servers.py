@@ -107,10 +107,11 @@ def s3rver_command() -> list[str] | None:
 
 
 @contextlib.contextmanager
-def moto_server(workdir: Path, command: list[str]) -> Iterator[Endpoint]:
+def moto_server(workdir: Path, command: list[str],
+                extra_env: dict[str, str] | None = None) -> Iterator[Endpoint]:
     args = [*command, "-H", "127.0.0.1", "-p", "0"]
     pattern = r"Running on http://127\.0\.0\.1:(\d+)"
-    with _server("moto_server", args, workdir, pattern) as port:
+    with _server("moto_server", args, workdir, pattern, extra_env) as port:
         yield Endpoint("moto", f"http://127.0.0.1:{port}", "testing", "testing")
 
 
