@@ -222,7 +222,7 @@ def test_a_key_release_is_one_transaction_of_five_statements(granted, researcher
     """Authentication (token, session, person and roles: one query), the grant's terms and
     file (one), the locked re-check that also locks the audit head, the numbered release row;
     then the event with its tree nodes and the new head: on PostgreSQL one `audit_append` call
-    sent with the COMMIT in one pipeline (past SQLAlchemy's statement hook), on SQLite an INSERT
+    sent with the COMMIT in one message (past SQLAlchemy's statement hook), on SQLite an INSERT
     and an UPDATE. A regression here costs every fetch."""
     from sqlalchemy import event, select
 

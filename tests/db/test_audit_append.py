@@ -193,3 +193,50 @@ def test_events_pending_at_commit_are_not_appended_without_it(sessions):
     assert (size, seqs) == (1, [0])
     with sessions() as session:
         assert b'"org":"b"' in session.scalar(select(AuditEvent.leaf))
+
+
+HOSTILE = ["it's", "a\\b", "%s %(x)s", "'); DROP TABLE audit_events; --", "$fn$", "ü\u2028\t",
+           "E'\\x00'"]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_values_bound_into_the_append_message_arrive_byte_for_byte(sessions):
+    """The appends and the COMMIT go as one message whose values psycopg quotes on the client:
+    quotes, backslashes, placeholders, dollar quotes and SQL in every bound value (the leaf's
+    bytes and the index columns) arrive exactly, and nothing else runs."""
+    import json
+
+    from broker.auditlog.leaf import canonical_json
+    from broker.domain.principals import Principal
+
+    actor = Principal(kind="user", id=HOSTILE[3])
+    with UnitOfWork(sessions) as uow:
+        for value in HOSTILE:
+            uow.audit("org.created", actor, {"org": value, "model": f"{value}/m"},
+                      {"why": value, value: [value]})
+        uow.commit()
+    with sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    assert [e.org for e in events] == HOSTILE
+    for event, value in zip(events, HOSTILE, strict=True):
+        leaf = json.loads(event.leaf)
+        assert canonical_json(leaf) == event.leaf
+        assert leaf["details"] == {"why": value, value: [value]}
+        assert event.model == f"{value}/m" and event.actor == f"user:{HOSTILE[3]}"
+    assert _head_and_leaves(sessions)[0] == len(HOSTILE)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_failing_append_in_the_middle_commits_nothing(sessions):
+    """Three events in one message: the second fails (the index column is too long for its
+    column), so neither the change, nor the first event, nor the third is committed, and the
+    head is where it was."""
+    with pytest.raises(Unavailable, match="audit log"), UnitOfWork(sessions) as uow:
+        uow.session.add(Organisation(name="acme-ai"))
+        uow.audit("org.created", OPERATOR, {"org": "acme-ai"})
+        uow.audit("org.created", OPERATOR, {"org": "x" * 100_000})
+        uow.audit("org.created", OPERATOR, {"org": "acme-ai"})
+        uow.commit()
+    with sessions() as session:
+        assert session.scalar(select(Organisation)) is None
+    assert _head_and_leaves(sessions)[:3] == (0, b"", [])

@@ -142,21 +142,25 @@ class UnitOfWork:
             raise _not_made(error) from error
 
     def _commit_with_events(self) -> None:
-        """PostgreSQL: append the pending events and COMMIT in one round trip (a pipeline), so
-        the audit head is locked only while the server appends and commits: no client round
-        trip, no client scheduling while others wait on it. The events are in the change's
-        transaction: if an append fails, the COMMIT behind it is not run."""
+        """PostgreSQL: append the pending events and COMMIT in one message, so the audit head is
+        locked only while the server appends and commits: no client round trip, no client
+        scheduling while others wait on it. The events are in the change's transaction: the
+        server runs the message's statements in order and skips the rest after an error, so if
+        an append fails the COMMIT behind it is not run.
+
+        One simple-query message, its parameters bound by psycopg's `ClientCursor` (quoted by
+        libpq's rules), rather than a pipeline of extended-protocol messages: on 2 cores, 16
+        writers, that took each event from ~20 system calls to ~6 and the writer's CPU per
+        event from ~0.45 to ~0.25 ms (bench/audit.py)."""
         pending, self._pending = self._pending, []
         self.session.flush()
         connection = self.session.connection()
         raw = connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
         try:
-            with raw.pipeline():
-                with raw.cursor() as cursor:
-                    for event in pending:
-                        cursor.execute(_APPEND_SQL, event)
-                raw.commit()
+            with psycopg.ClientCursor(raw) as cursor:
+                cursor.execute(";".join([_APPEND_SQL] * len(pending) + ["COMMIT"]),
+                               [event[name] for event in pending for name in _APPEND_FIELDS])
         except psycopg.Error as error:
             unknown = not error.sqlstate
             if raw.closed:
@@ -342,11 +346,9 @@ _UPDATE_HEAD = (
 
 
 # migrations/versions/0012: locks the head, completes, hashes and inserts the leaf, grows the
-# tree; psycopg's named placeholders.
-_APPEND_SQL = (
-    "SELECT audit_append(%(before)s, %(between)s, %(action)s, %(org)s, %(model)s, "
-    "%(user_id)s, %(actor)s)"
-)
+# tree; positional placeholders, bound by ClientCursor (see _commit_with_events).
+_APPEND_FIELDS = ("before", "between", "action", "org", "model", "user_id", "actor")
+_APPEND_SQL = f"SELECT audit_append({', '.join(['%s'] * len(_APPEND_FIELDS))})"
 
 
 def leaf_parts(
