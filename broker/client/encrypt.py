@@ -27,7 +27,7 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
@@ -126,7 +126,7 @@ class PlainSource:
     source: str  # path to open
     path: str  # deposit path, for messages
     encryptor: age.PayloadEncryptor
-    secret: bytes  # fingerprint_secret(file key, nonce)
+    secret: bytes = field(repr=False)  # fingerprint_secret(file key, nonce): never printed
 
     @classmethod
     def keyed(cls, source: str, path: str, file_key: bytes, nonce: bytes) -> PlainSource:

@@ -59,7 +59,8 @@ class FileEntry:
     part_size: int
     header: bytes
     recipients: list[str]
-    file_key: bytes | None = None  # None for pre-encrypted files (the lab's age made the key)
+    # None for pre-encrypted files (the lab's age made the key); never printed (repr)
+    file_key: bytes | None = field(default=None, repr=False)
     nonce: bytes | None = None
     fingerprints: dict[int, str] = field(default_factory=dict)
     upload: str | None = None  # the broker's reference to the store upload the parts went to

@@ -185,3 +185,15 @@ def test_sha256_of_a_file_matches_hashlib(tmp_path: Path) -> None:
     assert sha256_file(str(tmp_path / "f"), "f", len(data)) == hashlib.sha256(data).hexdigest()
     with pytest.raises(FileChanged):
         sha256_file(str(tmp_path / "f"), "f", len(data) - 1)
+
+
+def test_a_sources_repr_shows_no_key_material(tmp_path: Path) -> None:
+    """A source may end up in a traceback or a log line: its fingerprint secret (and the file
+    key behind the encryptor) must not be printed with it."""
+    (tmp_path / "f").write_bytes(b"x")
+    file_key, nonce = keys()
+    source = plain(tmp_path / "f", file_key, nonce)
+    shown = repr(source)
+    assert str(tmp_path / "f") in shown
+    assert repr(source.secret) not in shown and source.secret.hex() not in shown
+    assert file_key.hex() not in shown and repr(file_key) not in shown

@@ -150,3 +150,10 @@ def test_the_upload_reference_round_trips(tmp_path: Path) -> None:
     journal.set_upload(0, "0123456789abcdef")
     journal.close()
     assert Journal.open("dep1", "http://b", tmp_path).files[0].upload == "0123456789abcdef"
+
+
+def test_an_entrys_repr_shows_no_file_key(tmp_path: Path) -> None:
+    """An entry may end up in a traceback or a log line; its file key must not."""
+    shown = repr(entry())
+    assert "w.bin" in shown
+    assert bytes(range(16)).hex() not in shown and repr(bytes(range(16))) not in shown
